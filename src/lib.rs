@@ -1,0 +1,17 @@
+//! udphub: move camera frames and telemetry from small devices to a PC over a local network.
+//!
+//! The crate is laid out by what a piece of code is for:
+//! - [`wire`]: every byte format on the network (the seed formats and ours), each with
+//!   `parse` and `emit` and tests against literal bytes. No sockets, no state.
+//! - [`proto`]: the protocol state machines (reassembly, timeouts). They own no socket and
+//!   no clock: feed them datagrams and the time, they say what to send and what completed.
+//! - [`hub`]: the `hub` server: one thin socket thread per service, and the consumers
+//!   (statistics, saving, display) that are fed without ever blocking those threads.
+//! - [`media`]: everything OpenCV (capture, JPEG encode/decode, windows).
+//! - [`shutdown`]: the one flag every loop checks.
+
+pub mod hub;
+pub mod media;
+pub mod proto;
+pub mod shutdown;
+pub mod wire;

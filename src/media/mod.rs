@@ -1,0 +1,2 @@
+//! Everything OpenCV: JPEG encode/decode, capture sources, preview windows.
+//! (Being written; see the helper task.)
