@@ -1,0 +1,138 @@
+//! `hub`: the server. Receives camera frames (UDP and TCP) and JSON telemetry (UDP) from
+//! the seed clients and ours, acks them, and hands frames to statistics, disk and windows.
+//!
+//! This file only maps command-line flags onto [`udphub::hub::HubConfig`], prints the bound
+//! addresses, waits for Ctrl-C/SIGTERM and prints the summary.
+
+use clap::Parser;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use udphub::hub::{self, HubConfig};
+use udphub::shutdown::Shutdown;
+
+/// Receive camera frames and telemetry from small devices.
+///
+/// Prints one line per service with the address it bound ("hub: img listening on udp
+/// 127.0.0.1:9999"), then "hub: ready"; on Ctrl-C or SIGTERM stops within about a second
+/// and prints a summary. Logging: RUST_LOG (info by default).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address to bind every service on (0.0.0.0 to accept from the LAN).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// UDP port for JPEG frames (seed formats); 0 lets the OS choose.
+    #[arg(long, default_value_t = 9999)]
+    img_port: u16,
+    /// UDP port for JSON messages; 0 lets the OS choose.
+    #[arg(long, default_value_t = 6666)]
+    msg_port: u16,
+    /// TCP port for the length-prefixed JPEG stream; 0 lets the OS choose.
+    #[arg(long, default_value_t = 8002)]
+    tcp_port: u16,
+    /// Turn the UDP image service off.
+    #[arg(long)]
+    no_img: bool,
+    /// Turn the UDP message service off.
+    #[arg(long)]
+    no_msg: bool,
+    /// Turn the TCP stream service off.
+    #[arg(long)]
+    no_tcp: bool,
+    /// Largest frame a header may announce, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_frame_bytes: u64,
+    /// Drop a partial UDP frame when its datagrams stop for this long.
+    #[arg(long, default_value_t = 1000)]
+    frame_timeout_ms: u64,
+    /// Memory all partial UDP frames together may hold; past it the oldest is dropped.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_partial_bytes: usize,
+    /// Socket receive buffer to ask the kernel for on the image port, in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    recv_buffer_bytes: usize,
+    /// Append every valid message to FILE as a JSON line {"ts", "from", "msg"}.
+    #[arg(long, value_name = "FILE")]
+    msg_log: Option<PathBuf>,
+    /// Save every intact frame's JPEG bytes into DIR ({transport}-{ip}-{port}-{seq}.jpg).
+    #[arg(long, value_name = "DIR")]
+    save_dir: Option<PathBuf>,
+    /// With --save-dir, keep only every Nth frame of each source (1, N+1, 2N+1, ...).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    save_every: u64,
+    /// Show each source in an OpenCV window (needs a display; ignored with a warning without one).
+    #[arg(long)]
+    display: bool,
+    /// TCP connections served at once; further ones are refused.
+    #[arg(long, default_value_t = 16)]
+    tcp_max_conns: usize,
+    /// Close a TCP connection that sends nothing for this long.
+    #[arg(long, default_value_t = 30_000)]
+    tcp_idle_timeout_ms: u64,
+    /// How often per-source rates are logged.
+    #[arg(long, default_value_t = 5000)]
+    stats_interval_ms: u64,
+}
+
+impl Args {
+    fn config(&self) -> HubConfig {
+        let enabled = |off: bool, port: u16| (!off).then_some(port);
+        HubConfig {
+            bind: self.bind,
+            img_port: enabled(self.no_img, self.img_port),
+            msg_port: enabled(self.no_msg, self.msg_port),
+            tcp_port: enabled(self.no_tcp, self.tcp_port),
+            max_frame_bytes: self.max_frame_bytes,
+            frame_timeout: Duration::from_millis(self.frame_timeout_ms),
+            max_partial_bytes: self.max_partial_bytes,
+            recv_buffer_bytes: self.recv_buffer_bytes,
+            msg_log: self.msg_log.clone(),
+            save_dir: self.save_dir.clone(),
+            save_every: self.save_every,
+            display: self.display,
+            tcp_max_conns: self.tcp_max_conns,
+            tcp_idle_timeout: Duration::from_millis(self.tcp_idle_timeout_ms.max(1)),
+            stats_interval: Duration::from_millis(self.stats_interval_ms.max(100)),
+            ..HubConfig::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.install_signal_handler() {
+        eprintln!("hub: cannot install the Ctrl-C handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    let running = match hub::start(&args.config(), shutdown.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let b = running.bound;
+        for (name, proto, addr) in [
+            ("img", "udp", b.img),
+            ("msg", "udp", b.msg),
+            ("tcp", "tcp", b.tcp),
+        ] {
+            if let Some(addr) = addr {
+                let _ = writeln!(out, "hub: {name} listening on {proto} {addr}");
+            }
+        }
+        let _ = writeln!(out, "hub: ready");
+        let _ = out.flush();
+    }
+    let report = running.wait();
+    print!("{}", report.summary);
+    let _ = std::io::stdout().flush();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,108 @@
+//! The UDP image service: a thin loop that moves datagrams between the socket and the
+//! seed reassembler ([`crate::proto::seed_reassembly`]) and hands intact frames on.
+//!
+//! The loop waits on nothing but the socket (with a short timeout, to notice shutdown and
+//! expire stalled frames); all slow work happens on the consumers' threads.
+
+use super::net::{is_timeout, LogLimiter};
+use super::sinks::FrameSinks;
+use super::stats::{Service, SourceCache, SourceId, Stats};
+use crate::proto::seed_reassembly::{Rejection, SeedConfig, SeedEvent, SeedReassembler};
+use crate::shutdown::{Shutdown, POLL_INTERVAL};
+use crate::wire::MAX_UDP_PAYLOAD;
+use std::net::UdpSocket;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often stalled partial frames are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Run the image service on `socket` until shutdown.
+pub fn run(
+    socket: UdpSocket,
+    config: SeedConfig,
+    stats: Arc<Stats>,
+    sinks: FrameSinks,
+    shutdown: Shutdown,
+) {
+    let timeout = POLL_INTERVAL
+        .min(config.frame_timeout)
+        .max(Duration::from_millis(1));
+    if let Err(e) = socket.set_read_timeout(Some(timeout)) {
+        log::error!("img: cannot set the socket timeout: {e}");
+        return;
+    }
+    let mut reassembler = SeedReassembler::new(config);
+    let mut sources = SourceCache::new(Service::Img, stats);
+    let mut limiter = LogLimiter::new(10);
+    let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+    while !shutdown.is_triggered() {
+        let received = socket.recv_from(&mut buf);
+        let now = Instant::now();
+        match received {
+            Ok((n, from)) => reassembler.handle_datagram(from, &buf[..n], now),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => {
+                if let Some(suppressed) = limiter.allow(now) {
+                    log::warn!("img: receive error: {e} ({suppressed} similar lines suppressed)");
+                }
+            }
+        }
+        if now >= next_sweep {
+            reassembler.handle_timeout(now);
+            next_sweep = now + SWEEP_INTERVAL;
+        }
+        while let Some(t) = reassembler.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.payload, t.to) {
+                log::debug!("img: cannot ack {}: {e}", t.to);
+            }
+        }
+        while let Some(event) = reassembler.poll_event() {
+            on_event(event, &mut sources, &sinks, &mut limiter, now);
+        }
+    }
+    log::debug!("img: stopped");
+}
+
+fn on_event(
+    event: SeedEvent,
+    sources: &mut SourceCache,
+    sinks: &FrameSinks,
+    limiter: &mut LogLimiter,
+    now: Instant,
+) {
+    match event {
+        SeedEvent::Frame { from, jpeg } => {
+            let (len, seq) = (jpeg.len(), sources.record_item(from, jpeg.len()));
+            sinks.deliver(
+                SourceId {
+                    service: Service::Img,
+                    addr: from,
+                },
+                seq,
+                jpeg,
+            );
+            log::debug!("img: frame {seq} of {len} bytes from {from}");
+            return;
+        }
+        SeedEvent::Corrupt { from, .. } => {
+            sources.get(from).corrupt.fetch_add(1, Relaxed);
+        }
+        SeedEvent::Dropped { from, .. } => {
+            sources.get(from).dropped.fetch_add(1, Relaxed);
+        }
+        SeedEvent::Rejected { from, reason } => {
+            sources.get(from).rejected.fetch_add(1, Relaxed);
+            if let Rejection::Stray { .. } = reason {
+                // stray data follows every lost header: one line per datagram would flood
+                log::debug!("img: {event}", event = SeedEvent::Rejected { from, reason });
+                return;
+            }
+        }
+    }
+    if let Some(suppressed) = limiter.allow(now) {
+        log::warn!("img: {event} ({suppressed} similar lines suppressed)");
+    }
+}

@@ -1,0 +1,147 @@
+//! The UDP message service: one JSON value per datagram, answered `get the msg`.
+//!
+//! With `--msg-log`, each valid message is appended to the log as one JSON line *before*
+//! the reply is sent (an unbuffered write, so it is in the kernel once `write` returns):
+//! a message that was answered is never lost, even on Ctrl-C. Invalid datagrams get a short
+//! error reply and a log line with the detail.
+
+use super::net::{is_timeout, LogLimiter};
+use super::stats::{Service, SourceCache, Stats};
+use crate::shutdown::{Shutdown, POLL_INTERVAL};
+use crate::wire::seed_msg::{parse_message, single_line, MSG_ACK};
+use crate::wire::MAX_UDP_PAYLOAD;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The reply when a valid message could not be written to the message log.
+pub const LOG_FAILED_REPLY: &[u8] = b"error: the hub could not record the message";
+
+/// The `--msg-log` file: one JSON object per line.
+pub struct MsgLog {
+    file: File,
+    line: Vec<u8>,
+}
+
+impl MsgLog {
+    /// Open `path` for appending, creating it if needed.
+    pub fn open(path: &Path) -> io::Result<MsgLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(MsgLog {
+            file,
+            line: Vec::with_capacity(256),
+        })
+    }
+
+    /// Append `{"ts": <unix seconds>, "from": "ip:port", "msg": <json_text>}` in one write.
+    pub fn append(&mut self, from: SocketAddr, json_text: &str) -> io::Result<()> {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.line.clear();
+        write!(
+            self.line,
+            "{{\"ts\": {ts:.6}, \"from\": \"{from}\", \"msg\": {}}}\n",
+            single_line(json_text)
+        )?;
+        self.file.write_all(&self.line)
+    }
+
+    /// Push what was written to the disk.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Run the message service on `socket` until shutdown.
+pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, shutdown: Shutdown) {
+    if let Err(e) = socket.set_read_timeout(Some(POLL_INTERVAL)) {
+        log::error!("msg: cannot set the socket timeout: {e}");
+        return;
+    }
+    let mut sources = SourceCache::new(Service::Msg, stats);
+    let mut limiter = LogLimiter::new(10);
+    let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    while !shutdown.is_triggered() {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) => {
+                if let Some(suppressed) = limiter.allow(Instant::now()) {
+                    log::warn!("msg: receive error: {e} ({suppressed} similar lines suppressed)");
+                }
+                continue;
+            }
+        };
+        let reply: &[u8] = match parse_message(&buf[..n]) {
+            Ok(text) => {
+                if let Some(log_file) = &mut log_file {
+                    if let Err(e) = log_file.append(from, text) {
+                        // not recorded, so not acknowledged as received
+                        if let Some(suppressed) = limiter.allow(Instant::now()) {
+                            log::error!("msg: cannot write the message log: {e} ({suppressed} similar lines suppressed)");
+                        }
+                        let _ = socket.send_to(LOG_FAILED_REPLY, from);
+                        continue;
+                    }
+                }
+                sources.record_item(from, n);
+                log::debug!("msg: from {from}: {text}");
+                MSG_ACK
+            }
+            Err(e) => {
+                sources.get(from).corrupt.fetch_add(1, Relaxed);
+                if let Some(suppressed) = limiter.allow(Instant::now()) {
+                    log::warn!("msg: {n}-byte datagram from {from} is {e} ({suppressed} similar lines suppressed)");
+                }
+                e.reply()
+            }
+        };
+        if let Err(e) = socket.send_to(reply, from) {
+            log::debug!("msg: cannot reply to {from}: {e}");
+        }
+    }
+    if let Some(log_file) = &log_file {
+        if let Err(e) = log_file.sync() {
+            log::error!("msg: cannot flush the message log: {e}");
+        }
+    }
+    log::debug!("msg: stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_json_objects_with_the_message_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        let mut log = MsgLog::open(&path).unwrap();
+        let from: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        log.append(from, "[0, 0, 0, 1]").unwrap();
+        log.append(
+            from,
+            "{\"big\": 123456789012345678901234567890,\n \"s\": \"a\\nb\"}",
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first["from"], "127.0.0.1:4242");
+        assert_eq!(first["msg"], serde_json::json!([0, 0, 0, 1]));
+        assert!(first["ts"].as_f64().unwrap() > 1.7e9);
+        assert!(
+            lines[1].contains("123456789012345678901234567890"),
+            "big number kept exactly"
+        );
+        let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["msg"]["s"], "a\nb");
+    }
+}

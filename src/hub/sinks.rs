@@ -1,0 +1,30 @@
+//! Where an intact frame goes after a receiver has it: the saver and the display, each fed
+//! without blocking (a bounded queue that skips when full, or "latest frame wins").
+
+use super::display::DisplayQueue;
+use super::saver::Saver;
+use super::stats::SourceId;
+use std::sync::Arc;
+
+/// The consumers of frames, cloned into each receiving thread.
+#[derive(Clone, Default)]
+pub struct FrameSinks {
+    pub saver: Option<Saver>,
+    pub display: Option<Arc<DisplayQueue>>,
+}
+
+impl FrameSinks {
+    /// Hand frame `seq` (1-based, per source) to every consumer. Never blocks.
+    pub fn deliver(&self, source: SourceId, seq: u64, jpeg: Vec<u8>) {
+        if self.saver.is_none() && self.display.is_none() {
+            return;
+        }
+        let jpeg = Arc::new(jpeg);
+        if let Some(saver) = &self.saver {
+            saver.offer(source, seq, &jpeg);
+        }
+        if let Some(display) = &self.display {
+            display.put(source, jpeg);
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Statistics per source and per service: counters the socket threads bump without locks,
+//! a reporter thread that logs rates every few seconds, and the summary printed at exit.
+//!
+//! A source is one sender on one service (a UDP address on the image or message port, or
+//! one TCP connection). Each service thread looks its sources' counters up once and keeps
+//! the `Arc`, so the per-frame cost is a few relaxed atomic adds.
+
+use crate::shutdown::Shutdown;
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Distinct sources tracked per service; further ones are counted together as "others".
+pub const MAX_SOURCES: usize = 4096;
+
+/// The hub's services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    /// UDP image port.
+    Img,
+    /// UDP message port.
+    Msg,
+    /// TCP stream port.
+    Tcp,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Img => "img",
+            Service::Msg => "msg",
+            Service::Tcp => "tcp",
+        }
+    }
+
+    /// The transport, as used in saved file names: `udp` or `tcp`.
+    pub fn transport(self) -> &'static str {
+        match self {
+            Service::Img | Service::Msg => "udp",
+            Service::Tcp => "tcp",
+        }
+    }
+
+    fn item(self) -> &'static str {
+        match self {
+            Service::Msg => "messages",
+            _ => "frames",
+        }
+    }
+}
+
+/// One sender on one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId {
+    pub service: Service,
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.service.transport(), self.addr)
+    }
+}
+
+/// Counters of one source. Times are microseconds since the hub started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Intact frames (or valid messages) received.
+    pub items: AtomicU64,
+    /// Bytes in those frames or messages.
+    pub bytes: AtomicU64,
+    /// Frames that reached their length but failed the check (or invalid messages).
+    pub corrupt: AtomicU64,
+    /// Partial frames given up (lost datagrams, timeout, memory budget).
+    pub dropped: AtomicU64,
+    /// Datagrams that could not be used (bad headers, stray data).
+    pub rejected: AtomicU64,
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+}
+
+/// A plain copy of [`Counters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub items: u64,
+    pub bytes: u64,
+    pub corrupt: u64,
+    pub dropped: u64,
+    pub rejected: u64,
+    /// Seconds from the first to the last item, when there were two or more.
+    pub span_s: f64,
+}
+
+impl Snapshot {
+    /// Average items per second between the first and the last item.
+    pub fn rate(&self) -> f64 {
+        if self.items >= 2 && self.span_s > 0.0 {
+            (self.items - 1) as f64 / self.span_s
+        } else {
+            0.0
+        }
+    }
+
+    fn add(&mut self, o: &Snapshot) {
+        self.items += o.items;
+        self.bytes += o.bytes;
+        self.corrupt += o.corrupt;
+        self.dropped += o.dropped;
+        self.rejected += o.rejected;
+        self.span_s = self.span_s.max(o.span_s);
+    }
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Snapshot {
+        let (first, last) = (self.first_us.load(Relaxed), self.last_us.load(Relaxed));
+        Snapshot {
+            items: self.items.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            corrupt: self.corrupt.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            span_s: last.saturating_sub(first) as f64 / 1e6,
+        }
+    }
+}
+
+/// All counters of the hub.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    sources: Mutex<HashMap<SourceId, Arc<Counters>>>,
+}
+
+impl Stats {
+    pub fn new() -> Arc<Stats> {
+        Arc::new(Stats {
+            started: Instant::now(),
+            sources: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The counters of a source, created on first use. Call once per source and keep the
+    /// `Arc` (see [`SourceCache`]); past [`MAX_SOURCES`] per service, new sources share the
+    /// "others" entry (address 0.0.0.0:0).
+    pub fn source(&self, id: SourceId) -> Arc<Counters> {
+        let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(&id) {
+            return c.clone();
+        }
+        let per_service = map.keys().filter(|k| k.service == id.service).count();
+        let id = if per_service >= MAX_SOURCES {
+            SourceId {
+                service: id.service,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            }
+        } else {
+            id
+        };
+        map.entry(id).or_default().clone()
+    }
+
+    /// Count one intact frame or message of `bytes` bytes; returns its 1-based number.
+    pub fn record_item(&self, c: &Counters, bytes: usize) -> u64 {
+        let now = self.started.elapsed().as_micros() as u64;
+        let before = c.items.fetch_add(1, Relaxed);
+        if before == 0 {
+            c.first_us.store(now, Relaxed);
+        }
+        c.last_us.store(now, Relaxed);
+        c.bytes.fetch_add(bytes as u64, Relaxed);
+        before + 1
+    }
+
+    /// Every source's snapshot, sorted by service then address.
+    pub fn snapshot(&self) -> Vec<(SourceId, Snapshot)> {
+        let map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.iter().map(|(k, c)| (*k, c.snapshot())).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// The totals of one service.
+    pub fn service_total(&self, service: Service) -> Snapshot {
+        let mut t = Snapshot::default();
+        for (_, s) in self.snapshot().iter().filter(|(k, _)| k.service == service) {
+            t.add(s);
+        }
+        t
+    }
+
+    /// The exit summary: per service, then per source.
+    pub fn summary(&self, services: &[Service]) -> String {
+        let all = self.snapshot();
+        let mut out = format!("hub: summary after {:.1} s\n", self.uptime().as_secs_f64());
+        for &service in services {
+            let mut total = Snapshot::default();
+            let rows: Vec<_> = all.iter().filter(|(k, _)| k.service == service).collect();
+            for (_, s) in &rows {
+                total.add(s);
+            }
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                service.name(),
+                service.transport(),
+                line(service, &total)
+            );
+            for (id, s) in rows {
+                let _ = writeln!(out, "    {id}: {}", line(service, s));
+            }
+        }
+        out
+    }
+}
+
+fn line(service: Service, s: &Snapshot) -> String {
+    let mut l = format!(
+        "{} {}, {}, {:.1} {}/s",
+        s.items,
+        service.item(),
+        human_bytes(s.bytes),
+        s.rate(),
+        if service == Service::Msg {
+            "msg"
+        } else {
+            "frames"
+        },
+    );
+    if service == Service::Msg {
+        let _ = write!(l, ", {} invalid", s.corrupt);
+    } else {
+        let _ = write!(
+            l,
+            ", {} corrupt, {} dropped, {} rejected",
+            s.corrupt, s.dropped, s.rejected
+        );
+    }
+    l
+}
+
+/// `12.3 MB`-style sizes (powers of 1000).
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        0..=999 => format!("{n} B"),
+        1_000..=999_999 => format!("{:.1} kB", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.2} GB", n as f64 / 1e9),
+    }
+}
+
+/// A service thread's own map from sender address to its counters, so the shared registry
+/// is locked once per new sender, not once per frame.
+pub struct SourceCache {
+    service: Service,
+    stats: Arc<Stats>,
+    map: HashMap<SocketAddr, Arc<Counters>>,
+}
+
+impl SourceCache {
+    pub fn new(service: Service, stats: Arc<Stats>) -> Self {
+        SourceCache {
+            service,
+            stats,
+            map: HashMap::new(),
+        }
+    }
+
+    /// Count one intact frame or message from `addr`; returns its 1-based number.
+    pub fn record_item(&mut self, addr: SocketAddr, bytes: usize) -> u64 {
+        let counters = Self::lookup(&mut self.map, self.service, &self.stats, addr);
+        self.stats.record_item(counters, bytes)
+    }
+
+    /// The counters of `addr`.
+    pub fn get(&mut self, addr: SocketAddr) -> &Counters {
+        Self::lookup(&mut self.map, self.service, &self.stats, addr)
+    }
+
+    fn lookup<'a>(
+        map: &'a mut HashMap<SocketAddr, Arc<Counters>>,
+        service: Service,
+        stats: &Stats,
+        addr: SocketAddr,
+    ) -> &'a Counters {
+        if map.len() >= MAX_SOURCES && !map.contains_key(&addr) {
+            map.clear();
+        }
+        map.entry(addr)
+            .or_insert_with(|| stats.source(SourceId { service, addr }))
+    }
+}
+
+/// Log every active source's rates every `interval` until shutdown.
+pub fn spawn_reporter(
+    stats: Arc<Stats>,
+    interval: Duration,
+    shutdown: Shutdown,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("stats".into())
+        .spawn(move || {
+            let mut previous: HashMap<SourceId, Snapshot> = HashMap::new();
+            while !shutdown.wait_timeout(interval) {
+                for (id, now) in stats.snapshot() {
+                    let before = previous.insert(id, now).unwrap_or_default();
+                    if now.items == before.items
+                        && now.corrupt == before.corrupt
+                        && now.dropped == before.dropped
+                        && now.rejected == before.rejected
+                    {
+                        continue; // quiet source
+                    }
+                    let items = now.items - before.items;
+                    log::info!(
+                        "{id}: {:.1} {}/s, {}/s ({} total), +{} corrupt, +{} dropped, +{} rejected",
+                        items as f64 / interval.as_secs_f64(),
+                        id.service.item(),
+                        human_bytes(
+                            ((now.bytes - before.bytes) as f64 / interval.as_secs_f64()) as u64
+                        ),
+                        now.items,
+                        now.corrupt - before.corrupt,
+                        now.dropped - before.dropped,
+                        now.rejected - before.rejected,
+                    );
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_source_and_sums_per_service() {
+        let stats = Stats::new();
+        let mut cache = SourceCache::new(Service::Img, stats.clone());
+        let a = SocketAddr::from(([127, 0, 0, 1], 1));
+        let b = SocketAddr::from(([127, 0, 0, 1], 2));
+        assert_eq!(cache.record_item(a, 100), 1);
+        assert_eq!(cache.record_item(a, 50), 2);
+        cache.get(b).corrupt.fetch_add(1, Relaxed);
+        let total = stats.service_total(Service::Img);
+        assert_eq!((total.items, total.bytes, total.corrupt), (2, 150, 1));
+        let summary = stats.summary(&[Service::Img]);
+        assert!(summary.starts_with("hub: summary"));
+        assert!(
+            summary.contains("udp 127.0.0.1:1: 2 frames, 150 B"),
+            "{summary}"
+        );
+        assert!(summary.contains("1 corrupt"), "{summary}");
+    }
+
+    #[test]
+    fn sources_beyond_the_limit_share_one_entry() {
+        let stats = Stats::new();
+        for port in 0..(MAX_SOURCES as u16 + 10) {
+            let id = SourceId {
+                service: Service::Msg,
+                addr: SocketAddr::from(([127, 0, 0, 1], port + 1)),
+            };
+            stats.record_item(&stats.source(id), 1);
+        }
+        assert_eq!(stats.snapshot().len(), MAX_SOURCES + 1);
+        assert_eq!(
+            stats.service_total(Service::Msg).items,
+            MAX_SOURCES as u64 + 10
+        );
+    }
+}

@@ -1,0 +1,711 @@
+//! Reassembly of seed 002's UDP image formats, per sender address, robust to loss.
+//!
+//! The seed format has no frame id and no chunk index, so this state machine relies on what
+//! the bytes themselves say:
+//! - with no frame in progress from a sender, a 4- or 8-byte datagram is a length header, a
+//!   datagram that is a complete JPEG (FF D8 .. FF D9) is a whole frame, an empty datagram
+//!   is the seed's trailing empty chunk, and anything else is stray data (rejected);
+//! - with a frame in progress, datagrams are appended until the header's byte count is
+//!   reached exactly; then the frame is delivered and acked only if it is a complete JPEG.
+//!   A valid header arriving instead (one that is not exactly the missing byte count) means
+//!   datagrams were lost: the partial frame is dropped and the new header starts the next
+//!   frame, so one lost datagram costs one frame, never the stream. A datagram that would
+//!   overrun the count marks the frame corrupt and is then looked at afresh.
+//! - a partial frame that gets no datagram for `frame_timeout` is dropped;
+//! - memory is bounded: bytes are allocated only as they arrive (never on a header's claim
+//!   alone), and past `max_partial_bytes` (or `max_partial_frames`) the oldest partial frame
+//!   is dropped.
+//!
+//! What the seed format cannot show: one chunk lost *and* another of the same size
+//! duplicated leaves a frame of the right length; the JPEG check catches most such frames
+//! but not all. The framed protocol exists for that.
+
+use super::Transmit;
+use crate::wire::jpeg::is_complete_jpeg;
+use crate::wire::seed_udp::{self, HeaderError, HeaderWidth, IMG_ACK};
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Bytes charged to the memory budget for each partial frame on top of its buffer, so a
+/// flood of headers alone is bounded too.
+pub const PARTIAL_OVERHEAD: usize = 256;
+
+/// Limits of the reassembler.
+#[derive(Clone, Debug)]
+pub struct SeedConfig {
+    /// Largest frame a header may announce.
+    pub max_frame_bytes: u64,
+    /// A partial frame with no datagram for this long is dropped.
+    pub frame_timeout: Duration,
+    /// Memory all partial frames together may hold (buffers plus [`PARTIAL_OVERHEAD`] each).
+    pub max_partial_bytes: usize,
+    /// Number of partial frames (senders mid-frame) at most.
+    pub max_partial_frames: usize,
+}
+
+impl Default for SeedConfig {
+    fn default() -> Self {
+        SeedConfig {
+            max_frame_bytes: 16 << 20,
+            frame_timeout: Duration::from_millis(1000),
+            max_partial_bytes: 64 << 20,
+            max_partial_frames: 1024,
+        }
+    }
+}
+
+/// Why a partial frame was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// No datagram for `frame_timeout`.
+    Timeout,
+    /// A new header came before the frame was complete (datagrams were lost).
+    Superseded,
+    /// The memory or count budget for partial frames was exceeded; this was the oldest.
+    Evicted,
+}
+
+/// Why a complete-length frame was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// The byte count matched but the bytes are not a complete JPEG.
+    NotJpeg,
+    /// A datagram would have taken the frame past the header's byte count.
+    Overrun,
+}
+
+/// Why a datagram was not used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// A 4- or 8-byte datagram whose length is 0, negative or too large.
+    BadHeader(HeaderError),
+    /// Data with no frame in progress, and not a whole JPEG.
+    Stray { len: usize },
+}
+
+/// What the reassembler has to report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeedEvent {
+    /// An intact frame (already acked through `poll_transmit`).
+    Frame { from: SocketAddr, jpeg: Vec<u8> },
+    /// A frame that reached (or overran) its length but failed the check. Not acked.
+    Corrupt {
+        from: SocketAddr,
+        reason: Corruption,
+        expected: u64,
+    },
+    /// A partial frame given up.
+    Dropped {
+        from: SocketAddr,
+        reason: DropReason,
+        received: usize,
+        expected: u64,
+    },
+    /// A datagram that was not used.
+    Rejected { from: SocketAddr, reason: Rejection },
+}
+
+impl fmt::Display for SeedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SeedEvent::Frame { from, jpeg } => {
+                write!(f, "frame of {} bytes from {from}", jpeg.len())
+            }
+            SeedEvent::Corrupt {
+                from,
+                reason,
+                expected,
+            } => {
+                let why = match reason {
+                    Corruption::NotJpeg => "is not a complete JPEG",
+                    Corruption::Overrun => "overran its length",
+                };
+                write!(
+                    f,
+                    "corrupt frame from {from}: {expected} bytes announced, data {why}"
+                )
+            }
+            SeedEvent::Dropped {
+                from,
+                reason,
+                received,
+                expected,
+            } => {
+                let why = match reason {
+                    DropReason::Timeout => "no datagram within the frame timeout",
+                    DropReason::Superseded => "a new header came first (datagrams lost)",
+                    DropReason::Evicted => "partial-frame memory budget exceeded",
+                };
+                write!(
+                    f,
+                    "dropped partial frame from {from} ({received} of {expected} bytes): {why}"
+                )
+            }
+            SeedEvent::Rejected {
+                from,
+                reason: Rejection::BadHeader(e),
+            } => {
+                write!(f, "rejected header from {from}: {e}")
+            }
+            SeedEvent::Rejected {
+                from,
+                reason: Rejection::Stray { len },
+            } => {
+                write!(f, "rejected {len}-byte datagram from {from}: no frame in progress and not a whole JPEG")
+            }
+        }
+    }
+}
+
+struct Partial {
+    expected: u64,
+    buf: Vec<u8>,
+    started: Instant,
+    last_seen: Instant,
+}
+
+impl Partial {
+    fn held(&self) -> usize {
+        self.buf.capacity() + PARTIAL_OVERHEAD
+    }
+}
+
+/// The per-sender reassembler for the seed formats. See the module documentation.
+pub struct SeedReassembler {
+    config: SeedConfig,
+    partials: HashMap<SocketAddr, Partial>,
+    held: usize,
+    events: VecDeque<SeedEvent>,
+    transmits: VecDeque<Transmit>,
+}
+
+impl SeedReassembler {
+    pub fn new(config: SeedConfig) -> Self {
+        SeedReassembler {
+            config,
+            partials: HashMap::new(),
+            held: 0,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &SeedConfig {
+        &self.config
+    }
+
+    /// Feed one datagram received from `from` at time `now`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        let Some(partial) = self.partials.get_mut(&from) else {
+            return self.handle_idle(from, data, now);
+        };
+        if now.saturating_duration_since(partial.last_seen) >= self.config.frame_timeout {
+            self.drop_partial(from, DropReason::Timeout);
+            return self.handle_idle(from, data, now);
+        }
+        if data.is_empty() {
+            return; // noise; a seed sender's trailing empty chunk comes after a complete frame
+        }
+        let remaining = partial.expected as usize - partial.buf.len();
+        let is_new_header = data.len() != remaining
+            && seed_udp::parse_length_header(data, self.config.max_frame_bytes).is_ok();
+        if is_new_header {
+            self.drop_partial(from, DropReason::Superseded);
+            return self.handle_idle(from, data, now);
+        }
+        if data.len() > remaining {
+            let expected = partial.expected;
+            self.remove_partial(from);
+            self.events.push_back(SeedEvent::Corrupt {
+                from,
+                reason: Corruption::Overrun,
+                expected,
+            });
+            return self.handle_idle(from, data, now);
+        }
+        let before = partial.held();
+        grow_for(&mut partial.buf, data.len(), partial.expected as usize);
+        partial.buf.extend_from_slice(data);
+        partial.last_seen = now;
+        let after = partial.held();
+        let complete = partial.buf.len() as u64 == partial.expected;
+        self.held = self.held - before + after;
+        if complete {
+            let partial = self.remove_partial(from).expect("present");
+            self.finish(from, partial.buf, partial.expected);
+        } else if self.held > self.config.max_partial_bytes {
+            self.evict_until_within_budget();
+        }
+    }
+
+    /// Drop every partial frame that has had no datagram for `frame_timeout` as of `now`.
+    /// Call it now and then (every few tens of milliseconds is plenty).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.config.frame_timeout;
+        let stale: Vec<SocketAddr> = self
+            .partials
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) >= timeout)
+            .map(|(a, _)| *a)
+            .collect();
+        for from in stale {
+            self.drop_partial(from, DropReason::Timeout);
+        }
+    }
+
+    /// The next thing to report, oldest first.
+    pub fn poll_event(&mut self) -> Option<SeedEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next datagram to send (acks), oldest first.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Bytes currently charged to the partial-frame budget.
+    pub fn partial_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Senders currently mid-frame.
+    pub fn partial_frames(&self) -> usize {
+        self.partials.len()
+    }
+
+    fn handle_idle(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        if data.is_empty() {
+            return; // the seed's trailing empty chunk after a multiple-of-1024 frame
+        }
+        if HeaderWidth::of_len(data.len()).is_some() {
+            match seed_udp::parse_length_header(data, self.config.max_frame_bytes) {
+                Ok(expected) => self.start_partial(from, expected, now),
+                Err(e) => self.events.push_back(SeedEvent::Rejected {
+                    from,
+                    reason: Rejection::BadHeader(e),
+                }),
+            }
+        } else if is_complete_jpeg(data) {
+            self.finish(from, data.to_vec(), data.len() as u64);
+        } else {
+            self.events.push_back(SeedEvent::Rejected {
+                from,
+                reason: Rejection::Stray { len: data.len() },
+            });
+        }
+    }
+
+    fn start_partial(&mut self, from: SocketAddr, expected: u64, now: Instant) {
+        while self.partials.len() >= self.config.max_partial_frames.max(1) {
+            self.evict_oldest();
+        }
+        let partial = Partial {
+            expected,
+            buf: Vec::new(),
+            started: now,
+            last_seen: now,
+        };
+        self.held += partial.held();
+        self.partials.insert(from, partial);
+        self.evict_until_within_budget();
+    }
+
+    fn finish(&mut self, from: SocketAddr, jpeg: Vec<u8>, expected: u64) {
+        if is_complete_jpeg(&jpeg) {
+            self.transmits.push_back(Transmit {
+                to: from,
+                payload: Cow::Borrowed(IMG_ACK),
+            });
+            self.events.push_back(SeedEvent::Frame { from, jpeg });
+        } else {
+            self.events.push_back(SeedEvent::Corrupt {
+                from,
+                reason: Corruption::NotJpeg,
+                expected,
+            });
+        }
+    }
+
+    fn remove_partial(&mut self, from: SocketAddr) -> Option<Partial> {
+        let partial = self.partials.remove(&from)?;
+        self.held -= partial.held();
+        Some(partial)
+    }
+
+    fn drop_partial(&mut self, from: SocketAddr, reason: DropReason) {
+        if let Some(p) = self.remove_partial(from) {
+            self.events.push_back(SeedEvent::Dropped {
+                from,
+                reason,
+                received: p.buf.len(),
+                expected: p.expected,
+            });
+        }
+    }
+
+    fn evict_until_within_budget(&mut self) {
+        while self.held > self.config.max_partial_bytes && !self.partials.is_empty() {
+            self.evict_oldest();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .partials
+            .iter()
+            .min_by_key(|(_, p)| p.started)
+            .map(|(a, _)| *a);
+        if let Some(from) = oldest {
+            self.drop_partial(from, DropReason::Evicted);
+        }
+    }
+}
+
+/// Make room for `incoming` more bytes in a frame buffer that will end at `expected` bytes:
+/// allocate only as bytes arrive (the first allocation at most 64 datagrams' worth, then
+/// doubling), never past `expected`.
+fn grow_for(buf: &mut Vec<u8>, incoming: usize, expected: usize) {
+    let needed = buf.len() + incoming;
+    if needed <= buf.capacity() {
+        return;
+    }
+    let target = if buf.capacity() == 0 {
+        incoming.saturating_mul(64)
+    } else {
+        buf.capacity().saturating_mul(2)
+    };
+    let target = target.max(needed).min(expected.max(needed));
+    buf.reserve_exact(target - buf.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::seed_udp::{emit_length_header, seed_chunks};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn jpeg(len: usize, seed: u8) -> Vec<u8> {
+        let mut v: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
+        v[..2].copy_from_slice(&[0xFF, 0xD8]);
+        v[len - 2..].copy_from_slice(&[0xFF, 0xD9]);
+        v
+    }
+
+    /// The seed sender's datagrams for one frame: header, then 1024-byte chunks.
+    fn seed_datagrams(frame: &[u8]) -> Vec<Vec<u8>> {
+        let mut d = vec![emit_length_header(frame.len() as i64, HeaderWidth::Eight)];
+        d.extend(seed_chunks(frame, 1024).map(<[u8]>::to_vec));
+        d
+    }
+
+    struct Run {
+        frames: Vec<(SocketAddr, Vec<u8>)>,
+        acks: Vec<SocketAddr>,
+        other: Vec<SeedEvent>,
+    }
+
+    fn drain(r: &mut SeedReassembler) -> Run {
+        let mut run = Run {
+            frames: vec![],
+            acks: vec![],
+            other: vec![],
+        };
+        while let Some(e) = r.poll_event() {
+            match e {
+                SeedEvent::Frame { from, jpeg } => run.frames.push((from, jpeg)),
+                e => run.other.push(e),
+            }
+        }
+        while let Some(t) = r.poll_transmit() {
+            assert_eq!(&*t.payload, IMG_ACK);
+            run.acks.push(t.to);
+        }
+        run
+    }
+
+    fn feed(r: &mut SeedReassembler, from: SocketAddr, datagrams: &[Vec<u8>], now: Instant) {
+        for d in datagrams {
+            r.handle_datagram(from, d, now);
+        }
+    }
+
+    #[test]
+    fn reassembles_a_chunked_frame_and_acks_once() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let now = Instant::now();
+        for len in [10, 1023, 1024, 1025, 2048, 66_000] {
+            let f = jpeg(len, 1);
+            feed(&mut r, addr(1), &seed_datagrams(&f), now);
+            let run = drain(&mut r);
+            assert_eq!(run.frames, vec![(addr(1), f)], "len {len}");
+            assert_eq!(run.acks, vec![addr(1)]);
+            assert!(run.other.is_empty(), "{:?}", run.other);
+            assert_eq!(r.partial_frames(), 0);
+            assert_eq!(r.partial_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn whole_jpeg_in_one_datagram_and_4_byte_headers() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let now = Instant::now();
+        let f = jpeg(5000, 2);
+        r.handle_datagram(addr(1), &f, now);
+        r.handle_datagram(addr(2), &emit_length_header(5000, HeaderWidth::Four), now);
+        for c in f.chunks(2048) {
+            r.handle_datagram(addr(2), c, now);
+        }
+        let run = drain(&mut r);
+        assert_eq!(run.frames, vec![(addr(1), f.clone()), (addr(2), f)]);
+        assert_eq!(run.acks, vec![addr(1), addr(2)]);
+    }
+
+    #[test]
+    fn interleaved_senders_never_mix() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let now = Instant::now();
+        let (a, b) = (jpeg(5000, 3), jpeg(7000, 4));
+        let (da, db) = (seed_datagrams(&a), seed_datagrams(&b));
+        for i in 0..da.len().max(db.len()) {
+            if let Some(d) = da.get(i) {
+                r.handle_datagram(addr(1), d, now);
+            }
+            if let Some(d) = db.get(i) {
+                r.handle_datagram(addr(2), d, now);
+            }
+        }
+        let mut run = drain(&mut r);
+        run.frames.sort();
+        assert_eq!(run.frames, vec![(addr(1), a), (addr(2), b)]);
+    }
+
+    #[test]
+    fn one_lost_datagram_costs_one_frame_never_the_stream() {
+        let now = Instant::now();
+        let f = jpeg(5000, 5);
+        let good = seed_datagrams(&f);
+        for lost in 0..good.len() {
+            let mut r = SeedReassembler::new(SeedConfig::default());
+            let mut damaged = good.clone();
+            damaged.remove(lost);
+            feed(&mut r, addr(1), &damaged, now);
+            feed(&mut r, addr(1), &good, now);
+            let run = drain(&mut r);
+            assert_eq!(
+                run.frames,
+                vec![(addr(1), f.clone())],
+                "lost datagram {lost}"
+            );
+            assert_eq!(run.acks.len(), 1, "lost datagram {lost}");
+        }
+    }
+
+    #[test]
+    fn duplicated_datagram_is_never_acked() {
+        let now = Instant::now();
+        let f = jpeg(5000, 6);
+        let good = seed_datagrams(&f);
+        for dup in 1..good.len() {
+            let mut r = SeedReassembler::new(SeedConfig::default());
+            let mut damaged = good.clone();
+            damaged.insert(dup, good[dup].clone());
+            feed(&mut r, addr(1), &damaged, now);
+            let run = drain(&mut r);
+            // The frame completes before the duplicate of the last chunk arrives: that one
+            // is a stray. Any other duplicate makes the frame corrupt.
+            if dup == good.len() - 1 {
+                assert_eq!(run.frames.len(), 1);
+            } else {
+                assert!(run.frames.is_empty(), "dup {dup}");
+                assert!(run.acks.is_empty(), "dup {dup}");
+            }
+            feed(&mut r, addr(1), &good, now);
+            let run = drain(&mut r);
+            assert_eq!(run.frames, vec![(addr(1), f.clone())], "after dup {dup}");
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_rejected_and_the_next_frame_works() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let now = Instant::now();
+        for bad in [
+            emit_length_header(0, HeaderWidth::Eight),
+            emit_length_header(-5, HeaderWidth::Eight),
+            emit_length_header(1 << 62, HeaderWidth::Eight),
+            vec![1, 2, 3],
+            vec![],
+        ] {
+            r.handle_datagram(addr(1), &bad, now);
+            assert_eq!(r.partial_frames(), 0, "no state kept for {bad:?}");
+        }
+        let run = drain(&mut r);
+        assert_eq!(run.other.len(), 4, "{:?}", run.other); // the empty datagram is ignored
+        let f = jpeg(3000, 7);
+        feed(&mut r, addr(1), &seed_datagrams(&f), now);
+        assert_eq!(drain(&mut r).frames, vec![(addr(1), f)]);
+    }
+
+    #[test]
+    fn header_twice_then_data() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let now = Instant::now();
+        let f = jpeg(3000, 8);
+        let mut d = seed_datagrams(&f);
+        d.insert(0, d[0].clone());
+        feed(&mut r, addr(1), &d, now);
+        assert_eq!(drain(&mut r).frames, vec![(addr(1), f)]);
+    }
+
+    #[test]
+    fn right_length_but_not_a_jpeg_is_corrupt_and_not_acked() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let now = Instant::now();
+        let mut f = jpeg(3000, 9);
+        f[2999] = 0;
+        feed(&mut r, addr(1), &seed_datagrams(&f), now);
+        let run = drain(&mut r);
+        assert!(run.frames.is_empty() && run.acks.is_empty());
+        assert!(matches!(
+            run.other[..],
+            [SeedEvent::Corrupt {
+                reason: Corruption::NotJpeg,
+                expected: 3000,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn stalled_frame_times_out_and_the_sender_resyncs() {
+        let mut r = SeedReassembler::new(SeedConfig {
+            frame_timeout: Duration::from_millis(1000),
+            ..SeedConfig::default()
+        });
+        let t0 = Instant::now();
+        let f = jpeg(5000, 10);
+        let d = seed_datagrams(&f);
+        feed(&mut r, addr(1), &d[..3], t0);
+        r.handle_timeout(t0 + Duration::from_millis(999));
+        assert_eq!(r.partial_frames(), 1, "not yet");
+        r.handle_timeout(t0 + Duration::from_millis(1000));
+        assert_eq!(r.partial_frames(), 0);
+        let run = drain(&mut r);
+        assert!(matches!(
+            run.other[..],
+            [SeedEvent::Dropped {
+                reason: DropReason::Timeout,
+                received: 2048,
+                expected: 5000,
+                ..
+            }]
+        ));
+        // the rest of the old frame arrives late: strays, never a frame
+        feed(&mut r, addr(1), &d[3..], t0 + Duration::from_millis(1500));
+        let run = drain(&mut r);
+        assert!(run.frames.is_empty() && run.acks.is_empty());
+        feed(&mut r, addr(1), &d, t0 + Duration::from_millis(1600));
+        assert_eq!(drain(&mut r).frames, vec![(addr(1), f)]);
+    }
+
+    #[test]
+    fn a_stale_partial_is_dropped_on_the_senders_next_datagram() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let t0 = Instant::now();
+        let f = jpeg(5000, 11);
+        let d = seed_datagrams(&f);
+        feed(&mut r, addr(1), &d[..2], t0);
+        // no handle_timeout call: the next datagram, 2 s later, finds the partial stale
+        feed(&mut r, addr(1), &d[2..], t0 + Duration::from_secs(2));
+        let run = drain(&mut r);
+        assert!(run.frames.is_empty());
+        assert!(matches!(
+            run.other[0],
+            SeedEvent::Dropped {
+                reason: DropReason::Timeout,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn memory_budget_drops_the_oldest_partial() {
+        let mut r = SeedReassembler::new(SeedConfig {
+            max_partial_bytes: 200_000,
+            ..SeedConfig::default()
+        });
+        let t0 = Instant::now();
+        let frames: Vec<Vec<u8>> = (0..4).map(|i| jpeg(150_000, i)).collect();
+        // four senders each get 100 KB into a 150 KB frame: the budget holds at most one or
+        // two, and always drops the oldest
+        for (i, f) in frames.iter().enumerate() {
+            let d = seed_datagrams(f);
+            feed(
+                &mut r,
+                addr(i as u16),
+                &d[..100],
+                t0 + Duration::from_millis(i as u64),
+            );
+            assert!(r.partial_bytes() <= 200_000);
+        }
+        let run = drain(&mut r);
+        let evicted: Vec<SocketAddr> = run
+            .other
+            .iter()
+            .filter_map(|e| match e {
+                SeedEvent::Dropped {
+                    from,
+                    reason: DropReason::Evicted,
+                    ..
+                } => Some(*from),
+                _ => None,
+            })
+            .collect();
+        assert!(!evicted.is_empty());
+        assert_eq!(evicted[0], addr(0), "oldest first");
+        assert!(r.partial_frames() >= 1);
+        // the newest sender still completes its frame
+        let d = seed_datagrams(&frames[3]);
+        feed(&mut r, addr(3), &d[100..], t0 + Duration::from_millis(10));
+        assert_eq!(drain(&mut r).frames, vec![(addr(3), frames[3].clone())]);
+    }
+
+    #[test]
+    fn header_flood_is_bounded_by_count() {
+        let mut r = SeedReassembler::new(SeedConfig {
+            max_partial_frames: 8,
+            ..SeedConfig::default()
+        });
+        let now = Instant::now();
+        for port in 0..100 {
+            r.handle_datagram(
+                addr(port),
+                &emit_length_header(16 << 20, HeaderWidth::Eight),
+                now,
+            );
+        }
+        assert_eq!(r.partial_frames(), 8);
+        assert_eq!(r.partial_bytes(), 8 * PARTIAL_OVERHEAD);
+    }
+
+    #[test]
+    fn buffer_never_grows_past_the_frame() {
+        let mut buf = Vec::new();
+        grow_for(&mut buf, 1024, 1500);
+        assert!(buf.capacity() >= 1024 && buf.capacity() <= 1500 + 64);
+        let mut buf = Vec::new();
+        grow_for(&mut buf, 1024, 16 << 20);
+        assert!(
+            buf.capacity() < 128 * 1024,
+            "first allocation bounded by arrived bytes"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! Wire formats: every byte layout that crosses the network, one small module each.
+//!
+//! Each module has `parse` and `emit` functions and tests against literal bytes, in the
+//! style of smoltcp's `wire`. Nothing here owns a socket or keeps state; the state machines
+//! that use these formats live in [`crate::proto`].
+//!
+//! - [`seed_udp`]: the UDP image formats of seed 002 (whole JPEG in one datagram; or a
+//!   `struct.pack('l', n)` length header followed by 1024-byte data datagrams) and its ack.
+//! - [`seed_msg`]: the UDP JSON message format of seed 002 and its replies.
+//! - [`seed_tcp`]: the TCP stream of seed 000 (16-byte ASCII length, then the JPEG).
+//! - [`jpeg`]: the minimal structural check that a byte string is a complete JPEG.
+
+pub mod jpeg;
+pub mod seed_msg;
+pub mod seed_tcp;
+pub mod seed_udp;
+
+/// The largest payload of one UDP datagram over IPv4 (65535 - 8 UDP - 20 IP header bytes).
+pub const MAX_UDP_PAYLOAD: usize = 65507;
