@@ -8,7 +8,7 @@ use super::latest::LatestByKey;
 use super::stats::SourceId;
 use crate::media::display::{display_available, pump_events, Window};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -36,11 +36,10 @@ fn show_loop(queue: &DisplayQueue, shutdown: &Shutdown) {
     let mut failed_once = false;
     while !shutdown.is_triggered() {
         for (source, jpeg) in queue.take_all(POLL_INTERVAL) {
-            if !windows.contains_key(&source) {
-                match Window::open(&format!("udphub {source}")) {
-                    Ok(w) => {
-                        windows.insert(source, w);
-                    }
+            let window = match windows.entry(source) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => match Window::open(&format!("udphub {source}")) {
+                    Ok(w) => v.insert(w),
                     Err(e) => {
                         if !failed_once {
                             log::error!("--display: cannot open a window: {e}");
@@ -48,12 +47,10 @@ fn show_loop(queue: &DisplayQueue, shutdown: &Shutdown) {
                         }
                         continue;
                     }
-                }
-            }
-            if let Some(w) = windows.get_mut(&source) {
-                if let Err(e) = w.show_jpeg(&jpeg) {
-                    log::warn!("--display: frame from {source} not shown: {e}");
-                }
+                },
+            };
+            if let Err(e) = window.show_jpeg(&jpeg) {
+                log::warn!("--display: frame from {source} not shown: {e}");
             }
         }
         if !windows.is_empty() {

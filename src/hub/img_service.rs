@@ -46,7 +46,7 @@ pub fn run(
             Err(e) if is_timeout(&e) => {}
             Err(e) => {
                 if let Some(suppressed) = limiter.allow(now) {
-                    log::warn!("img: receive error: {e} ({suppressed} similar lines suppressed)");
+                    log::warn!("img: receive error: {e}{suppressed}");
                 }
             }
         }
@@ -103,6 +103,6 @@ fn on_event(
         }
     }
     if let Some(suppressed) = limiter.allow(now) {
-        log::warn!("img: {event} ({suppressed} similar lines suppressed)");
+        log::warn!("img: {event}{suppressed}");
     }
 }

@@ -44,9 +44,9 @@ impl MsgLog {
             .unwrap_or_default()
             .as_secs_f64();
         self.line.clear();
-        write!(
+        writeln!(
             self.line,
-            "{{\"ts\": {ts:.6}, \"from\": \"{from}\", \"msg\": {}}}\n",
+            "{{\"ts\": {ts:.6}, \"from\": \"{from}\", \"msg\": {}}}",
             single_line(json_text)
         )?;
         self.file.write_all(&self.line)
@@ -73,7 +73,7 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
             Err(e) if is_timeout(&e) => continue,
             Err(e) => {
                 if let Some(suppressed) = limiter.allow(Instant::now()) {
-                    log::warn!("msg: receive error: {e} ({suppressed} similar lines suppressed)");
+                    log::warn!("msg: receive error: {e}{suppressed}");
                 }
                 continue;
             }
@@ -84,7 +84,7 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
                     if let Err(e) = log_file.append(from, text) {
                         // not recorded, so not acknowledged as received
                         if let Some(suppressed) = limiter.allow(Instant::now()) {
-                            log::error!("msg: cannot write the message log: {e} ({suppressed} similar lines suppressed)");
+                            log::error!("msg: cannot write the message log: {e}{suppressed}");
                         }
                         let _ = socket.send_to(LOG_FAILED_REPLY, from);
                         continue;
@@ -97,7 +97,7 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
             Err(e) => {
                 sources.get(from).corrupt.fetch_add(1, Relaxed);
                 if let Some(suppressed) = limiter.allow(Instant::now()) {
-                    log::warn!("msg: {n}-byte datagram from {from} is {e} ({suppressed} similar lines suppressed)");
+                    log::warn!("msg: {n}-byte datagram from {from} is {e}{suppressed}");
                 }
                 e.reply()
             }

@@ -61,8 +61,9 @@ impl LogLimiter {
         }
     }
 
-    /// Whether to log now; when lines were suppressed since the last one allowed, how many.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+    /// Whether to log now; if so, a note of how many lines were suppressed since the last
+    /// one allowed (displays as nothing when none were).
+    pub fn allow(&mut self, now: Instant) -> Option<Suppressed> {
         let new_window = self
             .window_start
             .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
@@ -72,10 +73,24 @@ impl LogLimiter {
         }
         if self.in_window < self.per_second {
             self.in_window += 1;
-            Some(std::mem::take(&mut self.suppressed))
+            Some(Suppressed(std::mem::take(&mut self.suppressed)))
         } else {
             self.suppressed += 1;
             None
+        }
+    }
+}
+
+/// How many log lines were held back; displays as ` (N similar lines suppressed)`, or as
+/// nothing when N is 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Suppressed(pub u64);
+
+impl std::fmt::Display for Suppressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} similar lines suppressed)"),
         }
     }
 }
@@ -88,11 +103,13 @@ mod tests {
     fn limiter_allows_a_burst_per_second_and_counts_the_rest() {
         let mut l = LogLimiter::new(2);
         let t0 = Instant::now();
-        assert_eq!(l.allow(t0), Some(0));
-        assert_eq!(l.allow(t0), Some(0));
+        assert_eq!(l.allow(t0), Some(Suppressed(0)));
+        assert_eq!(l.allow(t0), Some(Suppressed(0)));
         assert_eq!(l.allow(t0), None);
         assert_eq!(l.allow(t0 + Duration::from_millis(500)), None);
-        assert_eq!(l.allow(t0 + Duration::from_secs(1)), Some(2));
+        let note = l.allow(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(note.to_string(), " (2 similar lines suppressed)");
+        assert_eq!(Suppressed(0).to_string(), "");
     }
 
     #[test]

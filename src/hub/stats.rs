@@ -45,6 +45,14 @@ impl Service {
         }
     }
 
+    fn title(self) -> &'static str {
+        match self {
+            Service::Img => "images (udp)",
+            Service::Msg => "messages (udp)",
+            Service::Tcp => "images (tcp)",
+        }
+    }
+
     fn item(self) -> &'static str {
         match self {
             Service::Msg => "messages",
@@ -207,13 +215,7 @@ impl Stats {
             for (_, s) in &rows {
                 total.add(s);
             }
-            let _ = writeln!(
-                out,
-                "  {} {}: {}",
-                service.name(),
-                service.transport(),
-                line(service, &total)
-            );
+            let _ = writeln!(out, "  {}: {}", service.title(), line(service, &total));
             for (id, s) in rows {
                 let _ = writeln!(out, "    {id}: {}", line(service, s));
             }

@@ -27,7 +27,7 @@ pub enum HeaderWidth {
 }
 
 impl HeaderWidth {
-    pub fn len(self) -> usize {
+    pub fn byte_len(self) -> usize {
         match self {
             HeaderWidth::Eight => 8,
             HeaderWidth::Four => 4,
