@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's full check: system packages, formatting, lints, then every test.
+# CI runs this through .ci/run; developers can run it directly from any directory.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Tests that open OpenCV windows run only where a display exists. Without one (CI, ssh),
+# run the tests under a virtual X display so those tests run too.
+XVFB=""
+if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]] && command -v xvfb-run >/dev/null 2>&1; then
+    XVFB="xvfb-run -a"
+fi
+
+bash scripts/setup.sh
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    $XVFB cargo nextest run
+    $XVFB cargo test --doc   # nextest does not run doctests
+else
+    $XVFB cargo test
+fi
+
+echo "test.sh: all checks passed"
