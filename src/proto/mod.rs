@@ -5,6 +5,8 @@
 //! tests drive loss, duplication, reordering and timeouts through them without a socket or
 //! a sleep; the socket threads in [`crate::hub`] only move bytes in and out.
 
+pub mod framed_receiver;
+pub mod framed_sender;
 pub mod seed_reassembly;
 
 use std::borrow::Cow;
@@ -16,3 +18,6 @@ pub struct Transmit {
     pub to: SocketAddr,
     pub payload: Cow<'static, [u8]>,
 }
+
+#[cfg(test)]
+mod framed_tests;

@@ -10,6 +10,7 @@
 //! - [`seed_tcp`]: the TCP stream of seed 000 (16-byte ASCII length, then the JPEG).
 //! - [`jpeg`]: the minimal structural check that a byte string is a complete JPEG.
 
+pub mod framed;
 pub mod jpeg;
 pub mod seed_msg;
 pub mod seed_tcp;

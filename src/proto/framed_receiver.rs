@@ -1,0 +1,520 @@
+//! The hub's side of the framed protocol ([`crate::wire::framed`]): reassembles frames out
+//! of order, ignores duplicates, asks for missing chunks, and acks each frame once complete.
+//!
+//! State is kept per sender address, for one stream at a time: a datagram with a new stream
+//! id from the same address means the sender restarted, and its old partial frames are
+//! dropped. Rules:
+//! - a frame is delivered only when every chunk is there, the length is exact, and the bytes
+//!   are a complete JPEG; it is acked `Delivered` (or `Rejected` when not a JPEG or too big);
+//! - when the last chunk of an incomplete frame arrives (also as a resend: the sender's probe
+//!   after a timeout), the hub answers with a nack listing the missing chunk ranges;
+//! - a chunk of a frame already finished is answered with that frame's ack again (the first
+//!   one may have been lost);
+//! - latest frame wins: once a frame is delivered, older partial frames of the stream are
+//!   dropped and acked `Stale`, and chunks of older frames are answered `Stale`;
+//! - partial frames expire after `frame_timeout`; memory is bounded per stream (a few partial
+//!   frames) and in total (oldest partial dropped first).
+//!
+//! A frame's buffer is allocated at its first chunk, at the announced length (bounded by
+//! `max_frame_bytes` and charged to the budget); large buffers come zeroed from the OS and
+//! only take physical memory as chunks are written.
+
+use super::Transmit;
+use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
+use crate::wire::jpeg::is_complete_jpeg;
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Bytes charged per partial frame on top of its buffer.
+const PARTIAL_OVERHEAD: usize = 256;
+/// Finished frames remembered per stream, to re-ack resent chunks.
+const RECENT: usize = 64;
+
+/// Limits of the framed receiver.
+#[derive(Clone, Debug)]
+pub struct FramedConfig {
+    pub max_frame_bytes: u64,
+    pub frame_timeout: Duration,
+    /// All partial frames together (buffers plus overhead).
+    pub max_partial_bytes: usize,
+    /// Partial frames per stream.
+    pub max_partials_per_stream: usize,
+    /// Senders tracked at once; the least recently heard is forgotten first.
+    pub max_streams: usize,
+}
+
+impl Default for FramedConfig {
+    fn default() -> Self {
+        FramedConfig {
+            max_frame_bytes: 16 << 20,
+            frame_timeout: Duration::from_millis(1000),
+            max_partial_bytes: 64 << 20,
+            max_partials_per_stream: 8,
+            max_streams: 1024,
+        }
+    }
+}
+
+/// Why a partial frame was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramedDrop {
+    Timeout,
+    /// A newer frame of the stream was delivered first.
+    Stale,
+    /// The sender restarted (new stream id).
+    Restarted,
+    /// Memory budget or per-stream limit.
+    Evicted,
+}
+
+/// Why a datagram was not used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramedReject {
+    Parse(ParseError),
+    /// An ack or nack sent to the hub.
+    WrongDirection,
+    /// The announced length is above `max_frame_bytes`.
+    TooLarge(u32),
+    /// A chunk disagrees with earlier chunks of its frame (length or count).
+    Mismatch,
+}
+
+/// What the receiver reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FramedEvent {
+    Frame {
+        from: SocketAddr,
+        stream: u32,
+        frame: u32,
+        jpeg: Vec<u8>,
+    },
+    /// Every chunk arrived but the bytes are not a complete JPEG.
+    Corrupt { from: SocketAddr, frame: u32 },
+    Dropped {
+        from: SocketAddr,
+        frame: u32,
+        reason: FramedDrop,
+        received: u16,
+        count: u16,
+    },
+    Rejected {
+        from: SocketAddr,
+        reason: FramedReject,
+    },
+}
+
+impl fmt::Display for FramedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FramedEvent::Frame {
+                from, frame, jpeg, ..
+            } => {
+                write!(
+                    f,
+                    "framed frame {frame} of {} bytes from {from}",
+                    jpeg.len()
+                )
+            }
+            FramedEvent::Corrupt { from, frame } => {
+                write!(
+                    f,
+                    "framed frame {frame} from {from} is complete but not a JPEG"
+                )
+            }
+            FramedEvent::Dropped {
+                from,
+                frame,
+                reason,
+                received,
+                count,
+            } => write!(
+                f,
+                "dropped framed frame {frame} from {from} ({received} of {count} chunks): {}",
+                match reason {
+                    FramedDrop::Timeout => "no chunk within the frame timeout",
+                    FramedDrop::Stale => "a newer frame was delivered first",
+                    FramedDrop::Restarted => "the sender restarted",
+                    FramedDrop::Evicted => "partial-frame memory budget exceeded",
+                }
+            ),
+            FramedEvent::Rejected { from, reason } => match reason {
+                FramedReject::Parse(e) => write!(f, "rejected datagram from {from}: {e}"),
+                FramedReject::WrongDirection => {
+                    write!(
+                        f,
+                        "rejected datagram from {from}: an ack or nack sent to the hub"
+                    )
+                }
+                FramedReject::TooLarge(n) => {
+                    write!(
+                        f,
+                        "rejected framed frame from {from}: {n} bytes is above the limit"
+                    )
+                }
+                FramedReject::Mismatch => write!(
+                    f,
+                    "rejected chunk from {from}: disagrees with earlier chunks of its frame"
+                ),
+            },
+        }
+    }
+}
+
+struct Partial {
+    frame: u32,
+    length: u32,
+    count: u16,
+    received: u16,
+    have: Vec<u64>,
+    buf: Vec<u8>,
+    started: Instant,
+    last_seen: Instant,
+}
+
+impl Partial {
+    fn held(&self) -> usize {
+        self.buf.len() + PARTIAL_OVERHEAD
+    }
+
+    fn has(&self, index: u16) -> bool {
+        self.have[index as usize / 64] & (1 << (index % 64)) != 0
+    }
+
+    /// Missing chunk ranges, `(start, len)`, in order.
+    fn missing(&self) -> Vec<(u16, u16)> {
+        let mut ranges: Vec<(u16, u16)> = Vec::new();
+        for i in 0..self.count {
+            if self.has(i) {
+                continue;
+            }
+            match ranges.last_mut() {
+                Some((s, l)) if *s + *l == i => *l += 1,
+                _ => ranges.push((i, 1)),
+            }
+        }
+        ranges
+    }
+}
+
+struct Stream {
+    id: u32,
+    partials: Vec<Partial>,
+    newest_delivered: Option<u32>,
+    recent: VecDeque<(u32, AckStatus)>,
+    last_seen: Instant,
+}
+
+/// `a` is newer than `b` in wrapping (serial number) order.
+pub fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// The hub's framed-protocol state. See the module documentation.
+pub struct FramedReceiver {
+    config: FramedConfig,
+    streams: HashMap<SocketAddr, Stream>,
+    held: usize,
+    events: VecDeque<FramedEvent>,
+    transmits: VecDeque<Transmit>,
+}
+
+impl FramedReceiver {
+    pub fn new(config: FramedConfig) -> Self {
+        FramedReceiver {
+            config,
+            streams: HashMap::new(),
+            held: 0,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<FramedEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Bytes charged to the partial-frame budget.
+    pub fn partial_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Partial frames held, over all streams.
+    pub fn partial_frames(&self) -> usize {
+        self.streams.values().map(|s| s.partials.len()).sum()
+    }
+
+    fn send(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            to,
+            payload: Cow::Owned(payload),
+        });
+    }
+
+    fn reject(&mut self, from: SocketAddr, reason: FramedReject) {
+        self.events
+            .push_back(FramedEvent::Rejected { from, reason });
+    }
+
+    /// Feed one datagram (that starts with the framed magic) from `from` at `now`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        let (h, payload) = match framed::parse(data) {
+            Ok(Packet::Data(h, payload)) => (h, payload),
+            Ok(_) => return self.reject(from, FramedReject::WrongDirection),
+            Err(e) => return self.reject(from, FramedReject::Parse(e)),
+        };
+        if u64::from(h.length) > self.config.max_frame_bytes {
+            self.send(
+                from,
+                framed::emit_ack(h.stream, h.frame, AckStatus::Rejected, h.ts_us),
+            );
+            return self.reject(from, FramedReject::TooLarge(h.length));
+        }
+        self.stream_for(from, h.stream, now);
+        let stream = self.streams.get_mut(&from).expect("just made");
+        stream.last_seen = now;
+        if let Some(&(_, status)) = stream.recent.iter().find(|(f, _)| *f == h.frame) {
+            return self.send(from, framed::emit_ack(h.stream, h.frame, status, h.ts_us));
+        }
+        if stream.newest_delivered.is_some_and(|n| !newer(h.frame, n)) {
+            return self.send(
+                from,
+                framed::emit_ack(h.stream, h.frame, AckStatus::Stale, h.ts_us),
+            );
+        }
+        let at = match stream.partials.iter().position(|p| p.frame == h.frame) {
+            Some(at) => at,
+            None => match self.start_partial(from, &h, now) {
+                Some(at) => at,
+                None => return,
+            },
+        };
+        let stream = self.streams.get_mut(&from).expect("present");
+        let p = &mut stream.partials[at];
+        if p.length != h.length || p.count != h.count {
+            return self.reject(from, FramedReject::Mismatch);
+        }
+        p.last_seen = now;
+        if !p.has(h.index) {
+            let start = framed::chunk_len(h.length, h.count) * h.index as usize;
+            p.buf[start..start + payload.len()].copy_from_slice(payload);
+            p.have[h.index as usize / 64] |= 1 << (h.index % 64);
+            p.received += 1;
+        }
+        if p.received == p.count {
+            let p = stream.partials.swap_remove(at);
+            self.held -= p.held();
+            return self.finish(from, h, p.buf);
+        }
+        if h.index == h.count - 1 {
+            let (received, missing) = (p.received, p.missing());
+            self.send(
+                from,
+                framed::emit_nack(h.stream, h.frame, received, &missing),
+            );
+        }
+    }
+
+    /// Drop partial frames with no chunk for `frame_timeout`, and forget long-idle senders.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.config.frame_timeout;
+        let forget_after = (timeout * 30).max(Duration::from_secs(30));
+        let mut dropped = Vec::new();
+        for (from, stream) in self.streams.iter_mut() {
+            stream.partials.retain(|p| {
+                let stale = now.saturating_duration_since(p.last_seen) >= timeout;
+                if stale {
+                    dropped.push((*from, p.frame, p.received, p.count, p.held()));
+                }
+                !stale
+            });
+        }
+        for (from, frame, received, count, held) in dropped {
+            self.held -= held;
+            self.events.push_back(FramedEvent::Dropped {
+                from,
+                frame,
+                reason: FramedDrop::Timeout,
+                received,
+                count,
+            });
+        }
+        self.streams.retain(|_, s| {
+            !s.partials.is_empty() || now.saturating_duration_since(s.last_seen) < forget_after
+        });
+    }
+
+    /// Make sure `from` has stream `id`, dropping an older stream of the same sender.
+    fn stream_for(&mut self, from: SocketAddr, id: u32, now: Instant) {
+        if let Some(s) = self.streams.get(&from) {
+            if s.id == id {
+                return;
+            }
+            self.drop_stream_partials(from, FramedDrop::Restarted);
+            self.streams.remove(&from);
+        } else if self.streams.len() >= self.config.max_streams.max(1) {
+            let quietest = self
+                .streams
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(a, _)| *a);
+            if let Some(a) = quietest {
+                self.drop_stream_partials(a, FramedDrop::Evicted);
+                self.streams.remove(&a);
+            }
+        }
+        self.streams.insert(
+            from,
+            Stream {
+                id,
+                partials: Vec::new(),
+                newest_delivered: None,
+                recent: VecDeque::new(),
+                last_seen: now,
+            },
+        );
+    }
+
+    fn drop_stream_partials(&mut self, from: SocketAddr, reason: FramedDrop) {
+        let Some(stream) = self.streams.get_mut(&from) else {
+            return;
+        };
+        for p in stream.partials.drain(..) {
+            self.held -= p.held();
+            self.events.push_back(FramedEvent::Dropped {
+                from,
+                frame: p.frame,
+                reason,
+                received: p.received,
+                count: p.count,
+            });
+        }
+    }
+
+    /// Start a partial frame; returns its position in the stream's list, or None if it
+    /// cannot be held.
+    fn start_partial(&mut self, from: SocketAddr, h: &DataHeader, now: Instant) -> Option<usize> {
+        let cost = h.length as usize + PARTIAL_OVERHEAD;
+        if cost > self.config.max_partial_bytes {
+            self.send(
+                from,
+                framed::emit_ack(h.stream, h.frame, AckStatus::Rejected, h.ts_us),
+            );
+            self.reject(from, FramedReject::TooLarge(h.length));
+            return None;
+        }
+        // per stream: drop this stream's oldest partial when it has too many
+        let per_stream = self.config.max_partials_per_stream.max(1);
+        while self.streams[&from].partials.len() >= per_stream {
+            self.evict_oldest(Some(from));
+        }
+        while self.held + cost > self.config.max_partial_bytes {
+            if !self.evict_oldest(None) {
+                break;
+            }
+        }
+        let stream = self.streams.get_mut(&from).expect("present");
+        stream.partials.push(Partial {
+            frame: h.frame,
+            length: h.length,
+            count: h.count,
+            received: 0,
+            have: vec![0; (h.count as usize).div_ceil(64)],
+            buf: vec![0; h.length as usize],
+            started: now,
+            last_seen: now,
+        });
+        self.held += cost;
+        Some(stream.partials.len() - 1)
+    }
+
+    /// Drop the oldest partial frame (of one sender, or of all); false if there was none.
+    fn evict_oldest(&mut self, only: Option<SocketAddr>) -> bool {
+        let oldest = self
+            .streams
+            .iter()
+            .filter(|(a, _)| only.is_none_or(|o| o == **a))
+            .flat_map(|(a, s)| {
+                s.partials
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, p)| (p.started, *a, i))
+            })
+            .min();
+        let Some((_, from, i)) = oldest else {
+            return false;
+        };
+        let p = self
+            .streams
+            .get_mut(&from)
+            .expect("present")
+            .partials
+            .swap_remove(i);
+        self.held -= p.held();
+        self.events.push_back(FramedEvent::Dropped {
+            from,
+            frame: p.frame,
+            reason: FramedDrop::Evicted,
+            received: p.received,
+            count: p.count,
+        });
+        true
+    }
+
+    fn finish(&mut self, from: SocketAddr, h: DataHeader, jpeg: Vec<u8>) {
+        let status = if is_complete_jpeg(&jpeg) {
+            AckStatus::Delivered
+        } else {
+            AckStatus::Rejected
+        };
+        let stream = self.streams.get_mut(&from).expect("present");
+        stream.recent.push_back((h.frame, status));
+        if stream.recent.len() > RECENT {
+            stream.recent.pop_front();
+        }
+        self.send(from, framed::emit_ack(h.stream, h.frame, status, h.ts_us));
+        if status == AckStatus::Rejected {
+            return self.events.push_back(FramedEvent::Corrupt {
+                from,
+                frame: h.frame,
+            });
+        }
+        // latest frame wins: older partial frames of this stream are stale now
+        let stream = self.streams.get_mut(&from).expect("present");
+        stream.newest_delivered = Some(match stream.newest_delivered {
+            Some(n) if newer(n, h.frame) => n,
+            _ => h.frame,
+        });
+        let mut stale = Vec::new();
+        stream.partials.retain(|p| {
+            let is_stale = newer(h.frame, p.frame);
+            if is_stale {
+                stale.push((p.frame, p.received, p.count, p.held()));
+            }
+            !is_stale
+        });
+        for (frame, received, count, held) in stale {
+            self.held -= held;
+            self.send(from, framed::emit_ack(h.stream, frame, AckStatus::Stale, 0));
+            self.events.push_back(FramedEvent::Dropped {
+                from,
+                frame,
+                reason: FramedDrop::Stale,
+                received,
+                count,
+            });
+        }
+        self.events.push_back(FramedEvent::Frame {
+            from,
+            stream: h.stream,
+            frame: h.frame,
+            jpeg,
+        });
+    }
+}

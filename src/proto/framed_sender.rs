@@ -1,0 +1,357 @@
+//! The sender's side of the framed protocol ([`crate::wire::framed`]): chunks frames,
+//! keeps up to `window` of them in flight, resends exactly the chunks the hub says are
+//! missing, and gives a frame up after a bounded number of resend rounds or its deadline.
+//!
+//! No socket, no clock: the caller passes `now` to every call, sends what
+//! [`FramedSender::poll_transmit`] writes, feeds back every datagram it receives, and calls
+//! [`FramedSender::handle_timeout`] when [`FramedSender::poll_timeout`] says so.
+//!
+//! Recovery: when the hub gets the last chunk of an incomplete frame it sends a nack with
+//! the missing ranges, which are resent at once. When nothing comes back for one
+//! retransmission timeout (RTO, from the measured round-trip time), the last chunk is sent
+//! again as a probe: the hub answers it with a nack, or with the ack that was lost.
+//! Acks for frames no longer in flight, or of another stream, are ignored.
+
+use crate::wire::framed::{self, AckStatus, DataHeader, Packet};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of a framed sender.
+#[derive(Clone, Debug)]
+pub struct SenderConfig {
+    /// Payload bytes per datagram.
+    pub chunk_size: usize,
+    /// Frames in flight at most (1 = stop-and-wait).
+    pub window: usize,
+    /// A frame not acked this long after it was first sent is given up.
+    pub frame_deadline: Duration,
+    /// Resend rounds (nacks answered plus probes) per frame, at most.
+    pub max_resend_rounds: u32,
+    /// Bounds of the retransmission timeout.
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            chunk_size: framed::DEFAULT_CHUNK_SIZE,
+            window: 1,
+            frame_deadline: Duration::from_millis(1000),
+            max_resend_rounds: 16,
+            min_rto: Duration::from_millis(10),
+            max_rto: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Why a frame was given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    /// No ack before the deadline or the resend rounds ran out.
+    Deadline,
+    /// The hub refused it (too large, or not a JPEG).
+    Rejected,
+    /// The hub delivered a newer frame first.
+    Stale,
+}
+
+/// What the sender reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SenderEvent {
+    Acked {
+        frame: u32,
+        /// From the frame's first datagram to its ack.
+        latency: Duration,
+        /// Chunks sent again for it.
+        resent: u32,
+    },
+    GaveUp {
+        frame: u32,
+        reason: GiveUp,
+        resent: u32,
+    },
+}
+
+struct InFlight {
+    frame: u32,
+    data: Arc<Vec<u8>>,
+    count: u16,
+    first_sent: Instant,
+    last_activity: Instant,
+    rounds: u32,
+    resent: u32,
+    /// Chunks of this frame waiting in the transmit queue.
+    queued: u32,
+}
+
+/// The framed sender. See the module documentation.
+pub struct FramedSender {
+    config: SenderConfig,
+    stream: u32,
+    epoch: Instant,
+    next_frame: u32,
+    in_flight: VecDeque<InFlight>,
+    /// (frame, chunk index) to send, in order.
+    queue: VecDeque<(u32, u16)>,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    events: VecDeque<SenderEvent>,
+}
+
+/// Why [`FramedSender::send_frame`] refused a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    WindowFull,
+    Empty,
+    /// Longer than `u32::MAX` bytes or more than 65535 chunks.
+    TooLarge,
+}
+
+impl FramedSender {
+    /// A sender for stream `stream` (pick it at random per run). `epoch` is the origin of
+    /// the timestamps put into datagrams.
+    pub fn new(config: SenderConfig, stream: u32, epoch: Instant) -> Self {
+        let chunk_size = config.chunk_size.clamp(1, framed::MAX_CHUNK_SIZE);
+        FramedSender {
+            config: SenderConfig {
+                chunk_size,
+                window: config.window.max(1),
+                ..config
+            },
+            stream,
+            epoch,
+            next_frame: 0,
+            in_flight: VecDeque::new(),
+            queue: VecDeque::new(),
+            srtt: None,
+            rttvar: Duration::ZERO,
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn stream(&self) -> u32 {
+        self.stream
+    }
+
+    /// Whether another frame may be sent now.
+    pub fn can_send(&self) -> bool {
+        self.in_flight.len() < self.config.window
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The current retransmission timeout.
+    pub fn rto(&self) -> Duration {
+        let rto = match self.srtt {
+            Some(srtt) => srtt * 2 + self.rttvar * 4,
+            None => self.config.max_rto,
+        };
+        rto.clamp(self.config.min_rto, self.config.max_rto)
+    }
+
+    /// Queue a frame; returns its id.
+    pub fn send_frame(&mut self, data: Arc<Vec<u8>>, now: Instant) -> Result<u32, SendError> {
+        if !self.can_send() {
+            return Err(SendError::WindowFull);
+        }
+        if data.is_empty() {
+            return Err(SendError::Empty);
+        }
+        let count = framed::chunk_count(data.len(), self.config.chunk_size);
+        if data.len() > u32::MAX as usize || count > u16::MAX as usize {
+            return Err(SendError::TooLarge);
+        }
+        let frame = self.next_frame;
+        self.next_frame = self.next_frame.wrapping_add(1);
+        self.queue.extend((0..count as u16).map(|i| (frame, i)));
+        self.in_flight.push_back(InFlight {
+            frame,
+            data,
+            count: count as u16,
+            first_sent: now,
+            last_activity: now,
+            rounds: 0,
+            resent: 0,
+            queued: count as u32,
+        });
+        Ok(frame)
+    }
+
+    fn ts(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Write the next datagram to send into `out` (cleared first); false when there is none.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        while let Some((frame, index)) = self.queue.pop_front() {
+            let ts_us = self.ts(now);
+            let Some(f) = self.in_flight.iter_mut().find(|f| f.frame == frame) else {
+                continue; // given up or acked meanwhile
+            };
+            f.queued = f.queued.saturating_sub(1);
+            f.last_activity = now;
+            let length = f.data.len() as u32;
+            let start = framed::chunk_len(length, f.count) * index as usize;
+            let len = framed::payload_len(length, f.count, index);
+            let header = DataHeader {
+                stream: self.stream,
+                frame,
+                index,
+                count: f.count,
+                length,
+                ts_us,
+            };
+            out.clear();
+            framed::emit_data(out, &header, &f.data[start..start + len]);
+            return true;
+        }
+        false
+    }
+
+    /// Feed a datagram received from the hub.
+    pub fn handle_datagram(&mut self, data: &[u8], now: Instant) {
+        match framed::parse(data) {
+            Ok(Packet::Ack {
+                stream,
+                frame,
+                status,
+                ts_us,
+            }) if stream == self.stream => {
+                let Some(at) = self.in_flight.iter().position(|f| f.frame == frame) else {
+                    return; // late: no longer in flight
+                };
+                let f = self.in_flight.remove(at).expect("present");
+                if ts_us != 0 {
+                    self.sample_rtt(now, ts_us);
+                }
+                let event = match status {
+                    AckStatus::Delivered => SenderEvent::Acked {
+                        frame,
+                        latency: now.saturating_duration_since(f.first_sent),
+                        resent: f.resent,
+                    },
+                    AckStatus::Rejected => SenderEvent::GaveUp {
+                        frame,
+                        reason: GiveUp::Rejected,
+                        resent: f.resent,
+                    },
+                    AckStatus::Stale => SenderEvent::GaveUp {
+                        frame,
+                        reason: GiveUp::Stale,
+                        resent: f.resent,
+                    },
+                };
+                self.events.push_back(event);
+            }
+            Ok(Packet::Nack {
+                stream,
+                frame,
+                missing,
+                ..
+            }) if stream == self.stream => {
+                let max_rounds = self.config.max_resend_rounds;
+                let Some(f) = self.in_flight.iter_mut().find(|f| f.frame == frame) else {
+                    return;
+                };
+                f.last_activity = now;
+                if f.queued > 0 {
+                    return; // a resend is already on its way
+                }
+                if f.rounds >= max_rounds {
+                    return self.give_up(frame, GiveUp::Deadline);
+                }
+                f.rounds += 1;
+                let count = f.count;
+                let mut n = 0;
+                for &(start, len) in &missing {
+                    for i in start..start.saturating_add(len).min(count) {
+                        self.queue.push_back((frame, i));
+                        n += 1;
+                    }
+                }
+                f.queued += n;
+                f.resent += n;
+            }
+            _ => {} // another stream's, a foreign datagram, or garbage: ignore
+        }
+    }
+
+    fn sample_rtt(&mut self, now: Instant, ts_us: u64) {
+        let sample = Duration::from_micros(self.ts(now).saturating_sub(ts_us));
+        match self.srtt {
+            None => {
+                self.srtt = Some(sample);
+                self.rttvar = sample / 2;
+            }
+            Some(srtt) => {
+                let diff = srtt.abs_diff(sample);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((srtt * 7 + sample) / 8);
+            }
+        }
+    }
+
+    fn give_up(&mut self, frame: u32, reason: GiveUp) {
+        if let Some(at) = self.in_flight.iter().position(|f| f.frame == frame) {
+            let f = self.in_flight.remove(at).expect("present");
+            self.events.push_back(SenderEvent::GaveUp {
+                frame,
+                reason,
+                resent: f.resent,
+            });
+        }
+    }
+
+    /// When [`FramedSender::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let rto = self.rto();
+        self.in_flight
+            .iter()
+            .filter(|f| f.queued == 0)
+            .map(|f| {
+                let backoff = rto * (1 << f.rounds.min(4));
+                (f.last_activity + backoff.min(self.config.max_rto * 4))
+                    .min(f.first_sent + self.config.frame_deadline)
+            })
+            .min()
+    }
+
+    /// Probe frames that heard nothing for an RTO; give up those past their deadline or
+    /// resend rounds.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let rto = self.rto();
+        let (deadline, max_rounds, max_rto) = (
+            self.config.frame_deadline,
+            self.config.max_resend_rounds,
+            self.config.max_rto,
+        );
+        let mut give_up = Vec::new();
+        for f in self.in_flight.iter_mut().filter(|f| f.queued == 0) {
+            if now >= f.first_sent + deadline || f.rounds >= max_rounds {
+                if now >= f.first_sent + deadline
+                    || now >= f.last_activity + (rto * (1 << f.rounds.min(4))).min(max_rto * 4)
+                {
+                    give_up.push(f.frame);
+                }
+                continue;
+            }
+            if now >= f.last_activity + (rto * (1 << f.rounds.min(4))).min(max_rto * 4) {
+                f.rounds += 1;
+                f.resent += 1;
+                f.queued += 1;
+                self.queue.push_back((f.frame, f.count - 1));
+            }
+        }
+        for frame in give_up {
+            self.give_up(frame, GiveUp::Deadline);
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<SenderEvent> {
+        self.events.pop_front()
+    }
+}

@@ -1,0 +1,540 @@
+//! Tests of the framed protocol: a sender and a receiver joined by a simulated link with a
+//! virtual clock and a seeded generator deciding loss, duplication, reordering and delay.
+//! No socket, no sleep: time only moves when the simulation says so.
+
+use super::framed_receiver::{FramedConfig, FramedDrop, FramedEvent, FramedReceiver};
+use super::framed_sender::{FramedSender, GiveUp, SenderConfig, SenderEvent};
+use crate::wire::framed::{self, AckStatus, DataHeader};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Faults {
+    loss: f64,
+    dup: f64,
+    reorder: f64,
+}
+
+/// A one-way link: datagrams arrive after `delay`, some lost, doubled, or delayed extra.
+struct Link {
+    faults: Faults,
+    rng: SplitMix,
+    delay: Duration,
+    queue: BTreeMap<(Instant, u64), Vec<u8>>,
+    seq: u64,
+}
+
+impl Link {
+    fn new(faults: Faults, seed: u64) -> Self {
+        Link {
+            faults,
+            rng: SplitMix(seed),
+            delay: Duration::from_millis(1),
+            queue: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+    fn send(&mut self, now: Instant, d: Vec<u8>) {
+        if self.rng.chance(self.faults.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(self.faults.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let extra = if self.rng.chance(self.faults.reorder) {
+                Duration::from_micros(1500)
+            } else {
+                Duration::ZERO
+            };
+            self.seq += 1;
+            self.queue
+                .insert((now + self.delay + extra, self.seq), d.clone());
+        }
+    }
+    fn next_arrival(&self) -> Option<Instant> {
+        self.queue.keys().next().map(|k| k.0)
+    }
+    fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let key = *self.queue.keys().next()?;
+        if key.0 > now {
+            return None;
+        }
+        self.queue.remove(&key)
+    }
+}
+
+fn jpeg(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = SplitMix(seed);
+    let mut v: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
+    v[..2].copy_from_slice(&[0xFF, 0xD8]);
+    v[len - 2..].copy_from_slice(&[0xFF, 0xD9]);
+    v
+}
+
+const CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    5000,
+));
+
+struct Outcome {
+    delivered: Vec<(u32, Vec<u8>)>,
+    acked: Vec<u32>,
+    gave_up: Vec<(u32, GiveUp)>,
+    resent: u32,
+    hub_events: Vec<FramedEvent>,
+}
+
+/// Send `frames` through a faulty link both ways; returns what each side saw.
+fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64) -> Outcome {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut sender = FramedSender::new(config, 0xC0FFEE, t0);
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let mut up = Link::new(faults, seed);
+    let mut down = Link::new(faults, seed ^ 0xDEAD_BEEF);
+    let mut out = Outcome {
+        delivered: vec![],
+        acked: vec![],
+        gave_up: vec![],
+        resent: 0,
+        hub_events: vec![],
+    };
+    let mut next = 0;
+    let mut buf = Vec::new();
+    let mut steps = 0;
+    while next < frames.len() || sender.in_flight() > 0 {
+        steps += 1;
+        assert!(steps < 10_000_000, "simulation does not end");
+        while next < frames.len() && sender.can_send() {
+            sender
+                .send_frame(Arc::new(frames[next].clone()), now)
+                .unwrap();
+            next += 1;
+        }
+        while sender.poll_transmit(now, &mut buf) {
+            up.send(now, buf.clone());
+        }
+        while let Some(d) = up.pop_due(now) {
+            hub.handle_datagram(CLIENT, &d, now);
+        }
+        hub.handle_timeout(now);
+        while let Some(t) = hub.poll_transmit() {
+            assert_eq!(t.to, CLIENT);
+            down.send(now, t.payload.into_owned());
+        }
+        while let Some(e) = hub.poll_event() {
+            match e {
+                FramedEvent::Frame { frame, jpeg, .. } => out.delivered.push((frame, jpeg)),
+                e => out.hub_events.push(e),
+            }
+        }
+        while let Some(d) = down.pop_due(now) {
+            sender.handle_datagram(&d, now);
+        }
+        if sender.poll_timeout().is_some_and(|t| t <= now) {
+            sender.handle_timeout(now);
+        }
+        while let Some(e) = sender.poll_event() {
+            match e {
+                SenderEvent::Acked { frame, resent, .. } => {
+                    out.acked.push(frame);
+                    out.resent += resent;
+                }
+                SenderEvent::GaveUp {
+                    frame,
+                    reason,
+                    resent,
+                } => {
+                    out.gave_up.push((frame, reason));
+                    out.resent += resent;
+                }
+            }
+        }
+        // advance virtual time to the next thing that can happen
+        let wake = [
+            up.next_arrival(),
+            down.next_arrival(),
+            sender.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match wake {
+            Some(t) if t > now => now = t,
+            Some(_) => {}
+            None if sender.poll_timeout().is_none() && up.next_arrival().is_none() => {
+                now += Duration::from_millis(1)
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+fn frames(n: usize, len: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| jpeg(len + i % 7, i as u64)).collect()
+}
+
+#[test]
+fn clean_link_delivers_every_frame_once_without_resends() {
+    let f = frames(50, 66_000);
+    let o = simulate(
+        &f,
+        SenderConfig::default(),
+        Faults {
+            loss: 0.0,
+            dup: 0.0,
+            reorder: 0.0,
+        },
+        1,
+    );
+    assert_eq!(o.delivered.len(), 50);
+    for (i, (id, bytes)) in o.delivered.iter().enumerate() {
+        assert_eq!((*id as usize, bytes), (i, &f[i]));
+    }
+    assert_eq!(o.acked.len(), 50);
+    assert_eq!(o.resent, 0);
+}
+
+#[test]
+fn lossy_link_delivers_all_500_frames_intact() {
+    // 5% loss, 2% duplication, 2% reordering, both ways
+    let f = frames(500, 66_000);
+    let o = simulate(
+        &f,
+        SenderConfig::default(),
+        Faults {
+            loss: 0.05,
+            dup: 0.02,
+            reorder: 0.02,
+        },
+        7,
+    );
+    assert!(o.gave_up.is_empty(), "gave up: {:?}", o.gave_up);
+    assert_eq!(o.acked.len(), 500);
+    assert_eq!(o.delivered.len(), 500, "each frame delivered exactly once");
+    for (id, bytes) in &o.delivered {
+        assert_eq!(bytes, &f[*id as usize], "frame {id} intact");
+    }
+    assert!(o.resent > 0, "loss must have caused resends");
+}
+
+#[test]
+fn window_of_four_on_a_lossy_link_never_delivers_a_frame_twice_or_corrupt() {
+    let f = frames(200, 20_000);
+    let config = SenderConfig {
+        window: 4,
+        ..SenderConfig::default()
+    };
+    let o = simulate(
+        &f,
+        config,
+        Faults {
+            loss: 0.05,
+            dup: 0.02,
+            reorder: 0.05,
+        },
+        3,
+    );
+    let mut ids: Vec<u32> = o.delivered.iter().map(|(id, _)| *id).collect();
+    for (id, bytes) in &o.delivered {
+        assert_eq!(bytes, &f[*id as usize]);
+    }
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no duplicates");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "latest frame wins: delivered in order"
+    );
+    assert_eq!(
+        o.acked.len() + o.gave_up.len(),
+        200,
+        "every frame accounted for"
+    );
+    assert!(o
+        .gave_up
+        .iter()
+        .all(|(_, r)| *r == GiveUp::Stale || *r == GiveUp::Deadline));
+}
+
+#[test]
+fn dead_link_gives_every_frame_up_and_ends() {
+    let f = frames(5, 5000);
+    let o = simulate(
+        &f,
+        SenderConfig::default(),
+        Faults {
+            loss: 1.0,
+            dup: 0.0,
+            reorder: 0.0,
+        },
+        1,
+    );
+    assert!(o.delivered.is_empty());
+    assert_eq!(
+        o.gave_up,
+        (0..5).map(|i| (i, GiveUp::Deadline)).collect::<Vec<_>>()
+    );
+}
+
+fn data(stream: u32, frame: u32, index: u16, count: u16, bytes: &[u8]) -> Vec<u8> {
+    let length = bytes.len() as u32;
+    let start = framed::chunk_len(length, count) * index as usize;
+    let len = framed::payload_len(length, count, index);
+    let mut out = Vec::new();
+    let h = DataHeader {
+        stream,
+        frame,
+        index,
+        count,
+        length,
+        ts_us: 1,
+    };
+    framed::emit_data(&mut out, &h, &bytes[start..start + len]);
+    out
+}
+
+fn acks(hub: &mut FramedReceiver) -> Vec<framed::Packet<'static>> {
+    let mut v = Vec::new();
+    while let Some(t) = hub.poll_transmit() {
+        let bytes: &'static [u8] = Box::leak(t.payload.into_owned().into_boxed_slice());
+        v.push(framed::parse(bytes).unwrap());
+    }
+    v
+}
+
+#[test]
+fn the_hub_nacks_exactly_the_missing_chunks() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let now = Instant::now();
+    let f = jpeg(10_000, 1);
+    for i in [0u16, 1, 4, 7, 9] {
+        hub.handle_datagram(CLIENT, &data(1, 0, i, 10, &f), now);
+    }
+    assert_eq!(
+        acks(&mut hub),
+        vec![framed::Packet::Nack {
+            stream: 1,
+            frame: 0,
+            received: 5,
+            missing: vec![(2, 2), (5, 2), (8, 1)]
+        }]
+    );
+    for i in [2u16, 3, 5, 6, 8] {
+        hub.handle_datagram(CLIENT, &data(1, 0, i, 10, &f), now);
+    }
+    assert_eq!(
+        acks(&mut hub),
+        vec![framed::Packet::Ack {
+            stream: 1,
+            frame: 0,
+            status: AckStatus::Delivered,
+            ts_us: 1
+        }]
+    );
+    // a resent chunk of a finished frame gets the ack again (the first may have been lost)
+    hub.handle_datagram(CLIENT, &data(1, 0, 9, 10, &f), now);
+    assert!(matches!(
+        acks(&mut hub)[..],
+        [framed::Packet::Ack {
+            frame: 0,
+            status: AckStatus::Delivered,
+            ..
+        }]
+    ));
+    assert!(matches!(
+        hub.poll_event(),
+        Some(FramedEvent::Frame { frame: 0, .. })
+    ));
+    assert_eq!(hub.poll_event(), None, "delivered once");
+}
+
+#[test]
+fn a_restarted_sender_drops_its_old_partial_and_its_new_frames_arrive() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let now = Instant::now();
+    let (old, new) = (jpeg(5000, 1), jpeg(6000, 2));
+    hub.handle_datagram(CLIENT, &data(111, 40, 0, 4, &old), now);
+    for i in 0..4 {
+        hub.handle_datagram(CLIENT, &data(222, 0, i, 4, &new), now);
+    }
+    assert!(matches!(
+        hub.poll_event(),
+        Some(FramedEvent::Dropped {
+            frame: 40,
+            reason: FramedDrop::Restarted,
+            received: 1,
+            count: 4,
+            ..
+        })
+    ));
+    assert_eq!(
+        hub.poll_event(),
+        Some(FramedEvent::Frame {
+            from: CLIENT,
+            stream: 222,
+            frame: 0,
+            jpeg: new
+        })
+    );
+    assert_eq!(hub.partial_frames(), 0);
+    assert_eq!(hub.partial_bytes(), 0);
+}
+
+#[test]
+fn partial_frames_expire_and_memory_is_bounded() {
+    let config = FramedConfig {
+        max_partial_bytes: 100_000,
+        ..FramedConfig::default()
+    };
+    let mut hub = FramedReceiver::new(config);
+    let t0 = Instant::now();
+    // 20 senders each start a 30 KB frame: at most three fit in 100 KB
+    for port in 0..20u16 {
+        let from = SocketAddr::from(([127, 0, 0, 1], 6000 + port));
+        hub.handle_datagram(from, &data(port as u32, 0, 0, 30, &jpeg(30_000, 1)), t0);
+        assert!(hub.partial_bytes() <= 100_000);
+    }
+    assert_eq!(hub.partial_frames(), 3);
+    hub.handle_timeout(t0 + Duration::from_millis(999));
+    assert_eq!(hub.partial_frames(), 3);
+    hub.handle_timeout(t0 + Duration::from_millis(1000));
+    assert_eq!((hub.partial_frames(), hub.partial_bytes()), (0, 0));
+}
+
+#[test]
+fn a_newer_complete_frame_makes_older_partials_stale() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let now = Instant::now();
+    let (a, b) = (jpeg(3000, 1), jpeg(3000, 2));
+    hub.handle_datagram(CLIENT, &data(1, 5, 0, 3, &a), now);
+    for i in 0..3 {
+        hub.handle_datagram(CLIENT, &data(1, 6, i, 3, &b), now);
+    }
+    let sent = acks(&mut hub);
+    assert!(sent.contains(&framed::Packet::Ack {
+        stream: 1,
+        frame: 5,
+        status: AckStatus::Stale,
+        ts_us: 0
+    }));
+    // the rest of frame 5 arrives late: answered stale, never delivered
+    hub.handle_datagram(CLIENT, &data(1, 5, 1, 3, &a), now);
+    assert!(matches!(
+        acks(&mut hub)[..],
+        [framed::Packet::Ack {
+            frame: 5,
+            status: AckStatus::Stale,
+            ..
+        }]
+    ));
+    let delivered: Vec<u32> = std::iter::from_fn(|| hub.poll_event())
+        .filter_map(|e| match e {
+            FramedEvent::Frame { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![6]);
+}
+
+#[test]
+fn late_and_foreign_acks_are_ignored_by_the_sender() {
+    let t0 = Instant::now();
+    let mut s = FramedSender::new(SenderConfig::default(), 9, t0);
+    let mut buf = Vec::new();
+    s.send_frame(Arc::new(jpeg(3000, 1)), t0).unwrap();
+    while s.poll_transmit(t0, &mut buf) {}
+    s.handle_datagram(&framed::emit_ack(9, 77, AckStatus::Delivered, 0), t0); // not in flight
+    s.handle_datagram(&framed::emit_ack(8, 0, AckStatus::Delivered, 0), t0); // other stream
+    s.handle_datagram(b"get message!!!", t0);
+    assert_eq!(s.poll_event(), None);
+    assert_eq!(s.in_flight(), 1);
+    s.handle_datagram(
+        &framed::emit_ack(9, 0, AckStatus::Delivered, 0),
+        t0 + Duration::from_millis(3),
+    );
+    assert!(matches!(
+        s.poll_event(),
+        Some(SenderEvent::Acked {
+            frame: 0,
+            resent: 0,
+            ..
+        })
+    ));
+    assert!(s.can_send());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any loss, duplication and reordering of a frame's datagrams: the receiver delivers
+    /// exactly the original bytes, or nothing; never anything else, never twice.
+    #[test]
+    fn reassembly_delivers_the_original_or_nothing(
+        len in 2usize..20_000,
+        chunk in 1usize..3000,
+        picks in proptest::collection::vec(0usize..1000, 0..60),
+    ) {
+        let f = jpeg(len.max(4), len as u64);
+        let count = framed::chunk_count(f.len(), chunk).min(u16::MAX as usize) as u16;
+        let chunk_ok = framed::chunk_len(f.len() as u32, count) <= framed::MAX_CHUNK_SIZE;
+        prop_assume!(chunk_ok);
+        let mut hub = FramedReceiver::new(FramedConfig::default());
+        let now = Instant::now();
+        for p in &picks {
+            hub.handle_datagram(CLIENT, &data(1, 0, (p % count as usize) as u16, count, &f), now);
+        }
+        let mut frames = Vec::new();
+        while let Some(e) = hub.poll_event() {
+            if let FramedEvent::Frame { jpeg, .. } = e { frames.push(jpeg); }
+        }
+        let all_present = (0..count as usize).all(|i| picks.iter().any(|p| p % count as usize == i));
+        if all_present {
+            prop_assert_eq!(frames, vec![f]);
+        } else {
+            prop_assert!(frames.is_empty());
+        }
+    }
+
+    /// Arbitrary bytes never panic the receiver or the sender, and never make a frame.
+    #[test]
+    fn arbitrary_bytes_are_harmless(datagrams in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..30), magic in any::<bool>()) {
+        let mut hub = FramedReceiver::new(FramedConfig::default());
+        let mut s = FramedSender::new(SenderConfig::default(), 1, Instant::now());
+        let now = Instant::now();
+        for mut d in datagrams {
+            if magic && d.len() >= 6 {
+                d[..4].copy_from_slice(&framed::MAGIC);
+                d[4] = framed::VERSION;
+                d[5] %= 3;
+            }
+            hub.handle_datagram(CLIENT, &d, now);
+            s.handle_datagram(&d, now);
+        }
+        while let Some(e) = hub.poll_event() {
+            let is_frame = matches!(e, FramedEvent::Frame { .. });
+            prop_assert!(!is_frame, "a frame from random bytes");
+        }
+    }
+}

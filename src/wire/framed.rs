@@ -1,0 +1,381 @@
+//! udphub's own "framed" image format: every datagram says which frame and which chunk it
+//! carries, so frames survive loss, duplication and reordering, and the receiver can ask for
+//! exactly the chunks it is missing.
+//!
+//! All integers little-endian. Every datagram starts with the same 16-byte prefix:
+//!
+//! ```text
+//! magic   4s  b"UHFR"
+//! version B   1
+//! kind    B   0 = data, 1 = ack, 2 = nack
+//! flags   H   0 (reserved)
+//! stream  I   random per sender run: a restarted sender is a new stream
+//! frame   I   frame id, +1 per frame (wraps)
+//! ```
+//!
+//! - **data** (sender → hub), Python `struct` format [`DATA_STRUCT`] (32 bytes), then the
+//!   chunk's payload: `index H, count H, length I, ts_us Q` — the chunk index, the frame's
+//!   chunk count, the frame's total length in bytes, and the sender's clock in µs. Every
+//!   chunk but the last carries `ceil(length / count)` bytes.
+//! - **ack** (hub → sender), [`ACK_STRUCT`] (28 bytes): `status B, 3 pad, ts_us Q` echoing the
+//!   data's timestamp. Status 0 = delivered, 1 = rejected (do not resend), 2 = stale (a newer
+//!   frame of the stream was delivered first; do not resend).
+//! - **nack** (hub → sender), [`NACK_STRUCT`] (20 bytes) + `n` ranges of `start H, len H`:
+//!   `received H, n H` — the chunks the hub has, and the missing chunk ranges to resend.
+
+use std::fmt;
+
+/// First four bytes of every framed datagram.
+pub const MAGIC: [u8; 4] = *b"UHFR";
+/// The version this module speaks.
+pub const VERSION: u8 = 1;
+/// Length of the prefix shared by every kind.
+pub const PREFIX_LEN: usize = 16;
+/// Length of a data datagram's header.
+pub const DATA_HEADER_LEN: usize = 32;
+/// Length of an ack.
+pub const ACK_LEN: usize = 28;
+/// Length of a nack before its ranges.
+pub const NACK_HEADER_LEN: usize = 20;
+/// Ranges in one nack, at most (keeps a nack under 1500 bytes).
+pub const MAX_NACK_RANGES: usize = 256;
+/// Default payload per data datagram: fits a 1500-byte Ethernet/Wi-Fi MTU with IP and UDP.
+pub const DEFAULT_CHUNK_SIZE: usize = 1400;
+/// The largest payload per data datagram (65507 minus the header, rounded down).
+pub const MAX_CHUNK_SIZE: usize = 65_000;
+
+/// Python `struct` format of a data datagram's header.
+pub const DATA_STRUCT: &str = "<4sBBHIIHHIQ";
+/// Python `struct` format of an ack.
+pub const ACK_STRUCT: &str = "<4sBBHIIB3xQ";
+/// Python `struct` format of a nack's fixed part (then `n` times `<HH`).
+pub const NACK_STRUCT: &str = "<4sBBHIIHH";
+
+const KIND_DATA: u8 = 0;
+const KIND_ACK: u8 = 1;
+const KIND_NACK: u8 = 2;
+
+/// What the hub says about a frame in an ack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckStatus {
+    Delivered = 0,
+    Rejected = 1,
+    Stale = 2,
+}
+
+/// The header of a data datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHeader {
+    pub stream: u32,
+    pub frame: u32,
+    pub index: u16,
+    pub count: u16,
+    pub length: u32,
+    pub ts_us: u64,
+}
+
+/// A parsed framed datagram; `Data` borrows its payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Packet<'a> {
+    Data(DataHeader, &'a [u8]),
+    Ack {
+        stream: u32,
+        frame: u32,
+        status: AckStatus,
+        ts_us: u64,
+    },
+    Nack {
+        stream: u32,
+        frame: u32,
+        received: u16,
+        missing: Vec<(u16, u16)>,
+    },
+}
+
+/// Why bytes that start like a framed datagram are not one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    TooShort(usize),
+    BadMagic,
+    UnknownVersion(u8),
+    UnknownKind(u8),
+    UnknownStatus(u8),
+    /// Index not below count, a zero count, or a payload size that cannot fit the frame.
+    Inconsistent,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::TooShort(n) => write!(f, "{n} bytes is too short for a framed datagram"),
+            ParseError::BadMagic => write!(f, "not a framed datagram (magic)"),
+            ParseError::UnknownVersion(v) => write!(f, "framed version {v} is not spoken here"),
+            ParseError::UnknownKind(k) => write!(f, "unknown framed kind {k}"),
+            ParseError::UnknownStatus(s) => write!(f, "unknown ack status {s}"),
+            ParseError::Inconsistent => write!(f, "chunk index, count, length and size disagree"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// True when `datagram` starts with the framed magic (cheap test used to dispatch).
+pub fn is_framed(datagram: &[u8]) -> bool {
+    datagram.len() >= PREFIX_LEN && datagram[..4] == MAGIC
+}
+
+/// The payload size of every chunk but the last, for a frame of `length` bytes in `count`.
+pub fn chunk_len(length: u32, count: u16) -> usize {
+    (length as usize).div_ceil(count.max(1) as usize)
+}
+
+/// The payload size of chunk `index`.
+pub fn payload_len(length: u32, count: u16, index: u16) -> usize {
+    let c = chunk_len(length, count);
+    let start = c * index as usize;
+    (length as usize).saturating_sub(start).min(c)
+}
+
+/// Chunk count for a frame of `length` bytes with `chunk_size`-byte chunks (at least 1).
+pub fn chunk_count(length: usize, chunk_size: usize) -> usize {
+    length.div_ceil(chunk_size).max(1)
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parse any framed datagram, checking a data chunk's payload is the size its header implies.
+pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
+    if b.len() < PREFIX_LEN {
+        return Err(ParseError::TooShort(b.len()));
+    }
+    if b[..4] != MAGIC {
+        return Err(ParseError::BadMagic);
+    }
+    if b[4] != VERSION {
+        return Err(ParseError::UnknownVersion(b[4]));
+    }
+    let (stream, frame) = (u32_at(b, 8), u32_at(b, 12));
+    match b[5] {
+        KIND_DATA => {
+            if b.len() < DATA_HEADER_LEN {
+                return Err(ParseError::TooShort(b.len()));
+            }
+            let h = DataHeader {
+                stream,
+                frame,
+                index: u16_at(b, 16),
+                count: u16_at(b, 18),
+                length: u32_at(b, 20),
+                ts_us: u64_at(b, 24),
+            };
+            let payload = &b[DATA_HEADER_LEN..];
+            let consistent = h.count > 0
+                && h.index < h.count
+                && h.length > 0
+                && chunk_len(h.length, h.count) <= MAX_CHUNK_SIZE
+                && chunk_len(h.length, h.count) * (h.count as usize - 1) < h.length as usize
+                && payload.len() == payload_len(h.length, h.count, h.index);
+            if !consistent {
+                return Err(ParseError::Inconsistent);
+            }
+            Ok(Packet::Data(h, payload))
+        }
+        KIND_ACK => {
+            if b.len() < ACK_LEN {
+                return Err(ParseError::TooShort(b.len()));
+            }
+            let status = match b[16] {
+                0 => AckStatus::Delivered,
+                1 => AckStatus::Rejected,
+                2 => AckStatus::Stale,
+                s => return Err(ParseError::UnknownStatus(s)),
+            };
+            Ok(Packet::Ack {
+                stream,
+                frame,
+                status,
+                ts_us: u64_at(b, 20),
+            })
+        }
+        KIND_NACK => {
+            if b.len() < NACK_HEADER_LEN {
+                return Err(ParseError::TooShort(b.len()));
+            }
+            let (received, n) = (u16_at(b, 16), u16_at(b, 18) as usize);
+            if n > MAX_NACK_RANGES || b.len() < NACK_HEADER_LEN + 4 * n {
+                return Err(ParseError::Inconsistent);
+            }
+            let missing = (0..n)
+                .map(|i| {
+                    let at = NACK_HEADER_LEN + 4 * i;
+                    (u16_at(b, at), u16_at(b, at + 2))
+                })
+                .collect();
+            Ok(Packet::Nack {
+                stream,
+                frame,
+                received,
+                missing,
+            })
+        }
+        k => Err(ParseError::UnknownKind(k)),
+    }
+}
+
+fn emit_prefix(out: &mut Vec<u8>, kind: u8, stream: u32, frame: u32) {
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&[VERSION, kind, 0, 0]);
+    out.extend_from_slice(&stream.to_le_bytes());
+    out.extend_from_slice(&frame.to_le_bytes());
+}
+
+/// Append a data datagram (header, then `payload`) to `out`.
+pub fn emit_data(out: &mut Vec<u8>, h: &DataHeader, payload: &[u8]) {
+    emit_prefix(out, KIND_DATA, h.stream, h.frame);
+    out.extend_from_slice(&h.index.to_le_bytes());
+    out.extend_from_slice(&h.count.to_le_bytes());
+    out.extend_from_slice(&h.length.to_le_bytes());
+    out.extend_from_slice(&h.ts_us.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// An ack datagram.
+pub fn emit_ack(stream: u32, frame: u32, status: AckStatus, ts_us: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ACK_LEN);
+    emit_prefix(&mut out, KIND_ACK, stream, frame);
+    out.extend_from_slice(&[status as u8, 0, 0, 0]);
+    out.extend_from_slice(&ts_us.to_le_bytes());
+    out
+}
+
+/// A nack datagram listing at most [`MAX_NACK_RANGES`] missing ranges.
+pub fn emit_nack(stream: u32, frame: u32, received: u16, missing: &[(u16, u16)]) -> Vec<u8> {
+    let missing = &missing[..missing.len().min(MAX_NACK_RANGES)];
+    let mut out = Vec::with_capacity(NACK_HEADER_LEN + 4 * missing.len());
+    emit_prefix(&mut out, KIND_NACK, stream, frame);
+    out.extend_from_slice(&received.to_le_bytes());
+    out.extend_from_slice(&(missing.len() as u16).to_le_bytes());
+    for (start, len) in missing {
+        out.extend_from_slice(&start.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_header_literal_bytes() {
+        // struct.pack('<4sBBHIIHHIQ', b'UHFR', 1, 0, 0, 0x01020304, 7, 2, 3, 3000, 5) + payload
+        let h = DataHeader {
+            stream: 0x0102_0304,
+            frame: 7,
+            index: 2,
+            count: 3,
+            length: 3000,
+            ts_us: 5,
+        };
+        let mut b = Vec::new();
+        emit_data(&mut b, &h, &[0xAA; 1000]);
+        assert_eq!(
+            b[..DATA_HEADER_LEN],
+            [
+                b'U', b'H', b'F', b'R', 1, 0, 0, 0, 4, 3, 2, 1, 7, 0, 0, 0, 2, 0, 3, 0, 0xB8, 0x0B,
+                0, 0, 5, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(parse(&b), Ok(Packet::Data(h, &[0xAA; 1000][..])));
+    }
+
+    #[test]
+    fn ack_and_nack_literal_bytes() {
+        let a = emit_ack(9, 8, AckStatus::Delivered, 0x1122);
+        assert_eq!(
+            a,
+            [
+                b'U', b'H', b'F', b'R', 1, 1, 0, 0, 9, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0x22, 0x11,
+                0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(
+            parse(&a),
+            Ok(Packet::Ack {
+                stream: 9,
+                frame: 8,
+                status: AckStatus::Delivered,
+                ts_us: 0x1122
+            })
+        );
+        let n = emit_nack(9, 8, 40, &[(3, 2), (10, 1)]);
+        assert_eq!(
+            n,
+            [
+                b'U', b'H', b'F', b'R', 1, 2, 0, 0, 9, 0, 0, 0, 8, 0, 0, 0, 40, 0, 2, 0, 3, 0, 2,
+                0, 10, 0, 1, 0
+            ]
+        );
+        assert_eq!(
+            parse(&n),
+            Ok(Packet::Nack {
+                stream: 9,
+                frame: 8,
+                received: 40,
+                missing: vec![(3, 2), (10, 1)]
+            })
+        );
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_count(3000, 1400), 3);
+        assert_eq!(chunk_len(3000, 3), 1000);
+        assert_eq!(payload_len(3000, 3, 2), 1000);
+        assert_eq!(chunk_count(2801, 1400), 3);
+        assert_eq!(chunk_len(2801, 3), 934);
+        assert_eq!(payload_len(2801, 3, 2), 2801 - 2 * 934);
+        assert_eq!(chunk_count(0, 1400), 1);
+    }
+
+    #[test]
+    fn rejects_inconsistent_chunks_and_foreign_bytes() {
+        let h = DataHeader {
+            stream: 1,
+            frame: 1,
+            index: 0,
+            count: 3,
+            length: 3000,
+            ts_us: 0,
+        };
+        let mut b = Vec::new();
+        emit_data(&mut b, &h, &[0; 999]); // one byte short
+        assert_eq!(parse(&b), Err(ParseError::Inconsistent));
+        let mut b = Vec::new();
+        emit_data(&mut b, &DataHeader { index: 3, ..h }, &[0; 1000]);
+        assert_eq!(parse(&b), Err(ParseError::Inconsistent));
+        let mut b = Vec::new();
+        emit_data(&mut b, &DataHeader { count: 0, ..h }, &[]);
+        assert_eq!(parse(&b), Err(ParseError::Inconsistent));
+        // more chunks than the length needs (the last would be empty)
+        let mut b = Vec::new();
+        emit_data(&mut b, &DataHeader { length: 2, ..h }, &[0]);
+        assert_eq!(parse(&b), Err(ParseError::Inconsistent));
+        assert_eq!(
+            parse(&[0xFF, 0xD8, 0xFF, 0xD9]),
+            Err(ParseError::TooShort(4))
+        );
+        assert!(!is_framed(&[0xFF; 40]));
+        let mut bad_version = emit_ack(1, 1, AckStatus::Stale, 0);
+        bad_version[4] = 9;
+        assert_eq!(parse(&bad_version), Err(ParseError::UnknownVersion(9)));
+    }
+}
