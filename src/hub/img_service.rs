@@ -1,5 +1,6 @@
 //! The UDP image service: a thin loop that moves datagrams between the socket and the
-//! seed reassembler ([`crate::proto::seed_reassembly`]) and hands intact frames on.
+//! image receiver ([`crate::proto::image_receiver`]: the seed formats and the framed one)
+//! and hands intact frames on.
 //!
 //! The loop waits on nothing but the socket (with a short timeout, to notice shutdown and
 //! expire stalled frames); all slow work happens on the consumers' threads.
@@ -7,7 +8,7 @@
 use super::net::{is_timeout, LogLimiter};
 use super::sinks::FrameSinks;
 use super::stats::{Service, SourceCache, SourceId, Stats};
-use crate::proto::seed_reassembly::{Rejection, SeedConfig, SeedEvent, SeedReassembler};
+use crate::proto::image_receiver::{ImageConfig, ImageEvent, ImageReceiver, Outcome};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use crate::wire::MAX_UDP_PAYLOAD;
 use std::net::UdpSocket;
@@ -21,7 +22,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 /// Run the image service on `socket` until shutdown.
 pub fn run(
     socket: UdpSocket,
-    config: SeedConfig,
+    config: ImageConfig,
     stats: Arc<Stats>,
     sinks: FrameSinks,
     shutdown: Shutdown,
@@ -33,7 +34,7 @@ pub fn run(
         log::error!("img: cannot set the socket timeout: {e}");
         return;
     }
-    let mut reassembler = SeedReassembler::new(config);
+    let mut reassembler = ImageReceiver::new(config);
     let mut sources = SourceCache::new(Service::Img, stats);
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
@@ -67,14 +68,18 @@ pub fn run(
 }
 
 fn on_event(
-    event: SeedEvent,
+    event: ImageEvent,
     sources: &mut SourceCache,
     sinks: &FrameSinks,
     limiter: &mut LogLimiter,
     now: Instant,
 ) {
-    match event {
-        SeedEvent::Frame { from, jpeg } => {
+    let from = event.from();
+    let counter = match event.outcome() {
+        Outcome::Frame => {
+            let Some((from, jpeg)) = event.into_frame() else {
+                return;
+            };
             let (len, seq) = (jpeg.len(), sources.record_item(from, jpeg.len()));
             sinks.deliver(
                 SourceId {
@@ -87,22 +92,14 @@ fn on_event(
             log::debug!("img: frame {seq} of {len} bytes from {from}");
             return;
         }
-        SeedEvent::Corrupt { from, .. } => {
-            sources.get(from).corrupt.fetch_add(1, Relaxed);
-        }
-        SeedEvent::Dropped { from, .. } => {
-            sources.get(from).dropped.fetch_add(1, Relaxed);
-        }
-        SeedEvent::Rejected { from, reason } => {
-            sources.get(from).rejected.fetch_add(1, Relaxed);
-            if let Rejection::Stray { .. } = reason {
-                // stray data follows every lost header: one line per datagram would flood
-                log::debug!("img: {event}", event = SeedEvent::Rejected { from, reason });
-                return;
-            }
-        }
-    }
-    if let Some(suppressed) = limiter.allow(now) {
+        Outcome::Corrupt => &sources.get(from).corrupt,
+        Outcome::Dropped => &sources.get(from).dropped,
+        Outcome::Rejected => &sources.get(from).rejected,
+    };
+    counter.fetch_add(1, Relaxed);
+    if event.is_noise() {
+        log::debug!("img: {event}");
+    } else if let Some(suppressed) = limiter.allow(now) {
         log::warn!("img: {event}{suppressed}");
     }
 }

@@ -17,7 +17,7 @@ pub mod sinks;
 pub mod stats;
 pub mod tcp_service;
 
-use crate::proto::seed_reassembly::SeedConfig;
+use crate::proto::image_receiver::ImageConfig;
 use crate::shutdown::Shutdown;
 use saver::{SaverReport, SaverThread};
 use sinks::FrameSinks;
@@ -205,16 +205,15 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         std::thread::Builder::new().name(name.into()).spawn(f)
     };
     if let Some(socket) = img {
-        let seed = SeedConfig {
+        let image = ImageConfig {
             max_frame_bytes: config.max_frame_bytes,
             frame_timeout: config.frame_timeout,
             max_partial_bytes: config.max_partial_bytes,
-            ..SeedConfig::default()
         };
         let (stats, sinks, shutdown) = (stats.clone(), sinks.clone(), shutdown.clone());
         service_threads.push(spawn(
             "img",
-            Box::new(move || img_service::run(socket, seed, stats, sinks, shutdown)),
+            Box::new(move || img_service::run(socket, image, stats, sinks, shutdown)),
         )?);
         services.push(Service::Img);
     }

@@ -7,6 +7,7 @@
 
 pub mod framed_receiver;
 pub mod framed_sender;
+pub mod image_receiver;
 pub mod seed_reassembly;
 
 use std::borrow::Cow;

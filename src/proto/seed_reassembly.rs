@@ -7,8 +7,7 @@
 //!   is the seed's trailing empty chunk, and anything else is stray data (rejected);
 //! - with a frame in progress, datagrams are appended until the header's byte count is
 //!   reached exactly; then the frame is delivered and acked only if it is a complete JPEG.
-//!   A valid header arriving instead (one that is not exactly the missing byte count) means
-//!   datagrams were lost: the partial frame is dropped and the new header starts the next
+//!   A valid header arriving instead means datagrams were lost: the partial frame is dropped and the new header starts the next
 //!   frame, so one lost datagram costs one frame, never the stream. A datagram that would
 //!   overrun the count marks the frame corrupt and is then looked at afresh.
 //! - a partial frame that gets no datagram for `frame_timeout` is dropped;
@@ -210,9 +209,10 @@ impl SeedReassembler {
             return; // noise; a seed sender's trailing empty chunk comes after a complete frame
         }
         let remaining = partial.expected as usize - partial.buf.len();
-        let is_new_header = data.len() != remaining
-            && seed_udp::parse_length_header(data, self.config.max_frame_bytes).is_ok();
-        if is_new_header {
+        // A valid header's last byte is 0x00 (its top byte, for any length up to 2^56), so
+        // it can never be the end of a JPEG: read it as the next frame's header even when
+        // it is exactly the byte count still missing.
+        if seed_udp::parse_length_header(data, self.config.max_frame_bytes).is_ok() {
             self.drop_partial(from, DropReason::Superseded);
             return self.handle_idle(from, data, now);
         }
@@ -274,6 +274,11 @@ impl SeedReassembler {
     /// Senders currently mid-frame.
     pub fn partial_frames(&self) -> usize {
         self.partials.len()
+    }
+
+    /// Whether `from` is mid-frame.
+    pub fn has_partial(&self, from: SocketAddr) -> bool {
+        self.partials.contains_key(&from)
     }
 
     fn handle_idle(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
@@ -552,6 +557,21 @@ mod tests {
         let f = jpeg(3000, 7);
         feed(&mut r, addr(1), &seed_datagrams(&f), now);
         assert_eq!(drain(&mut r).frames, vec![(addr(1), f)]);
+    }
+
+    #[test]
+    fn losing_exactly_the_last_8_bytes_costs_only_that_frame() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let now = Instant::now();
+        let a = jpeg(1024 + 8, 12);
+        let b = jpeg(3000, 13);
+        let mut d = seed_datagrams(&a);
+        d.pop(); // the 8-byte tail of frame a is lost
+        feed(&mut r, addr(1), &d, now);
+        feed(&mut r, addr(1), &seed_datagrams(&b), now);
+        let run = drain(&mut r);
+        assert_eq!(run.frames, vec![(addr(1), b)]);
+        assert_eq!(run.acks.len(), 1);
     }
 
     #[test]

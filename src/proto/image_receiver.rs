@@ -1,0 +1,221 @@
+//! Everything the image port accepts, on one socket: the seed formats
+//! ([`super::seed_reassembly`]) and the framed format ([`super::framed_receiver`]), told
+//! apart by a datagram's first bytes (the framed magic `UHFR`; a seed datagram is a 4- or
+//! 8-byte header, a JPEG starting `FF D8`, or data of a frame in progress from its sender,
+//! which keeps going to the seed reassembler).
+
+use super::framed_receiver::{FramedConfig, FramedEvent, FramedReceiver};
+use super::seed_reassembly::{SeedConfig, SeedEvent, SeedReassembler};
+use super::Transmit;
+use crate::wire::framed;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Limits shared by both formats.
+#[derive(Clone, Debug)]
+pub struct ImageConfig {
+    pub max_frame_bytes: u64,
+    pub frame_timeout: Duration,
+    /// Partial-frame memory, for each format.
+    pub max_partial_bytes: usize,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            max_frame_bytes: 16 << 20,
+            frame_timeout: Duration::from_millis(1000),
+            max_partial_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What happened, in either format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageEvent {
+    Seed(SeedEvent),
+    Framed(FramedEvent),
+}
+
+/// The kind of an [`ImageEvent`], for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Frame,
+    Corrupt,
+    Dropped,
+    Rejected,
+}
+
+impl ImageEvent {
+    pub fn from(&self) -> SocketAddr {
+        match self {
+            ImageEvent::Seed(
+                SeedEvent::Frame { from, .. }
+                | SeedEvent::Corrupt { from, .. }
+                | SeedEvent::Dropped { from, .. }
+                | SeedEvent::Rejected { from, .. },
+            ) => *from,
+            ImageEvent::Framed(
+                FramedEvent::Frame { from, .. }
+                | FramedEvent::Corrupt { from, .. }
+                | FramedEvent::Dropped { from, .. }
+                | FramedEvent::Rejected { from, .. },
+            ) => *from,
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            ImageEvent::Seed(SeedEvent::Frame { .. })
+            | ImageEvent::Framed(FramedEvent::Frame { .. }) => Outcome::Frame,
+            ImageEvent::Seed(SeedEvent::Corrupt { .. })
+            | ImageEvent::Framed(FramedEvent::Corrupt { .. }) => Outcome::Corrupt,
+            ImageEvent::Seed(SeedEvent::Dropped { .. })
+            | ImageEvent::Framed(FramedEvent::Dropped { .. }) => Outcome::Dropped,
+            ImageEvent::Seed(SeedEvent::Rejected { .. })
+            | ImageEvent::Framed(FramedEvent::Rejected { .. }) => Outcome::Rejected,
+        }
+    }
+
+    /// The JPEG of a delivered frame.
+    pub fn into_frame(self) -> Option<(SocketAddr, Vec<u8>)> {
+        match self {
+            ImageEvent::Seed(SeedEvent::Frame { from, jpeg })
+            | ImageEvent::Framed(FramedEvent::Frame { from, jpeg, .. }) => Some((from, jpeg)),
+            _ => None,
+        }
+    }
+
+    /// Events that happen on every lost seed header (stray data) are too many to log at
+    /// warning level.
+    pub fn is_noise(&self) -> bool {
+        matches!(
+            self,
+            ImageEvent::Seed(SeedEvent::Rejected {
+                reason: super::seed_reassembly::Rejection::Stray { .. },
+                ..
+            })
+        )
+    }
+}
+
+impl fmt::Display for ImageEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageEvent::Seed(e) => e.fmt(f),
+            ImageEvent::Framed(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Both receivers behind one `handle_datagram`.
+pub struct ImageReceiver {
+    seed: SeedReassembler,
+    framed: FramedReceiver,
+}
+
+impl ImageReceiver {
+    pub fn new(config: ImageConfig) -> Self {
+        ImageReceiver {
+            seed: SeedReassembler::new(SeedConfig {
+                max_frame_bytes: config.max_frame_bytes,
+                frame_timeout: config.frame_timeout,
+                max_partial_bytes: config.max_partial_bytes,
+                ..SeedConfig::default()
+            }),
+            framed: FramedReceiver::new(FramedConfig {
+                max_frame_bytes: config.max_frame_bytes,
+                frame_timeout: config.frame_timeout,
+                max_partial_bytes: config.max_partial_bytes,
+                ..FramedConfig::default()
+            }),
+        }
+    }
+
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        if framed::is_framed(data) && !self.seed.has_partial(from) {
+            self.framed.handle_datagram(from, data, now);
+        } else {
+            self.seed.handle_datagram(from, data, now);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.seed.handle_timeout(now);
+        self.framed.handle_timeout(now);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.seed
+            .poll_transmit()
+            .or_else(|| self.framed.poll_transmit())
+    }
+
+    pub fn poll_event(&mut self) -> Option<ImageEvent> {
+        self.seed
+            .poll_event()
+            .map(ImageEvent::Seed)
+            .or_else(|| self.framed.poll_event().map(ImageEvent::Framed))
+    }
+
+    /// Bytes held by partial frames of both formats.
+    pub fn partial_bytes(&self) -> usize {
+        self.seed.partial_bytes() + self.framed.partial_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::framed::{emit_data, DataHeader};
+    use crate::wire::seed_udp::{emit_length_header, seed_chunks, HeaderWidth, IMG_ACK};
+
+    #[test]
+    fn both_formats_on_one_port() {
+        let mut r = ImageReceiver::new(ImageConfig::default());
+        let now = Instant::now();
+        let mut jpeg = vec![0x11u8; 3000];
+        jpeg[..2].copy_from_slice(&[0xFF, 0xD8]);
+        jpeg[2998..].copy_from_slice(&[0xFF, 0xD9]);
+        let seed_sender: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let framed_sender: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        r.handle_datagram(
+            seed_sender,
+            &emit_length_header(3000, HeaderWidth::Eight),
+            now,
+        );
+        let mut framed_chunk = Vec::new();
+        let h = DataHeader {
+            stream: 5,
+            frame: 0,
+            index: 0,
+            count: 1,
+            length: 3000,
+            ts_us: 9,
+        };
+        emit_data(&mut framed_chunk, &h, &jpeg);
+        r.handle_datagram(framed_sender, &framed_chunk, now);
+        for c in seed_chunks(&jpeg, 1024) {
+            r.handle_datagram(seed_sender, c, now);
+        }
+        let mut frames = Vec::new();
+        while let Some(e) = r.poll_event() {
+            assert_eq!(e.outcome(), Outcome::Frame);
+            frames.push(e.into_frame().unwrap());
+        }
+        frames.sort();
+        assert_eq!(
+            frames,
+            vec![(seed_sender, jpeg.clone()), (framed_sender, jpeg)]
+        );
+        let acks: Vec<Transmit> = std::iter::from_fn(|| r.poll_transmit()).collect();
+        assert_eq!(acks.len(), 2);
+        assert!(acks
+            .iter()
+            .any(|t| t.to == seed_sender && &*t.payload == IMG_ACK));
+        assert!(acks
+            .iter()
+            .any(|t| t.to == framed_sender && framed::is_framed(&t.payload)));
+    }
+}
