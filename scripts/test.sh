@@ -17,8 +17,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
+    cargo test --doc   # nextest does not run doctests; run them first so the summary below is last
     $XVFB cargo nextest run
-    $XVFB cargo test --doc   # nextest does not run doctests
 else
     $XVFB cargo test
 fi
