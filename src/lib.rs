@@ -10,8 +10,10 @@
 //! - [`media`]: everything OpenCV (capture, JPEG encode/decode, windows).
 //! - [`shutdown`]: the one flag every loop checks.
 
+pub mod client;
 pub mod hub;
 pub mod media;
 pub mod proto;
+pub mod relay;
 pub mod shutdown;
 pub mod wire;

@@ -1,0 +1,162 @@
+//! `img-client`: the camera side (e.g. a Raspberry Pi). Captures frames from a camera, a
+//! video file, images or a test pattern, encodes them as JPEG and streams them to the hub
+//! in one of the seed wire formats, waiting (bounded) for each ack.
+//!
+//! This file only maps flags onto [`udphub::client::img::ImgClientConfig`] and prints the
+//! result; the work is in [`udphub::client::img`].
+
+use clap::{ArgGroup, Parser};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use udphub::client::img::{self, ImgClientConfig, SourceSpec};
+use udphub::client::img_sender::{Protocol, SenderOptions};
+use udphub::client::resolve_hub;
+use udphub::shutdown::Shutdown;
+use udphub::wire::seed_udp::HeaderWidth;
+
+/// Stream camera frames (or a video, images, a test pattern) to the hub as JPEG.
+///
+/// Prints a status line every second on stderr and a summary on stdout when it ends (after
+/// --frames frames, at the end of a --video, or on Ctrl-C). Exits non-zero when no frame at
+/// all was acked. Logging: RUST_LOG (info by default).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+#[command(group(ArgGroup::new("source").args(["camera", "video", "image", "pattern"])))]
+struct Args {
+    /// Capture from camera N. This is the default source (camera 0); a camera that cannot
+    /// be opened is an error (try --pattern or --video).
+    #[arg(long, value_name = "N")]
+    camera: Option<i32>,
+    /// Send every frame of this video file once, then stop.
+    #[arg(long, value_name = "FILE")]
+    video: Option<PathBuf>,
+    /// Send this image, or every image (jpg/jpeg/png/bmp) of this folder, looped.
+    #[arg(long, value_name = "PATH")]
+    image: Option<PathBuf>,
+    /// Send a synthetic test pattern (frame number and clock drawn in); needs no camera.
+    #[arg(long)]
+    pattern: bool,
+    /// Width every frame is resized to before encoding.
+    #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(i32).range(1..))]
+    width: i32,
+    /// Height every frame is resized to before encoding.
+    #[arg(long, default_value_t = 480, value_parser = clap::value_parser!(i32).range(1..))]
+    height: i32,
+    /// JPEG quality, 0 (smallest) to 100 (best).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i32).range(0..=100))]
+    quality: i32,
+    /// Send at most this many frames per second (default: as fast as acks allow).
+    #[arg(long, value_name = "FPS")]
+    fps: Option<f64>,
+    /// Stop after sending N frames.
+    #[arg(long, value_name = "N")]
+    frames: Option<u64>,
+    /// The hub's address. For --protocol tcp give the hub's TCP port (its --tcp-port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9999")]
+    hub: String,
+    /// Wire format.
+    #[arg(long, value_enum, default_value_t = Protocol::Chunked)]
+    protocol: Protocol,
+    /// Longest wait for a frame's ack (udp), or for a stalled write (tcp); a frame without
+    /// an ack by then counts as lost and the next one is sent.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    ack_timeout_ms: u64,
+    /// tcp: longest a connection attempt may take (failed attempts are retried with a
+    /// backoff doubling from 0.1 s to 5 s).
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    connect_timeout_ms: u64,
+    /// chunked: size of the length header: 8 (Python's struct 'l' on 64-bit Linux/macOS,
+    /// the default) or 4 (on Windows).
+    #[arg(long, default_value_t = 8, value_name = "4|8", value_parser = parse_header_bytes)]
+    header_bytes: usize,
+    /// Preview the frames in a local window (only when a display is available).
+    #[arg(long)]
+    show: bool,
+    /// How often the status line is printed on stderr; 0 turns it off.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    status_interval_ms: u64,
+}
+
+fn parse_header_bytes(s: &str) -> Result<usize, String> {
+    match s {
+        "4" => Ok(4),
+        "8" => Ok(8),
+        _ => Err("must be 4 or 8".into()),
+    }
+}
+
+impl Args {
+    fn config(&self) -> Result<ImgClientConfig, String> {
+        let source = if let Some(path) = &self.video {
+            SourceSpec::Video(path.clone())
+        } else if let Some(path) = &self.image {
+            SourceSpec::Image(path.clone())
+        } else if self.pattern {
+            SourceSpec::Pattern
+        } else {
+            SourceSpec::Camera(self.camera.unwrap_or(0))
+        };
+        Ok(ImgClientConfig {
+            source,
+            width: self.width,
+            height: self.height,
+            quality: self.quality,
+            fps: self.fps,
+            frames: self.frames,
+            hub: resolve_hub(&self.hub)?,
+            protocol: self.protocol,
+            sender: SenderOptions {
+                ack_timeout: Duration::from_millis(self.ack_timeout_ms),
+                connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+                header_width: if self.header_bytes == 4 {
+                    HeaderWidth::Four
+                } else {
+                    HeaderWidth::Eight
+                },
+            },
+            show: self.show,
+            status_interval: (self.status_interval_ms > 0)
+                .then(|| Duration::from_millis(self.status_interval_ms)),
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("img-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.install_signal_handler() {
+        eprintln!("img-client: cannot install the Ctrl-C handler: {e}");
+        return ExitCode::from(2);
+    }
+    let report = match img::run(&config, &shutdown) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("img-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.summary);
+    if let Some(e) = &report.error {
+        eprintln!("img-client: error: {e}");
+    }
+    if report.success() {
+        return ExitCode::SUCCESS;
+    }
+    if report.stats.counts.acked == 0 {
+        eprintln!(
+            "img-client: no frame was acked: is the hub running at {}? (for --protocol tcp, \
+             --hub must name its TCP port)",
+            config.hub
+        );
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,106 @@
+//! `msg-client`: telemetry. Sends one JSON value per UDP datagram to the hub (the seed's
+//! `udp_client_2.py` format), either the same `--data` at an interval or each line of
+//! stdin, and waits (bounded) for each reply.
+//!
+//! This file only maps flags onto [`udphub::client::msg::MsgClientConfig`] and prints the
+//! result; the work is in [`udphub::client::msg`].
+
+use clap::Parser;
+use std::io::BufReader;
+use std::process::ExitCode;
+use std::time::Duration;
+use udphub::client::msg::{self, Messages, MsgClientConfig};
+use udphub::client::resolve_hub;
+use udphub::shutdown::Shutdown;
+
+/// Send JSON telemetry messages to the hub, one per UDP datagram.
+///
+/// Prints a status line every second on stderr and a summary on stdout when it ends (after
+/// --count messages, at the end of stdin, or on Ctrl-C). Exits non-zero when no message at
+/// all was answered. Logging: RUST_LOG (info by default).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// The JSON value to send, as given (checked to be valid JSON before anything is sent).
+    #[arg(
+        long,
+        default_value = "[0,0,0,1]",
+        value_name = "JSON",
+        conflicts_with = "stdin"
+    )]
+    data: String,
+    /// Send each line of stdin as one message instead of --data: invalid lines are reported
+    /// with their line number and skipped, blank lines are skipped, end of input ends the run.
+    #[arg(long)]
+    stdin: bool,
+    /// Least time between two messages, in milliseconds.
+    #[arg(long, default_value_t = 10, value_name = "MS")]
+    interval_ms: u64,
+    /// Stop after sending N messages (default: until Ctrl-C or the end of stdin).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// The hub's message address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6666")]
+    hub: String,
+    /// Longest wait for each reply; a message without one counts as lost.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    reply_timeout_ms: u64,
+    /// How often the status line is printed on stderr; 0 turns it off.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    status_interval_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let hub = match resolve_hub(&args.hub) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("msg-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.reply_timeout_ms == 0 {
+        eprintln!("msg-client: --reply-timeout-ms must be positive");
+        return ExitCode::from(2);
+    }
+    let config = MsgClientConfig {
+        hub,
+        interval: Duration::from_millis(args.interval_ms),
+        count: args.count,
+        reply_timeout: Duration::from_millis(args.reply_timeout_ms),
+        status_interval: (args.status_interval_ms > 0)
+            .then(|| Duration::from_millis(args.status_interval_ms)),
+    };
+    let messages = if args.stdin {
+        Messages::Lines(Box::new(BufReader::new(std::io::stdin())))
+    } else {
+        Messages::Repeat(args.data.clone())
+    };
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.install_signal_handler() {
+        eprintln!("msg-client: cannot install the Ctrl-C handler: {e}");
+        return ExitCode::from(2);
+    }
+    let report = match msg::run(&config, messages, &shutdown) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("msg-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.summary);
+    if let Some(e) = &report.error {
+        eprintln!("msg-client: error: {e}");
+    }
+    if report.success() {
+        return ExitCode::SUCCESS;
+    }
+    if report.stats.counts.answered == 0 {
+        eprintln!(
+            "msg-client: no message was answered: is the hub's message service at {}?",
+            config.hub
+        );
+    }
+    ExitCode::FAILURE
+}

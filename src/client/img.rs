@@ -1,0 +1,466 @@
+//! The camera client's run: capture, resize and encode on one thread, send on another,
+//! status lines every second, and the summary at the end.
+//!
+//! The two threads overlap (frame N+1 is encoded while frame N is on the network) and meet
+//! at a one-slot [`Handoff`]: live sources (camera, pattern) hand over "latest frame wins",
+//! so a slow network never makes the picture lag (replaced frames are counted as skipped);
+//! file sources (video, images) use backpressure, so a video is sent frame for frame.
+//!
+//! The run ends when `--frames` frames were sent, when a video ends, on a fatal error, or
+//! when the caller's [`Shutdown`] is triggered (Ctrl-C). A frame whose ack is being waited
+//! for at that moment gets the rest of its ack timeout, so every sent frame is counted as
+//! acked or lost. The caller's flag is never triggered from here: the run has its own stop
+//! flag, which the caller's flag (and the end of sending, and ESC in the preview) sets.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::handoff::{Handoff, Mode, Take};
+use super::img_sender::{open_sender, FrameOutcome, FrameSender, Protocol, SenderOptions};
+use super::stats::{
+    img_status_line, img_summary, spawn_status_printer, ImgStats, RateMeter, SharedImgStats,
+};
+use crate::hub::net::LogLimiter;
+use crate::media::{self, jpeg, FrameSource};
+use crate::shutdown::{Shutdown, POLL_INTERVAL};
+
+/// Where frames come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSpec {
+    /// A camera by index.
+    Camera(i32),
+    /// A video file, sent once from start to end.
+    Video(PathBuf),
+    /// An image file or a folder of images, looped.
+    Image(PathBuf),
+    /// The synthetic test pattern.
+    Pattern,
+}
+
+impl SourceSpec {
+    /// Live sources produce frames in real time whether or not they are sent.
+    pub fn is_live(&self) -> bool {
+        matches!(self, SourceSpec::Camera(_) | SourceSpec::Pattern)
+    }
+
+    /// Open the source; a camera that cannot be opened is an error that suggests
+    /// `--pattern` and `--video` (never a silent switch to fake frames).
+    pub fn open(&self, width: i32, height: i32) -> media::Result<Box<dyn FrameSource>> {
+        Ok(match self {
+            SourceSpec::Camera(index) => {
+                Box::new(media::CameraSource::open(*index, width, height)?)
+            }
+            SourceSpec::Video(path) => Box::new(media::VideoFileSource::open(path)?),
+            SourceSpec::Image(path) => Box::new(media::ImageSource::open(path)?),
+            SourceSpec::Pattern => Box::new(media::PatternSource::new(width, height)),
+        })
+    }
+}
+
+/// Everything `img-client` can be told.
+#[derive(Clone, Debug)]
+pub struct ImgClientConfig {
+    pub source: SourceSpec,
+    /// Every frame is resized to exactly this size before encoding.
+    pub width: i32,
+    pub height: i32,
+    /// JPEG quality, 0..=100.
+    pub quality: i32,
+    /// At most this many frames per second (`None`: as fast as acks allow).
+    pub fps: Option<f64>,
+    /// Stop after sending this many frames.
+    pub frames: Option<u64>,
+    pub hub: SocketAddr,
+    pub protocol: Protocol,
+    pub sender: SenderOptions,
+    /// Preview the frames in a window (when a display is available).
+    pub show: bool,
+    /// How often to print a status line on stderr (`None`: never).
+    pub status_interval: Option<Duration>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct ImgReport {
+    /// The summary text (for stdout).
+    pub summary: String,
+    pub stats: ImgStats,
+    /// The error that ended the run early, if any.
+    pub error: Option<String>,
+}
+
+impl ImgReport {
+    /// A run succeeds when nothing failed and at least one frame was acked.
+    pub fn success(&self) -> bool {
+        self.error.is_none() && self.stats.counts.acked > 0
+    }
+}
+
+impl ImgClientConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.width <= 0 || self.height <= 0 {
+            return Err(format!(
+                "--width and --height must be positive, got {}x{}",
+                self.width, self.height
+            ));
+        }
+        if !(0..=100).contains(&self.quality) {
+            return Err(format!(
+                "--quality must be within 0..=100, got {}",
+                self.quality
+            ));
+        }
+        if let Some(fps) = self.fps {
+            if !(fps.is_finite() && fps > 0.0) {
+                return Err(format!("--fps must be a positive number, got {fps}"));
+            }
+        }
+        if self.sender.ack_timeout.is_zero() {
+            return Err("--ack-timeout-ms must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+fn lock(stats: &SharedImgStats) -> MutexGuard<'_, ImgStats> {
+    stats.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run the camera client until it is done or `shutdown` is triggered. Errors before the
+/// first frame (bad settings, a source or socket that cannot be opened) are returned as
+/// `Err`; an error during the run ends it and is reported in [`ImgReport::error`].
+pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, String> {
+    config.validate()?;
+    let source = config
+        .source
+        .open(config.width, config.height)
+        .map_err(|e| e.to_string())?;
+    let sender = open_sender(config.protocol, config.hub, &config.sender)
+        .map_err(|e| format!("cannot open a socket for {}: {e}", config.hub))?;
+    let what = format!(
+        "{} -> {} over {}, {}x{} JPEG quality {}",
+        source.describe(),
+        config.hub,
+        config.protocol,
+        config.width,
+        config.height,
+        config.quality
+    );
+    log::info!("sending {what}");
+    let rtt_meaning = sender.rtt_meaning();
+
+    let stats: SharedImgStats = Arc::new(Mutex::new(ImgStats::default()));
+    let stop = Shutdown::new();
+    let mode = if config.source.is_live() {
+        Mode::LatestWins
+    } else {
+        Mode::Backpressure
+    };
+    let handoff: Handoff<Vec<u8>> = Handoff::new(mode);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let started = Instant::now();
+
+    let capture = {
+        let job = CaptureJob {
+            width: config.width,
+            height: config.height,
+            quality: config.quality,
+            fps: config.fps,
+            show: config.show,
+        };
+        let (out, stats, stop, done) = (
+            handoff.clone(),
+            stats.clone(),
+            stop.clone(),
+            done_tx.clone(),
+        );
+        thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                let result = capture_loop(source, &job, &out, &stats, &stop);
+                out.close();
+                let _ = done.send(());
+                result
+            })
+            .map_err(|e| format!("cannot start the capture thread: {e}"))?
+    };
+    let send = {
+        let (input, stats, send_stop, frames) =
+            (handoff.clone(), stats.clone(), stop.clone(), config.frames);
+        let spawned = thread::Builder::new().name("send".into()).spawn(move || {
+            let result = send_loop(sender, frames, &input, &stats, &send_stop);
+            let _ = done_tx.send(());
+            result
+        });
+        match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                stop.trigger();
+                let _ = capture.join();
+                return Err(format!("cannot start the send thread: {e}"));
+            }
+        }
+    };
+    let status = config.status_interval.and_then(|interval| {
+        let (stats, stop) = (stats.clone(), stop.clone());
+        let mut meter = RateMeter::new(Instant::now());
+        spawn_status_printer(interval, stop, move || {
+            let s = lock(&stats);
+            let fps = meter.rate(Instant::now(), s.counts.sent);
+            img_status_line(&s.counts, fps, s.rtt.percentile(50.0))
+        })
+        .map_err(|e| log::warn!("no status lines: {e}"))
+        .ok()
+    });
+
+    // Wait for the sender to finish, passing Ctrl-C on to the run's own stop flag.
+    while !send.is_finished() {
+        if shutdown.is_triggered() {
+            stop.trigger();
+        }
+        let _ = done_rx.recv_timeout(POLL_INTERVAL);
+    }
+    stop.trigger();
+    let send_result = send
+        .join()
+        .unwrap_or_else(|_| Err("the send thread panicked".into()));
+    let capture_result = capture
+        .join()
+        .unwrap_or_else(|_| Err("the capture thread panicked".into()));
+    if let Some(status) = status {
+        let _ = status.join();
+    }
+    let elapsed = started.elapsed();
+    let stats = lock(&stats).clone();
+    Ok(ImgReport {
+        summary: img_summary(&what, &stats, elapsed, rtt_meaning),
+        stats,
+        error: send_result.err().or(capture_result.err()),
+    })
+}
+
+/// The capture thread's settings.
+struct CaptureJob {
+    width: i32,
+    height: i32,
+    quality: i32,
+    fps: Option<f64>,
+    show: bool,
+}
+
+/// Read, resize, encode and hand over frames until the source ends, the sender hangs up or
+/// `stop` is set.
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    job: &CaptureJob,
+    out: &Handoff<Vec<u8>>,
+    stats: &SharedImgStats,
+    stop: &Shutdown,
+) -> Result<(), String> {
+    let mut preview = if job.show { open_preview() } else { None };
+    let period = job.fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
+    let mut due = Instant::now();
+    while !stop.is_triggered() && !out.is_hung_up() {
+        if let Some(period) = period {
+            let now = Instant::now();
+            if now < due && stop.wait_timeout(due - now) {
+                break;
+            }
+            // Never catch up with a burst after a slow frame.
+            due = (due + period).max(Instant::now());
+        }
+        let frame = match source.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                log::info!("{} ended", source.describe());
+                break;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let frame = media::resize_to(&frame, job.width, job.height).map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let jpeg = jpeg::encode(&frame, job.quality).map_err(|e| e.to_string())?;
+        lock(stats).encode.record(t0.elapsed());
+        if let Some(window) = &mut preview {
+            if show_preview(window, &frame) {
+                log::info!("ESC pressed in the preview window; stopping");
+                stop.trigger();
+            }
+        }
+        if !out.put(jpeg, stop) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The preview window, or `None` (said once on stderr) when there is no display.
+fn open_preview() -> Option<media::Window> {
+    if !media::display_available() {
+        eprintln!(
+            "img-client: --show: no display (neither DISPLAY nor WAYLAND_DISPLAY is set); \
+             going on without a preview"
+        );
+        return None;
+    }
+    match media::Window::open("img-client") {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("img-client: --show: cannot open a window ({e}); going on without a preview");
+            None
+        }
+    }
+}
+
+/// Show `frame`; true when ESC was pressed (the seed client's way to quit).
+fn show_preview(window: &mut media::Window, frame: &media::Mat) -> bool {
+    if let Err(e) = window.show(frame) {
+        log::debug!("preview: {e}");
+    }
+    matches!(media::pump_events(1), Ok(Some(27)))
+}
+
+/// Send frames from `input` until it closes, `frames` were sent, `stop` is set, or a fatal
+/// error. Hangs up `input` when done so the capture thread stops too.
+fn send_loop(
+    mut sender: Box<dyn FrameSender>,
+    frames: Option<u64>,
+    input: &Handoff<Vec<u8>>,
+    stats: &SharedImgStats,
+    stop: &Shutdown,
+) -> Result<(), String> {
+    let mut limiter = LogLimiter::new(5);
+    let mut sent = 0u64;
+    let result = loop {
+        if stop.is_triggered() || frames.is_some_and(|n| sent >= n) {
+            break Ok(());
+        }
+        let jpeg = match input.take(POLL_INTERVAL) {
+            Take::Item(jpeg) => jpeg,
+            Take::Empty => continue,
+            Take::Closed => break Ok(()),
+        };
+        let outcome = match sender.send_frame(&jpeg, stop) {
+            Ok(outcome) => outcome,
+            Err(e) => break Err(e.to_string()),
+        };
+        let mut s = lock(stats);
+        match outcome {
+            FrameOutcome::Acked { rtt } => {
+                s.counts.acked += 1;
+                s.rtt.record(rtt);
+            }
+            FrameOutcome::Lost(reason) => {
+                s.counts.lost += 1;
+                if let Some(suppressed) = limiter.allow(Instant::now()) {
+                    log::warn!("frame {} lost: {reason}{suppressed}", s.counts.sent + 1);
+                }
+            }
+            FrameOutcome::NotSent => continue,
+        }
+        sent += 1;
+        s.counts.sent = sent;
+        s.counts.bytes += jpeg.len() as u64;
+        let replies = sender.reply_counts();
+        s.counts.late_acks = replies.late_acks;
+        s.counts.ignored = replies.ignored;
+        s.counts.skipped = input.skipped();
+    };
+    input.hang_up();
+    sender.finish();
+    let mut s = lock(stats);
+    let replies = sender.reply_counts();
+    s.counts.late_acks = replies.late_acks;
+    s.counts.ignored = replies.ignored;
+    s.counts.skipped = input.skipped();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::seed_udp::IMG_ACK;
+    use std::net::UdpSocket;
+
+    fn config(hub: SocketAddr, frames: u64) -> ImgClientConfig {
+        ImgClientConfig {
+            source: SourceSpec::Pattern,
+            width: 64,
+            height: 48,
+            quality: 80,
+            fps: None,
+            frames: Some(frames),
+            hub,
+            protocol: Protocol::Single,
+            sender: SenderOptions {
+                ack_timeout: Duration::from_secs(10),
+                ..SenderOptions::default()
+            },
+            show: false,
+            status_interval: None,
+        }
+    }
+
+    #[test]
+    fn sends_the_requested_frames_to_an_acking_server() {
+        let hub = UdpSocket::bind("127.0.0.1:0").unwrap();
+        hub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let addr = hub.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            let mut sizes = Vec::new();
+            for _ in 0..5 {
+                let (n, from) = hub.recv_from(&mut buf).unwrap();
+                assert_eq!(jpeg::decoded_size(&buf[..n]).unwrap(), (64, 48));
+                sizes.push(n as u64);
+                hub.send_to(IMG_ACK, from).unwrap();
+            }
+            sizes
+        });
+        let report = run(&config(addr, 5), &Shutdown::new()).unwrap();
+        let sizes = server.join().unwrap();
+        assert!(report.success(), "{}", report.summary);
+        let c = report.stats.counts;
+        assert_eq!((c.sent, c.acked, c.lost), (5, 5, 0));
+        assert_eq!(c.bytes, sizes.iter().sum::<u64>());
+        assert_eq!(report.stats.rtt.count(), 5);
+        assert!(report.stats.encode.count() >= 5);
+        assert!(report.summary.contains("frames: sent 5, acked 5, lost 0"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_sending() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut c = config(addr, 1);
+        c.quality = 101;
+        assert!(run(&c, &Shutdown::new()).unwrap_err().contains("--quality"));
+        let mut c = config(addr, 1);
+        c.width = 0;
+        assert!(run(&c, &Shutdown::new()).unwrap_err().contains("--width"));
+        let mut c = config(addr, 1);
+        c.fps = Some(0.0);
+        assert!(run(&c, &Shutdown::new()).unwrap_err().contains("--fps"));
+        let mut c = config(addr, 1);
+        c.source = SourceSpec::Video("/nonexistent/video.avi".into());
+        assert!(run(&c, &Shutdown::new())
+            .unwrap_err()
+            .contains("/nonexistent/video.avi"));
+    }
+
+    #[test]
+    fn a_triggered_shutdown_ends_the_run_with_a_summary() {
+        let hub = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let shutdown = Shutdown::new();
+        shutdown.trigger();
+        let mut c = config(hub.local_addr().unwrap(), 1_000_000);
+        c.sender.ack_timeout = Duration::from_millis(50);
+        let report = run(&c, &shutdown).unwrap();
+        assert!(report.error.is_none());
+        assert!(!report.success(), "nothing was acked");
+        assert!(report.summary.contains("frames: sent"));
+    }
+}

@@ -1,0 +1,56 @@
+//! The clients: `img-client` (camera side, e.g. a Raspberry Pi, streaming JPEG frames) and
+//! `msg-client` (telemetry, one JSON value per datagram).
+//!
+//! The binaries in `clients/` only parse flags; everything they do lives here so it can be
+//! tested and reused:
+//! - [`img`]: the camera client's run loop: capture+encode on one thread, network send on
+//!   another (they overlap), joined by a [`handoff`] slot; status lines and the summary.
+//! - [`img_sender`]: one [`img_sender::FrameSender`] per wire protocol (seed chunked UDP,
+//!   seed single-datagram UDP, seed TCP stream), all speaking the formats of [`crate::wire`].
+//! - [`msg`] and [`msg_sender`]: the telemetry client's run loop and its request/reply step.
+//! - [`udp_link`]: the UDP socket both clients use to talk to the hub and wait for replies
+//!   (bounded waits, late replies drained, foreign datagrams ignored).
+//! - [`stats`]: counters, RTT/encode-time samples with percentiles, status and summary text.
+//!
+//! Every wait in here is bounded: a client never blocks forever on a hub that is gone.
+
+pub mod handoff;
+pub mod img;
+pub mod img_sender;
+pub mod msg;
+pub mod msg_sender;
+pub mod stats;
+pub mod udp_link;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// Resolve `HOST:PORT` (a name or an address) to one socket address, preferring IPv4 (the
+/// seed scripts and most small-device networks are IPv4-only).
+pub fn resolve_hub(hub: &str) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = hub
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve --hub {hub:?} (expected HOST:PORT): {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("--hub {hub:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_addresses_and_names() {
+        assert_eq!(
+            resolve_hub("127.0.0.1:9999").unwrap(),
+            "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(resolve_hub("localhost:6666").unwrap().port(), 6666);
+        let err = resolve_hub("no-port-here").unwrap_err();
+        assert!(err.contains("HOST:PORT"), "{err}");
+    }
+}

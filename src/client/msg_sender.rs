@@ -1,0 +1,229 @@
+//! The telemetry client's request/reply step: send one JSON message in one datagram (seed
+//! 002's `udp_client_2.py` format) and wait a bounded time for the hub's reply.
+//!
+//! The hub answers `get the msg` ([`MSG_ACK`]) to a valid message and a short `error: ...`
+//! to one it cannot use. Those replies carry no message id; how late replies are kept
+//! from being taken for the next message's, and the limit of that, is described in
+//! [`super::udp_link`]. Messages are checked here before sending ([`check_message`]), with
+//! the same parser the hub uses, so a message that leaves is one the hub accepts.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::udp_link::{Reply, UdpLink};
+use crate::wire::seed_msg::{parse_message, MSG_ACK};
+use crate::wire::MAX_UDP_PAYLOAD;
+
+/// The seed server reads messages with `recvfrom(1024)`: longer ones are cut there.
+pub const SEED_MSG_LIMIT: usize = 1024;
+
+/// Check that `text` is one message: one UTF-8 JSON value that fits a datagram.
+/// Returns it unchanged (it is sent as given, not re-serialised).
+pub fn check_message(text: &[u8]) -> Result<&str, String> {
+    if text.len() > MAX_UDP_PAYLOAD {
+        return Err(format!(
+            "{} bytes is over the {MAX_UDP_PAYLOAD}-byte limit of one UDP datagram",
+            text.len()
+        ));
+    }
+    parse_message(text).map_err(|e| e.to_string())
+}
+
+/// One line of `--stdin`, classified.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// Empty or only whitespace: skipped silently.
+    Blank,
+    /// A valid message (the line without its line ending).
+    Message(&'a str),
+    /// Not a message; why.
+    Invalid(String),
+}
+
+/// Classify one line read from stdin (with or without its `\n` / `\r\n`).
+pub fn check_line(line: &[u8]) -> Line<'_> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Line::Blank;
+    }
+    match check_message(line) {
+        Ok(text) => Line::Message(text),
+        Err(e) => Line::Invalid(e),
+    }
+}
+
+/// What became of one message.
+#[derive(Debug)]
+pub enum MsgOutcome {
+    /// The hub answered `get the msg`.
+    Answered { rtt: Duration },
+    /// The hub answered with an error reply (its text).
+    Rejected { reply: String, rtt: Duration },
+    /// No reply within the reply timeout.
+    NoReply,
+    /// Sending failed.
+    SendFailed(io::Error),
+}
+
+impl fmt::Display for MsgOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MsgOutcome::Answered { .. } => write!(f, "answered"),
+            MsgOutcome::Rejected { reply, .. } => write!(f, "rejected: {reply}"),
+            MsgOutcome::NoReply => write!(f, "no reply within the reply timeout"),
+            MsgOutcome::SendFailed(e) => write!(f, "sending failed: {e}"),
+        }
+    }
+}
+
+enum HubReply {
+    Ack,
+    Error(String),
+}
+
+fn classify(payload: &[u8]) -> Option<HubReply> {
+    if payload == MSG_ACK {
+        Some(HubReply::Ack)
+    } else if payload.starts_with(b"error: ") {
+        Some(HubReply::Error(
+            String::from_utf8_lossy(payload).into_owned(),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Sends messages to the hub and waits for each reply.
+#[derive(Debug)]
+pub struct MsgSender {
+    link: UdpLink,
+    reply_timeout: Duration,
+    late_replies: u64,
+}
+
+impl MsgSender {
+    pub fn open(hub: SocketAddr, reply_timeout: Duration) -> io::Result<Self> {
+        Ok(MsgSender {
+            link: UdpLink::open(hub)?,
+            reply_timeout,
+            late_replies: 0,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.link.local_addr()
+    }
+
+    /// Replies that came after their message's timeout.
+    pub fn late_replies(&self) -> u64 {
+        self.late_replies
+    }
+
+    /// Datagrams that were not a reply from the hub.
+    pub fn ignored(&self) -> u64 {
+        self.link.ignored()
+    }
+
+    /// Send `message` (already checked with [`check_message`]) and wait for its reply.
+    /// `Err` only when the local socket fails.
+    pub fn send(&mut self, message: &str) -> io::Result<MsgOutcome> {
+        self.late_replies += self.link.drain(|p| classify(p).is_some())?;
+        let started = Instant::now();
+        if let Err(e) = self.link.send(message.as_bytes()) {
+            return Ok(MsgOutcome::SendFailed(e));
+        }
+        let deadline = Instant::now() + self.reply_timeout;
+        Ok(match self.link.wait_reply(deadline, classify)? {
+            Reply::Got(HubReply::Ack, at) => MsgOutcome::Answered {
+                rtt: at.saturating_duration_since(started),
+            },
+            Reply::Got(HubReply::Error(reply), at) => MsgOutcome::Rejected {
+                reply,
+                rtt: at.saturating_duration_since(started),
+            },
+            Reply::TimedOut => MsgOutcome::NoReply,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::thread;
+
+    #[test]
+    fn lines_are_classified() {
+        assert_eq!(check_line(b"[0, 0, 0, 1]\n"), Line::Message("[0, 0, 0, 1]"));
+        assert_eq!(check_line(b"{\"a\": 1}\r\n"), Line::Message("{\"a\": 1}"));
+        assert_eq!(check_line(b"42"), Line::Message("42"));
+        assert_eq!(check_line(b"\n"), Line::Blank);
+        assert_eq!(check_line(b"  \t\r\n"), Line::Blank);
+        assert_eq!(check_line(b""), Line::Blank);
+        for bad in [&b"{bad\n"[..], b"[1,", b"hello", b"[1] [2]", b"[\xFF]"] {
+            assert!(matches!(check_line(bad), Line::Invalid(_)), "{bad:?}");
+        }
+        let Line::Invalid(why) = check_line(b"[\xFF]") else {
+            unreachable!()
+        };
+        assert!(why.contains("UTF-8"), "{why}");
+    }
+
+    #[test]
+    fn messages_must_fit_a_datagram() {
+        let big = format!("\"{}\"", "x".repeat(MAX_UDP_PAYLOAD));
+        let err = check_message(big.as_bytes()).unwrap_err();
+        assert!(err.contains("65507"), "{err}");
+        assert_eq!(check_message(b"[0,0,0,1]").unwrap(), "[0,0,0,1]");
+    }
+
+    #[test]
+    fn answered_rejected_and_unanswered() {
+        let hub = UdpSocket::bind("127.0.0.1:0").unwrap();
+        hub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let addr = hub.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut got = Vec::new();
+            for reply in [
+                Some(&b"not a reply"[..]),
+                Some(b"get the msg"),
+                Some(b"error: message is not valid JSON"),
+                None,
+            ] {
+                let (n, from) = hub.recv_from(&mut buf).unwrap();
+                got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+                if let Some(reply) = reply {
+                    hub.send_to(reply, from).unwrap();
+                }
+                if reply == Some(b"not a reply") {
+                    hub.send_to(MSG_ACK, from).unwrap();
+                }
+            }
+            got
+        });
+        let mut sender = MsgSender::open(addr, Duration::from_secs(10)).unwrap();
+        assert!(matches!(
+            sender.send("[1]").unwrap(),
+            MsgOutcome::Answered { .. }
+        ));
+        assert!(matches!(
+            sender.send("[2]").unwrap(),
+            MsgOutcome::Answered { .. }
+        ));
+        match sender.send("[3]").unwrap() {
+            MsgOutcome::Rejected { reply, .. } => {
+                assert_eq!(reply, "error: message is not valid JSON")
+            }
+            other => panic!("{other:?}"),
+        }
+        sender.reply_timeout = Duration::from_millis(50);
+        assert!(matches!(sender.send("[4]").unwrap(), MsgOutcome::NoReply));
+        assert_eq!(server.join().unwrap(), ["[1]", "[2]", "[3]", "[4]"]);
+        assert_eq!(sender.ignored(), 1);
+        assert_eq!(sender.late_replies(), 0);
+    }
+}

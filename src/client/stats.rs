@@ -1,0 +1,539 @@
+//! Client statistics: counters, duration samples (RTT, encode time) with percentiles, and
+//! the text of the status lines and final summaries both clients print.
+//!
+//! Samples are kept, not summarised on the fly, because percentiles cannot be merged: every
+//! sample is stored up to [`RESERVOIR`] of them, after which reservoir sampling (Vitter's
+//! algorithm R) keeps a uniform random subset of that size, so memory stays bounded on a run
+//! of any length. Percentiles are computed by sorting a copy at report time (nearest-rank
+//! method). Count, mean and max are exact whatever the reservoir keeps.
+//!
+//! The summaries are meant for people and for the integration tests, which read the
+//! `frames:`/`messages:` lines: keep their `word number` pairs stable.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::hub::stats::human_bytes;
+use crate::shutdown::Shutdown;
+
+/// Samples kept at most (per [`Samples`]); beyond that a uniform random subset is kept.
+pub const RESERVOIR: usize = 100_000;
+
+/// Duration samples with exact count/mean/max and percentiles over a bounded reservoir.
+#[derive(Clone, Debug)]
+pub struct Samples {
+    /// Nanoseconds, in arrival order (not sorted).
+    kept: Vec<u64>,
+    capacity: usize,
+    seen: u64,
+    sum_nanos: u128,
+    max_nanos: u64,
+    /// xorshift64 state for the reservoir's random choices.
+    rng: u64,
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Samples::with_capacity(RESERVOIR)
+    }
+}
+
+impl Samples {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A reservoir of at most `capacity` (>= 1) samples.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Samples {
+            kept: Vec::new(),
+            capacity: capacity.max(1),
+            seen: 0,
+            sum_nanos: 0,
+            max_nanos: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.seen += 1;
+        self.sum_nanos += u128::from(nanos);
+        self.max_nanos = self.max_nanos.max(nanos);
+        if self.kept.len() < self.capacity {
+            self.kept.push(nanos);
+        } else {
+            // Algorithm R: the n-th sample replaces a random kept one with probability k/n.
+            let j = self.next_random() % self.seen;
+            if let Ok(j) = usize::try_from(j) {
+                if j < self.capacity {
+                    self.kept[j] = nanos;
+                }
+            }
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Samples recorded (all of them, not only those kept).
+    pub fn count(&self) -> u64 {
+        self.seen
+    }
+
+    /// Samples currently kept (at most the capacity).
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    pub fn mean(&self) -> Option<Duration> {
+        let n = u128::from(self.seen);
+        (n > 0).then(|| nanos(u64::try_from(self.sum_nanos / n).unwrap_or(u64::MAX)))
+    }
+
+    pub fn max(&self) -> Option<Duration> {
+        (self.seen > 0).then(|| nanos(self.max_nanos))
+    }
+
+    /// The `p`-th percentile (0..=100, nearest rank) of the kept samples.
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        self.percentiles(&[p])[0]
+    }
+
+    /// Several percentiles with one sort.
+    pub fn percentiles(&self, ps: &[f64]) -> Vec<Option<Duration>> {
+        if self.kept.is_empty() {
+            return vec![None; ps.len()];
+        }
+        let mut sorted = self.kept.clone();
+        sorted.sort_unstable();
+        ps.iter()
+            .map(|&p| Some(nanos(sorted[nearest_rank(p, sorted.len()) - 1])))
+            .collect()
+    }
+}
+
+fn nanos(n: u64) -> Duration {
+    Duration::from_nanos(n)
+}
+
+/// Nearest-rank index (1-based) of the `p`-th percentile among `n` sorted values.
+fn nearest_rank(p: f64, n: usize) -> usize {
+    let p = if p.is_nan() {
+        50.0
+    } else {
+        p.clamp(0.0, 100.0)
+    };
+    let rank = (p / 100.0 * n as f64).ceil() as usize;
+    rank.clamp(1, n)
+}
+
+/// `1.23 ms`, or `-` when there is no value.
+pub fn fmt_ms(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{:.2} ms", d.as_secs_f64() * 1e3),
+        None => "-".into(),
+    }
+}
+
+/// Events per second between successive calls (for the status lines).
+#[derive(Debug)]
+pub struct RateMeter {
+    last_at: Instant,
+    last_count: u64,
+}
+
+impl RateMeter {
+    pub fn new(now: Instant) -> Self {
+        RateMeter {
+            last_at: now,
+            last_count: 0,
+        }
+    }
+
+    /// The rate of `count` (a running total) since the previous call.
+    pub fn rate(&mut self, now: Instant, count: u64) -> f64 {
+        let secs = now.saturating_duration_since(self.last_at).as_secs_f64();
+        let delta = count.saturating_sub(self.last_count);
+        self.last_at = now;
+        self.last_count = count;
+        if secs > 0.0 {
+            delta as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// `count` per second over `elapsed` (0 for an empty interval).
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Print `line()` on stderr every `interval` until `stop` is triggered.
+pub fn spawn_status_printer(
+    interval: Duration,
+    stop: Shutdown,
+    mut line: impl FnMut() -> String + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            while !stop.wait_timeout(interval) {
+                eprintln!("{}", line());
+            }
+        })
+}
+
+// ---------------------------------------------------------------------------------------
+// img-client
+// ---------------------------------------------------------------------------------------
+
+/// The camera client's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImgCounts {
+    /// Frames handed to the network (acked + lost).
+    pub sent: u64,
+    /// Frames the hub acked (tcp: written completely).
+    pub acked: u64,
+    /// Frames without an ack within the ack timeout, or whose sending failed.
+    pub lost: u64,
+    /// JPEG bytes of the frames sent (headers not included).
+    pub bytes: u64,
+    /// Live-source frames replaced by a newer one before the sender was free.
+    pub skipped: u64,
+    /// Acks that came after their frame's timeout (drained before the next frame).
+    pub late_acks: u64,
+    /// Datagrams that were not an ack from the hub (other sender, other payload).
+    pub ignored: u64,
+}
+
+/// Everything the camera client measures; shared between its threads behind a mutex.
+#[derive(Clone, Debug, Default)]
+pub struct ImgStats {
+    pub counts: ImgCounts,
+    pub rtt: Samples,
+    pub encode: Samples,
+}
+
+/// Shared handle to [`ImgStats`].
+pub type SharedImgStats = Arc<Mutex<ImgStats>>;
+
+/// One status line: `img-client: sent 120, acked 119, lost 1 | 29.8 fps | rtt p50 3.20 ms`.
+pub fn img_status_line(c: &ImgCounts, fps: f64, rtt_p50: Option<Duration>) -> String {
+    let mut line = format!(
+        "img-client: sent {}, acked {}, lost {}",
+        c.sent, c.acked, c.lost
+    );
+    if c.skipped > 0 {
+        let _ = write!(line, ", skipped {}", c.skipped);
+    }
+    let _ = write!(line, " | {fps:.1} fps | rtt p50 {}", fmt_ms(rtt_p50));
+    line
+}
+
+/// The camera client's final summary (stdout).
+pub fn img_summary(what: &str, stats: &ImgStats, elapsed: Duration, rtt_meaning: &str) -> String {
+    let c = &stats.counts;
+    let mut out = format!("img-client: summary: {what}\n");
+    let _ = writeln!(
+        out,
+        "  frames: sent {}, acked {}, lost {}, skipped {}",
+        c.sent, c.acked, c.lost, c.skipped
+    );
+    let _ = writeln!(
+        out,
+        "  acks: late {} (drained), ignored datagrams {}",
+        c.late_acks, c.ignored
+    );
+    let per_frame = c.bytes.checked_div(c.sent).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  bytes: {} sent ({}, {} per frame)",
+        c.bytes,
+        human_bytes(c.bytes),
+        human_bytes(per_frame)
+    );
+    let _ = writeln!(
+        out,
+        "  rate: {:.1} fps acked, {:.1} fps sent, over {:.2} s",
+        per_second(c.acked, elapsed),
+        per_second(c.sent, elapsed),
+        elapsed.as_secs_f64()
+    );
+    let p = stats.rtt.percentiles(&[50.0, 99.0]);
+    let _ = writeln!(
+        out,
+        "  rtt: p50 {}, p99 {}, max {} ({rtt_meaning})",
+        fmt_ms(p[0]),
+        fmt_ms(p[1]),
+        fmt_ms(stats.rtt.max())
+    );
+    let _ = writeln!(
+        out,
+        "  encode: mean {}, p50 {} per frame ({} frames encoded)",
+        fmt_ms(stats.encode.mean()),
+        fmt_ms(stats.encode.percentile(50.0)),
+        stats.encode.count()
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// msg-client
+// ---------------------------------------------------------------------------------------
+
+/// The telemetry client's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsgCounts {
+    /// Messages sent (answered + rejected + lost).
+    pub sent: u64,
+    /// Messages the hub answered `get the msg`.
+    pub answered: u64,
+    /// Messages the hub answered with an `error: ...` reply.
+    pub rejected: u64,
+    /// Messages without a reply within the reply timeout, or whose sending failed.
+    pub lost: u64,
+    /// Replies that came after their message's timeout (drained before the next message).
+    pub late_replies: u64,
+    /// Datagrams that were not a reply from the hub.
+    pub ignored: u64,
+    /// `--stdin` lines that were not a valid message (reported and skipped).
+    pub invalid_lines: u64,
+}
+
+/// Everything the telemetry client measures.
+#[derive(Clone, Debug, Default)]
+pub struct MsgStats {
+    pub counts: MsgCounts,
+    pub rtt: Samples,
+}
+
+/// Shared handle to [`MsgStats`].
+pub type SharedMsgStats = Arc<Mutex<MsgStats>>;
+
+/// One status line: `msg-client: sent 100, answered 100, rejected 0, lost 0 | 98.0 msg/s | ...`.
+pub fn msg_status_line(c: &MsgCounts, rate: f64, rtt_p50: Option<Duration>) -> String {
+    format!(
+        "msg-client: sent {}, answered {}, rejected {}, lost {} | {rate:.1} msg/s | rtt p50 {}",
+        c.sent,
+        c.answered,
+        c.rejected,
+        c.lost,
+        fmt_ms(rtt_p50)
+    )
+}
+
+/// The telemetry client's final summary (stdout).
+pub fn msg_summary(what: &str, stats: &MsgStats, elapsed: Duration) -> String {
+    let c = &stats.counts;
+    let mut out = format!("msg-client: summary: {what}\n");
+    let _ = writeln!(
+        out,
+        "  messages: sent {}, answered {}, rejected {}, lost {}",
+        c.sent, c.answered, c.rejected, c.lost
+    );
+    let _ = writeln!(
+        out,
+        "  replies: late {} (drained), ignored datagrams {}; invalid stdin lines {}",
+        c.late_replies, c.ignored, c.invalid_lines
+    );
+    let _ = writeln!(
+        out,
+        "  rate: {:.1} msgs/s answered, {:.1} msgs/s sent, over {:.2} s",
+        per_second(c.answered, elapsed),
+        per_second(c.sent, elapsed),
+        elapsed.as_secs_f64()
+    );
+    let p = stats.rtt.percentiles(&[50.0, 99.0]);
+    let _ = writeln!(
+        out,
+        "  rtt: p50 {}, p99 {}, max {}",
+        fmt_ms(p[0]),
+        fmt_ms(p[1]),
+        fmt_ms(stats.rtt.max())
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut s = Samples::new();
+        // 1..=100 ms in a scrambled order
+        for i in 0..100u64 {
+            s.record(ms((i * 37) % 100 + 1));
+        }
+        assert_eq!(s.count(), 100);
+        assert_eq!(s.percentile(50.0), Some(ms(50)));
+        assert_eq!(s.percentile(99.0), Some(ms(99)));
+        assert_eq!(s.percentile(100.0), Some(ms(100)));
+        assert_eq!(s.percentile(0.0), Some(ms(1)));
+        assert_eq!(s.max(), Some(ms(100)));
+        assert_eq!(s.mean(), Some(Duration::from_micros(50_500)));
+        assert_eq!(
+            s.percentiles(&[50.0, 99.0]),
+            vec![Some(ms(50)), Some(ms(99))]
+        );
+    }
+
+    #[test]
+    fn small_sets_and_empty_sets() {
+        let mut s = Samples::new();
+        assert_eq!(s.percentile(50.0), None);
+        assert_eq!(s.mean(), None);
+        assert_eq!(s.max(), None);
+        s.record(ms(7));
+        assert_eq!(s.percentile(50.0), Some(ms(7)));
+        assert_eq!(s.percentile(99.0), Some(ms(7)));
+        s.record(ms(3));
+        assert_eq!(s.percentile(50.0), Some(ms(3)));
+        assert_eq!(s.percentile(99.0), Some(ms(7)));
+    }
+
+    #[test]
+    fn reservoir_is_bounded_and_exact_stats_stay_exact() {
+        let mut s = Samples::with_capacity(1000);
+        for i in 1..=100_000u64 {
+            s.record(Duration::from_micros(i));
+        }
+        assert_eq!(s.count(), 100_000);
+        assert_eq!(s.kept(), 1000);
+        assert_eq!(s.max(), Some(Duration::from_micros(100_000)));
+        assert_eq!(s.mean(), Some(Duration::from_nanos(50_000_500)));
+        // A uniform subset of 1..=100000: its median is near 50000. Generous bounds: the
+        // reservoir's randomness is a fixed-seed generator, so this is deterministic anyway.
+        let p50 = s.percentile(50.0).unwrap().as_micros();
+        assert!((40_000..60_000).contains(&p50), "p50 {p50}");
+    }
+
+    #[test]
+    fn rate_meter_measures_between_calls() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::new(t0);
+        assert_eq!(m.rate(t0 + ms(500), 10), 20.0);
+        assert_eq!(m.rate(t0 + ms(1500), 40), 30.0);
+        assert_eq!(m.rate(t0 + ms(1500), 40), 0.0);
+        assert_eq!(per_second(10, Duration::ZERO), 0.0);
+        assert_eq!(per_second(10, ms(2000)), 5.0);
+    }
+
+    #[test]
+    fn formats_milliseconds() {
+        assert_eq!(fmt_ms(Some(Duration::from_micros(1234))), "1.23 ms");
+        assert_eq!(fmt_ms(None), "-");
+    }
+
+    #[test]
+    fn img_lines_carry_every_count() {
+        let mut stats = ImgStats {
+            counts: ImgCounts {
+                sent: 20,
+                acked: 19,
+                lost: 1,
+                bytes: 200_000,
+                skipped: 3,
+                late_acks: 1,
+                ignored: 2,
+            },
+            ..ImgStats::default()
+        };
+        stats.rtt.record(ms(2));
+        stats.encode.record(ms(4));
+        let status = img_status_line(&stats.counts, 29.84, stats.rtt.percentile(50.0));
+        assert_eq!(
+            status,
+            "img-client: sent 20, acked 19, lost 1, skipped 3 | 29.8 fps | rtt p50 2.00 ms"
+        );
+        let s = img_summary("pattern -> hub", &stats, ms(2000), "ack round trip");
+        assert!(
+            s.starts_with("img-client: summary: pattern -> hub\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  frames: sent 20, acked 19, lost 1, skipped 3\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  acks: late 1 (drained), ignored datagrams 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  bytes: 200000 sent (200.0 kB, 10.0 kB per frame)\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  rate: 9.5 fps acked, 10.0 fps sent, over 2.00 s\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  rtt: p50 2.00 ms, p99 2.00 ms, max 2.00 ms (ack round trip)\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  encode: mean 4.00 ms, p50 4.00 ms per frame (1 frames encoded)\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn img_summary_without_frames_has_no_nan() {
+        let s = img_summary("x", &ImgStats::default(), Duration::ZERO, "rtt");
+        assert!(s.contains("frames: sent 0, acked 0, lost 0"), "{s}");
+        assert!(s.contains("rtt: p50 -, p99 -, max -"), "{s}");
+        assert!(!s.contains("NaN") && !s.contains("inf"), "{s}");
+    }
+
+    #[test]
+    fn msg_lines_carry_every_count() {
+        let mut stats = MsgStats {
+            counts: MsgCounts {
+                sent: 10,
+                answered: 7,
+                rejected: 1,
+                lost: 2,
+                late_replies: 1,
+                ignored: 0,
+                invalid_lines: 3,
+            },
+            ..MsgStats::default()
+        };
+        stats.rtt.record(ms(1));
+        let status = msg_status_line(&stats.counts, 99.96, stats.rtt.percentile(50.0));
+        assert_eq!(
+            status,
+            "msg-client: sent 10, answered 7, rejected 1, lost 2 | 100.0 msg/s | rtt p50 1.00 ms"
+        );
+        let s = msg_summary("[0,0,0,1] -> hub", &stats, ms(1000));
+        assert!(
+            s.contains("  messages: sent 10, answered 7, rejected 1, lost 2\n"),
+            "{s}"
+        );
+        assert!(s.contains("invalid stdin lines 3"), "{s}");
+        assert!(s.contains("  rate: 7.0 msgs/s answered"), "{s}");
+        assert!(
+            s.contains("  rtt: p50 1.00 ms, p99 1.00 ms, max 1.00 ms\n"),
+            "{s}"
+        );
+    }
+}

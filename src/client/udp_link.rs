@@ -1,0 +1,214 @@
+//! The UDP socket a client talks to the hub through: send datagrams, then wait a bounded
+//! time for the reply.
+//!
+//! The seed protocols' replies (`get message!!!`, `get the msg`) carry no id, so a reply
+//! cannot say which request it answers. Two rules keep a client from miscounting:
+//! - only datagrams from the hub's address whose payload the caller recognises count as
+//!   replies; anything else (another sender, another payload) is counted as ignored;
+//! - before each request, replies already queued (late replies to earlier, timed-out
+//!   requests) are drained without waiting, so they are not taken for the next reply.
+//!
+//! The limit that remains: a late reply that arrives *after* that drain, while the next
+//! request is in flight, is indistinguishable from that request's reply and is counted as
+//! its reply. That takes a reply later than the whole timeout, so with a timeout well above
+//! the round-trip time it is rare; the protocols with a frame id exist to remove it.
+//!
+//! The socket is not `connect`ed: the seed server answers from whatever address it bound,
+//! and the source check here is explicit, so ignored datagrams can be counted.
+
+use std::io::{self, ErrorKind};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// Room for any reply; longer datagrams are truncated by the kernel and then simply do not
+/// match a reply.
+const REPLY_BUF: usize = 2048;
+
+/// A client-side UDP socket aimed at one hub address.
+#[derive(Debug)]
+pub struct UdpLink {
+    socket: UdpSocket,
+    hub: SocketAddr,
+    buf: Vec<u8>,
+    ignored: u64,
+}
+
+/// What an awaited reply turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply<T> {
+    /// A recognised reply from the hub, and when it was received.
+    Got(T, Instant),
+    /// None before the deadline.
+    TimedOut,
+}
+
+impl UdpLink {
+    /// A socket on an OS-chosen port of the hub's address family.
+    pub fn open(hub: SocketAddr) -> io::Result<UdpLink> {
+        let local: SocketAddr = match hub {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(local)?;
+        Ok(UdpLink {
+            socket,
+            hub,
+            buf: vec![0; REPLY_BUF],
+            ignored: 0,
+        })
+    }
+
+    pub fn hub(&self) -> SocketAddr {
+        self.hub
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Datagrams received so far that were not a recognised reply from the hub.
+    pub fn ignored(&self) -> u64 {
+        self.ignored
+    }
+
+    /// Send one datagram to the hub.
+    pub fn send(&self, payload: &[u8]) -> io::Result<()> {
+        let n = self.socket.send_to(payload, self.hub)?;
+        if n != payload.len() {
+            return Err(io::Error::new(
+                ErrorKind::WriteZero,
+                format!("sent {n} of {} bytes", payload.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Take every datagram already queued, without waiting. Returns how many were replies
+    /// from the hub that `is_reply` recognises (late replies); the rest count as ignored.
+    pub fn drain(&mut self, mut is_reply: impl FnMut(&[u8]) -> bool) -> io::Result<u64> {
+        self.socket.set_nonblocking(true)?;
+        let mut late = 0;
+        let result = loop {
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    if from == self.hub && is_reply(&self.buf[..n]) {
+                        late += 1;
+                    } else {
+                        self.ignored += 1;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(late),
+                // ICMP errors from earlier sends (some systems report them here): not a reply.
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        self.socket.set_nonblocking(false)?;
+        result
+    }
+
+    /// Wait until `deadline` for a datagram from the hub that `classify` recognises
+    /// (returns `Some`). Everything else received meanwhile is counted as ignored.
+    pub fn wait_reply<T>(
+        &mut self,
+        deadline: Instant,
+        mut classify: impl FnMut(&[u8]) -> Option<T>,
+    ) -> io::Result<Reply<T>> {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Reply::TimedOut);
+            }
+            // A zero read timeout means "block forever" to the OS; never ask for that.
+            let left = (deadline - now).max(Duration::from_millis(1));
+            self.socket.set_read_timeout(Some(left))?;
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    let at = Instant::now();
+                    if from == self.hub {
+                        if let Some(reply) = classify(&self.buf[..n]) {
+                            return Ok(Reply::Got(reply, at));
+                        }
+                    }
+                    self.ignored += 1;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted || is_transient(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Errors a later receive can report for an earlier send (ICMP unreachable and the like):
+/// they say nothing about the reply being waited for.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").unwrap()
+    }
+
+    fn is_ack(p: &[u8]) -> Option<()> {
+        (p == b"ack").then_some(())
+    }
+
+    #[test]
+    fn gets_the_reply_and_ignores_foreign_datagrams() {
+        let hub = server();
+        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        let me = link.local_addr().unwrap();
+        let me = SocketAddr::from(([127, 0, 0, 1], me.port()));
+        // Queued before the wait: an ack from a stranger, and a non-ack from the hub.
+        server().send_to(b"ack", me).unwrap();
+        hub.send_to(b"something else", me).unwrap();
+        hub.send_to(b"ack", me).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(matches!(
+            link.wait_reply(deadline, is_ack).unwrap(),
+            Reply::Got((), _)
+        ));
+        assert_eq!(link.ignored(), 2);
+    }
+
+    #[test]
+    fn times_out_at_the_deadline() {
+        let hub = server();
+        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert_eq!(link.wait_reply(deadline, is_ack).unwrap(), Reply::TimedOut);
+        assert!(Instant::now() >= deadline);
+        // A deadline already past returns at once.
+        assert_eq!(
+            link.wait_reply(Instant::now(), is_ack).unwrap(),
+            Reply::TimedOut
+        );
+    }
+
+    #[test]
+    fn drain_counts_late_replies_without_waiting() {
+        let hub = server();
+        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        link.send(b"request").unwrap();
+        let mut buf = [0u8; 64];
+        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        hub.send_to(b"ack", client).unwrap();
+        hub.send_to(b"ack", client).unwrap();
+        hub.send_to(b"noise", client).unwrap();
+        // On loopback, send_to has queued them on the client socket before it returns.
+        assert_eq!(link.drain(|p| is_ack(p).is_some()).unwrap(), 2);
+        assert_eq!(link.ignored(), 1);
+        assert_eq!(link.drain(|p| is_ack(p).is_some()).unwrap(), 0);
+        // The socket is blocking again: a wait still waits (and times out).
+        let deadline = Instant::now() + Duration::from_millis(10);
+        assert_eq!(link.wait_reply(deadline, is_ack).unwrap(), Reply::TimedOut);
+    }
+}

@@ -1,0 +1,440 @@
+//! End-to-end tests of `img-client`: against the real `hub` in each protocol (every frame of
+//! a test video acked, saved, and decoding to the requested size), against a stand-in for
+//! the seed's Python server, against a port where nothing answers, and the demo script.
+//!
+//! Loopback only, OS-chosen ports, every wait bounded: child processes are waited for with
+//! a deadline (and killed, failing the test, past it).
+
+mod common;
+
+use common::{list_dir, HubProcess};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+use udphub::media::{jpeg, testvideo};
+
+/// The longest a client run may take before the test fails.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a finished child process printed.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "exit {:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `cmd` to the end, feeding it `stdin`; kill it and panic if it runs over `timeout`.
+fn run_bounded(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    wait_bounded(&mut child, stdin, timeout, &format!("{cmd:?}"))
+}
+
+fn wait_bounded(child: &mut Child, stdin: &[u8], timeout: Duration, what: &str) -> Run {
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+        // dropping `input` closes the child's stdin
+    });
+    let (tx, rx) = mpsc::channel();
+    for (name, mut pipe) in [
+        (
+            "stdout",
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        ),
+        ("stderr", Box::new(child.stderr.take().unwrap())),
+    ] {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            let _ = tx.send((name, text));
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    let (mut stdout, mut stderr) = (None, None);
+    while stdout.is_none() || stderr.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(("stdout", text)) => stdout = Some(text),
+            Ok((_, text)) => stderr = Some(text),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {timeout:?}; killed it");
+            }
+        }
+    }
+    // Both pipes are at end of file: the process has exited (or closed them on its way out).
+    let status = child.wait().expect("wait");
+    let _ = writer.join();
+    Run {
+        status,
+        stdout: stdout.unwrap(),
+        stderr: stderr.unwrap(),
+    }
+}
+
+fn img_client(args: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_img-client"));
+    cmd.args(args).env("RUST_LOG", "warn");
+    run_bounded(&mut cmd, b"", CLIENT_TIMEOUT)
+}
+
+/// The numbers of a summary line such as `  frames: sent 20, acked 20, lost 0, skipped 0`:
+/// `count(out, "frames", "acked")` is 20.
+fn count(summary: &str, line: &str, word: &str) -> u64 {
+    let prefix = format!("{line}:");
+    let body = summary
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{summary}"));
+    body.split(',')
+        .find_map(|part| {
+            let mut words = part.split_whitespace();
+            (words.next() == Some(word)).then(|| words.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no `{word} N` in the `{prefix}` line of:\n{summary}"))
+}
+
+/// The saved `.jpg` files of `dir`, each checked to decode to `size`.
+fn saved_frames(dir: &Path, size: (i32, i32)) -> usize {
+    let names = list_dir(dir);
+    for name in &names {
+        assert!(
+            name.ends_with(".jpg"),
+            "unexpected file {name} in the save dir"
+        );
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let got = jpeg::decoded_size(&bytes)
+            .unwrap_or_else(|e| panic!("saved frame {name} does not decode: {e}"));
+        assert_eq!(got, size, "size of saved frame {name}");
+    }
+    names.len()
+}
+
+/// Every frame of a 20-frame video goes through the hub in `protocol`, is acked, saved and
+/// decodes to the size the client was asked to resize to.
+fn video_end_to_end(protocol: &str) {
+    const FRAMES: u64 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("test.avi");
+    testvideo::write_test_video(&video, FRAMES as usize, 320, 240, 10.0).unwrap();
+    let save_dir = dir.path().join("frames");
+    std::fs::create_dir(&save_dir).unwrap();
+    let hub = HubProcess::start(&["--save-dir", save_dir.to_str().unwrap()]);
+    let addr = if protocol == "tcp" {
+        hub.tcp()
+    } else {
+        hub.img()
+    };
+    // 256x192 at quality 80 is far below one datagram (single) and differs from the
+    // video's own size, so the resize is checked too.
+    let run = img_client(&[
+        "--video",
+        video.to_str().unwrap(),
+        "--width",
+        "256",
+        "--height",
+        "192",
+        "--quality",
+        "80",
+        "--protocol",
+        protocol,
+        "--hub",
+        &addr.to_string(),
+        "--ack-timeout-ms",
+        "5000",
+    ]);
+    assert!(run.status.success(), "{}", run.describe());
+    assert_eq!(
+        count(&run.stdout, "frames", "sent"),
+        FRAMES,
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        count(&run.stdout, "frames", "acked"),
+        FRAMES,
+        "{}",
+        run.describe()
+    );
+    assert_eq!(count(&run.stdout, "frames", "lost"), 0);
+    assert_eq!(
+        count(&run.stdout, "frames", "skipped"),
+        0,
+        "a file is never skipped"
+    );
+
+    let (status, hub_out) = hub.stop("INT");
+    assert!(status.success(), "hub exit {status:?}\n{hub_out}");
+    assert_eq!(
+        saved_frames(&save_dir, (256, 192)) as u64,
+        FRAMES,
+        "hub output:\n{hub_out}\nclient:\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn chunked_sends_every_frame_of_a_video() {
+    video_end_to_end("chunked");
+}
+
+#[test]
+fn single_sends_every_frame_of_a_video() {
+    video_end_to_end("single");
+}
+
+#[test]
+fn tcp_sends_every_frame_of_a_video() {
+    video_end_to_end("tcp");
+}
+
+/// A stand-in for the seed's Python `udp_server.py` on an OS-chosen port.
+struct Standin {
+    child: Child,
+    port: u16,
+    /// Its stdout, line by line (the sender is dropped at end of file).
+    lines: mpsc::Receiver<String>,
+    stderr: thread::JoinHandle<String>,
+}
+
+impl Standin {
+    fn start(frames: u32) -> Standin {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/seed_server_standin.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(["--frames", &frames.to_string(), "--timeout", "30"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 (scripts/setup.sh installs it): {e}"));
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err_pipe = child.stderr.take().unwrap();
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err_pipe.read_to_string(&mut text);
+            text
+        });
+        let first = lines.recv_timeout(Duration::from_secs(30));
+        let port = match first.as_deref().map(str::parse::<u16>) {
+            Ok(Ok(port)) => port,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the Python stand-in did not print its port first: {other:?}");
+            }
+        };
+        Standin {
+            child,
+            port,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Wait (bounded) for the stand-in to exit by itself; its status and remaining output.
+    fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut out = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("the Python stand-in did not exit within 60 s; output:\n{out}");
+                }
+            }
+        }
+        // stdout is at end of file: the script has exited or is exiting.
+        let status = self.child.wait().expect("wait python3");
+        out.push_str(&self.stderr.join().unwrap_or_default());
+        (status, out)
+    }
+}
+
+#[test]
+fn chunked_is_understood_by_the_seed_python_server() {
+    const FRAMES: u32 = 5;
+    let standin = Standin::start(FRAMES);
+    let run = img_client(&[
+        "--pattern",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--frames",
+        &FRAMES.to_string(),
+        "--protocol",
+        "chunked",
+        "--hub",
+        &format!("127.0.0.1:{}", standin.port),
+        "--ack-timeout-ms",
+        "5000",
+    ]);
+    // The stand-in exits by itself after FRAMES frames (or after its own 30 s timeout).
+    let (py_status, py_out) = standin.finish();
+    assert!(
+        run.status.success(),
+        "{}\nstand-in:\n{py_out}",
+        run.describe()
+    );
+    assert_eq!(count(&run.stdout, "frames", "acked"), u64::from(FRAMES));
+    assert_eq!(count(&run.stdout, "frames", "lost"), 0);
+    assert!(py_status.success(), "stand-in {py_status:?}:\n{py_out}");
+    assert!(
+        py_out.contains(&format!(
+            "standin: received {FRAMES} frames (0 with bad JPEG markers)"
+        )),
+        "{py_out}"
+    );
+}
+
+#[test]
+fn gives_up_on_a_hub_that_never_answers() {
+    // A socket that is bound (so nothing is refused) but never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let run = img_client(&[
+        "--pattern",
+        "--width",
+        "160",
+        "--height",
+        "120",
+        "--frames",
+        "3",
+        "--hub",
+        &addr.to_string(),
+        "--ack-timeout-ms",
+        "200",
+    ]);
+    assert!(!run.status.success(), "{}", run.describe());
+    assert_eq!(
+        count(&run.stdout, "frames", "sent"),
+        3,
+        "{}",
+        run.describe()
+    );
+    assert_eq!(count(&run.stdout, "frames", "acked"), 0);
+    assert_eq!(count(&run.stdout, "frames", "lost"), 3);
+    assert!(
+        run.stderr.contains("no frame was acked"),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_camera_that_cannot_be_opened_is_a_clear_error() {
+    // Camera 99 exists on no test machine.
+    let run = img_client(&["--camera", "99", "--frames", "1"]);
+    assert!(!run.status.success(), "{}", run.describe());
+    assert!(run.stderr.contains("camera 99"), "{}", run.describe());
+    assert!(run.stderr.contains("--pattern"), "{}", run.describe());
+    assert!(run.stderr.contains("--video"), "{}", run.describe());
+    assert!(!run.stdout.contains("frames: sent"), "nothing was sent");
+}
+
+#[test]
+fn single_refuses_a_frame_over_one_datagram() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A 1920x1080 test pattern at quality 100 is far over 65507 bytes.
+    let run = img_client(&[
+        "--pattern",
+        "--width",
+        "1920",
+        "--height",
+        "1080",
+        "--quality",
+        "100",
+        "--frames",
+        "1",
+        "--protocol",
+        "single",
+        "--hub",
+        &silent.local_addr().unwrap().to_string(),
+    ]);
+    assert!(!run.status.success(), "{}", run.describe());
+    assert!(
+        run.stderr.contains("does not fit in one UDP datagram"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("--protocol chunked"),
+        "{}",
+        run.describe()
+    );
+}
+
+/// `scripts/demo.sh` runs to the end (it builds the release binaries itself) and leaves
+/// saved frames and a message log.
+#[test]
+fn demo_script_runs_to_the_end() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo.join("scripts/demo.sh"))
+        .arg(out.path())
+        .env("DEMO_SECONDS", "3")
+        .current_dir(std::env::temp_dir());
+    // The first release build of OpenCV bindings takes minutes.
+    let run = run_bounded(&mut cmd, b"", Duration::from_secs(40 * 60));
+    assert!(run.status.success(), "{}", run.describe());
+    let frames = list_dir(&out.path().join("frames"));
+    assert!(!frames.is_empty(), "no saved frames\n{}", run.describe());
+    let log = std::fs::read_to_string(out.path().join("messages.jsonl")).unwrap();
+    assert!(
+        log.lines().count() > 0,
+        "empty message log\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stdout.contains("img-client: summary"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stdout.contains("msg-client: summary"),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stdout.contains("hub: summary"), "{}", run.describe());
+}
