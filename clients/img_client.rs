@@ -55,9 +55,20 @@ struct Args {
     /// The hub's address. For --protocol tcp give the hub's TCP port (its --tcp-port).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9999")]
     hub: String,
-    /// Wire format.
-    #[arg(long, value_enum, default_value_t = Protocol::Chunked)]
+    /// Wire format: framed (udphub's own: survives loss, resends only missing chunks),
+    /// chunked (the seed's, for a seed server), single (one datagram per frame), tcp.
+    #[arg(long, value_enum, default_value_t = Protocol::Framed)]
     protocol: Protocol,
+    /// framed: payload bytes per datagram (1400 fits a 1500-byte Ethernet/Wi-Fi MTU; up to
+    /// 65000 on loopback).
+    #[arg(long, default_value_t = 1400, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(1..=65_000))]
+    chunk_size: u32,
+    /// framed: frames in flight at most (1 = wait for each ack, as the seed does; more for
+    /// throughput on a link with delay).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    window: u32,
     /// Longest wait for a frame's ack (udp), or for a stalled write (tcp); a frame without
     /// an ack by then counts as lost and the next one is sent.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
@@ -114,6 +125,8 @@ impl Args {
                 } else {
                     HeaderWidth::Eight
                 },
+                chunk_size: self.chunk_size as usize,
+                window: self.window as usize,
             },
             show: self.show,
             status_interval: (self.status_interval_ms > 0)

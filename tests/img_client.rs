@@ -196,6 +196,11 @@ fn video_end_to_end(protocol: &str) {
 }
 
 #[test]
+fn framed_sends_every_frame_of_a_video() {
+    video_end_to_end("framed");
+}
+
+#[test]
 fn chunked_sends_every_frame_of_a_video() {
     video_end_to_end("chunked");
 }
@@ -328,11 +333,22 @@ fn chunked_is_understood_by_the_seed_python_server() {
 }
 
 #[test]
-fn gives_up_on_a_hub_that_never_answers() {
+fn gives_up_on_a_hub_that_never_answers_framed() {
+    gives_up_on_a_hub_that_never_answers("framed");
+}
+
+#[test]
+fn gives_up_on_a_hub_that_never_answers_chunked() {
+    gives_up_on_a_hub_that_never_answers("chunked");
+}
+
+fn gives_up_on_a_hub_that_never_answers(protocol: &str) {
     // A socket that is bound (so nothing is refused) but never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
     let run = img_client(&[
+        "--protocol",
+        protocol,
         "--pattern",
         "--width",
         "160",

@@ -344,23 +344,14 @@ fn send_loop(
             Take::Empty => continue,
             Take::Closed => break Ok(()),
         };
-        let outcome = match sender.send_frame(&jpeg, stop) {
-            Ok(outcome) => outcome,
+        let outcomes = match sender.send_frame(&jpeg, stop) {
+            Ok(outcomes) => outcomes,
             Err(e) => break Err(e.to_string()),
         };
         let mut s = lock(stats);
-        match outcome {
-            FrameOutcome::Acked { rtt } => {
-                s.counts.acked += 1;
-                s.rtt.record(rtt);
-            }
-            FrameOutcome::Lost(reason) => {
-                s.counts.lost += 1;
-                if let Some(suppressed) = limiter.allow(Instant::now()) {
-                    log::warn!("frame {} lost: {reason}{suppressed}", s.counts.sent + 1);
-                }
-            }
-            FrameOutcome::NotSent => continue,
+        let not_sent = record(&mut s, outcomes, &mut limiter);
+        if not_sent {
+            continue;
         }
         sent += 1;
         s.counts.sent = sent;
@@ -371,13 +362,42 @@ fn send_loop(
         s.counts.skipped = input.skipped();
     };
     input.hang_up();
+    let in_flight = sender.flush();
     sender.finish();
     let mut s = lock(stats);
+    let result = match in_flight {
+        Ok(outcomes) => {
+            record(&mut s, outcomes, &mut limiter);
+            result
+        }
+        Err(e) => result.and(Err(e.to_string())),
+    };
     let replies = sender.reply_counts();
     s.counts.late_acks = replies.late_acks;
     s.counts.ignored = replies.ignored;
     s.counts.skipped = input.skipped();
     result
+}
+
+/// Count finished frames; true if the frame just offered was not sent at all.
+fn record(s: &mut ImgStats, outcomes: Vec<FrameOutcome>, limiter: &mut LogLimiter) -> bool {
+    let mut not_sent = false;
+    for outcome in outcomes {
+        match outcome {
+            FrameOutcome::Acked { rtt } => {
+                s.counts.acked += 1;
+                s.rtt.record(rtt);
+            }
+            FrameOutcome::Lost(reason) => {
+                s.counts.lost += 1;
+                if let Some(suppressed) = limiter.allow(Instant::now()) {
+                    log::warn!("a frame was lost: {reason}{suppressed}");
+                }
+            }
+            FrameOutcome::NotSent => not_sent = true,
+        }
+    }
+    not_sent
 }
 
 #[cfg(test)]

@@ -24,14 +24,22 @@ use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::udp_link::{Reply, UdpLink};
+use crate::proto::framed_sender::{
+    FramedSender as ProtoSender, GiveUp, SendError as ProtoSendError, SenderConfig, SenderEvent,
+};
 use crate::shutdown::Shutdown;
+use crate::wire::framed;
 use crate::wire::seed_tcp;
 use crate::wire::seed_udp::{self, HeaderWidth, CHUNK_SIZE, IMG_ACK};
 use crate::wire::MAX_UDP_PAYLOAD;
+use std::sync::Arc;
 
 /// The wire protocol a frame goes out in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
+    /// udphub's framed UDP format: frame id and chunk index in every datagram, selective
+    /// resends of missing chunks, up to --window frames in flight.
+    Framed,
     /// Seed UDP: length header datagram, 1024-byte data datagrams, ack per frame.
     Chunked,
     /// Seed UDP: the whole JPEG in one datagram (at most 65507 bytes), ack per frame.
@@ -43,6 +51,7 @@ pub enum Protocol {
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Protocol::Framed => "framed udp",
             Protocol::Chunked => "chunked udp",
             Protocol::Single => "single-datagram udp",
             Protocol::Tcp => "tcp stream",
@@ -60,6 +69,10 @@ pub struct SenderOptions {
     /// Chunked: width of the length header (8 for a 64-bit Linux/macOS seed server, 4 for
     /// one on Windows, where Python's `'l'` is 4 bytes).
     pub header_width: HeaderWidth,
+    /// Framed: payload bytes per datagram.
+    pub chunk_size: usize,
+    /// Framed: frames in flight at most (1 = stop-and-wait).
+    pub window: usize,
 }
 
 impl Default for SenderOptions {
@@ -68,6 +81,8 @@ impl Default for SenderOptions {
             ack_timeout: Duration::from_millis(1000),
             connect_timeout: Duration::from_millis(2000),
             header_width: HeaderWidth::Eight,
+            chunk_size: framed::DEFAULT_CHUNK_SIZE,
+            window: 1,
         }
     }
 }
@@ -92,6 +107,8 @@ pub enum LostReason {
     SendFailed(io::Error),
     /// TCP: no connection to the hub could be made.
     ConnectFailed(io::Error),
+    /// Framed: given up (no ack by the deadline after bounded resends, or refused by the hub).
+    GaveUp(GiveUp),
 }
 
 impl fmt::Display for LostReason {
@@ -100,6 +117,15 @@ impl fmt::Display for LostReason {
             LostReason::NoAck => write!(f, "no ack within the ack timeout"),
             LostReason::SendFailed(e) => write!(f, "sending failed: {e}"),
             LostReason::ConnectFailed(e) => write!(f, "cannot connect: {e}"),
+            LostReason::GaveUp(GiveUp::Deadline) => {
+                write!(f, "no ack within the ack timeout despite resends")
+            }
+            LostReason::GaveUp(GiveUp::Rejected) => {
+                write!(f, "the hub refused it (too large, or not a JPEG)")
+            }
+            LostReason::GaveUp(GiveUp::Stale) => {
+                write!(f, "the hub delivered a newer frame first")
+            }
         }
     }
 }
@@ -157,9 +183,15 @@ pub struct ReplyCounts {
 
 /// Sends frames to the hub in one protocol.
 pub trait FrameSender: Send {
-    /// Send one JPEG frame and wait (bounded) for its ack. `stop` cuts short waits that are
-    /// not for an ack (tcp reconnect backoff); an ack wait always runs to its timeout.
-    fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<FrameOutcome, SendError>;
+    /// Send one JPEG frame and wait (bounded) for its ack; returns the outcomes of the frames
+    /// that finished during the call: this frame's for the stop-and-wait protocols, any
+    /// earlier in-flight frames' with a window. `stop` cuts short waits that are not for an
+    /// ack (tcp reconnect backoff); an ack wait always runs to its timeout.
+    fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError>;
+    /// Wait (bounded) for the frames still in flight; their outcomes.
+    fn flush(&mut self) -> Result<Vec<FrameOutcome>, SendError> {
+        Ok(Vec::new())
+    }
     /// Late and ignored replies so far.
     fn reply_counts(&self) -> ReplyCounts;
     /// Called once after the last frame (tcp: close the stream cleanly).
@@ -175,6 +207,7 @@ pub fn open_sender(
     options: &SenderOptions,
 ) -> io::Result<Box<dyn FrameSender>> {
     Ok(match protocol {
+        Protocol::Framed => Box::new(FramedUdpSender::open(hub, options)?),
         Protocol::Chunked => Box::new(ChunkedSender::open(hub, options)?),
         Protocol::Single => Box::new(SingleSender::open(hub, options)?),
         Protocol::Tcp => Box::new(TcpSender::new(hub, options)),
@@ -228,7 +261,11 @@ impl ChunkedSender {
 }
 
 impl FrameSender for ChunkedSender {
-    fn send_frame(&mut self, jpeg: &[u8], _stop: &Shutdown) -> Result<FrameOutcome, SendError> {
+    fn send_frame(
+        &mut self,
+        jpeg: &[u8],
+        _stop: &Shutdown,
+    ) -> Result<Vec<FrameOutcome>, SendError> {
         let max = match self.options.header_width {
             HeaderWidth::Eight => i64::MAX as usize,
             HeaderWidth::Four => i32::MAX as usize,
@@ -246,14 +283,14 @@ impl FrameSender for ChunkedSender {
         let datagrams = std::iter::once(&header[..]).chain(seed_udp::seed_chunks(jpeg, CHUNK_SIZE));
         for datagram in datagrams {
             if let Err(e) = self.link.send(datagram) {
-                return Ok(FrameOutcome::Lost(LostReason::SendFailed(e)));
+                return Ok(vec![FrameOutcome::Lost(LostReason::SendFailed(e))]);
             }
         }
-        Ok(await_ack(
+        Ok(vec![await_ack(
             &mut self.link,
             started,
             self.options.ack_timeout,
-        )?)
+        )?])
     }
 
     fn reply_counts(&self) -> ReplyCounts {
@@ -288,7 +325,11 @@ impl SingleSender {
 }
 
 impl FrameSender for SingleSender {
-    fn send_frame(&mut self, jpeg: &[u8], _stop: &Shutdown) -> Result<FrameOutcome, SendError> {
+    fn send_frame(
+        &mut self,
+        jpeg: &[u8],
+        _stop: &Shutdown,
+    ) -> Result<Vec<FrameOutcome>, SendError> {
         if jpeg.len() > MAX_UDP_PAYLOAD {
             return Err(SendError::FrameTooLarge {
                 len: jpeg.len(),
@@ -299,13 +340,13 @@ impl FrameSender for SingleSender {
         self.late_acks += self.link.drain(|p| is_img_ack(p).is_some())?;
         let started = Instant::now();
         if let Err(e) = self.link.send(jpeg) {
-            return Ok(FrameOutcome::Lost(LostReason::SendFailed(e)));
+            return Ok(vec![FrameOutcome::Lost(LostReason::SendFailed(e))]);
         }
-        Ok(await_ack(
+        Ok(vec![await_ack(
             &mut self.link,
             started,
             self.options.ack_timeout,
-        )?)
+        )?])
     }
 
     fn reply_counts(&self) -> ReplyCounts {
@@ -315,6 +356,152 @@ impl FrameSender for SingleSender {
     fn rtt_meaning(&self) -> &'static str {
         UDP_RTT
     }
+}
+
+/// udphub's framed UDP format, driving the socket-free [`proto::framed_sender`] state
+/// machine: this loop only moves datagrams and passes the time in.
+pub struct FramedUdpSender {
+    link: UdpLink,
+    proto: ProtoSender,
+    datagram: Vec<u8>,
+    window: usize,
+    chunk_size: usize,
+    frame_deadline: Duration,
+}
+
+impl FramedUdpSender {
+    /// A sender with a fresh random stream id, so the hub recognises a restarted client.
+    pub fn open(hub: SocketAddr, options: &SenderOptions) -> io::Result<Self> {
+        let config = SenderConfig {
+            chunk_size: options.chunk_size,
+            window: options.window,
+            frame_deadline: options.ack_timeout,
+            ..SenderConfig::default()
+        };
+        Ok(FramedUdpSender {
+            link: UdpLink::open(hub)?,
+            proto: ProtoSender::new(config, random_stream_id(), Instant::now()),
+            datagram: Vec::with_capacity(framed::DATA_HEADER_LEN + framed::MAX_CHUNK_SIZE),
+            window: options.window.max(1),
+            chunk_size: options.chunk_size,
+            frame_deadline: options.ack_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.link.local_addr()
+    }
+
+    /// Send what the state machine has queued, wait for a reply or its next timer (at most
+    /// until `until`), and collect finished frames into `out`.
+    fn pump(&mut self, until: Instant, out: &mut Vec<FrameOutcome>) -> io::Result<()> {
+        let Self {
+            link,
+            proto,
+            datagram,
+            ..
+        } = self;
+        let now = Instant::now();
+        while proto.poll_transmit(now, datagram) {
+            if let Err(e) = link.send(datagram) {
+                // a full socket buffer or an ICMP error: the resend logic covers it
+                log::debug!("framed: send failed: {e}");
+            }
+        }
+        let wake = proto.poll_timeout().map_or(until, |t| t.min(until));
+        let got = link.wait_reply(wake, |p| {
+            framed::is_framed(p).then(|| proto.handle_datagram(p, Instant::now()))
+        })?;
+        if got == Reply::TimedOut || proto.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            proto.handle_timeout(Instant::now());
+        }
+        while let Some(event) = proto.poll_event() {
+            out.push(match event {
+                SenderEvent::Acked { latency, .. } => FrameOutcome::Acked { rtt: latency },
+                SenderEvent::GaveUp { reason, .. } => {
+                    FrameOutcome::Lost(LostReason::GaveUp(reason))
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Pump until `done` holds; bounded by the frame deadline (plus slack for the last probe).
+    fn pump_until(
+        &mut self,
+        out: &mut Vec<FrameOutcome>,
+        done: impl Fn(&ProtoSender) -> bool,
+    ) -> io::Result<()> {
+        let limit = Instant::now() + self.frame_deadline * 2 + Duration::from_millis(100);
+        while !done(&self.proto) && Instant::now() < limit {
+            self.pump(limit, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl FrameSender for FramedUdpSender {
+    fn send_frame(
+        &mut self,
+        jpeg: &[u8],
+        _stop: &Shutdown,
+    ) -> Result<Vec<FrameOutcome>, SendError> {
+        let mut out = Vec::new();
+        self.pump_until(&mut out, ProtoSender::can_send)?;
+        match self
+            .proto
+            .send_frame(Arc::new(jpeg.to_vec()), Instant::now())
+        {
+            Ok(_) => {}
+            Err(ProtoSendError::TooLarge) => {
+                return Err(SendError::FrameTooLarge {
+                    len: jpeg.len(),
+                    max: u16::MAX as usize * self.chunk_size,
+                    protocol: Protocol::Framed,
+                })
+            }
+            Err(ProtoSendError::Empty | ProtoSendError::WindowFull) => {
+                out.push(FrameOutcome::NotSent);
+                return Ok(out);
+            }
+        }
+        if self.window == 1 {
+            // stop-and-wait: this frame's outcome comes back from this call
+            self.pump_until(&mut out, |p| p.in_flight() == 0)?;
+        } else {
+            // keep the window moving: take whatever replies are already here
+            self.pump(Instant::now(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn flush(&mut self) -> Result<Vec<FrameOutcome>, SendError> {
+        let mut out = Vec::new();
+        self.pump_until(&mut out, |p| p.in_flight() == 0)?;
+        Ok(out)
+    }
+
+    fn reply_counts(&self) -> ReplyCounts {
+        udp_reply_counts(&self.link, 0)
+    }
+
+    fn rtt_meaning(&self) -> &'static str {
+        UDP_RTT
+    }
+}
+
+/// A stream id that differs between runs (and between clients started together).
+fn random_stream_id() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }
 
 /// Reconnection delays: doubling from [`Backoff::FIRST`] up to [`Backoff::MAX`].
@@ -392,7 +579,7 @@ impl TcpSender {
 }
 
 impl FrameSender for TcpSender {
-    fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<FrameOutcome, SendError> {
+    fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
         if let Some(stream) = &self.stream {
             if Self::peer_closed(stream) {
                 log::warn!("tcp: the hub closed the connection; reconnecting");
@@ -402,7 +589,7 @@ impl FrameSender for TcpSender {
         if self.stream.is_none() {
             let wait = self.next_attempt.saturating_duration_since(Instant::now());
             if !wait.is_zero() && stop.wait_timeout(wait) {
-                return Ok(FrameOutcome::NotSent);
+                return Ok(vec![FrameOutcome::NotSent]);
             }
             match self.connect() {
                 Ok(stream) => {
@@ -413,7 +600,7 @@ impl FrameSender for TcpSender {
                 Err(e) => {
                     let delay = self.backoff.failed();
                     self.next_attempt = Instant::now() + delay;
-                    return Ok(FrameOutcome::Lost(LostReason::ConnectFailed(e)));
+                    return Ok(vec![FrameOutcome::Lost(LostReason::ConnectFailed(e))]);
                 }
             }
         }
@@ -423,14 +610,14 @@ impl FrameSender for TcpSender {
             .write_all(&seed_tcp::emit_header(jpeg.len()))
             .and_then(|()| stream.write_all(jpeg));
         match written {
-            Ok(()) => Ok(FrameOutcome::Acked {
+            Ok(()) => Ok(vec![FrameOutcome::Acked {
                 rtt: started.elapsed(),
-            }),
+            }]),
             Err(e) => {
                 // Part of a frame may be on the wire: the stream is out of step, start over.
                 self.stream = None;
                 self.next_attempt = Instant::now();
-                Ok(FrameOutcome::Lost(LostReason::SendFailed(e)))
+                Ok(vec![FrameOutcome::Lost(LostReason::SendFailed(e))])
             }
         }
     }
@@ -517,7 +704,9 @@ mod tests {
             hub.send_to(IMG_ACK, got[0].1).unwrap();
             got.into_iter().map(|(d, _)| d).collect::<Vec<_>>()
         });
-        let outcome = sender.send_frame(&frame, &Shutdown::new()).unwrap();
+        let [outcome] =
+            <[FrameOutcome; 1]>::try_from(sender.send_frame(&frame, &Shutdown::new()).unwrap())
+                .unwrap();
         assert!(matches!(outcome, FrameOutcome::Acked { .. }), "{outcome:?}");
         let datagrams = server.join().unwrap();
         assert_eq!(datagrams[0], 2048i64.to_le_bytes());
@@ -545,7 +734,10 @@ mod tests {
         let outcome = sender
             .send_frame(&fake_jpeg(100), &Shutdown::new())
             .unwrap();
-        assert!(matches!(outcome, FrameOutcome::Acked { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome[..], [FrameOutcome::Acked { .. }]),
+            "{outcome:?}"
+        );
         assert_eq!(server.join().unwrap(), (100i32.to_le_bytes().to_vec(), 100));
     }
 
@@ -558,7 +750,8 @@ mod tests {
         let frame = fake_jpeg(500);
 
         // Frame 1: the hub stays silent, so it is lost.
-        let outcome = sender.send_frame(&frame, &stop).unwrap();
+        let [outcome] =
+            <[FrameOutcome; 1]>::try_from(sender.send_frame(&frame, &stop).unwrap()).unwrap();
         assert!(matches!(outcome, FrameOutcome::Lost(LostReason::NoAck)));
         let (_, client) = recv(&hub);
         // Its ack comes late, plus a stranger's ack: both queued before frame 2 is sent.
@@ -569,7 +762,8 @@ mod tests {
             .unwrap();
 
         // Frame 2: the hub stays silent again; the queued acks must not count for it.
-        let outcome = sender.send_frame(&frame, &stop).unwrap();
+        let [outcome] =
+            <[FrameOutcome; 1]>::try_from(sender.send_frame(&frame, &stop).unwrap()).unwrap();
         assert!(matches!(outcome, FrameOutcome::Lost(LostReason::NoAck)));
         recv(&hub);
         assert_eq!(
@@ -611,7 +805,8 @@ mod tests {
         let stop = Shutdown::new();
         let (a, b) = (fake_jpeg(300), fake_jpeg(70_000));
         for frame in [&a, &b] {
-            let outcome = sender.send_frame(frame, &stop).unwrap();
+            let [outcome] =
+                <[FrameOutcome; 1]>::try_from(sender.send_frame(frame, &stop).unwrap()).unwrap();
             assert!(matches!(outcome, FrameOutcome::Acked { .. }), "{outcome:?}");
         }
         sender.finish();
@@ -633,14 +828,18 @@ mod tests {
             .unwrap();
         let mut sender = TcpSender::new(addr, &options(200));
         let stop = Shutdown::new();
-        let outcome = sender.send_frame(&fake_jpeg(10), &stop).unwrap();
+        let [outcome] =
+            <[FrameOutcome; 1]>::try_from(sender.send_frame(&fake_jpeg(10), &stop).unwrap())
+                .unwrap();
         assert!(
             matches!(outcome, FrameOutcome::Lost(LostReason::ConnectFailed(_))),
             "{outcome:?}"
         );
         // The next attempt waits for the backoff; a stop cuts the wait and sends nothing.
         stop.trigger();
-        let outcome = sender.send_frame(&fake_jpeg(10), &stop).unwrap();
+        let [outcome] =
+            <[FrameOutcome; 1]>::try_from(sender.send_frame(&fake_jpeg(10), &stop).unwrap())
+                .unwrap();
         assert!(matches!(outcome, FrameOutcome::NotSent), "{outcome:?}");
     }
 
