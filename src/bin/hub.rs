@@ -19,7 +19,7 @@ use udphub::shutdown::Shutdown;
 /// 127.0.0.1:9999"), then "hub: ready"; on Ctrl-C or SIGTERM stops within about a second
 /// and prints a summary. Logging: RUST_LOG (info by default).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_override_self = true)]
 struct Args {
     /// Address to bind every service on (0.0.0.0 to accept from the LAN).
     #[arg(long, default_value = "127.0.0.1")]
