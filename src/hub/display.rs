@@ -39,7 +39,10 @@ fn show_loop(queue: &DisplayQueue, shutdown: &Shutdown) {
             let window = match windows.entry(source) {
                 Entry::Occupied(o) => o.into_mut(),
                 Entry::Vacant(v) => match Window::open(&format!("udphub {source}")) {
-                    Ok(w) => v.insert(w),
+                    Ok(w) => {
+                        log::info!("--display: window opened for {source}");
+                        v.insert(w)
+                    }
                     Err(e) => {
                         if !failed_once {
                             log::error!("--display: cannot open a window: {e}");

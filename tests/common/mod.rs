@@ -51,7 +51,18 @@ impl HubProcess {
     /// Start `hub --img-port 0 --msg-port 0 --tcp-port 0 <extra_args>` and wait (at most
     /// 20 s) for its `hub: ready` line, collecting the listening addresses on the way.
     pub fn start(extra_args: &[&str]) -> HubProcess {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// [`HubProcess::start`] with environment variables set (`Some`) or removed (`None`).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, Option<&str>)]) -> HubProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hub"));
+        for (key, value) in env {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
         cmd.args(["--img-port", "0", "--msg-port", "0", "--tcp-port", "0"])
             .args(extra_args)
             .stdin(Stdio::null())
