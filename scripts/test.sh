@@ -23,4 +23,7 @@ else
     $XVFB cargo test
 fi
 
+if [[ -f target/browser/SCREENSHOT_PATH ]]; then
+    echo "test.sh: the browser test's screenshot of the hub page: $(cat target/browser/SCREENSHOT_PATH)"
+fi
 echo "test.sh: all checks passed"

@@ -6,7 +6,7 @@
 
 use clap::Parser;
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,7 +16,8 @@ use udphub::shutdown::Shutdown;
 /// Receive camera frames and telemetry from small devices.
 ///
 /// Prints one line per service with the address it bound ("hub: img listening on udp
-/// 127.0.0.1:9999"), then "hub: ready"; on Ctrl-C or SIGTERM stops within about a second
+/// 127.0.0.1:9999"; with --http also "hub: http listening on http://127.0.0.1:8080"), then
+/// "hub: ready"; on Ctrl-C or SIGTERM stops within about a second
 /// and prints a summary. Logging: RUST_LOG (info by default).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None, args_override_self = true)]
@@ -75,6 +76,14 @@ struct Args {
     /// How often per-source rates are logged.
     #[arg(long, default_value_t = 5000)]
     stats_interval_ms: u64,
+    /// Serve a web view on ADDR (e.g. 127.0.0.1:8080; port 0 lets the OS choose): a live
+    /// page at /, MJPEG at /stream/<source>, /snapshot/<source>.jpg, /state (JSON) and
+    /// /metrics (Prometheus). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// MJPEG viewers served at once with --http; more get a 503.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    http_max_viewers: usize,
 }
 
 impl Args {
@@ -96,6 +105,8 @@ impl Args {
             tcp_max_conns: self.tcp_max_conns,
             tcp_idle_timeout: Duration::from_millis(self.tcp_idle_timeout_ms.max(1)),
             stats_interval: Duration::from_millis(self.stats_interval_ms.max(100)),
+            http: self.http,
+            http_max_viewers: self.http_max_viewers,
             ..HubConfig::default()
         }
     }
@@ -127,6 +138,9 @@ fn main() -> ExitCode {
             if let Some(addr) = addr {
                 let _ = writeln!(out, "hub: {name} listening on {proto} {addr}");
             }
+        }
+        if let Some(addr) = b.http {
+            let _ = writeln!(out, "hub: http listening on http://{addr}");
         }
         let _ = writeln!(out, "hub: ready");
         let _ = out.flush();

@@ -55,13 +55,15 @@ pub fn run(
             reassembler.handle_timeout(now);
             next_sweep = now + SWEEP_INTERVAL;
         }
+        // count and hand on first, then ack: once a sender has its ack, the frame is in
+        // the statistics and in every consumer (e.g. the HTTP view's /state and /snapshot)
+        while let Some(event) = reassembler.poll_event() {
+            on_event(event, &mut sources, &sinks, &mut limiter, now);
+        }
         while let Some(t) = reassembler.poll_transmit() {
             if let Err(e) = socket.send_to(&t.payload, t.to) {
                 log::debug!("img: cannot ack {}: {e}", t.to);
             }
-        }
-        while let Some(event) = reassembler.poll_event() {
-            on_event(event, &mut sources, &sinks, &mut limiter, now);
         }
     }
     log::debug!("img: stopped");

@@ -5,9 +5,12 @@
 //! - [`msg_service`]: UDP JSON messages, answered, optionally logged;
 //! - [`tcp_service`]: the seed TCP stream, a thread per connection;
 //! - consumers, never blocking a receiver: [`stats`], [`saver`], [`display`] (fed through
-//!   [`sinks`] and [`latest`]).
+//!   [`sinks`] and [`latest`]);
+//! - [`http`]: the optional web view (`--http`): a live page, MJPEG streams, snapshots,
+//!   `/state` JSON and `/metrics`.
 
 pub mod display;
+pub mod http;
 pub mod img_service;
 pub mod latest;
 pub mod msg_service;
@@ -49,6 +52,10 @@ pub struct HubConfig {
     pub tcp_max_conns: usize,
     pub tcp_idle_timeout: Duration,
     pub stats_interval: Duration,
+    /// Where the HTTP view listens; `None` (the default) turns it off.
+    pub http: Option<SocketAddr>,
+    /// `/stream` viewers served at once; more get a 503.
+    pub http_max_viewers: usize,
 }
 
 impl Default for HubConfig {
@@ -70,6 +77,8 @@ impl Default for HubConfig {
             tcp_max_conns: 16,
             tcp_idle_timeout: Duration::from_secs(30),
             stats_interval: Duration::from_secs(5),
+            http: None,
+            http_max_viewers: 16,
         }
     }
 }
@@ -80,11 +89,21 @@ pub struct BoundAddrs {
     pub img: Option<SocketAddr>,
     pub msg: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+}
+
+/// The UDP receive buffers the kernel granted (`SO_RCVBUF` as Linux reports it: twice the
+/// usable size).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReceiveBuffers {
+    pub img: Option<usize>,
+    pub msg: Option<usize>,
 }
 
 /// A started hub. Trigger its [`Shutdown`] and call [`RunningHub::wait`] to stop it.
 pub struct RunningHub {
     pub bound: BoundAddrs,
+    pub receive_buffers: ReceiveBuffers,
     pub stats: Arc<Stats>,
     services: Vec<Service>,
     service_threads: Vec<JoinHandle<()>>,
@@ -140,7 +159,7 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
             let (socket, granted) = net::bind_udp(addr, config.recv_buffer_bytes)
                 .map_err(with_context(format!("img: cannot bind udp {addr}")))?;
             net::log_recv_buffer("img", config.recv_buffer_bytes, granted);
-            Some(socket)
+            Some((socket, granted))
         }
         None => None,
     };
@@ -150,7 +169,7 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
             let (socket, granted) = net::bind_udp(addr, config.recv_buffer_bytes.min(4 << 20))
                 .map_err(with_context(format!("msg: cannot bind udp {addr}")))?;
             net::log_recv_buffer("msg", config.recv_buffer_bytes.min(4 << 20), granted);
-            Some(socket)
+            Some((socket, granted))
         }
         None => None,
     };
@@ -164,6 +183,12 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         }
         None => None,
     };
+    let http_listener = match config.http {
+        Some(addr) => {
+            Some(http::bind(addr).map_err(with_context(format!("http: cannot bind tcp {addr}")))?)
+        }
+        None => None,
+    };
     let msg_log = match &config.msg_log {
         Some(path) => Some(
             msg_service::MsgLog::open(path)
@@ -172,9 +197,14 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         None => None,
     };
     let bound = BoundAddrs {
-        img: img.as_ref().map(|s| s.local_addr()).transpose()?,
-        msg: msg.as_ref().map(|s| s.local_addr()).transpose()?,
+        img: img.as_ref().map(|(s, _)| s.local_addr()).transpose()?,
+        msg: msg.as_ref().map(|(s, _)| s.local_addr()).transpose()?,
         tcp: tcp.as_ref().map(|s| s.local_addr()).transpose()?,
+        http: http_listener.as_ref().map(|s| s.local_addr()).transpose()?,
+    };
+    let receive_buffers = ReceiveBuffers {
+        img: img.as_ref().map(|&(_, granted)| granted),
+        msg: msg.as_ref().map(|&(_, granted)| granted),
     };
 
     let stats = Stats::new();
@@ -186,6 +216,10 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         sinks.saver = Some(saver);
         saver_thread = Some(thread);
     }
+    let frames = http_listener
+        .as_ref()
+        .map(|_| Arc::new(http::frames::LatestFrames::default()));
+    sinks.frames = frames.clone();
     let mut other_threads = Vec::new();
     if config.display {
         if let Some((queue, handle)) = display::spawn(shutdown.clone()) {
@@ -199,12 +233,22 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         shutdown.clone(),
     )?);
 
+    if let (Some(listener), Some(frames)) = (http_listener, frames) {
+        let view = http::HttpView::new(
+            stats.clone(),
+            frames,
+            service_infos(&bound, &receive_buffers),
+            config.http_max_viewers,
+        );
+        other_threads.push(http::spawn(listener, Arc::new(view), shutdown.clone())?);
+    }
+
     let mut services = Vec::new();
     let mut service_threads = Vec::new();
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new().name(name.into()).spawn(f)
     };
-    if let Some(socket) = img {
+    if let Some((socket, _)) = img {
         let image = ImageConfig {
             max_frame_bytes: config.max_frame_bytes,
             frame_timeout: config.frame_timeout,
@@ -217,7 +261,7 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         )?);
         services.push(Service::Img);
     }
-    if let Some(socket) = msg {
+    if let Some((socket, _)) = msg {
         let (stats, shutdown) = (stats.clone(), shutdown.clone());
         service_threads.push(spawn(
             "msg",
@@ -242,12 +286,33 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
     drop(sinks);
     Ok(RunningHub {
         bound,
+        receive_buffers,
         stats,
         services,
         service_threads,
         saver: saver_thread,
         other_threads,
     })
+}
+
+/// The bound services as the HTTP view lists them.
+fn service_infos(bound: &BoundAddrs, buffers: &ReceiveBuffers) -> Vec<http::ServiceInfo> {
+    [
+        ("img", "udp", bound.img, buffers.img),
+        ("msg", "udp", bound.msg, buffers.msg),
+        ("tcp", "tcp", bound.tcp, None),
+        ("http", "tcp", bound.http, None),
+    ]
+    .into_iter()
+    .filter_map(|(name, transport, addr, receive_buffer_bytes)| {
+        Some(http::ServiceInfo {
+            name,
+            transport,
+            addr: addr?,
+            receive_buffer_bytes,
+        })
+    })
+    .collect()
 }
 
 impl RunningHub {

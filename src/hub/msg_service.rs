@@ -64,7 +64,7 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
         log::error!("msg: cannot set the socket timeout: {e}");
         return;
     }
-    let mut sources = SourceCache::new(Service::Msg, stats);
+    let mut sources = SourceCache::new(Service::Msg, stats.clone());
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
     while !shutdown.is_triggered() {
@@ -91,6 +91,7 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
                     }
                 }
                 sources.record_item(from, n);
+                stats.set_last_message(from, text);
                 log::debug!("msg: from {from}: {text}");
                 MSG_ACK
             }

@@ -26,14 +26,7 @@ pub struct SaveJob {
 
 /// The name a frame is saved under.
 pub fn file_name(source: &SourceId, seq: u64) -> String {
-    let ip = source.addr.ip().to_string().replace(':', "_");
-    format!(
-        "{}-{}-{}-{:08}.jpg",
-        source.service.transport(),
-        ip,
-        source.addr.port(),
-        seq
-    )
+    format!("{}-{:08}.jpg", source.slug(), seq)
 }
 
 #[derive(Default)]

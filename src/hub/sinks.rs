@@ -1,7 +1,9 @@
-//! Where an intact frame goes after a receiver has it: the saver and the display, each fed
-//! without blocking (a bounded queue that skips when full, or "latest frame wins").
+//! Where an intact frame goes after a receiver has it: the saver, the display and the HTTP
+//! view, each fed without blocking (a bounded queue that skips when full, or "latest frame
+//! wins").
 
 use super::display::DisplayQueue;
+use super::http::frames::LatestFrames;
 use super::saver::Saver;
 use super::stats::SourceId;
 use std::sync::Arc;
@@ -11,17 +13,22 @@ use std::sync::Arc;
 pub struct FrameSinks {
     pub saver: Option<Saver>,
     pub display: Option<Arc<DisplayQueue>>,
+    /// The newest frame per source for `hub --http` (streams and snapshots).
+    pub frames: Option<Arc<LatestFrames>>,
 }
 
 impl FrameSinks {
     /// Hand frame `seq` (1-based, per source) to every consumer. Never blocks.
     pub fn deliver(&self, source: SourceId, seq: u64, jpeg: Vec<u8>) {
-        if self.saver.is_none() && self.display.is_none() {
+        if self.saver.is_none() && self.display.is_none() && self.frames.is_none() {
             return;
         }
         let jpeg = Arc::new(jpeg);
         if let Some(saver) = &self.saver {
             saver.offer(source, seq, &jpeg);
+        }
+        if let Some(frames) = &self.frames {
+            frames.put(source, jpeg.clone());
         }
         if let Some(display) = &self.display {
             display.put(source, jpeg);

@@ -68,6 +68,16 @@ pub struct SourceId {
     pub addr: SocketAddr,
 }
 
+impl SourceId {
+    /// The source as a name that is safe in file names and URLs:
+    /// `{transport}-{ip}-{port}`, e.g. `udp-127.0.0.1-50000` (an IPv6 address's `:` become
+    /// `_`). Saved frames are named after it and the HTTP view uses it in its paths.
+    pub fn slug(&self) -> String {
+        let ip = self.addr.ip().to_string().replace(':', "_");
+        format!("{}-{}-{}", self.service.transport(), ip, self.addr.port())
+    }
+}
+
 impl fmt::Display for SourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.service.transport(), self.addr)
@@ -101,6 +111,8 @@ pub struct Snapshot {
     pub rejected: u64,
     /// Seconds from the first to the last item, when there were two or more.
     pub span_s: f64,
+    /// When the last item came, in seconds since the hub started (0 when none came).
+    pub last_s: f64,
 }
 
 impl Snapshot {
@@ -120,6 +132,7 @@ impl Snapshot {
         self.dropped += o.dropped;
         self.rejected += o.rejected;
         self.span_s = self.span_s.max(o.span_s);
+        self.last_s = self.last_s.max(o.last_s);
     }
 }
 
@@ -133,8 +146,25 @@ impl Counters {
             dropped: self.dropped.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             span_s: last.saturating_sub(first) as f64 / 1e6,
+            last_s: last as f64 / 1e6,
         }
     }
+}
+
+/// Bytes of the last message kept for the HTTP view; longer ones are cut (on a character
+/// boundary).
+pub const LAST_MESSAGE_BYTES: usize = 500;
+
+/// The newest valid message (its first [`LAST_MESSAGE_BYTES`] bytes), for the HTTP view.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LastMessage {
+    /// Who sent it; `None` until a message came.
+    pub from: Option<SocketAddr>,
+    pub text: String,
+    /// Whether `text` was cut.
+    pub truncated: bool,
+    /// When it came, in seconds since the hub started.
+    pub at_s: f64,
 }
 
 /// All counters of the hub.
@@ -142,6 +172,7 @@ impl Counters {
 pub struct Stats {
     started: Instant,
     sources: Mutex<HashMap<SourceId, Arc<Counters>>>,
+    last_message: Mutex<LastMessage>,
 }
 
 impl Stats {
@@ -149,6 +180,7 @@ impl Stats {
         Arc::new(Stats {
             started: Instant::now(),
             sources: Mutex::new(HashMap::new()),
+            last_message: Mutex::new(LastMessage::default()),
         })
     }
 
@@ -186,6 +218,32 @@ impl Stats {
         c.last_us.store(now, Relaxed);
         c.bytes.fetch_add(bytes as u64, Relaxed);
         before + 1
+    }
+
+    /// Keep `text` as the newest message. Called by the message service for every valid
+    /// message: one short, uncontended lock and a copy of at most [`LAST_MESSAGE_BYTES`]
+    /// bytes into a buffer that is reused (no allocation once it has grown). Every message
+    /// rather than every Nth, so the view shows the true last message of a sender that stops.
+    pub fn set_last_message(&self, from: SocketAddr, text: &str) {
+        let mut end = text.len().min(LAST_MESSAGE_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let at_s = self.started.elapsed().as_secs_f64();
+        let mut last = self.last_message.lock().unwrap_or_else(|e| e.into_inner());
+        last.from = Some(from);
+        last.text.clear();
+        last.text.push_str(&text[..end]);
+        last.truncated = end < text.len();
+        last.at_s = at_s;
+    }
+
+    /// A copy of the newest message.
+    pub fn last_message(&self) -> LastMessage {
+        self.last_message
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every source's snapshot, sorted by service then address.
@@ -361,6 +419,39 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("1 corrupt"), "{summary}");
+    }
+
+    #[test]
+    fn slug_is_safe_in_urls_and_file_names() {
+        let id = SourceId {
+            service: Service::Img,
+            addr: SocketAddr::from(([127, 0, 0, 1], 50000)),
+        };
+        assert_eq!(id.slug(), "udp-127.0.0.1-50000");
+        let id = SourceId {
+            service: Service::Tcp,
+            addr: "[::1]:9".parse().unwrap(),
+        };
+        assert_eq!(id.slug(), "tcp-__1-9");
+    }
+
+    #[test]
+    fn last_message_is_kept_cut_on_a_character_boundary() {
+        let stats = Stats::new();
+        assert_eq!(stats.last_message().from, None);
+        let from = SocketAddr::from(([127, 0, 0, 1], 7));
+        stats.set_last_message(from, "[0, 0, 0, 1]");
+        let last = stats.last_message();
+        assert_eq!(
+            (last.from, last.text.as_str(), last.truncated),
+            (Some(from), "[0, 0, 0, 1]", false)
+        );
+        let long = format!("\"{}\"", "é".repeat(LAST_MESSAGE_BYTES));
+        stats.set_last_message(from, &long);
+        let last = stats.last_message();
+        assert!(last.truncated);
+        assert!(last.text.len() <= LAST_MESSAGE_BYTES && last.text.len() >= LAST_MESSAGE_BYTES - 1);
+        assert!(long.starts_with(&last.text));
     }
 
     #[test]

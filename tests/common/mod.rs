@@ -41,6 +41,8 @@ pub struct HubProcess {
     pub img_addr: Option<SocketAddr>,
     pub msg_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
+    /// The web view's address, with `--http`.
+    pub http_addr: Option<SocketAddr>,
     stdout_lines: Receiver<String>,
     stdout_seen: Vec<String>,
     stderr_text: Arc<Mutex<String>>,
@@ -112,6 +114,7 @@ impl HubProcess {
             img_addr: None,
             msg_addr: None,
             tcp_addr: None,
+            http_addr: None,
             stdout_lines: rx,
             stdout_seen: Vec::new(),
             stderr_text,
@@ -147,6 +150,18 @@ impl HubProcess {
     /// `hub: img listening on udp 127.0.0.1:40001` and the like.
     fn parse_listening_line(&mut self, line: &str) {
         let words: Vec<&str> = line.split_whitespace().collect();
+        // `hub: http listening on http://127.0.0.1:40004` (with --http)
+        if let ["hub:", "http", "listening", "on", url] = words.as_slice() {
+            let addr = url
+                .strip_prefix("http://")
+                .unwrap_or_else(|| panic!("bad url in {line:?}"));
+            assert!(self.http_addr.is_none(), "http listed twice: {line:?}");
+            self.http_addr = Some(
+                addr.parse()
+                    .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}")),
+            );
+            return;
+        }
         if let ["hub:", service, "listening", "on", _transport, addr] = words.as_slice() {
             let addr: SocketAddr = addr
                 .parse()
@@ -190,6 +205,10 @@ impl HubProcess {
 
     pub fn tcp(&self) -> SocketAddr {
         self.tcp_addr.expect("the tcp service is enabled")
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.http_addr.expect("the hub was started with --http")
     }
 
     /// Send `SIGINT` or `SIGTERM` (`signal` is "INT" or "TERM") with `kill`, wait at most

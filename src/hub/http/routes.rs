@@ -1,0 +1,194 @@
+//! What each path of the HTTP view serves: the page, `/state`, `/metrics`, snapshots and
+//! MJPEG streams; anything else gets 404, methods other than GET and HEAD 405 (or 501).
+//!
+//! A stream is served on its connection's own thread: it waits on the source's slot (with
+//! a timeout, to notice shutdown and a viewer that left) and writes whatever frame is
+//! newest, so a slow viewer skips frames and delays only itself.
+
+use super::conn::{respond, respond_error, Connection, Request};
+use super::frames::FrameSlot;
+use super::HttpView;
+use crate::shutdown::{Shutdown, POLL_INTERVAL};
+use std::io::{self, Write};
+use std::time::Duration;
+
+/// The page at `/`.
+const PAGE: &str = include_str!("page.html");
+/// How long a streaming connection's check for a departed viewer waits.
+const PEER_CHECK: Duration = Duration::from_millis(1);
+/// The MJPEG part boundary.
+const BOUNDARY: &str = "udphub-frame";
+
+/// Answer one request. `Ok(true)` when the connection may carry another request.
+pub fn handle(
+    conn: &mut Connection,
+    req: &Request,
+    view: &HttpView,
+    shutdown: &Shutdown,
+) -> io::Result<bool> {
+    let head_only = match req.method.as_str() {
+        "GET" => false,
+        "HEAD" => true,
+        method => {
+            let known = matches!(
+                method,
+                "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" | "CONNECT" | "TRACE"
+            );
+            let status = if known { 405 } else { 501 };
+            respond_error(
+                &mut conn.writer(),
+                status,
+                &format!("{method} is not served; use GET or HEAD"),
+                &[("Allow", "GET, HEAD")],
+                false,
+                false,
+            )?;
+            return Ok(false);
+        }
+    };
+    let keep = req.keep_alive;
+    let path = req.path();
+    if path == "/" || path == "/index.html" {
+        respond(
+            &mut conn.writer(),
+            200,
+            &[("Content-Type", "text/html; charset=utf-8")],
+            page(view)?.as_bytes(),
+            head_only,
+            keep,
+        )?;
+    } else if path == "/state" {
+        let body = serde_json::to_vec_pretty(&view.state()).map_err(io::Error::other)?;
+        respond(
+            &mut conn.writer(),
+            200,
+            &[("Content-Type", "application/json")],
+            &body,
+            head_only,
+            keep,
+        )?;
+    } else if path == "/metrics" {
+        let body = super::report::metrics(&view.state());
+        respond(
+            &mut conn.writer(),
+            200,
+            &[("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+            body.as_bytes(),
+            head_only,
+            keep,
+        )?;
+    } else if let Some(slug) = path
+        .strip_prefix("/snapshot/")
+        .and_then(|s| s.strip_suffix(".jpg"))
+    {
+        match view.frames.find(slug) {
+            Some((_, slot)) => {
+                let (_, jpeg) = slot.latest();
+                respond(
+                    &mut conn.writer(),
+                    200,
+                    &[("Content-Type", "image/jpeg")],
+                    &jpeg,
+                    head_only,
+                    keep,
+                )?;
+            }
+            None => not_found(conn, slug, head_only, keep)?,
+        }
+    } else if let Some(slug) = path.strip_prefix("/stream/") {
+        match view.frames.find(slug) {
+            Some((_, slot)) => {
+                stream(conn, &slot, view, head_only, shutdown)?;
+                return Ok(false);
+            }
+            None => not_found(conn, slug, head_only, keep)?,
+        }
+    } else {
+        respond_error(
+            &mut conn.writer(),
+            404,
+            &format!("no page {path:?}; try /, /state, /metrics, /stream/<source>, /snapshot/<source>.jpg"),
+            &[],
+            head_only,
+            keep,
+        )?;
+    }
+    Ok(true)
+}
+
+/// The page, with the current state filled in. Every `<` of the JSON is escaped (`\u003c`,
+/// which means the same in JSON), so no text from a sender can end the script element.
+fn page(view: &HttpView) -> io::Result<String> {
+    let json = serde_json::to_string(&view.state()).map_err(io::Error::other)?;
+    Ok(PAGE.replacen("null /*INITIAL_STATE*/", &json.replace('<', "\\u003c"), 1))
+}
+
+fn not_found(conn: &mut Connection, slug: &str, head_only: bool, keep: bool) -> io::Result<()> {
+    respond_error(
+        &mut conn.writer(),
+        404,
+        &format!("no image source {slug:?} (see /state for the sources)"),
+        &[],
+        head_only,
+        keep,
+    )
+}
+
+/// Serve `/stream/<source>` until the viewer leaves or the hub stops. The connection closes
+/// afterwards.
+fn stream(
+    conn: &mut Connection,
+    slot: &FrameSlot,
+    view: &HttpView,
+    head_only: bool,
+    shutdown: &Shutdown,
+) -> io::Result<()> {
+    let Some(_permit) = view.viewer_permit() else {
+        return respond_error(
+            &mut conn.writer(),
+            503,
+            &format!(
+                "{} viewers are watching already (--http-max-viewers); try again later",
+                view.max_viewers
+            ),
+            &[("Retry-After", "5")],
+            head_only,
+            false,
+        );
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n\
+         Cache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
+    );
+    conn.writer().write_all(head.as_bytes())?;
+    if head_only {
+        return Ok(());
+    }
+    // Each part is followed at once by the next boundary, so a browser shows a frame as
+    // soon as it has it rather than when the next one starts.
+    conn.writer()
+        .write_all(format!("--{BOUNDARY}\r\n").as_bytes())?;
+    // from now on a read only checks whether the viewer left: it must not hold up frames
+    conn.stream.set_read_timeout(Some(PEER_CHECK))?;
+    let mut seen = 0;
+    while !shutdown.is_triggered() {
+        match slot.wait_newer(seen, POLL_INTERVAL) {
+            Some((generation, jpeg)) => {
+                seen = generation;
+                let part = format!(
+                    "Content-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                    jpeg.len()
+                );
+                // the whole part within the write timeout, or the viewer is dropped
+                let mut w = conn.writer();
+                w.write_all(part.as_bytes())?;
+                w.write_all(&jpeg)?;
+                w.write_all(format!("\r\n--{BOUNDARY}\r\n").as_bytes())?;
+            }
+            // no new frame: see whether the viewer is still there
+            None if conn.peer_closed() => return Ok(()),
+            None => {}
+        }
+    }
+    Ok(())
+}
