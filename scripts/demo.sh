@@ -61,7 +61,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "demo.sh: interrupted" >&2; exit 130' INT TERM
 
-"$bin/hub" --bind 127.0.0.1 --img-port 0 --msg-port 0 --tcp-port 0 \
+# The web view on a fixed, memorable address (DEMO_HTTP overrides it, e.g. 127.0.0.1:0).
+http="${DEMO_HTTP:-127.0.0.1:8080}"
+"$bin/hub" --bind 127.0.0.1 --img-port 0 --msg-port 0 --tcp-port 0 --http "$http" \
     --save-dir "$out/frames" --msg-log "$out/messages.jsonl" \
     >"$out/hub.out" 2>"$out/hub.err" &
 hub_pid=$!
@@ -83,7 +85,9 @@ if ! grep -qx "hub: ready" "$out/hub.out"; then
 fi
 img_addr="$(awk '$1 == "hub:" && $2 == "img" && $3 == "listening" { print $NF }' "$out/hub.out")"
 msg_addr="$(awk '$1 == "hub:" && $2 == "msg" && $3 == "listening" { print $NF }' "$out/hub.out")"
+http_url="$(awk '$1 == "hub:" && $2 == "http" && $3 == "listening" { print $NF }' "$out/hub.out")"
 echo "demo.sh: hub (pid $hub_pid) images on udp $img_addr, messages on udp $msg_addr"
+echo "demo.sh: watch it live in a browser: $http_url/"
 echo "demo.sh: streaming the test pattern and telemetry for $seconds s..."
 
 "$bin/img-client" --pattern --fps 15 --hub "$img_addr" \
