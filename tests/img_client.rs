@@ -430,6 +430,7 @@ fn demo_script_runs_to_the_end() {
     cmd.arg(repo.join("scripts/demo.sh"))
         .arg(out.path())
         .env("DEMO_SECONDS", "3")
+        .env("DEMO_HTTP", "127.0.0.1:0")
         .current_dir(std::env::temp_dir());
     // The first release build of OpenCV bindings takes minutes.
     let run = run_bounded(&mut cmd, b"", Duration::from_secs(40 * 60));
