@@ -6,12 +6,14 @@
 //! result; the work is in [`udphub::client::img`].
 
 use clap::{ArgGroup, Parser};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::client::img::{self, ImgClientConfig, SourceSpec};
+use udphub::client::img::{self, ImgClientConfig, ImgReport, SourceSpec};
 use udphub::client::img_sender::{Protocol, SenderOptions};
 use udphub::client::resolve_hub;
+use udphub::client::stats::{per_second, Samples};
 use udphub::shutdown::Shutdown;
 use udphub::wire::seed_udp::HeaderWidth;
 
@@ -22,7 +24,7 @@ use udphub::wire::seed_udp::HeaderWidth;
 /// all was acked. Logging: RUST_LOG (info by default).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
-#[command(group(ArgGroup::new("source").args(["camera", "video", "image", "pattern"])))]
+#[command(group(ArgGroup::new("source").args(["camera", "video", "image", "pattern", "jpeg"])))]
 struct Args {
     /// Capture from camera N. This is the default source (camera 0); a camera that cannot
     /// be opened is an error (try --pattern or --video).
@@ -37,6 +39,11 @@ struct Args {
     /// Send a synthetic test pattern (frame number and clock drawn in); needs no camera.
     #[arg(long)]
     pattern: bool,
+    /// Send this JPEG file's bytes as they are (no decode, no re-encode), every frame the
+    /// same, looped; --width/--height/--quality do not apply. For measuring the network
+    /// path without the encoder.
+    #[arg(long, value_name = "FILE", conflicts_with = "show")]
+    jpeg: Option<PathBuf>,
     /// Width every frame is resized to before encoding.
     #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(i32).range(1..))]
     width: i32,
@@ -87,6 +94,10 @@ struct Args {
     /// How often the status line is printed on stderr; 0 turns it off.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     status_interval_ms: u64,
+    /// Print the summary as one JSON object on stdout (for scripts, e.g. the benchmark)
+    /// instead of the text; times in microseconds, `null` where there is no value.
+    #[arg(long)]
+    json_summary: bool,
 }
 
 fn parse_header_bytes(s: &str) -> Result<usize, String> {
@@ -99,7 +110,9 @@ fn parse_header_bytes(s: &str) -> Result<usize, String> {
 
 impl Args {
     fn config(&self) -> Result<ImgClientConfig, String> {
-        let source = if let Some(path) = &self.video {
+        let source = if let Some(path) = &self.jpeg {
+            SourceSpec::Jpeg(path.clone())
+        } else if let Some(path) = &self.video {
             SourceSpec::Video(path.clone())
         } else if let Some(path) = &self.image {
             SourceSpec::Image(path.clone())
@@ -157,7 +170,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    print!("{}", report.summary);
+    if args.json_summary {
+        println!("{}", json_summary(&report));
+    } else {
+        print!("{}", report.summary);
+    }
     if let Some(e) = &report.error {
         eprintln!("img-client: error: {e}");
     }
@@ -172,4 +189,41 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::FAILURE
+}
+
+/// Microseconds, or `null`.
+fn micros(d: Option<Duration>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| json!(d.as_secs_f64() * 1e6))
+}
+
+/// `{"p50_us": .., "p99_us": .., "max_us": .., "mean_us": .., "count": ..}` of `samples`.
+fn samples_json(samples: &Samples) -> serde_json::Value {
+    let p = samples.percentiles(&[50.0, 99.0]);
+    json!({
+        "count": samples.count(),
+        "p50_us": micros(p[0]),
+        "p99_us": micros(p[1]),
+        "max_us": micros(samples.max()),
+        "mean_us": micros(samples.mean()),
+    })
+}
+
+/// The `--json-summary` object: the text summary's numbers, machine-readable.
+fn json_summary(report: &ImgReport) -> serde_json::Value {
+    let (s, c) = (&report.stats, &report.stats.counts);
+    json!({
+        "sent": c.sent,
+        "acked": c.acked,
+        "lost": c.lost,
+        "skipped": c.skipped,
+        "bytes": c.bytes,
+        "late_acks": c.late_acks,
+        "ignored": c.ignored,
+        "elapsed_s": report.elapsed.as_secs_f64(),
+        "fps_acked": per_second(c.acked, report.elapsed),
+        "fps_sent": per_second(c.sent, report.elapsed),
+        "rtt": samples_json(&s.rtt),
+        "encode": samples_json(&s.encode),
+        "error": report.error,
+    })
 }

@@ -6,11 +6,13 @@
 //! result; the work is in [`udphub::client::msg`].
 
 use clap::Parser;
+use serde_json::json;
 use std::io::BufReader;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::client::msg::{self, Messages, MsgClientConfig};
+use udphub::client::msg::{self, Messages, MsgClientConfig, MsgReport};
 use udphub::client::resolve_hub;
+use udphub::client::stats::per_second;
 use udphub::shutdown::Shutdown;
 
 /// Send JSON telemetry messages to the hub, one per UDP datagram.
@@ -48,6 +50,10 @@ struct Args {
     /// How often the status line is printed on stderr; 0 turns it off.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     status_interval_ms: u64,
+    /// Print the summary as one JSON object on stdout (for scripts, e.g. the benchmark)
+    /// instead of the text; times in microseconds, `null` where there is no value.
+    #[arg(long)]
+    json_summary: bool,
 }
 
 fn main() -> ExitCode {
@@ -89,7 +95,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    print!("{}", report.summary);
+    if args.json_summary {
+        println!("{}", json_summary(&report));
+    } else {
+        print!("{}", report.summary);
+    }
     if let Some(e) = &report.error {
         eprintln!("msg-client: error: {e}");
     }
@@ -103,4 +113,34 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::FAILURE
+}
+
+/// Microseconds, or `null`.
+fn micros(d: Option<Duration>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| json!(d.as_secs_f64() * 1e6))
+}
+
+/// The `--json-summary` object: the text summary's numbers, machine-readable.
+fn json_summary(report: &MsgReport) -> serde_json::Value {
+    let (s, c) = (&report.stats, &report.stats.counts);
+    let p = s.rtt.percentiles(&[50.0, 99.0]);
+    json!({
+        "sent": c.sent,
+        "answered": c.answered,
+        "rejected": c.rejected,
+        "lost": c.lost,
+        "late_replies": c.late_replies,
+        "ignored": c.ignored,
+        "invalid_lines": c.invalid_lines,
+        "elapsed_s": report.elapsed.as_secs_f64(),
+        "msgs_per_s": per_second(c.answered, report.elapsed),
+        "rtt": {
+            "count": s.rtt.count(),
+            "p50_us": micros(p[0]),
+            "p99_us": micros(p[1]),
+            "max_us": micros(s.rtt.max()),
+            "mean_us": micros(s.rtt.mean()),
+        },
+        "error": report.error,
+    })
 }

@@ -23,6 +23,9 @@ else
     $XVFB cargo test
 fi
 
+# Smoke run of the benchmark: that it runs and writes its JSON, not how fast anything is.
+rm -f target/bench/bench.json && bash scripts/bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/bench.json"))'
+
 if [[ -f target/browser/SCREENSHOT_PATH ]]; then
     echo "test.sh: the browser test's screenshot of the hub page: $(cat target/browser/SCREENSHOT_PATH)"
 fi

@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use udphub::media::{jpeg, testvideo};
+use udphub::media::{jpeg, testvideo, FrameSource, PatternSource};
 
 /// The longest a client run may take before the test fails.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -213,6 +213,83 @@ fn single_sends_every_frame_of_a_video() {
 #[test]
 fn tcp_sends_every_frame_of_a_video() {
     video_end_to_end("tcp");
+}
+
+/// `--jpeg FILE` sends the file's bytes exactly as they are (the hub's saved copy of every
+/// frame equals the file), unpaced and paced (`--fps`, through the capture thread), never
+/// encodes, never skips, and `--json-summary` says so; a file that is not a JPEG is refused
+/// before anything is sent.
+#[test]
+fn jpeg_sends_the_file_bytes_as_they_are() {
+    const FRAMES: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("frame.jpg");
+    let frame = PatternSource::new(320, 240).next_frame().unwrap().unwrap();
+    let bytes = jpeg::encode(&frame, 85).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    let save_dir = dir.path().join("frames");
+    std::fs::create_dir(&save_dir).unwrap();
+    let hub = HubProcess::start(&["--save-dir", save_dir.to_str().unwrap()]);
+    let run = img_client(&[
+        "--jpeg",
+        file.to_str().unwrap(),
+        "--frames",
+        &FRAMES.to_string(),
+        "--hub",
+        &hub.img().to_string(),
+        "--ack-timeout-ms",
+        "5000",
+        "--json-summary",
+    ]);
+    assert!(run.status.success(), "{}", run.describe());
+    let summary: serde_json::Value = serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|e| panic!("--json-summary is not JSON ({e}): {}", run.describe()));
+    assert_eq!(summary["acked"], FRAMES, "{summary}");
+    assert_eq!(summary["skipped"], 0, "{summary}");
+    assert_eq!(summary["bytes"], FRAMES * bytes.len() as u64, "{summary}");
+    assert_eq!(
+        summary["encode"]["count"], 0,
+        "nothing is encoded: {summary}"
+    );
+    assert!(summary["encode"]["p50_us"].is_null(), "{summary}");
+    assert!(
+        summary["rtt"]["p99_us"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+
+    // paced, the bytes go through the capture thread: the same bytes again
+    let run = img_client(&[
+        "--jpeg",
+        file.to_str().unwrap(),
+        "--frames",
+        &FRAMES.to_string(),
+        "--fps",
+        "100",
+        "--protocol",
+        "chunked",
+        "--hub",
+        &hub.img().to_string(),
+        "--ack-timeout-ms",
+        "5000",
+    ]);
+    assert!(run.status.success(), "{}", run.describe());
+    assert_eq!(count(&run.stdout, "frames", "acked"), FRAMES);
+    assert!(run.stdout.contains("(0 frames encoded)"), "{}", run.stdout);
+
+    let (status, hub_out) = hub.stop("INT");
+    assert!(status.success(), "hub exit {status:?}\n{hub_out}");
+    let names = list_dir(&save_dir);
+    assert_eq!(names.len() as u64, 2 * FRAMES, "{names:?}\n{hub_out}");
+    for name in &names {
+        let saved = std::fs::read(save_dir.join(name)).unwrap();
+        assert!(saved == bytes, "{name} differs from the --jpeg file");
+    }
+
+    let not_jpeg = dir.path().join("not.jpg");
+    std::fs::write(&not_jpeg, b"hello, world").unwrap();
+    let run = img_client(&["--jpeg", not_jpeg.to_str().unwrap(), "--frames", "1"]);
+    assert_eq!(run.status.code(), Some(2), "{}", run.describe());
+    assert!(run.stderr.contains("not a JPEG"), "{}", run.describe());
 }
 
 /// A stand-in for the seed's Python `udp_server.py` on an OS-chosen port.

@@ -4,7 +4,11 @@
 //! The two threads overlap (frame N+1 is encoded while frame N is on the network) and meet
 //! at a one-slot [`Handoff`]: live sources (camera, pattern) hand over "latest frame wins",
 //! so a slow network never makes the picture lag (replaced frames are counted as skipped);
-//! file sources (video, images) use backpressure, so a video is sent frame for frame.
+//! file sources (video, images, a JPEG file) use backpressure, so a video is sent frame for
+//! frame. A `--jpeg` file is neither decoded nor re-encoded: its bytes are read once and the
+//! same buffer (shared, not copied) is sent for every frame; without `--fps` no capture
+//! thread runs at all (waking one per frame would be all it did). So what is measured with
+//! it is the network path alone (the benchmark, `examples/bench.rs`, relies on that).
 //!
 //! The run ends when `--frames` frames were sent, when a video ends, on a fatal error, or
 //! when the caller's [`Shutdown`] is triggered (Ctrl-C). A frame whose ack is being waited
@@ -13,7 +17,7 @@
 //! flag, which the caller's flag (and the end of sending, and ESC in the preview) sets.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -27,6 +31,7 @@ use super::stats::{
 use crate::hub::net::LogLimiter;
 use crate::media::{self, jpeg, FrameSource};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
+use crate::wire::jpeg::is_complete_jpeg;
 
 /// Where frames come from.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +44,8 @@ pub enum SourceSpec {
     Image(PathBuf),
     /// The synthetic test pattern.
     Pattern,
+    /// A JPEG file sent as it is (no decode, no re-encode), the same bytes every frame.
+    Jpeg(PathBuf),
 }
 
 impl SourceSpec {
@@ -48,9 +55,16 @@ impl SourceSpec {
     }
 
     /// Open the source; a camera that cannot be opened is an error that suggests
-    /// `--pattern` and `--video` (never a silent switch to fake frames).
+    /// `--pattern` and `--video` (never a silent switch to fake frames). A
+    /// [`SourceSpec::Jpeg`] yields no pixels (it is sent as it is): use [`read_jpeg`].
     pub fn open(&self, width: i32, height: i32) -> media::Result<Box<dyn FrameSource>> {
         Ok(match self {
+            SourceSpec::Jpeg(path) => {
+                return Err(media::MediaError::InvalidInput(format!(
+                    "{} is sent as it is, not decoded into frames",
+                    path.display()
+                )))
+            }
             SourceSpec::Camera(index) => {
                 Box::new(media::CameraSource::open(*index, width, height)?)
             }
@@ -89,6 +103,8 @@ pub struct ImgReport {
     /// The summary text (for stdout).
     pub summary: String,
     pub stats: ImgStats,
+    /// How long the run took (from the first frame on), the time the rates are over.
+    pub elapsed: Duration,
     /// The error that ended the run early, if any.
     pub error: Option<String>,
 }
@@ -122,8 +138,32 @@ impl ImgClientConfig {
         if self.sender.ack_timeout.is_zero() {
             return Err("--ack-timeout-ms must be positive".into());
         }
+        if self.show && matches!(self.source, SourceSpec::Jpeg(_)) {
+            return Err("--show cannot preview a --jpeg file (it is never decoded)".into());
+        }
         Ok(())
     }
+}
+
+/// Read a `--jpeg` file: it must be a complete JPEG (`FF D8` … `FF D9`, the hub's rule),
+/// or the hub would refuse every frame.
+pub fn read_jpeg(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !is_complete_jpeg(&bytes) {
+        return Err(format!(
+            "{} is not a JPEG file (it must start with FF D8 and end with FF D9)",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Where the capture thread's JPEG frames come from.
+enum Producer {
+    /// Frames read from a source, resized and encoded.
+    Encode(Box<dyn FrameSource>),
+    /// The same JPEG bytes every frame (`--jpeg`), shared rather than copied.
+    Fixed(Arc<Vec<u8>>),
 }
 
 fn lock(stats: &SharedImgStats) -> MutexGuard<'_, ImgStats> {
@@ -135,21 +175,37 @@ fn lock(stats: &SharedImgStats) -> MutexGuard<'_, ImgStats> {
 /// `Err`; an error during the run ends it and is reported in [`ImgReport::error`].
 pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, String> {
     config.validate()?;
-    let source = config
-        .source
-        .open(config.width, config.height)
-        .map_err(|e| e.to_string())?;
+    let producer = match &config.source {
+        SourceSpec::Jpeg(path) => Producer::Fixed(Arc::new(read_jpeg(path)?)),
+        other => Producer::Encode(
+            other
+                .open(config.width, config.height)
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let sender = open_sender(config.protocol, config.hub, &config.sender)
         .map_err(|e| format!("cannot open a socket for {}: {e}", config.hub))?;
-    let what = format!(
-        "{} -> {} over {}, {}x{} JPEG quality {}",
-        source.describe(),
-        config.hub,
-        config.protocol,
-        config.width,
-        config.height,
-        config.quality
-    );
+    let what = match &producer {
+        Producer::Encode(source) => format!(
+            "{} -> {} over {}, {}x{} JPEG quality {}",
+            source.describe(),
+            config.hub,
+            config.protocol,
+            config.width,
+            config.height,
+            config.quality
+        ),
+        Producer::Fixed(jpeg) => format!(
+            "JPEG file {} ({} bytes, sent as it is) -> {} over {}",
+            match &config.source {
+                SourceSpec::Jpeg(path) => path.display().to_string(),
+                _ => String::new(),
+            },
+            jpeg.len(),
+            config.hub,
+            config.protocol
+        ),
+    };
     log::info!("sending {what}");
     let rtt_meaning = sender.rtt_meaning();
 
@@ -160,11 +216,16 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
     } else {
         Mode::Backpressure
     };
-    let handoff: Handoff<Vec<u8>> = Handoff::new(mode);
+    let handoff: Handoff<Arc<Vec<u8>>> = Handoff::new(mode);
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let started = Instant::now();
 
-    let capture = {
+    // An unpaced --jpeg needs no capture thread: the send thread takes the same bytes again.
+    let (input, producer) = match producer {
+        Producer::Fixed(jpeg) if config.fps.is_none() => (Input::Repeat(jpeg), None),
+        producer => (Input::Handoff(handoff.clone()), Some(producer)),
+    };
+    let capture = producer.map(|producer| {
         let job = CaptureJob {
             width: config.width,
             height: config.height,
@@ -181,16 +242,16 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
         thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
-                let result = capture_loop(source, &job, &out, &stats, &stop);
+                let result = capture_loop(producer, &job, &out, &stats, &stop);
                 out.close();
                 let _ = done.send(());
                 result
             })
-            .map_err(|e| format!("cannot start the capture thread: {e}"))?
-    };
+            .map_err(|e| format!("cannot start the capture thread: {e}"))
+    });
+    let capture = capture.transpose()?;
     let send = {
-        let (input, stats, send_stop, frames) =
-            (handoff.clone(), stats.clone(), stop.clone(), config.frames);
+        let (stats, send_stop, frames) = (stats.clone(), stop.clone(), config.frames);
         let spawned = thread::Builder::new().name("send".into()).spawn(move || {
             let result = send_loop(sender, frames, &input, &stats, &send_stop);
             let _ = done_tx.send(());
@@ -200,7 +261,9 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
             Ok(h) => h,
             Err(e) => {
                 stop.trigger();
-                let _ = capture.join();
+                if let Some(capture) = capture {
+                    let _ = capture.join();
+                }
                 return Err(format!("cannot start the send thread: {e}"));
             }
         }
@@ -228,9 +291,10 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
     let send_result = send
         .join()
         .unwrap_or_else(|_| Err("the send thread panicked".into()));
-    let capture_result = capture
-        .join()
-        .unwrap_or_else(|_| Err("the capture thread panicked".into()));
+    let capture_result = capture.map_or(Ok(()), |c| {
+        c.join()
+            .unwrap_or_else(|_| Err("the capture thread panicked".into()))
+    });
     if let Some(status) = status {
         let _ = status.join();
     }
@@ -239,8 +303,40 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
     Ok(ImgReport {
         summary: img_summary(&what, &stats, elapsed, rtt_meaning),
         stats,
+        elapsed,
         error: send_result.err().or(capture_result.err()),
     })
+}
+
+/// Where the send thread takes its frames from.
+enum Input {
+    /// From the capture thread.
+    Handoff(Handoff<Arc<Vec<u8>>>),
+    /// The `--jpeg` bytes again for every frame (unpaced): no capture thread to wake up for
+    /// every frame, which is all it would do.
+    Repeat(Arc<Vec<u8>>),
+}
+
+impl Input {
+    fn take(&self) -> Take<Arc<Vec<u8>>> {
+        match self {
+            Input::Handoff(handoff) => handoff.take(POLL_INTERVAL),
+            Input::Repeat(jpeg) => Take::Item(Arc::clone(jpeg)),
+        }
+    }
+
+    fn hang_up(&self) {
+        if let Input::Handoff(handoff) = self {
+            handoff.hang_up();
+        }
+    }
+
+    fn skipped(&self) -> u64 {
+        match self {
+            Input::Handoff(handoff) => handoff.skipped(),
+            Input::Repeat(_) => 0,
+        }
+    }
 }
 
 /// The capture thread's settings.
@@ -252,12 +348,12 @@ struct CaptureJob {
     show: bool,
 }
 
-/// Read, resize, encode and hand over frames until the source ends, the sender hangs up or
-/// `stop` is set.
+/// Read, resize, encode and hand over frames (or hand over the `--jpeg` bytes again) until
+/// the source ends, the sender hangs up or `stop` is set.
 fn capture_loop(
-    mut source: Box<dyn FrameSource>,
+    mut producer: Producer,
     job: &CaptureJob,
-    out: &Handoff<Vec<u8>>,
+    out: &Handoff<Arc<Vec<u8>>>,
     stats: &SharedImgStats,
     stop: &Shutdown,
 ) -> Result<(), String> {
@@ -273,6 +369,15 @@ fn capture_loop(
             // Never catch up with a burst after a slow frame.
             due = (due + period).max(Instant::now());
         }
+        let source = match &mut producer {
+            Producer::Encode(source) => source,
+            Producer::Fixed(jpeg) => {
+                if !out.put(Arc::clone(jpeg), stop) {
+                    break;
+                }
+                continue;
+            }
+        };
         let frame = match source.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => {
@@ -291,7 +396,7 @@ fn capture_loop(
                 stop.trigger();
             }
         }
-        if !out.put(jpeg, stop) {
+        if !out.put(Arc::new(jpeg), stop) {
             break;
         }
     }
@@ -329,7 +434,7 @@ fn show_preview(window: &mut media::Window, frame: &media::Mat) -> bool {
 fn send_loop(
     mut sender: Box<dyn FrameSender>,
     frames: Option<u64>,
-    input: &Handoff<Vec<u8>>,
+    input: &Input,
     stats: &SharedImgStats,
     stop: &Shutdown,
 ) -> Result<(), String> {
@@ -339,12 +444,12 @@ fn send_loop(
         if stop.is_triggered() || frames.is_some_and(|n| sent >= n) {
             break Ok(());
         }
-        let jpeg = match input.take(POLL_INTERVAL) {
+        let jpeg = match input.take() {
             Take::Item(jpeg) => jpeg,
             Take::Empty => continue,
             Take::Closed => break Ok(()),
         };
-        let outcomes = match sender.send_frame(&jpeg, stop) {
+        let outcomes = match sender.send_shared(&jpeg, stop) {
             Ok(outcomes) => outcomes,
             Err(e) => break Err(e.to_string()),
         };

@@ -188,6 +188,15 @@ pub trait FrameSender: Send {
     /// earlier in-flight frames' with a window. `stop` cuts short waits that are not for an
     /// ack (tcp reconnect backoff); an ack wait always runs to its timeout.
     fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError>;
+    /// [`FrameSender::send_frame`] for a frame the caller already holds in an `Arc`: a
+    /// sender that keeps frames in flight keeps this one without copying it.
+    fn send_shared(
+        &mut self,
+        jpeg: &Arc<Vec<u8>>,
+        stop: &Shutdown,
+    ) -> Result<Vec<FrameOutcome>, SendError> {
+        self.send_frame(jpeg, stop)
+    }
     /// Wait (bounded) for the frames still in flight; their outcomes.
     fn flush(&mut self) -> Result<Vec<FrameOutcome>, SendError> {
         Ok(Vec::new())
@@ -441,17 +450,18 @@ impl FramedUdpSender {
 }
 
 impl FrameSender for FramedUdpSender {
-    fn send_frame(
+    fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
+        self.send_shared(&Arc::new(jpeg.to_vec()), stop)
+    }
+
+    fn send_shared(
         &mut self,
-        jpeg: &[u8],
+        jpeg: &Arc<Vec<u8>>,
         _stop: &Shutdown,
     ) -> Result<Vec<FrameOutcome>, SendError> {
         let mut out = Vec::new();
         self.pump_until(&mut out, ProtoSender::can_send)?;
-        match self
-            .proto
-            .send_frame(Arc::new(jpeg.to_vec()), Instant::now())
-        {
+        match self.proto.send_frame(Arc::clone(jpeg), Instant::now()) {
             Ok(_) => {}
             Err(ProtoSendError::TooLarge) => {
                 return Err(SendError::FrameTooLarge {

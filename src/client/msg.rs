@@ -52,6 +52,8 @@ pub struct MsgReport {
     /// The summary text (for stdout).
     pub summary: String,
     pub stats: MsgStats,
+    /// How long the run took, the time the rates are over.
+    pub elapsed: Duration,
     /// The error that ended the run early, if any.
     pub error: Option<String>,
 }
@@ -237,6 +239,7 @@ pub fn run(
     Ok(MsgReport {
         summary: msg_summary(&what, &stats, elapsed),
         stats,
+        elapsed,
         error,
     })
 }

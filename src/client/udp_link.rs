@@ -15,6 +15,11 @@
 //!
 //! The socket is not `connect`ed: the seed server answers from whatever address it bound,
 //! and the source check here is explicit, so ignored datagrams can be counted.
+//!
+//! Syscalls are the cost on a fast link (the benchmark, `examples/bench.rs`, showed 3 extra
+//! per message over the bare send+receive), so: the drain is one non-blocking receive
+//! (`MSG_DONTWAIT`, not a switch of the socket's mode and back), and the read timeout is
+//! set only when the one already set does not fit the wait (see [`TIMEOUT_SLACK`]).
 
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -24,6 +29,12 @@ use std::time::{Duration, Instant};
 /// match a reply.
 const REPLY_BUF: usize = 2048;
 
+/// How much longer than the time left the read timeout already set may be and still be
+/// kept: a wait may end this much after its deadline. (The kernel counts the timeout in
+/// scheduler ticks of 1 to 10 ms anyway.) A timeout shorter than half the time left is
+/// replaced too, so a long wait does not wake up over and over.
+pub const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
+
 /// A client-side UDP socket aimed at one hub address.
 #[derive(Debug)]
 pub struct UdpLink {
@@ -31,6 +42,8 @@ pub struct UdpLink {
     hub: SocketAddr,
     buf: Vec<u8>,
     ignored: u64,
+    /// The socket's read timeout as last set (`None`: not set yet).
+    read_timeout: Option<Duration>,
 }
 
 /// What an awaited reply turned out to be.
@@ -55,6 +68,7 @@ impl UdpLink {
             hub,
             buf: vec![0; REPLY_BUF],
             ignored: 0,
+            read_timeout: None,
         })
     }
 
@@ -86,10 +100,9 @@ impl UdpLink {
     /// Take every datagram already queued, without waiting. Returns how many were replies
     /// from the hub that `is_reply` recognises (late replies); the rest count as ignored.
     pub fn drain(&mut self, mut is_reply: impl FnMut(&[u8]) -> bool) -> io::Result<u64> {
-        self.socket.set_nonblocking(true)?;
         let mut late = 0;
-        let result = loop {
-            match self.socket.recv_from(&mut self.buf) {
+        loop {
+            match self.recv_now() {
                 Ok((n, from)) => {
                     if from == self.hub && is_reply(&self.buf[..n]) {
                         late += 1;
@@ -97,18 +110,54 @@ impl UdpLink {
                         self.ignored += 1;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(late),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(late),
                 // ICMP errors from earlier sends (some systems report them here): not a reply.
                 Err(e) if is_transient(&e) => continue,
-                Err(e) => break Err(e),
+                Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Receive a datagram already queued, or fail with `WouldBlock`: one syscall.
+    #[cfg(unix)]
+    fn recv_now(&mut self) -> io::Result<(usize, SocketAddr)> {
+        let socket = socket2::SockRef::from(&self.socket);
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the kernel only writes
+        // received (initialised) bytes into the buffer.
+        let buf = unsafe {
+            &mut *(self.buf.as_mut_slice() as *mut [u8] as *mut [std::mem::MaybeUninit<u8>])
         };
+        let (n, from) = socket.recv_from_with_flags(buf, libc::MSG_DONTWAIT)?;
+        let from = from
+            .as_socket()
+            .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
+        Ok((n, from))
+    }
+
+    /// Receive a datagram already queued, or fail with `WouldBlock`.
+    #[cfg(not(unix))]
+    fn recv_now(&mut self) -> io::Result<(usize, SocketAddr)> {
+        self.socket.set_nonblocking(true)?;
+        let result = self.socket.recv_from(&mut self.buf);
         self.socket.set_nonblocking(false)?;
         result
     }
 
-    /// Wait until `deadline` for a datagram from the hub that `classify` recognises
-    /// (returns `Some`). Everything else received meanwhile is counted as ignored.
+    /// Make a blocking receive return within about `left` (see [`TIMEOUT_SLACK`]).
+    fn arm_read_timeout(&mut self, left: Duration) -> io::Result<()> {
+        let fits = self
+            .read_timeout
+            .is_some_and(|t| t <= left + TIMEOUT_SLACK && t >= left / 2);
+        if !fits {
+            self.socket.set_read_timeout(Some(left))?;
+            self.read_timeout = Some(left);
+        }
+        Ok(())
+    }
+
+    /// Wait until `deadline` (at most [`TIMEOUT_SLACK`] past it) for a datagram from the hub
+    /// that `classify` recognises (returns `Some`). Everything else received meanwhile is
+    /// counted as ignored.
     pub fn wait_reply<T>(
         &mut self,
         deadline: Instant,
@@ -121,7 +170,7 @@ impl UdpLink {
             }
             // A zero read timeout means "block forever" to the OS; never ask for that.
             let left = (deadline - now).max(Duration::from_millis(1));
-            self.socket.set_read_timeout(Some(left))?;
+            self.arm_read_timeout(left)?;
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, from)) => {
                     let at = Instant::now();
@@ -191,6 +240,28 @@ mod tests {
             link.wait_reply(Instant::now(), is_ack).unwrap(),
             Reply::TimedOut
         );
+    }
+
+    #[test]
+    fn the_read_timeout_is_set_only_when_it_does_not_fit() {
+        let hub = server();
+        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        let ms = Duration::from_millis;
+        link.arm_read_timeout(ms(100)).unwrap();
+        assert_eq!(link.read_timeout, Some(ms(100)));
+        // a little less time left: within the slack, kept
+        link.arm_read_timeout(ms(100) - Duration::from_micros(300))
+            .unwrap();
+        assert_eq!(link.read_timeout, Some(ms(100)));
+        // much less left: it would overshoot the deadline, so it is set again
+        link.arm_read_timeout(ms(10)).unwrap();
+        assert_eq!(link.read_timeout, Some(ms(10)));
+        // much more left: it would wake too often, so it is set again
+        link.arm_read_timeout(ms(50)).unwrap();
+        assert_eq!(link.read_timeout, Some(ms(50)));
+        // what the socket has: the kernel rounds it up to whole scheduler ticks
+        let set = link.socket.read_timeout().unwrap().unwrap();
+        assert!(set >= ms(50) && set <= ms(60), "{set:?}");
     }
 
     #[test]

@@ -1,0 +1,1169 @@
+//! `bench`: how close the real `hub` + `img-client`/`msg-client` come to what the kernel
+//! allows on this machine, case by case, on loopback. Run it with `scripts/bench.sh`
+//! (`--quick` for a short smoke run).
+//!
+//! Why it is built this way: absolute rates depend on the machine, so every case runs twice
+//! back to back in the same run, and the ratio is what is judged:
+//! - the real path: a fresh release `hub` (OS-chosen ports, `RUST_LOG=warn` so logging is
+//!   not measured) and the clients as a user runs them, `img-client --jpeg FRAME` (a
+//!   pre-encoded frame, so JPEG encoding is not measured) or `msg-client --interval-ms 0`,
+//!   each printing a `--json-summary`;
+//! - the raw limit: `examples/raw_limit.rs`, a minimal sender and receiver sending the same
+//!   datagrams with the same ack pattern and no parsing, reassembly or copies.
+//!
+//! Per case it reports the rate (frames or messages per second; with several clients the
+//! aggregate: total acked over the span from the earliest client's first frame to the last
+//! client's end, each client's span taken from its own clock, so process start-up is not
+//! counted), MB/s (rate x frame size, 10^6 bytes), RTT p50/p99 in µs (with several clients:
+//! the median of their p50s and the largest p99), CPU seconds per 1000 frames of the hub
+//! (its user+sys time from `/proc/<pid>/stat` before and after; raw: the receiver thread's)
+//! and of the clients (from `wait4`, less the start-up cost of `--version`; raw: the sender
+//! threads'), kernel receive drops (`RcvbufErrors` of `/proc/net/snmp` before and after:
+//! system-wide, so nothing else should run), the ratio real/raw and whether the targets are
+//! met. The live-encoding case compares `img-client --pattern` with the pattern source +
+//! resize + JPEG encoder alone, in this process.
+//!
+//! A full run does two rounds per case (raw, real, raw, real) and keeps the best round of
+//! each side, so that a burst of load from another process in one round does not decide a
+//! ratio; every round's rate is in the JSON, with the load average before and after.
+//!
+//! Frames: the 640x480 test pattern at quality 90 with uniform noise added (as a camera
+//! sensor's) until the JPEG is ~66 KB (the plain pattern is only ~22 KB, a third of a camera
+//! frame); the 1280x960 pattern at quality 95, noise added until ~150 KB; for 1 MB and 4 MB, OpenCV's uniform noise (which JPEG cannot compress, so it
+//! stays a valid JPEG `FF D8`…`FF D9` of that size) at quality 100, its size found by
+//! scaling the image until the file is within 5% of the target.
+//!
+//! Output: a table on stdout and the same as JSON in `target/bench/bench.json` (or `--out`).
+//! Every child process is waited for with a deadline and killed past it. The exit status is
+//! 0 whether or not targets are met (speed is reported, not asserted); 1 when a case could
+//! not be measured at all (a client failed or timed out).
+
+use clap::Parser;
+use opencv::core::{Mat, Scalar, CV_8UC3};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+use udphub::media::{jpeg, resize_to, FrameSource, MediaError, PatternSource};
+
+/// Benchmark the hub and clients against the raw kernel limit on loopback.
+#[derive(Parser, Debug)]
+struct Args {
+    /// A short run (under 30 s): fewer frames per case.
+    #[arg(long)]
+    quick: bool,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench/bench.json")]
+    out: PathBuf,
+    /// Run only the cases whose name contains one of these (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// How long each side of a case runs.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// The raw limit runs this long.
+    raw: Duration,
+    /// The real run is sized to take about this long at the raw limit's rate.
+    real: Duration,
+    /// Frames per real client at least.
+    min_frames: u64,
+    /// A client process running longer than this is killed and the case fails.
+    deadline: Duration,
+    /// Raw + real rounds per case; the best of each side counts.
+    rounds: usize,
+}
+
+const FULL: Timing = Timing {
+    raw: Duration::from_millis(1000),
+    real: Duration::from_millis(1000),
+    min_frames: 30,
+    deadline: Duration::from_secs(40),
+    rounds: 2,
+};
+const QUICK: Timing = Timing {
+    raw: Duration::from_millis(250),
+    real: Duration::from_millis(300),
+    min_frames: 5,
+    deadline: Duration::from_secs(15),
+    rounds: 1,
+};
+
+/// The seed message (`json.dumps([0,0,0,1])`), 12 bytes.
+const MESSAGE: &str = "[0, 0, 0, 1]";
+
+/// The binaries the bench runs, next to its own executable.
+struct Bins {
+    hub: PathBuf,
+    img_client: PathBuf,
+    msg_client: PathBuf,
+    raw_limit: PathBuf,
+    /// CPU time `img-client` and `msg-client` take to start and exit (`--version`), taken
+    /// off their CPU figures: loading OpenCV's libraries costs `img-client` ~0.2 s.
+    img_startup: Duration,
+    msg_startup: Duration,
+}
+
+impl Bins {
+    fn find() -> Result<Bins, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let examples = exe.parent().ok_or("no parent dir")?.to_path_buf();
+        let bins = examples.parent().ok_or("no parent dir")?.to_path_buf();
+        let b = Bins {
+            hub: bins.join("hub"),
+            img_client: bins.join("img-client"),
+            msg_client: bins.join("msg-client"),
+            raw_limit: examples.join("raw_limit"),
+            img_startup: Duration::ZERO,
+            msg_startup: Duration::ZERO,
+        };
+        for p in [&b.hub, &b.img_client, &b.msg_client, &b.raw_limit] {
+            if !p.is_file() {
+                return Err(format!(
+                    "{} is missing: build with `cargo build --release --bins --examples` \
+                     (scripts/bench.sh does)",
+                    p.display()
+                ));
+            }
+        }
+        Ok(Bins {
+            img_startup: startup_cpu(&b.img_client),
+            msg_startup: startup_cpu(&b.msg_client),
+            ..b
+        })
+    }
+}
+
+/// The least CPU time of three `program --version` runs.
+fn startup_cpu(program: &Path) -> Duration {
+    (0..3)
+        .filter_map(|_| {
+            let p = Proc::spawn(program, &["--version".to_string()]).ok()?;
+            p.wait(Instant::now() + Duration::from_secs(10)).ok()
+        })
+        .map(|f| f.cpu)
+        .min()
+        .unwrap_or_default()
+}
+
+/// A pre-encoded frame on disk.
+#[derive(Clone)]
+struct Frame {
+    path: PathBuf,
+    bytes: usize,
+}
+
+/// What a case sends.
+#[derive(Clone)]
+enum Kind {
+    Img {
+        proto: &'static str,
+        chunk: u32,
+        window: u32,
+        frame: Frame,
+        clients: usize,
+    },
+    Msg {
+        clients: usize,
+    },
+    /// `img-client --pattern` against the encoder alone.
+    Live,
+}
+
+/// Which targets apply.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    /// One client: rate >= 0.8 of raw, RTT p99 <= 2x raw.
+    Single,
+    /// One client, big frames: as Single, and no kernel receive drops.
+    Big,
+    /// Eight clients: aggregate >= 0.8 of raw with eight senders, slowest/fastest >= 0.8.
+    Multi,
+    /// Live encoding: fps >= 0.9 of the encoder alone.
+    Live,
+}
+
+impl Target {
+    fn describe(self) -> &'static str {
+        match self {
+            Target::Single => "ratio >= 0.8, rtt p99 <= 2x raw",
+            Target::Big => "ratio >= 0.8, rtt p99 <= 2x raw, 0 receive drops",
+            Target::Multi => "aggregate ratio >= 0.8, slowest/fastest >= 0.8",
+            Target::Live => "fps >= 0.9 of the encoder alone",
+        }
+    }
+}
+
+struct Case {
+    name: String,
+    kind: Kind,
+    target: Target,
+}
+
+/// One side's figures.
+#[derive(Clone, Debug, Default)]
+struct Measure {
+    rate: f64,
+    mbps: f64,
+    rtt_p50_us: Option<f64>,
+    rtt_p99_us: Option<f64>,
+    hub_cpu_s_per_1000: Option<f64>,
+    /// The clients' CPU (raw: the sender threads'), start-up included.
+    client_cpu_s_per_1000: Option<f64>,
+    rcvbuf_errors: u64,
+    frames: u64,
+    lost: u64,
+    slowest_over_fastest: Option<f64>,
+    per_client: Vec<f64>,
+    error: Option<String>,
+}
+
+impl Measure {
+    fn failed(error: String) -> Measure {
+        Measure {
+            error: Some(error),
+            ..Measure::default()
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "rate": self.rate,
+            "fps": self.rate,
+            "mbps": self.mbps,
+            "rtt_p50_us": self.rtt_p50_us,
+            "rtt_p99_us": self.rtt_p99_us,
+            "hub_cpu_s_per_1000": self.hub_cpu_s_per_1000,
+            "client_cpu_s_per_1000": self.client_cpu_s_per_1000,
+            "rcvbuf_errors": self.rcvbuf_errors,
+            "frames": self.frames,
+            "lost": self.lost,
+            "slowest_over_fastest": self.slowest_over_fastest,
+            "per_client": self.per_client,
+            "error": self.error,
+        })
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let started = Instant::now();
+    let timing = if args.quick { QUICK } else { FULL };
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let load_before = loadavg();
+    if load_before > cpus as f64 * 0.5 {
+        eprintln!(
+            "bench: note: the machine is busy (load average {load_before:.2} on {cpus} CPUs): \
+             rates and ratios will be noisy"
+        );
+    }
+    let bins = Bins::find()?;
+    eprintln!(
+        "bench: start-up CPU (taken off the client CPU figures): img-client {:.3} s, \
+         msg-client {:.3} s",
+        bins.img_startup.as_secs_f64(),
+        bins.msg_startup.as_secs_f64()
+    );
+    let dir = args
+        .out
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let frames_dir = dir.join("frames");
+    std::fs::create_dir_all(&frames_dir).map_err(|e| format!("{}: {e}", frames_dir.display()))?;
+    eprintln!(
+        "bench: encoding the test frames into {}",
+        frames_dir.display()
+    );
+    let f66 = pattern_frame(&frames_dir, 640, 480, 90, 66_000)?;
+    let f150 = pattern_frame(&frames_dir, 1280, 960, 95, 150_000)?;
+    let f1m = noise_frame(&frames_dir, 1_000_000)?;
+    let f4m = noise_frame(&frames_dir, 4_000_000)?;
+    for f in [&f66, &f150, &f1m, &f4m] {
+        eprintln!("bench:   {} ({} bytes)", f.path.display(), f.bytes);
+    }
+
+    let cases = cases(&f66, &f150, &f1m, &f4m)
+        .into_iter()
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.name.contains(o)))
+        .collect::<Vec<_>>();
+    let mut results = Vec::new();
+    for case in &cases {
+        eprintln!("bench: {} ...", case.name);
+        // Rounds, raw and real back to back in each; the best round of each side counts,
+        // so a burst of load from elsewhere in one round does not decide the ratio.
+        let (mut reals, mut raws) = (Vec::new(), Vec::new());
+        for _ in 0..timing.rounds {
+            let (real, raw) = run_case(&bins, case, timing);
+            reals.push(real);
+            raws.push(raw);
+        }
+        let result = judge(case, &best(&reals), &best(&raws), &reals, &raws);
+        eprintln!("bench:   {}", row(&result));
+        results.push(result);
+    }
+
+    println!();
+    println!("{}", header());
+    for r in &results {
+        println!("{}", row(r));
+    }
+    let met = results.iter().filter(|r| r["met"] == true).count();
+    println!(
+        "\n{met} of {} cases meet their targets; {:.0} s in all; JSON: {}",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    let doc = json!({
+        "quick": args.quick,
+        "cpus": cpus,
+        "client_startup_cpu_s": {
+            "img_client": bins.img_startup.as_secs_f64(),
+            "msg_client": bins.msg_startup.as_secs_f64(),
+        },
+        "load_average_before": load_before,
+        "load_average_after": loadavg(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "cases": results,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(&args.out, text + "\n").map_err(|e| format!("{}: {e}", args.out.display()))?;
+    // Missed targets are results, not failures; a case that could not run at all is one.
+    let broken = results
+        .iter()
+        .filter(|r| !r["real"]["error"].is_null() || !r["raw"]["error"].is_null())
+        .count();
+    if broken > 0 {
+        return Err(format!(
+            "{broken} case(s) could not be measured (see above)"
+        ));
+    }
+    Ok(())
+}
+
+fn cases(f66: &Frame, f150: &Frame, f1m: &Frame, f4m: &Frame) -> Vec<Case> {
+    let img = |name: &str, proto, chunk, window, frame: &Frame, clients, target| Case {
+        name: name.into(),
+        kind: Kind::Img {
+            proto,
+            chunk,
+            window,
+            frame: frame.clone(),
+            clients,
+        },
+        target,
+    };
+    let mut v = vec![
+        img("chunked", "chunked", 1024, 1, f66, 1, Target::Single),
+        img("framed-1400-w1", "framed", 1400, 1, f66, 1, Target::Single),
+        img("framed-1400-w4", "framed", 1400, 4, f66, 1, Target::Single),
+        img(
+            "framed-65000-w1",
+            "framed",
+            65000,
+            1,
+            f66,
+            1,
+            Target::Single,
+        ),
+        img(
+            "framed-65000-w4",
+            "framed",
+            65000,
+            4,
+            f66,
+            1,
+            Target::Single,
+        ),
+        img("tcp", "tcp", 1400, 1, f66, 1, Target::Single),
+    ];
+    for (size, frame) in [("150k", f150), ("1m", f1m), ("4m", f4m)] {
+        v.push(img(
+            &format!("chunked-{size}"),
+            "chunked",
+            1024,
+            1,
+            frame,
+            1,
+            Target::Big,
+        ));
+        v.push(img(
+            &format!("framed-{size}"),
+            "framed",
+            1400,
+            1,
+            frame,
+            1,
+            Target::Big,
+        ));
+    }
+    v.push(img("framed-x8", "framed", 1400, 1, f66, 8, Target::Multi));
+    v.push(Case {
+        name: "msg".into(),
+        kind: Kind::Msg { clients: 1 },
+        target: Target::Single,
+    });
+    v.push(Case {
+        name: "msg-x8".into(),
+        kind: Kind::Msg { clients: 8 },
+        target: Target::Multi,
+    });
+    v.push(Case {
+        name: "live-pattern".into(),
+        kind: Kind::Live,
+        target: Target::Live,
+    });
+    v
+}
+
+// ---------------------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------------------
+
+fn write_frame(dir: &Path, name: &str, bytes: &[u8]) -> Result<Frame, String> {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Frame {
+        path,
+        bytes: bytes.len(),
+    })
+}
+
+/// The test pattern at `w`x`h`, with uniform noise added (as a camera sensor would) so that
+/// at `quality` the JPEG is within 3% of `target` bytes: the plain pattern compresses to a
+/// third of a camera frame's size (~22 KB at 640x480 q90), which would understate the
+/// datagrams per frame.
+fn pattern_frame(dir: &Path, w: i32, h: i32, quality: i32, target: usize) -> Result<Frame, String> {
+    let err = |e: opencv::Error| e.to_string();
+    let frame = PatternSource::new(w, h)
+        .next_frame()
+        .map_err(|e| e.to_string())?
+        .ok_or("the pattern ended")?;
+    let encode = |amplitude: f64| -> Result<Vec<u8>, String> {
+        let mut noise =
+            Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0)).map_err(err)?;
+        opencv::core::set_rng_seed(7).map_err(err)?;
+        opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(amplitude)).map_err(err)?;
+        let mut noisy = Mat::default();
+        opencv::core::add(&frame, &noise, &mut noisy, &opencv::core::no_array(), -1)
+            .map_err(err)?;
+        jpeg::encode(&noisy, quality).map_err(|e| e.to_string())
+    };
+    // The size grows with the noise amplitude: bisect it.
+    let (mut lo, mut hi, mut amplitude) = (0.0, 255.0, 32.0);
+    let mut bytes = encode(amplitude)?;
+    for _ in 0..14 {
+        let off = bytes.len() as f64 / target as f64;
+        if (off - 1.0).abs() <= 0.03 {
+            break;
+        }
+        if off > 1.0 {
+            hi = amplitude;
+        } else {
+            lo = amplitude;
+        }
+        amplitude = (lo + hi) / 2.0;
+        bytes = encode(amplitude)?;
+    }
+    write_frame(
+        dir,
+        &format!("pattern-{w}x{h}-q{quality}-noise.jpg"),
+        &bytes,
+    )
+}
+
+/// A JPEG of uniform noise at quality 100, within 5% of `target` bytes.
+fn noise_frame(dir: &Path, target: usize) -> Result<Frame, String> {
+    let encode = |w: i32, h: i32| -> Result<Vec<u8>, String> {
+        let mut mat = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))
+            .map_err(|e| e.to_string())?;
+        opencv::core::randu(&mut mat, &Scalar::all(0.0), &Scalar::all(256.0))
+            .map_err(|e| e.to_string())?;
+        jpeg::encode(&mat, 100).map_err(|e| e.to_string())
+    };
+    // Noise at quality 100 takes about 2.5 bytes per pixel; refine from there (4:3 images).
+    let mut w = ((target as f64 / 2.5 * 4.0 / 3.0).sqrt() as i32).max(16);
+    let mut bytes = encode(w, w * 3 / 4)?;
+    for _ in 0..4 {
+        let off = bytes.len() as f64 / target as f64;
+        if (off - 1.0).abs() <= 0.05 {
+            break;
+        }
+        w = ((w as f64 / off.sqrt()) as i32).max(16);
+        bytes = encode(w, w * 3 / 4)?;
+    }
+    write_frame(dir, &format!("noise-{}x{}-q100.jpg", w, w * 3 / 4), &bytes)
+}
+
+// ---------------------------------------------------------------------------------------
+// System counters
+// ---------------------------------------------------------------------------------------
+
+/// The 1-minute load average (0 where it cannot be read).
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `RcvbufErrors` of the `Udp:` lines of /proc/net/snmp (0 where it cannot be read).
+fn rcvbuf_errors() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    if udp.len() < 2 {
+        return 0;
+    }
+    let names = udp[0].split_whitespace();
+    let values = udp[1].split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of process `pid` (fields 14 and 15 of /proc/PID/stat).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Some(Duration::from_secs_f64(ticks as f64 / hz))
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------
+
+/// A child whose stdout and stderr are collected on threads of their own.
+struct Proc {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    what: String,
+    /// Reaped by [`Proc::wait`] (std's `Child` does not know).
+    reaped: bool,
+}
+
+/// What a finished child printed, and when it was seen to end.
+struct Finished {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    ended: Instant,
+    /// Its user + system CPU time.
+    cpu: Duration,
+}
+
+fn collect(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(pipe).read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    rx
+}
+
+impl Proc {
+    fn spawn(program: &Path, args: &[String]) -> Result<Proc, String> {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let stdout = collect(child.stdout.take().expect("piped"));
+        let stderr = collect(child.stderr.take().expect("piped"));
+        Ok(Proc {
+            child,
+            stdout,
+            stderr,
+            what: format!("{} {}", program.display(), args.join(" ")),
+            reaped: false,
+        })
+    }
+
+    /// Wait until `deadline`; past it, kill the child and fail.
+    /// Wait until `deadline`; past it, kill the child and fail. Reaps it with `wait4` to
+    /// get its CPU time.
+    fn wait(mut self, deadline: Instant) -> Result<Finished, String> {
+        let pid = self.child.id() as libc::pid_t;
+        let (status, usage) = loop {
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is valid; wait4 only writes its out-parameters.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if r == pid {
+                break (status, usage);
+            }
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("waiting for `{}`: {e}", self.what));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("`{}` ran past its deadline; killed", self.what));
+            }
+            thread::sleep(Duration::from_millis(1));
+        };
+        self.reaped = true;
+        let ended = Instant::now();
+        let pipe =
+            |rx: &Receiver<String>| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Ok(Finished {
+            ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            stdout: pipe(&self.stdout),
+            stderr: pipe(&self.stderr),
+            ended,
+            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        })
+    }
+}
+
+impl Drop for Proc {
+    /// A child not reaped by [`Proc::wait`] (an error or a deadline) is killed.
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `hub` on OS-chosen loopback ports.
+struct Hub {
+    child: Child,
+    img: SocketAddr,
+    msg: SocketAddr,
+    tcp: SocketAddr,
+}
+
+impl Hub {
+    fn start(bin: &Path) -> Result<Hub, String> {
+        let mut child = Command::new(bin)
+            .args(["--img-port", "0", "--msg-port", "0", "--tcp-port", "0"])
+            .args(["--stats-interval-ms", "3600000"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the hub: {e}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // After `ready`, keep reading (and dropping) so the hub never blocks on stdout.
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut img, mut msg, mut tcp) = (None, None, None);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err("the hub did not print `hub: ready` within 20 s".into());
+                }
+            };
+            if line.trim() == "hub: ready" {
+                break;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let ["hub:", service, "listening", "on", _, addr] = words.as_slice() {
+                let addr: SocketAddr = addr.parse().map_err(|e| format!("{line}: {e}"))?;
+                match *service {
+                    "img" => img = Some(addr),
+                    "msg" => msg = Some(addr),
+                    "tcp" => tcp = Some(addr),
+                    _ => {}
+                }
+            }
+        }
+        match (img, msg, tcp) {
+            (Some(img), Some(msg), Some(tcp)) => Ok(Hub {
+                child,
+                img,
+                msg,
+                tcp,
+            }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("the hub did not list all three services".into())
+            }
+        }
+    }
+
+    fn cpu(&self) -> Option<Duration> {
+        process_cpu(self.child.id())
+    }
+}
+
+impl Drop for Hub {
+    /// SIGINT, then at most 5 s for it to exit, then SIGKILL.
+    fn drop(&mut self) {
+        // SAFETY: kill with a pid this process started and has not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running a case
+// ---------------------------------------------------------------------------------------
+
+fn run_case(bins: &Bins, case: &Case, t: Timing) -> (Measure, Measure) {
+    match &case.kind {
+        Kind::Img {
+            proto,
+            chunk,
+            window,
+            frame,
+            clients,
+        } => {
+            let raw = raw_limit(
+                bins,
+                &[
+                    "--proto",
+                    proto,
+                    "--jpeg",
+                    &frame.path.display().to_string(),
+                    "--chunk-size",
+                    &chunk.to_string(),
+                    "--window",
+                    &window.to_string(),
+                    "--senders",
+                    &clients.to_string(),
+                ],
+                frame.bytes,
+                t,
+            );
+            let n = frames_for(&raw, *clients, t);
+            let mut args = vec![
+                "--jpeg".to_string(),
+                frame.path.display().to_string(),
+                "--protocol".into(),
+                proto.to_string(),
+                "--chunk-size".into(),
+                chunk.min(&65000).to_string(),
+                "--window".into(),
+                window.to_string(),
+            ];
+            args.extend(["--frames".into(), n.to_string()]);
+            let real = real_clients(bins, Client::Img(proto), args, *clients, frame.bytes, t);
+            (real, raw)
+        }
+        Kind::Msg { clients } => {
+            let raw = raw_limit(
+                bins,
+                &["--proto", "msg", "--senders", &clients.to_string()],
+                MESSAGE.len(),
+                t,
+            );
+            let n = frames_for(&raw, *clients, t);
+            let args = vec![
+                "--data".to_string(),
+                MESSAGE.into(),
+                "--interval-ms".into(),
+                "0".into(),
+                "--count".into(),
+                n.to_string(),
+            ];
+            let real = real_clients(bins, Client::Msg, args, *clients, MESSAGE.len(), t);
+            (real, raw)
+        }
+        Kind::Live => {
+            let raw = encoder_alone(t.raw);
+            let n = frames_for(&raw, 1, t);
+            let args = vec!["--pattern".to_string(), "--frames".into(), n.to_string()];
+            let bytes = (raw.mbps * 1e6 / raw.rate.max(1e-9)) as usize;
+            let real = real_clients(bins, Client::Img("framed"), args, 1, bytes, t);
+            (real, raw)
+        }
+    }
+}
+
+/// The round with the highest rate (a failed round only when all failed).
+fn best(rounds: &[Measure]) -> Measure {
+    rounds
+        .iter()
+        .max_by(|a, b| {
+            (a.error.is_none(), a.rate)
+                .partial_cmp(&(b.error.is_none(), b.rate))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Frames (or messages) per real client: about `t.real` at the raw limit's per-sender rate.
+/// Several clients run three times as long, so that their staggered start-up (loading
+/// `img-client`'s libraries takes ~0.3 s) is a small part of the run.
+fn frames_for(raw: &Measure, clients: usize, t: Timing) -> u64 {
+    let per_client = raw.rate / clients as f64;
+    let secs = t.real.as_secs_f64() * if clients > 1 { 3.0 } else { 1.0 };
+    ((per_client * secs) as u64).clamp(t.min_frames, 500_000)
+}
+
+/// Run `raw_limit` with `args` for `t.raw`; several senders run as processes of their own,
+/// as the real clients do.
+fn raw_limit(bins: &Bins, args: &[&str], frame_bytes: usize, t: Timing) -> Measure {
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend(["--duration-ms".into(), t.raw.as_millis().to_string()]);
+    let several = args.windows(2).any(|w| w[0] == "--senders" && w[1] != "1");
+    if several {
+        args.push("--processes".into());
+    }
+    let drops0 = rcvbuf_errors();
+    let finished = Proc::spawn(&bins.raw_limit, &args)
+        .and_then(|p| p.wait(Instant::now() + t.raw + t.deadline));
+    let drops = rcvbuf_errors().saturating_sub(drops0);
+    let f = match finished {
+        Ok(f) if f.ok => f,
+        Ok(f) => return Measure::failed(format!("raw_limit failed: {}", f.stderr.trim())),
+        Err(e) => return Measure::failed(e),
+    };
+    let v: Value = match serde_json::from_str(f.stdout.trim()) {
+        Ok(v) => v,
+        Err(e) => return Measure::failed(format!("raw_limit output is not JSON: {e}")),
+    };
+    let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let frames = num("frames");
+    Measure {
+        rate: num("fps"),
+        mbps: num("fps") * frame_bytes as f64 / 1e6,
+        // several senders: summarised as the real clients are
+        rtt_p50_us: v[if several {
+            "median_sender_p50_us"
+        } else {
+            "rtt_p50_us"
+        }]
+        .as_f64(),
+        rtt_p99_us: v[if several {
+            "max_sender_p99_us"
+        } else {
+            "rtt_p99_us"
+        }]
+        .as_f64(),
+        hub_cpu_s_per_1000: (frames > 0.0).then(|| num("receiver_cpu_s") / frames * 1000.0),
+        client_cpu_s_per_1000: (frames > 0.0).then(|| num("sender_cpu_s") / frames * 1000.0),
+        rcvbuf_errors: drops,
+        frames: frames as u64,
+        lost: num("lost") as u64,
+        slowest_over_fastest: v["slowest_over_fastest"].as_f64(),
+        per_client: v["per_sender_fps"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default(),
+        error: None,
+    }
+}
+
+/// Pattern frames drawn, resized and encoded at 640x480 quality 90 for `d`: what
+/// `img-client --pattern`'s capture thread does, without the network.
+fn encoder_alone(d: Duration) -> Measure {
+    let mut source = PatternSource::new(640, 480);
+    let (mut frames, mut bytes) = (0u64, 0usize);
+    let started = Instant::now();
+    while started.elapsed() < d {
+        let encoded = source
+            .next_frame()
+            .and_then(|f| f.ok_or(MediaError::InvalidInput("the pattern ended".into())))
+            .and_then(|f| resize_to(&f, 640, 480))
+            .and_then(|f| jpeg::encode(&f, 90));
+        match encoded {
+            Ok(jpeg) => bytes += jpeg.len(),
+            Err(e) => return Measure::failed(format!("encoding: {e}")),
+        }
+        frames += 1;
+    }
+    let rate = frames as f64 / started.elapsed().as_secs_f64();
+    Measure {
+        rate,
+        mbps: rate * (bytes as f64 / frames.max(1) as f64) / 1e6,
+        frames,
+        ..Measure::default()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Client {
+    /// `img-client` with this `--protocol`.
+    Img(&'static str),
+    Msg,
+}
+
+/// Start a hub, run `clients` copies of the client with `args` at once, and measure.
+fn real_clients(
+    bins: &Bins,
+    client: Client,
+    mut args: Vec<String>,
+    clients: usize,
+    frame_bytes: usize,
+    t: Timing,
+) -> Measure {
+    let hub = match Hub::start(&bins.hub) {
+        Ok(h) => h,
+        Err(e) => return Measure::failed(e),
+    };
+    let (program, addr) = match client {
+        Client::Img("tcp") => (&bins.img_client, hub.tcp),
+        Client::Img(_) => (&bins.img_client, hub.img),
+        Client::Msg => (&bins.msg_client, hub.msg),
+    };
+    args.extend([
+        "--hub".into(),
+        addr.to_string(),
+        "--status-interval-ms".into(),
+        "0".into(),
+        "--json-summary".into(),
+    ]);
+    let drops0 = rcvbuf_errors();
+    let cpu0 = hub.cpu();
+    let procs: Result<Vec<Proc>, String> =
+        (0..clients).map(|_| Proc::spawn(program, &args)).collect();
+    let deadline = Instant::now() + t.deadline;
+    let finished: Result<Vec<Finished>, String> =
+        procs.and_then(|ps| ps.into_iter().map(|p| p.wait(deadline)).collect());
+    let cpu1 = hub.cpu();
+    let drops = rcvbuf_errors().saturating_sub(drops0);
+    drop(hub);
+    let finished = match finished {
+        Ok(f) => f,
+        Err(e) => return Measure::failed(e),
+    };
+
+    // Per client: (acked, rate, p50, p99, start, end) from its JSON summary.
+    let mut per = Vec::new();
+    for f in &finished {
+        let v: Value = match serde_json::from_str(f.stdout.trim()) {
+            Ok(v) => v,
+            Err(_) => {
+                return Measure::failed(format!(
+                    "a client printed no JSON summary (ok: {}): {}",
+                    f.ok,
+                    f.stderr.trim()
+                ))
+            }
+        };
+        let (acked, rate, lost) = match client {
+            Client::Img(_) => (&v["acked"], &v["fps_acked"], &v["lost"]),
+            Client::Msg => (&v["answered"], &v["msgs_per_s"], &v["lost"]),
+        };
+        let elapsed = Duration::from_secs_f64(v["elapsed_s"].as_f64().unwrap_or(0.0));
+        per.push((
+            acked.as_u64().unwrap_or(0),
+            rate.as_f64().unwrap_or(0.0),
+            lost.as_u64().unwrap_or(0),
+            v["rtt"]["p50_us"].as_f64(),
+            v["rtt"]["p99_us"].as_f64(),
+            f.ended.checked_sub(elapsed).unwrap_or(f.ended),
+            f.ended,
+        ));
+    }
+    let acked: u64 = per.iter().map(|p| p.0).sum();
+    let startup = match client {
+        Client::Img(_) => bins.img_startup,
+        Client::Msg => bins.msg_startup,
+    };
+    let client_cpu: f64 = finished
+        .iter()
+        .map(|f| f.cpu.saturating_sub(startup).as_secs_f64())
+        .sum();
+    let lost: u64 = per.iter().map(|p| p.2).sum();
+    let rate = if clients == 1 {
+        per[0].1
+    } else {
+        let first = per.iter().map(|p| p.5).min().expect("clients");
+        let last = per.iter().map(|p| p.6).max().expect("clients");
+        acked as f64 / last.duration_since(first).as_secs_f64().max(1e-9)
+    };
+    let rates: Vec<f64> = per.iter().map(|p| p.1).collect();
+    let fastest = rates.iter().copied().fold(0.0, f64::max);
+    let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut p50s: Vec<f64> = per.iter().filter_map(|p| p.3).collect();
+    p50s.sort_by(f64::total_cmp);
+    let p99 = per.iter().filter_map(|p| p.4).reduce(f64::max);
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if acked > 0 => {
+            Some(b.saturating_sub(a).as_secs_f64() / acked as f64 * 1000.0)
+        }
+        _ => None,
+    };
+    Measure {
+        rate,
+        mbps: rate * frame_bytes as f64 / 1e6,
+        rtt_p50_us: p50s.get(p50s.len() / 2).copied(),
+        rtt_p99_us: p99,
+        hub_cpu_s_per_1000: cpu,
+        client_cpu_s_per_1000: (acked > 0).then(|| client_cpu / acked as f64 * 1000.0),
+        rcvbuf_errors: drops,
+        frames: acked,
+        lost,
+        slowest_over_fastest: (fastest > 0.0).then_some(slowest / fastest),
+        per_client: rates,
+        error: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Judging and reporting
+// ---------------------------------------------------------------------------------------
+
+fn judge(case: &Case, real: &Measure, raw: &Measure, reals: &[Measure], raws: &[Measure]) -> Value {
+    let ratio = (raw.rate > 0.0).then(|| real.rate / raw.rate);
+    let p99_ratio = match (real.rtt_p99_us, raw.rtt_p99_us) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let failed = real.error.is_some() || raw.error.is_some();
+    let at_least = |v: Option<f64>, min: f64| v.is_some_and(|v| v >= min);
+    let met = !failed
+        && match case.target {
+            Target::Single => at_least(ratio, 0.8) && p99_ratio.is_some_and(|r| r <= 2.0),
+            Target::Big => {
+                at_least(ratio, 0.8)
+                    && p99_ratio.is_some_and(|r| r <= 2.0)
+                    && real.rcvbuf_errors == 0
+            }
+            Target::Multi => at_least(ratio, 0.8) && at_least(real.slowest_over_fastest, 0.8),
+            Target::Live => at_least(ratio, 0.9),
+        };
+    let unit = match case.kind {
+        Kind::Msg { .. } => "msg/s",
+        _ => "fps",
+    };
+    let raw_label = match case.kind {
+        Kind::Live => "the pattern source + JPEG encoder alone, no network",
+        _ => "raw_limit: the same datagrams, no parsing/reassembly/copies",
+    };
+    json!({
+        "name": case.name,
+        "unit": unit,
+        "real": real.to_json(),
+        "raw": raw.to_json(),
+        "rounds": {
+            "real": reals.iter().map(|m| m.rate).collect::<Vec<_>>(),
+            "raw": raws.iter().map(|m| m.rate).collect::<Vec<_>>(),
+        },
+        "raw_is": raw_label,
+        "ratio": ratio,
+        "rtt_p99_ratio": p99_ratio,
+        "target": case.target.describe(),
+        "met": met,
+    })
+}
+
+const COLUMNS: [(&str, usize); 14] = [
+    ("case", 16),
+    ("unit", 5),
+    ("real", 8),
+    ("raw", 8),
+    ("ratio", 5),
+    ("MB/s", 6),
+    ("rtt p50/p99", 13),
+    ("raw p50/p99", 13),
+    ("p99x", 4),
+    ("hub cpu/1k", 11),
+    ("cli cpu/1k", 11),
+    ("drops", 5),
+    ("slow/fast", 9),
+    ("met", 3),
+];
+
+fn line(cells: &[String]) -> String {
+    let mut out = String::new();
+    for (i, (cell, (_, width))) in cells.iter().zip(COLUMNS).enumerate() {
+        if i == 0 {
+            out.push_str(&format!("{cell:<width$}"));
+        } else {
+            out.push_str(&format!(" {cell:>width$}"));
+        }
+    }
+    out
+}
+
+fn header() -> String {
+    let mut out = line(&COLUMNS.map(|(name, _)| name.to_string()));
+    out.push_str(
+        "\n(real/raw pairs; rates per second; rtt in µs; cpu in s per 1000 frames: hub = hub \
+         process or raw receiver, cli = client processes or raw senders)",
+    );
+    out
+}
+
+fn row(r: &Value) -> String {
+    let f = |v: &Value, digits: usize| match v.as_f64() {
+        Some(x) => format!("{x:.digits$}"),
+        None => "-".into(),
+    };
+    let pair = |key: &str, digits: usize| {
+        format!(
+            "{}/{}",
+            f(&r["real"][key], digits),
+            f(&r["raw"][key], digits)
+        )
+    };
+    let rtt = |m: &Value| format!("{}/{}", f(&m["rtt_p50_us"], 0), f(&m["rtt_p99_us"], 0));
+    let (real, raw) = (&r["real"], &r["raw"]);
+    let mut out = line(&[
+        r["name"].as_str().unwrap_or("?").to_string(),
+        r["unit"].as_str().unwrap_or("?").to_string(),
+        f(&real["rate"], 0),
+        f(&raw["rate"], 0),
+        f(&r["ratio"], 2),
+        f(&real["mbps"], 1),
+        rtt(real),
+        rtt(raw),
+        f(&r["rtt_p99_ratio"], 1),
+        pair("hub_cpu_s_per_1000", 3),
+        pair("client_cpu_s_per_1000", 3),
+        pair("rcvbuf_errors", 0),
+        pair("slowest_over_fastest", 2),
+        if r["met"] == true { "yes" } else { "NO" }.to_string(),
+    ]);
+    for side in ["real", "raw"] {
+        if let Some(e) = r[side]["error"].as_str() {
+            out.push_str(&format!(" [{side}: {e}]"));
+        }
+    }
+    out
+}
