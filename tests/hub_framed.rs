@@ -152,7 +152,7 @@ fn library_sender_with_window_one_and_four_against_the_hub() {
 fn seed_and_framed_senders_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let hub = HubProcess::start(&["--save-dir", dir.path().to_str().unwrap()]);
-    let seed_frame = fake_jpeg(30_000, 1);
+    let seed_frame = real_jpeg(30_000, 1);
     let framed_frames: Vec<Vec<u8>> = (0..5).map(|i| fake_jpeg(30_000, 10 + i)).collect();
     let seed_sock = udp_client();
     // the seed sender's header goes first, then the framed frames, then its data

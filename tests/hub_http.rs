@@ -325,7 +325,7 @@ fn state_and_metrics_count_what_was_sent() {
     // then 5 intact frames, each acked; per-socket order means the corrupt one is counted
     // once the first ack is back
     let cam = udp_client();
-    let mut corrupt = fake_jpeg(5000, 99);
+    let mut corrupt = real_jpeg(5000, 99);
     corrupt[4998] = 0;
     send_all(
         &cam,
@@ -333,7 +333,7 @@ fn state_and_metrics_count_what_was_sent() {
         &seed_datagrams(&corrupt, header8(5000), SEED_CHUNK),
     );
     let frames: Vec<Vec<u8>> = (0..5)
-        .map(|i| fake_jpeg(3000 + i * 1000, i as u64))
+        .map(|i| real_jpeg(3000 + i * 1000, i as u64))
         .collect();
     for f in &frames {
         send_acked(&cam, hub.img(), f, SEED_CHUNK);
@@ -344,7 +344,7 @@ fn state_and_metrics_count_what_was_sent() {
     // image source over TCP: 2 frames (no acks on TCP: wait for /state to count them)
     let mut tcp = tcp_connect(hub.tcp());
     for i in 0..2 {
-        let f = fake_jpeg(2000, 50 + i);
+        let f = real_jpeg(2000, 50 + i);
         tcp.write_all(&tcp_header(f.len())).unwrap();
         tcp.write_all(&f).unwrap();
     }
@@ -490,7 +490,7 @@ fn snapshot_is_the_last_frame_byte_for_byte() {
     );
 
     let frames: Vec<Vec<u8>> = (0..3)
-        .map(|i| fake_jpeg(70_000 + i * 10, 7 + i as u64))
+        .map(|i| real_jpeg(70_000 + i * 10, 7 + i as u64))
         .collect();
     for f in &frames {
         send_acked(&cam, hub.img(), f, SEED_CHUNK);
@@ -526,7 +526,7 @@ fn stream_yields_complete_jpeg_parts() {
     let cam = udp_client();
     let cam_id = id("udp", cam.local_addr().unwrap());
     // a first frame, so the source exists
-    let first = fake_jpeg(40_000, 1);
+    let first = real_jpeg(40_000, 1);
     send_acked(&cam, hub.img(), &first, SEED_CHUNK);
 
     let mut stream =
@@ -546,7 +546,7 @@ fn stream_yields_complete_jpeg_parts() {
             let mut i = 0u64;
             while !done.load(Ordering::Relaxed) && i < 2000 {
                 i += 1;
-                let f = fake_jpeg(30_000 + (i as usize % 7) * 1000, 100 + i);
+                let f = real_jpeg(30_000 + (i as usize % 7) * 1000, 100 + i);
                 send_acked(&cam, to, &f, 8192);
                 sent.push(f);
             }
@@ -571,7 +571,7 @@ fn a_viewer_that_stops_reading_costs_no_frame() {
     let hub = start_hub(&[]);
     let cam = udp_client();
     let cam_id = id("udp", cam.local_addr().unwrap());
-    send_acked(&cam, hub.img(), &fake_jpeg(1000, 1), SEED_CHUNK);
+    send_acked(&cam, hub.img(), &real_jpeg(1000, 1), SEED_CHUNK);
 
     // open a stream, read its head, and never read again
     let stalled =
@@ -583,7 +583,7 @@ fn a_viewer_that_stops_reading_costs_no_frame() {
     const N: u64 = 64;
     let mut last = Vec::new();
     for i in 0..N {
-        last = fake_jpeg(256 * 1024, 1000 + i);
+        last = real_jpeg(256 * 1024, 1000 + i);
         send_acked(&cam, hub.img(), &last, 60_000);
     }
     let st = state(&hub);
@@ -614,7 +614,7 @@ fn viewers_past_the_limit_get_503() {
     let hub = start_hub(&["--http-max-viewers", "2"]);
     let cam = udp_client();
     let cam_id = id("udp", cam.local_addr().unwrap());
-    send_acked(&cam, hub.img(), &fake_jpeg(1000, 1), SEED_CHUNK);
+    send_acked(&cam, hub.img(), &real_jpeg(1000, 1), SEED_CHUNK);
 
     let a = open_stream(hub.http(), &cam_id).unwrap_or_else(|r| panic!("{}", r.status));
     let _b = open_stream(hub.http(), &cam_id).unwrap_or_else(|r| panic!("{}", r.status));
@@ -705,7 +705,7 @@ fn bad_requests_get_their_status_and_reception_goes_on() {
 
     // reception is untouched: a frame and a message are acked and counted
     let cam = udp_client();
-    send_acked(&cam, hub.img(), &fake_jpeg(5000, 3), SEED_CHUNK);
+    send_acked(&cam, hub.img(), &real_jpeg(5000, 3), SEED_CHUNK);
     let tel = udp_client();
     let sneaky = "[\"</script><h1>sneaky</h1>\"]";
     send(&tel, hub.msg(), sneaky.as_bytes());
@@ -755,7 +755,7 @@ fn a_source_that_stops_is_marked_quiet() {
     let hub = start_hub(&[]);
     let cam = udp_client();
     let cam_id = id("udp", cam.local_addr().unwrap());
-    send_acked(&cam, hub.img(), &fake_jpeg(2000, 5), SEED_CHUNK);
+    send_acked(&cam, hub.img(), &real_jpeg(2000, 5), SEED_CHUNK);
     // quiet once no frame came for 3 s; allow a slow machine up to 20 s
     let deadline = Instant::now() + Duration::from_secs(20);
     let st = loop {
@@ -772,7 +772,7 @@ fn a_source_that_stops_is_marked_quiet() {
     // its last frame can still be fetched
     assert_eq!(
         get(hub.http(), &format!("/snapshot/{cam_id}.jpg")).body,
-        fake_jpeg(2000, 5)
+        real_jpeg(2000, 5)
     );
 }
 
@@ -781,7 +781,7 @@ fn a_viewer_that_stops_reading_is_dropped_and_its_place_freed() {
     let hub = start_hub(&["--http-max-viewers", "1"]);
     let cam = udp_client();
     let cam_id = id("udp", cam.local_addr().unwrap());
-    send_acked(&cam, hub.img(), &fake_jpeg(1000, 1), SEED_CHUNK);
+    send_acked(&cam, hub.img(), &real_jpeg(1000, 1), SEED_CHUNK);
     let stalled = open_stream(hub.http(), &cam_id).unwrap_or_else(|r| panic!("{}", r.status));
     assert_eq!(
         open_stream(hub.http(), &cam_id).err().map(|r| r.status),
@@ -794,7 +794,7 @@ fn a_viewer_that_stops_reading_is_dropped_and_its_place_freed() {
     let mut i = 0;
     loop {
         i += 1;
-        send_acked(&cam, hub.img(), &fake_jpeg(256 * 1024, 10 + i), 60_000);
+        send_acked(&cam, hub.img(), &real_jpeg(256 * 1024, 10 + i), 60_000);
         if state(&hub)["http"]["viewers"] == 0 {
             break;
         }

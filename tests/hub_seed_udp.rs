@@ -38,7 +38,7 @@ fn single_datagram_jpeg_is_acked_and_saved() {
     let (hub, dir) = start_saving();
     let sock = udp_client();
     let me = sock.local_addr().unwrap();
-    let frame = fake_jpeg(30_000, 1);
+    let frame = real_jpeg(30_000, 1);
 
     send(&sock, hub.img(), &frame);
     expect_reply(&sock, hub.img(), IMG_ACK, "single-datagram JPEG");
@@ -53,7 +53,7 @@ fn largest_single_datagram_jpeg_is_acked_and_saved() {
     let (hub, dir) = start_saving();
     let sock = udp_client();
     let me = sock.local_addr().unwrap();
-    let frame = fake_jpeg(MAX_UDP_PAYLOAD, 2);
+    let frame = real_jpeg(MAX_UDP_PAYLOAD, 2);
 
     send(&sock, hub.img(), &frame);
     expect_reply(&sock, hub.img(), IMG_ACK, "65507-byte single-datagram JPEG");
@@ -73,21 +73,21 @@ fn chunked_frames_of_every_shape_are_acked_once_and_saved() {
     let cases: Vec<(&str, Vec<u8>, usize)> = vec![
         (
             "1 byte over a multiple of 1024",
-            fake_jpeg(3 * 1024 + 1, 10),
+            real_jpeg(3 * 1024 + 1, 10),
             8,
         ),
         (
             "exact multiple of 1024 (trailing empty datagram)",
-            fake_jpeg(2 * 1024, 11),
+            real_jpeg(2 * 1024, 11),
             8,
         ),
-        ("smaller than one chunk", fake_jpeg(500, 12), 8),
-        ("about 66 KB", fake_jpeg(66 * 1024 + 123, 13), 8),
-        ("exactly 1024 bytes", fake_jpeg(1024, 14), 8),
-        ("4-byte header", fake_jpeg(5000, 15), 4),
+        ("smaller than one chunk", real_jpeg(900, 12), 8),
+        ("about 66 KB", real_jpeg(66 * 1024 + 123, 13), 8),
+        ("exactly 1024 bytes", real_jpeg(1024, 14), 8),
+        ("4-byte header", real_jpeg(5000, 15), 4),
         (
             "4-byte header, multiple of 1024",
-            fake_jpeg(4 * 1024, 16),
+            real_jpeg(4 * 1024, 16),
             4,
         ),
     ];
@@ -118,12 +118,12 @@ fn seed_python_client_single_and_chunked() {
 
     // (mode, header format, frame)
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
-        ("single", "l", fake_jpeg(20_000, 20)),
-        ("chunked", "l", fake_jpeg(3 * 1024 + 1, 21)),
-        ("chunked", "l", fake_jpeg(2 * 1024, 22)),
-        ("chunked", "l", fake_jpeg(700, 23)),
-        ("chunked", "l", fake_jpeg(66 * 1024 + 77, 24)),
-        ("chunked", "<i", fake_jpeg(5000, 25)),
+        ("single", "l", real_jpeg(20_000, 20)),
+        ("chunked", "l", real_jpeg(3 * 1024 + 1, 21)),
+        ("chunked", "l", real_jpeg(2 * 1024, 22)),
+        ("chunked", "l", real_jpeg(900, 23)),
+        ("chunked", "l", real_jpeg(66 * 1024 + 77, 24)),
+        ("chunked", "<i", real_jpeg(5000, 25)),
     ];
 
     let mut expected = Vec::new();
@@ -159,7 +159,7 @@ fn seed_python_client_single_and_chunked() {
 fn seed_python_client_stop_and_wait_loop() {
     let (hub, dir) = start_saving();
     let files = tempfile::tempdir().unwrap();
-    let frame = fake_jpeg(66 * 1024 + 500, 30);
+    let frame = real_jpeg(66 * 1024 + 500, 30);
     let path = files.path().join("frame.jpg");
     std::fs::write(&path, &frame).unwrap();
 
@@ -194,7 +194,7 @@ fn unchanged_seed_client_flow_66kb_twenty_times() {
     let (hub, dir) = start_saving();
     let sock = udp_client();
     let me = sock.local_addr().unwrap();
-    let frame = fake_jpeg(66 * 1024 + 500, 40);
+    let frame = real_jpeg(66 * 1024 + 500, 40);
 
     for i in 0..20 {
         send_chunked(&sock, hub.img(), &frame);
@@ -221,8 +221,8 @@ fn two_senders_interleaved_are_reassembled_per_source() {
     let b = udp_client();
     let a_addr = a.local_addr().unwrap();
     let b_addr = b.local_addr().unwrap();
-    let frame_a = fake_jpeg(7 * 1024 + 300, 50);
-    let frame_b = fake_jpeg(5 * 1024, 51); // multiple of 1024: ends with an empty datagram
+    let frame_a = real_jpeg(7 * 1024 + 300, 50);
+    let frame_b = real_jpeg(5 * 1024, 51); // multiple of 1024: ends with an empty datagram
     let dg_a = seed_datagrams(&frame_a, header8(frame_a.len() as i64), SEED_CHUNK);
     let dg_b = seed_datagrams(&frame_b, header8(frame_b.len() as i64), SEED_CHUNK);
 
@@ -267,7 +267,7 @@ fn bad_input_is_dropped_and_the_hub_resyncs() {
     // Send a valid frame in the seed chunked format and wait for its ack.
     let mut valid_frame = |after: &str, valid: &mut Vec<Vec<u8>>, acks: &mut usize| {
         seed += 1;
-        let frame = fake_jpeg(2 * 1024 + 300 + seed as usize, seed);
+        let frame = real_jpeg(2 * 1024 + 300 + seed as usize, seed);
         send_chunked(&sock, img, &frame);
         let reply = recv_reply(&sock, img, &format!("valid frame after {after}"));
         assert_eq!(reply, IMG_ACK, "reply to the valid frame after {after}");
@@ -294,7 +294,7 @@ fn bad_input_is_dropped_and_the_hub_resyncs() {
     }
 
     // A rejected header followed by data: the data must not be taken as a frame.
-    let lost = fake_jpeg(3 * 1024 + 400, 200);
+    let lost = real_jpeg(3 * 1024 + 400, 200);
     send(&sock, img, &header8(-5));
     send_all(
         &sock,
@@ -304,27 +304,27 @@ fn bad_input_is_dropped_and_the_hub_resyncs() {
     valid_frame("header -5 then data", &mut valid, &mut acks);
 
     // The header datagram lost: data chunks without a header.
-    let frame = fake_jpeg(3 * 1024 + 400, 201);
+    let frame = real_jpeg(3 * 1024 + 400, 201);
     let dg = seed_datagrams(&frame, header8(frame.len() as i64), SEED_CHUNK);
     send_all(&sock, img, &dg[1..]);
     valid_frame("data without its header", &mut valid, &mut acks);
 
     // A middle data datagram lost.
-    let frame = fake_jpeg(3 * 1024 + 400, 202);
+    let frame = real_jpeg(3 * 1024 + 400, 202);
     let mut dg = seed_datagrams(&frame, header8(frame.len() as i64), SEED_CHUNK);
     dg.remove(2);
     send_all(&sock, img, &dg);
     valid_frame("a frame missing a middle datagram", &mut valid, &mut acks);
 
     // The last data datagram lost.
-    let frame = fake_jpeg(3 * 1024 + 400, 203);
+    let frame = real_jpeg(3 * 1024 + 400, 203);
     let mut dg = seed_datagrams(&frame, header8(frame.len() as i64), SEED_CHUNK);
     dg.pop();
     send_all(&sock, img, &dg);
     valid_frame("a frame missing its last datagram", &mut valid, &mut acks);
 
     // Data datagrams of 2048 bytes: a valid frame, must simply work.
-    let frame = fake_jpeg(5 * 1024 + 77, 204);
+    let frame = real_jpeg(5 * 1024 + 77, 204);
     send_all(
         &sock,
         img,
@@ -336,7 +336,7 @@ fn bad_input_is_dropped_and_the_hub_resyncs() {
     valid_frame("a frame in 2048-byte datagrams", &mut valid, &mut acks);
 
     // The header sent twice: the second restarts the (empty) frame; the data completes it.
-    let frame = fake_jpeg(3 * 1024 + 10, 205);
+    let frame = real_jpeg(3 * 1024 + 10, 205);
     let dg = seed_datagrams(&frame, header8(frame.len() as i64), SEED_CHUNK);
     send(&sock, img, &dg[0]);
     send_all(&sock, img, &dg);
@@ -346,7 +346,7 @@ fn bad_input_is_dropped_and_the_hub_resyncs() {
     valid_frame("a frame whose header was sent twice", &mut valid, &mut acks);
 
     // A frame whose bytes are complete but not a JPEG (no FF D8 / FF D9).
-    let mut not_jpeg = fake_jpeg(2 * 1024 + 5, 206);
+    let mut not_jpeg = real_jpeg(2 * 1024 + 5, 206);
     not_jpeg[0] = 0x00;
     send_chunked(&sock, img, &not_jpeg);
     valid_frame("a complete frame that is not a JPEG", &mut valid, &mut acks);
@@ -354,13 +354,13 @@ fn bad_input_is_dropped_and_the_hub_resyncs() {
     // A single datagram that is not a JPEG, and one that is truncated.
     send(&sock, img, &vec![0x55; 3000]);
     valid_frame("a 3000-byte non-JPEG datagram", &mut valid, &mut acks);
-    let truncated = fake_jpeg(3000, 207);
+    let truncated = real_jpeg(3000, 207);
     send(&sock, img, &truncated[..2000]);
     valid_frame("a truncated single-datagram JPEG", &mut valid, &mut acks);
 
     // A header larger than the frame's data, then a new header: the incomplete frame must
     // be dropped, not completed with the next frame's bytes.
-    let frame = fake_jpeg(2 * 1024, 208);
+    let frame = real_jpeg(2 * 1024, 208);
     send(&sock, img, &header8(frame.len() as i64 + 1000));
     send_all(
         &sock,
@@ -425,10 +425,10 @@ fn max_frame_bytes_limits_the_header() {
     let me = sock.local_addr().unwrap();
 
     // One byte over the limit: the header is rejected, so its data is stray.
-    let too_big = fake_jpeg(10_001, 60);
+    let too_big = real_jpeg(10_001, 60);
     send_chunked(&sock, hub.img(), &too_big);
     // Exactly the limit: fine.
-    let at_limit = fake_jpeg(10_000, 61);
+    let at_limit = real_jpeg(10_000, 61);
     send_chunked(&sock, hub.img(), &at_limit);
     expect_reply(
         &sock,
@@ -447,11 +447,11 @@ fn stop_with_a_partial_frame_pending_exits_cleanly() {
     let (hub, dir) = start_saving();
     let sock = udp_client();
     let me = sock.local_addr().unwrap();
-    let done = fake_jpeg(4000, 70);
+    let done = real_jpeg(4000, 70);
     send_chunked(&sock, hub.img(), &done);
     expect_reply(&sock, hub.img(), IMG_ACK, "complete frame");
     // Header and one chunk of a frame that never completes.
-    let partial = fake_jpeg(5000, 71);
+    let partial = real_jpeg(5000, 71);
     send_all(
         &sock,
         hub.img(),

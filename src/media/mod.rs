@@ -10,10 +10,12 @@
 //!   synthetic test pattern), behind the [`FrameSource`] trait.
 //! - [`display`]: preview windows; check [`display_available`] first.
 //! - [`testvideo`]: writes small video files for tests and demos.
+//! - [`testjpeg`]: real JPEGs of an exact byte length, for tests.
 
 pub mod display;
 pub mod jpeg;
 pub mod source;
+pub mod testjpeg;
 pub mod testvideo;
 
 use std::fmt;

@@ -175,9 +175,7 @@ mod tests {
     fn both_formats_on_one_port() {
         let mut r = ImageReceiver::new(ImageConfig::default());
         let now = Instant::now();
-        let mut jpeg = vec![0x11u8; 3000];
-        jpeg[..2].copy_from_slice(&[0xFF, 0xD8]);
-        jpeg[2998..].copy_from_slice(&[0xFF, 0xD9]);
+        let jpeg = crate::media::testjpeg::jpeg_of_len(3000, 1).unwrap();
         let seed_sender: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let framed_sender: SocketAddr = "127.0.0.1:2".parse().unwrap();
         r.handle_datagram(

@@ -10,12 +10,13 @@
 //! client socket, so [`drain_nonblocking`] sees all of them).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -301,9 +302,27 @@ pub fn assert_summary(stdout: &str) {
 // Frames and the seed UDP image format
 // ---------------------------------------------------------------------------------------
 
+/// A real JPEG of exactly `len` bytes (`len >= 800`), mostly entropy-coded noise, with
+/// `seed` stamped in a comment segment: the same bytes for the same arguments, different
+/// bytes for different seeds. Frames sent in the seed's chunked format must be real: the hub
+/// walks their coded data to catch reordered chunks. One encoding per length per test
+/// process; other seeds are restamped copies of it.
+pub fn real_jpeg(len: usize, seed: u64) -> Vec<u8> {
+    use udphub::media::testjpeg::{jpeg_of_len, restamp};
+    static MADE: OnceLock<Mutex<HashMap<usize, Vec<u8>>>> = OnceLock::new();
+    let made = MADE.get_or_init(Default::default);
+    let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+    let base = made
+        .entry(len)
+        .or_insert_with(|| jpeg_of_len(len, 0).unwrap());
+    restamp(base, seed)
+}
+
 /// A fake JPEG of exactly `len` bytes (`len >= 4`): FF D8, pseudo-random bytes, FF D9.
 /// The random bytes never contain 0xFF, so no chunk of it can look like a whole JPEG or
-/// contain a stray marker. Different seeds give different contents.
+/// contain a stray marker. Different seeds give different contents. Only the SOI/EOI check
+/// passes it: fine for the framed format, TCP and whole-frame datagrams, but the hub
+/// refuses it in the seed's chunked format (use [`real_jpeg`]).
 pub fn fake_jpeg(len: usize, seed: u64) -> Vec<u8> {
     assert!(len >= 4, "a fake JPEG needs at least its 4 marker bytes");
     let mut state = seed
