@@ -221,6 +221,7 @@ fn datagrams(args: &Args, frame: &[u8]) -> Result<(Vec<Vec<u8>>, &'static [u8]),
                     let start = size * index as usize;
                     let len = framed::payload_len(length, count16, index);
                     let header = DataHeader {
+                        flags: 0,
                         stream: 1,
                         frame: 0,
                         index,

@@ -16,7 +16,8 @@ def send_frame(sock, hub, stream, frame, data, deadline_s=1.0, probe_s=0.05):
     while time.monotonic() < deadline:
         for i in pending:
             ts = int(time.monotonic() * 1e6)
-            sock.sendto(DATA.pack(b'UHFR', 1, 0, 0, stream, frame, i, count, len(data), ts)
+            poll = int(i == pending[-1])  # flag 1 (POLL) on the last of a batch: the hub answers it
+            sock.sendto(DATA.pack(b'UHFR', 1, 0, poll, stream, frame, i, count, len(data), ts)
                         + data[i * size:(i + 1) * size], hub)
         pending = []
         sock.settimeout(probe_s)

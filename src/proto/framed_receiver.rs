@@ -7,7 +7,8 @@
 //! - a frame is delivered only when every chunk is there, the length is exact, and the bytes
 //!   are a complete JPEG; it is acked `Delivered` (or `Rejected` when not a JPEG or too big);
 //! - when the last chunk of an incomplete frame arrives (also as a resend: the sender's probe
-//!   after a timeout), the hub answers with a nack listing the missing chunk ranges;
+//!   after a timeout), or a chunk flagged [`framed::POLL`] (the last of a batch of
+//!   resends), the hub answers with a nack listing the missing chunk ranges;
 //! - a chunk of a frame already finished is answered with that frame's ack again (the first
 //!   one may have been lost);
 //! - latest frame wins: once a frame is delivered, older partial frames of the stream are
@@ -312,7 +313,7 @@ impl FramedReceiver {
             self.held -= p.held();
             return self.finish(from, h, p.buf);
         }
-        if h.index == h.count - 1 {
+        if h.index == h.count - 1 || h.flags & framed::POLL != 0 {
             let (received, missing) = (p.received, p.missing());
             self.send(
                 from,

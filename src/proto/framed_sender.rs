@@ -7,9 +7,12 @@
 //! [`FramedSender::handle_timeout`] when [`FramedSender::poll_timeout`] says so.
 //!
 //! Recovery: when the hub gets the last chunk of an incomplete frame it sends a nack with
-//! the missing ranges, which are resent at once. When nothing comes back for one
-//! retransmission timeout (RTO, from the measured round-trip time), the last chunk is sent
-//! again as a probe: the hub answers it with a nack, or with the ack that was lost.
+//! the missing ranges, which are resent at once, the last of them flagged
+//! [`framed::POLL`] so the hub answers again: a recovery round costs one round trip. When
+//! nothing comes back for one retransmission timeout (RTO, from the measured round-trip
+//! time), the last chunk is sent again as a probe: the hub answers it with a nack, or with
+//! the ack that was lost. Probes back off (RTO doubling per silent probe, up to 16x) and the
+//! backoff starts over whenever the hub is heard from.
 //! Acks for frames no longer in flight, or of another stream, are ignored.
 
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet};
@@ -81,6 +84,8 @@ struct InFlight {
     first_sent: Instant,
     last_activity: Instant,
     rounds: u32,
+    /// Probes in a row that heard nothing (the backoff exponent).
+    silent: u32,
     resent: u32,
     /// Chunks of this frame waiting in the transmit queue.
     queued: u32,
@@ -175,6 +180,7 @@ impl FramedSender {
             first_sent: now,
             last_activity: now,
             rounds: 0,
+            silent: 0,
             resent: 0,
             queued: count as u32,
         });
@@ -197,7 +203,10 @@ impl FramedSender {
             let length = f.data.len() as u32;
             let start = framed::chunk_len(length, f.count) * index as usize;
             let len = framed::payload_len(length, f.count, index);
+            // The last of a batch asks for an answer.
+            let flags = if f.queued == 0 { framed::POLL } else { 0 };
             let header = DataHeader {
+                flags,
                 stream: self.stream,
                 frame,
                 index,
@@ -258,6 +267,7 @@ impl FramedSender {
                     return;
                 };
                 f.last_activity = now;
+                f.silent = 0;
                 if f.queued > 0 {
                     return; // a resend is already on its way
                 }
@@ -313,7 +323,7 @@ impl FramedSender {
             .iter()
             .filter(|f| f.queued == 0)
             .map(|f| {
-                let backoff = rto * (1 << f.rounds.min(4));
+                let backoff = rto * (1 << f.silent.min(4));
                 (f.last_activity + backoff.min(self.config.max_rto * 4))
                     .min(f.first_sent + self.config.frame_deadline)
             })
@@ -333,14 +343,15 @@ impl FramedSender {
         for f in self.in_flight.iter_mut().filter(|f| f.queued == 0) {
             if now >= f.first_sent + deadline || f.rounds >= max_rounds {
                 if now >= f.first_sent + deadline
-                    || now >= f.last_activity + (rto * (1 << f.rounds.min(4))).min(max_rto * 4)
+                    || now >= f.last_activity + (rto * (1 << f.silent.min(4))).min(max_rto * 4)
                 {
                     give_up.push(f.frame);
                 }
                 continue;
             }
-            if now >= f.last_activity + (rto * (1 << f.rounds.min(4))).min(max_rto * 4) {
+            if now >= f.last_activity + (rto * (1 << f.silent.min(4))).min(max_rto * 4) {
                 f.rounds += 1;
+                f.silent += 1;
                 f.resent += 1;
                 f.queued += 1;
                 self.queue.push_back((f.frame, f.count - 1));

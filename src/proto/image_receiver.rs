@@ -185,6 +185,7 @@ mod tests {
         );
         let mut framed_chunk = Vec::new();
         let h = DataHeader {
+            flags: 0,
             stream: 5,
             frame: 0,
             index: 0,

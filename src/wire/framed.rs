@@ -8,7 +8,7 @@
 //! magic   4s  b"UHFR"
 //! version B   1
 //! kind    B   0 = data, 1 = ack, 2 = nack
-//! flags   H   0 (reserved)
+//! flags   H   data: bit 0 = POLL (answer now); every other bit, and in acks/nacks: 0
 //! stream  I   random per sender run: a restarted sender is a new stream
 //! frame   I   frame id, +1 per frame (wraps)
 //! ```
@@ -16,7 +16,10 @@
 //! - **data** (sender → hub), Python `struct` format [`DATA_STRUCT`] (32 bytes), then the
 //!   chunk's payload: `index H, count H, length I, ts_us Q` — the chunk index, the frame's
 //!   chunk count, the frame's total length in bytes, and the sender's clock in µs. Every
-//!   chunk but the last carries `ceil(length / count)` bytes.
+//!   chunk but the last carries `ceil(length / count)` bytes. The hub answers (ack if the
+//!   frame is complete, else a nack) when it gets the last chunk (`index == count - 1`) or a
+//!   chunk flagged [`POLL`]; a sender flags the last datagram of each batch of resends, so
+//!   every recovery round costs one round trip, not a timeout. Other data is not answered.
 //! - **ack** (hub → sender), [`ACK_STRUCT`] (28 bytes): `status B, 3 pad, ts_us Q` echoing the
 //!   data's timestamp. Status 0 = delivered, 1 = rejected (do not resend), 2 = stale (a newer
 //!   frame of the stream was delivered first; do not resend).
@@ -44,6 +47,10 @@ pub const DEFAULT_CHUNK_SIZE: usize = 1400;
 /// The largest payload per data datagram (65507 minus the header, rounded down).
 pub const MAX_CHUNK_SIZE: usize = 65_000;
 
+/// Data flag: the sender asks for an answer to this datagram (a nack of what is still
+/// missing, or the ack).
+pub const POLL: u16 = 1;
+
 /// Python `struct` format of a data datagram's header.
 pub const DATA_STRUCT: &str = "<4sBBHIIHHIQ";
 /// Python `struct` format of an ack.
@@ -66,6 +73,8 @@ pub enum AckStatus {
 /// The header of a data datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DataHeader {
+    /// [`POLL`] or 0; unknown bits are ignored.
+    pub flags: u16,
     pub stream: u32,
     pub frame: u32,
     pub index: u16,
@@ -169,6 +178,7 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
                 return Err(ParseError::TooShort(b.len()));
             }
             let h = DataHeader {
+                flags: u16_at(b, 6),
                 stream,
                 frame,
                 index: u16_at(b, 16),
@@ -230,16 +240,17 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
     }
 }
 
-fn emit_prefix(out: &mut Vec<u8>, kind: u8, stream: u32, frame: u32) {
+fn emit_prefix(out: &mut Vec<u8>, kind: u8, flags: u16, stream: u32, frame: u32) {
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&[VERSION, kind, 0, 0]);
+    out.extend_from_slice(&[VERSION, kind]);
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&stream.to_le_bytes());
     out.extend_from_slice(&frame.to_le_bytes());
 }
 
 /// Append a data datagram (header, then `payload`) to `out`.
 pub fn emit_data(out: &mut Vec<u8>, h: &DataHeader, payload: &[u8]) {
-    emit_prefix(out, KIND_DATA, h.stream, h.frame);
+    emit_prefix(out, KIND_DATA, h.flags, h.stream, h.frame);
     out.extend_from_slice(&h.index.to_le_bytes());
     out.extend_from_slice(&h.count.to_le_bytes());
     out.extend_from_slice(&h.length.to_le_bytes());
@@ -250,7 +261,7 @@ pub fn emit_data(out: &mut Vec<u8>, h: &DataHeader, payload: &[u8]) {
 /// An ack datagram.
 pub fn emit_ack(stream: u32, frame: u32, status: AckStatus, ts_us: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(ACK_LEN);
-    emit_prefix(&mut out, KIND_ACK, stream, frame);
+    emit_prefix(&mut out, KIND_ACK, 0, stream, frame);
     out.extend_from_slice(&[status as u8, 0, 0, 0]);
     out.extend_from_slice(&ts_us.to_le_bytes());
     out
@@ -260,7 +271,7 @@ pub fn emit_ack(stream: u32, frame: u32, status: AckStatus, ts_us: u64) -> Vec<u
 pub fn emit_nack(stream: u32, frame: u32, received: u16, missing: &[(u16, u16)]) -> Vec<u8> {
     let missing = &missing[..missing.len().min(MAX_NACK_RANGES)];
     let mut out = Vec::with_capacity(NACK_HEADER_LEN + 4 * missing.len());
-    emit_prefix(&mut out, KIND_NACK, stream, frame);
+    emit_prefix(&mut out, KIND_NACK, 0, stream, frame);
     out.extend_from_slice(&received.to_le_bytes());
     out.extend_from_slice(&(missing.len() as u16).to_le_bytes());
     for (start, len) in missing {
@@ -278,6 +289,7 @@ mod tests {
     fn data_header_literal_bytes() {
         // struct.pack('<4sBBHIIHHIQ', b'UHFR', 1, 0, 0, 0x01020304, 7, 2, 3, 3000, 5) + payload
         let h = DataHeader {
+            flags: 0,
             stream: 0x0102_0304,
             frame: 7,
             index: 2,
@@ -295,6 +307,12 @@ mod tests {
             ]
         );
         assert_eq!(parse(&b), Ok(Packet::Data(h, &[0xAA; 1000][..])));
+        // the same with POLL: struct.pack(..., b'UHFR', 1, 0, 1, ...)
+        let polled = DataHeader { flags: POLL, ..h };
+        let mut b = Vec::new();
+        emit_data(&mut b, &polled, &[0xAA; 1000]);
+        assert_eq!(b[4..8], [1, 0, 1, 0]);
+        assert_eq!(parse(&b), Ok(Packet::Data(polled, &[0xAA; 1000][..])));
     }
 
     #[test]
@@ -349,6 +367,7 @@ mod tests {
     #[test]
     fn rejects_inconsistent_chunks_and_foreign_bytes() {
         let h = DataHeader {
+            flags: 0,
             stream: 1,
             frame: 1,
             index: 0,
