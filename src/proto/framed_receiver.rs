@@ -15,9 +15,11 @@
 //! - partial frames expire after `frame_timeout`; memory is bounded per stream (a few partial
 //!   frames) and in total (oldest partial dropped first).
 //!
-//! A frame's buffer is allocated at its first chunk, at the announced length (bounded by
-//! `max_frame_bytes` and charged to the budget); large buffers come zeroed from the OS and
-//! only take physical memory as chunks are written.
+//! A frame's buffer is allocated at its first chunk with room for the announced length
+//! (bounded by `max_frame_bytes` and charged to the budget) but not filled: chunks that come
+//! in order are appended, and a chunk past a gap zero-fills the gap first (the chunks that
+//! fill it later overwrite those zeros). So each byte is written once, by the one copy out
+//! of the datagram, and a buffer only takes physical memory as chunks arrive.
 
 use super::Transmit;
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
@@ -175,8 +177,25 @@ struct Partial {
 }
 
 impl Partial {
+    /// Bytes charged to the budget: the announced length, whatever has been written yet.
     fn held(&self) -> usize {
-        self.buf.len() + PARTIAL_OVERHEAD
+        self.length as usize + PARTIAL_OVERHEAD
+    }
+
+    /// Write chunk `index`, whose payload [`framed::parse`] checked to be exactly that
+    /// chunk's size (so chunks tile `0..length` and `buf` ends at a chunk boundary). In
+    /// order, it is appended; past a gap, the gap is zero-filled first; into a gap, it
+    /// overwrites the zeros. `buf` never grows past its capacity, so it is never moved.
+    fn write(&mut self, index: u16, payload: &[u8]) {
+        let start = framed::chunk_len(self.length, self.count) * index as usize;
+        if self.buf.len() < start {
+            self.buf.resize(start, 0);
+        }
+        if self.buf.len() == start {
+            self.buf.extend_from_slice(payload);
+        } else {
+            self.buf[start..start + payload.len()].copy_from_slice(payload);
+        }
     }
 
     fn has(&self, index: u16) -> bool {
@@ -302,14 +321,14 @@ impl FramedReceiver {
         }
         p.last_seen = now;
         if !p.has(h.index) {
-            let start = framed::chunk_len(h.length, h.count) * h.index as usize;
-            p.buf[start..start + payload.len()].copy_from_slice(payload);
+            p.write(h.index, payload);
             p.have[h.index as usize / 64] |= 1 << (h.index % 64);
             p.received += 1;
         }
         if p.received == p.count {
             let p = stream.partials.swap_remove(at);
             self.held -= p.held();
+            debug_assert_eq!(p.buf.len(), p.length as usize, "every chunk written");
             return self.finish(from, h, p.buf);
         }
         if h.index == h.count - 1 {
@@ -426,7 +445,7 @@ impl FramedReceiver {
             count: h.count,
             received: 0,
             have: vec![0; (h.count as usize).div_ceil(64)],
-            buf: vec![0; h.length as usize],
+            buf: Vec::with_capacity(h.length as usize),
             started: now,
             last_seen: now,
         });
