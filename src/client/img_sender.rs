@@ -23,9 +23,10 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::udp_link::{Reply, UdpLink};
+use super::udp_link::{Reply, UdpLink, SEND_BATCH};
 use crate::proto::framed_sender::{
-    FramedSender as ProtoSender, GiveUp, SendError as ProtoSendError, SenderConfig, SenderEvent,
+    Chunk, FramedSender as ProtoSender, GiveUp, SendError as ProtoSendError, SenderConfig,
+    SenderEvent,
 };
 use crate::shutdown::Shutdown;
 use crate::wire::framed;
@@ -372,7 +373,8 @@ impl FrameSender for SingleSender {
 pub struct FramedUdpSender {
     link: UdpLink,
     proto: ProtoSender,
-    datagram: Vec<u8>,
+    /// The datagrams of one pump, sent together (kept to reuse its allocation).
+    chunks: Vec<Chunk>,
     window: usize,
     chunk_size: usize,
     frame_deadline: Duration,
@@ -390,7 +392,7 @@ impl FramedUdpSender {
         Ok(FramedUdpSender {
             link: UdpLink::open(hub)?,
             proto: ProtoSender::new(config, random_stream_id(), Instant::now()),
-            datagram: Vec::with_capacity(framed::DATA_HEADER_LEN + framed::MAX_CHUNK_SIZE),
+            chunks: Vec::with_capacity(SEND_BATCH),
             window: options.window.max(1),
             chunk_size: options.chunk_size,
             frame_deadline: options.ack_timeout,
@@ -407,15 +409,22 @@ impl FramedUdpSender {
         let Self {
             link,
             proto,
-            datagram,
+            chunks,
             ..
         } = self;
         let now = Instant::now();
-        while proto.poll_transmit(now, datagram) {
-            if let Err(e) = link.send(datagram) {
-                // a full socket buffer or an ICMP error: the resend logic covers it
-                log::debug!("framed: send failed: {e}");
+        // what is queued goes out SEND_BATCH datagrams per syscall, payloads not copied
+        loop {
+            chunks.extend(std::iter::from_fn(|| proto.poll_chunk(now)).take(SEND_BATCH));
+            if chunks.is_empty() {
+                break;
             }
+            link.send_gathered(
+                chunks.iter().map(|c| [&c.header[..], c.payload()]),
+                // a full socket buffer or an ICMP error: the resend logic covers it
+                |_, e| log::debug!("framed: send failed: {e}"),
+            );
+            chunks.clear();
         }
         let wake = proto.poll_timeout().map_or(until, |t| t.min(until));
         let got = link.wait_reply(wake, |p| {

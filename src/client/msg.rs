@@ -10,6 +10,7 @@
 //! `--interval-ms` is the least time between two sends (the seed sleeps 10 ms before each
 //! reply); a reply that takes longer simply delays the next send.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead};
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -107,8 +108,9 @@ enum Input {
 }
 
 /// What the input has next.
-enum Next {
-    Message(String),
+enum Next<'a> {
+    /// `--data` is lent, not copied per message.
+    Message(Cow<'a, str>),
     /// Nothing yet (look at the shutdown flag and ask again).
     Wait,
     End(Option<String>),
@@ -173,7 +175,7 @@ pub fn run(
             break;
         }
         let next = match &input {
-            Input::Repeat(text) => Next::Message(text.clone()),
+            Input::Repeat(text) => Next::Message(Cow::Borrowed(text)),
             Input::Lines(rx) => next_line(rx, &stats),
         };
         let text = match next {
@@ -245,11 +247,11 @@ pub fn run(
 }
 
 /// The next valid stdin line; invalid ones are reported and counted here.
-fn next_line(rx: &Receiver<LineEvent>, stats: &SharedMsgStats) -> Next {
+fn next_line(rx: &Receiver<LineEvent>, stats: &SharedMsgStats) -> Next<'static> {
     match rx.recv_timeout(POLL_INTERVAL) {
         Ok(LineEvent::Line(number, bytes)) => match check_line(&bytes) {
             Line::Blank => Next::Wait,
-            Line::Message(text) => Next::Message(text.to_owned()),
+            Line::Message(text) => Next::Message(Cow::Owned(text.to_owned())),
             Line::Invalid(why) => {
                 eprintln!("msg-client: stdin line {number}: {why}; skipped");
                 lock(stats).counts.invalid_lines += 1;

@@ -6,7 +6,10 @@
 //! - only datagrams from the hub's address whose payload the caller recognises count as
 //!   replies; anything else (another sender, another payload) is counted as ignored;
 //! - before each request, replies already queued (late replies to earlier, timed-out
-//!   requests) are drained without waiting, so they are not taken for the next reply.
+//!   requests, or duplicated ones) are drained without waiting, so they are not taken for
+//!   the next reply. The receive that takes a reply also takes whatever is queued right
+//!   behind it (one `recvmmsg` on Linux), and when it found the queue empty less than
+//!   [`DRAIN_FRESH`] ago, the drain needs no syscall of its own.
 //!
 //! The limit that remains: a late reply that arrives *after* that drain, while the next
 //! request is in flight, is indistinguishable from that request's reply and is counted as
@@ -18,8 +21,11 @@
 //!
 //! Syscalls are the cost on a fast link (the benchmark, `examples/bench.rs`, showed 3 extra
 //! per message over the bare send+receive), so: the drain is one non-blocking receive
-//! (`MSG_DONTWAIT`, not a switch of the socket's mode and back), and the read timeout is
-//! set only when the one already set does not fit the wait (see [`TIMEOUT_SLACK`]).
+//! (`MSG_DONTWAIT`, not a switch of the socket's mode and back), the read timeout is
+//! set only when the one already set does not fit the wait (see [`TIMEOUT_SLACK`]), the
+//! drain is skipped right after a receive that emptied the queue, and a run of datagrams goes out through [`UdpLink::send_gathered`]: on Linux one `sendmmsg`
+//! per [`SEND_BATCH`] datagrams, each gathered from a header and a payload where they lie
+//! (no copy into a datagram buffer).
 
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -35,13 +41,38 @@ const REPLY_BUF: usize = 2048;
 /// replaced too, so a long wait does not wake up over and over.
 pub const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
 
+/// Datagrams handed to the kernel per `sendmmsg` call, at most.
+pub const SEND_BATCH: usize = 64;
+
+/// Datagrams taken per receive while waiting for a reply, at most (Linux): the reply, and
+/// what is queued right behind it (a duplicate, more acks of a window), in one syscall.
+/// Fewer than this means the receive left the queue empty.
+const RECV_BATCH: usize = 8;
+
+/// A drain within this long of a receive that left the queue empty is skipped: a datagram
+/// that came in since is as likely to come just after a drain, which no drain catches
+/// either. (Between a reply and the next request of a client that sends as fast as it can
+/// there are a few microseconds; a client that waits between requests drains.)
+pub const DRAIN_FRESH: Duration = Duration::from_micros(100);
+
 /// A client-side UDP socket aimed at one hub address.
 #[derive(Debug)]
 pub struct UdpLink {
     socket: UdpSocket,
     hub: SocketAddr,
+    /// `hub` as the OS's socket address, for `sendmmsg`.
+    #[cfg(target_os = "linux")]
+    hub_raw: socket2::SockAddr,
+    /// Room for [`RECV_BATCH`] datagrams of [`REPLY_BUF`] bytes.
     buf: Vec<u8>,
     ignored: u64,
+    /// Recognised replies taken after the one a wait returned, in the same receive: late
+    /// or duplicated replies (for a protocol with one reply per request), counted as late
+    /// by the next drain.
+    extra_replies: u64,
+    /// When a receive last found the queue empty (Linux; `None` elsewhere or after a wait
+    /// that timed out, when late replies are likeliest).
+    emptied_at: Option<Instant>,
     /// The socket's read timeout as last set (`None`: not set yet).
     read_timeout: Option<Duration>,
 }
@@ -66,8 +97,12 @@ impl UdpLink {
         Ok(UdpLink {
             socket,
             hub,
-            buf: vec![0; REPLY_BUF],
+            #[cfg(target_os = "linux")]
+            hub_raw: socket2::SockAddr::from(hub),
+            buf: vec![0; REPLY_BUF * RECV_BATCH],
             ignored: 0,
+            extra_replies: 0,
+            emptied_at: None,
             read_timeout: None,
         })
     }
@@ -97,10 +132,104 @@ impl UdpLink {
         Ok(())
     }
 
+    /// Send datagrams to the hub, each made of two parts sent as one datagram (a header and
+    /// a payload that need not lie next to each other). A datagram that cannot be sent (a
+    /// full socket buffer, an ICMP error reported late) is passed to `on_error` with its
+    /// index and skipped; the rest still go. On Linux: one `sendmmsg` per [`SEND_BATCH`].
+    pub fn send_gathered<'a>(
+        &self,
+        datagrams: impl IntoIterator<Item = [&'a [u8]; 2]>,
+        mut on_error: impl FnMut(usize, io::Error),
+    ) {
+        #[cfg(target_os = "linux")]
+        {
+            let mut datagrams = datagrams.into_iter().peekable();
+            let mut first = 0;
+            while datagrams.peek().is_some() {
+                let batch = datagrams.by_ref().take(SEND_BATCH);
+                let base = first;
+                first += self.sendmmsg(batch, |i, e| on_error(base + i, e));
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut buf = Vec::new();
+            for (i, [head, payload]) in datagrams.into_iter().enumerate() {
+                buf.clear();
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(payload);
+                if let Err(e) = self.send(&buf) {
+                    on_error(i, e);
+                }
+            }
+        }
+    }
+
+    /// Send up to [`SEND_BATCH`] datagrams with `sendmmsg`; returns how many were taken.
+    #[cfg(target_os = "linux")]
+    fn sendmmsg<'a>(
+        &self,
+        datagrams: impl Iterator<Item = [&'a [u8]; 2]>,
+        mut on_error: impl FnMut(usize, io::Error),
+    ) -> usize {
+        use std::os::fd::AsRawFd;
+        // SAFETY (zeroed): iovec and mmsghdr are plain C structs; all-zero is a valid value
+        // (null pointers, zero lengths).
+        let mut iov: [[libc::iovec; 2]; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        let mut n = 0;
+        for (parts, (iov, msg)) in datagrams.zip(iov.iter_mut().zip(msgs.iter_mut())) {
+            for (part, v) in parts.iter().zip(iov.iter_mut()) {
+                v.iov_base = part.as_ptr() as *mut libc::c_void;
+                v.iov_len = part.len();
+            }
+            msg.msg_hdr.msg_name = self.hub_raw.as_ptr() as *mut libc::c_void;
+            msg.msg_hdr.msg_namelen = self.hub_raw.len();
+            msg.msg_hdr.msg_iov = iov.as_mut_ptr();
+            msg.msg_hdr.msg_iovlen = 2;
+            n += 1;
+        }
+        let mut done = 0;
+        while done < n {
+            // SAFETY: `msgs[done..n]` point at `iov` entries, the parts' bytes and `hub_raw`,
+            // all alive and unmoved for this call; the kernel only reads them (and writes
+            // each `msg_len`).
+            let sent = unsafe {
+                libc::sendmmsg(
+                    self.socket.as_raw_fd(),
+                    msgs[done..n].as_mut_ptr(),
+                    (n - done) as libc::c_uint,
+                    0,
+                )
+            };
+            if sent > 0 {
+                done += sent as usize;
+                continue;
+            }
+            let e = if sent < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::new(ErrorKind::WriteZero, "sendmmsg sent nothing")
+            };
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            // the datagram at `done` failed: report it and go on with the next
+            on_error(done, e);
+            done += 1;
+        }
+        n
+    }
+
     /// Take every datagram already queued, without waiting. Returns how many were replies
-    /// from the hub that `is_reply` recognises (late replies); the rest count as ignored.
+    /// from the hub that `is_reply` recognises (late replies, with those a wait took after
+    /// its reply); the rest count as ignored. No syscall within [`DRAIN_FRESH`] of a
+    /// receive that left the queue empty.
     pub fn drain(&mut self, mut is_reply: impl FnMut(&[u8]) -> bool) -> io::Result<u64> {
-        let mut late = 0;
+        let mut late = std::mem::take(&mut self.extra_replies);
+        if self.emptied_at.is_some_and(|t| t.elapsed() < DRAIN_FRESH) {
+            return Ok(late);
+        }
         loop {
             match self.recv_now() {
                 Ok((n, from)) => {
@@ -110,7 +239,10 @@ impl UdpLink {
                         self.ignored += 1;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(late),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.emptied_at = Some(Instant::now());
+                    return Ok(late);
+                }
                 // ICMP errors from earlier sends (some systems report them here): not a reply.
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => return Err(e),
@@ -125,7 +257,7 @@ impl UdpLink {
         // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the kernel only writes
         // received (initialised) bytes into the buffer.
         let buf = unsafe {
-            &mut *(self.buf.as_mut_slice() as *mut [u8] as *mut [std::mem::MaybeUninit<u8>])
+            &mut *(&mut self.buf[..REPLY_BUF] as *mut [u8] as *mut [std::mem::MaybeUninit<u8>])
         };
         let (n, from) = socket.recv_from_with_flags(buf, libc::MSG_DONTWAIT)?;
         let from = from
@@ -138,7 +270,7 @@ impl UdpLink {
     #[cfg(not(unix))]
     fn recv_now(&mut self) -> io::Result<(usize, SocketAddr)> {
         self.socket.set_nonblocking(true)?;
-        let result = self.socket.recv_from(&mut self.buf);
+        let result = self.socket.recv_from(&mut self.buf[..REPLY_BUF]);
         self.socket.set_nonblocking(false)?;
         result
     }
@@ -157,12 +289,15 @@ impl UdpLink {
 
     /// Wait until `deadline` (at most [`TIMEOUT_SLACK`] past it) for a datagram from the hub
     /// that `classify` recognises (returns `Some`). Everything else received meanwhile is
-    /// counted as ignored.
+    /// counted as ignored. Datagrams taken in the same receive after the reply are passed to
+    /// `classify` too (so a window's further acks are handled); those it recognises are
+    /// kept for the next [`UdpLink::drain`] to count as late.
     pub fn wait_reply<T>(
         &mut self,
         deadline: Instant,
         mut classify: impl FnMut(&[u8]) -> Option<T>,
     ) -> io::Result<Reply<T>> {
+        let mut meta = [(0usize, self.hub); RECV_BATCH];
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -171,21 +306,90 @@ impl UdpLink {
             // A zero read timeout means "block forever" to the OS; never ask for that.
             let left = (deadline - now).max(Duration::from_millis(1));
             self.arm_read_timeout(left)?;
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
+            match self.recv_batch(&mut meta) {
+                Ok(k) => {
                     let at = Instant::now();
-                    if from == self.hub {
-                        if let Some(reply) = classify(&self.buf[..n]) {
-                            return Ok(Reply::Got(reply, at));
+                    if k < RECV_BATCH && cfg!(target_os = "linux") {
+                        self.emptied_at = Some(at);
+                    }
+                    let mut got = None;
+                    for (i, &(n, from)) in meta[..k].iter().enumerate() {
+                        let payload = &self.buf[i * REPLY_BUF..i * REPLY_BUF + n];
+                        match (from == self.hub).then(|| classify(payload)).flatten() {
+                            Some(reply) if got.is_none() => got = Some(reply),
+                            Some(_) => self.extra_replies += 1,
+                            None => self.ignored += 1,
                         }
                     }
-                    self.ignored += 1;
+                    if let Some(reply) = got {
+                        return Ok(Reply::Got(reply, at));
+                    }
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.emptied_at = None;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted || is_transient(&e) => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Block (up to the read timeout) for a datagram; take it and, on Linux, up to
+    /// [`RECV_BATCH`] - 1 more already queued behind it, in one `recvmmsg`. Datagram `i` is
+    /// `buf[i * REPLY_BUF..][..meta[i].0]` from `meta[i].1`. Returns how many were taken.
+    #[cfg(target_os = "linux")]
+    fn recv_batch(&mut self, meta: &mut [(usize, SocketAddr); RECV_BATCH]) -> io::Result<usize> {
+        use std::mem::MaybeUninit;
+        use std::os::fd::AsRawFd;
+        // SAFETY (zeroed): iovec and mmsghdr are plain C structs for which all-zero is a
+        // valid value. The addresses are left uninitialised for the kernel to write.
+        let mut iov: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
+        let mut names = [MaybeUninit::<libc::sockaddr_storage>::uninit(); RECV_BATCH];
+        let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+        let slots = self.buf.chunks_exact_mut(REPLY_BUF);
+        for (((slot, v), name), msg) in slots.zip(&mut iov).zip(&mut names).zip(&mut msgs) {
+            v.iov_base = slot.as_mut_ptr() as *mut libc::c_void;
+            v.iov_len = slot.len();
+            msg.msg_hdr.msg_name = name.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            msg.msg_hdr.msg_iov = v;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every mmsghdr points at its own iovec, name and a REPLY_BUF-byte slot of
+        // `buf`, all alive and unmoved for the call; the kernel writes at most that much.
+        // MSG_WAITFORONE: block for the first datagram only.
+        let k = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                RECV_BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if k < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let k = k as usize;
+        for ((m, msg), name) in meta.iter_mut().zip(&msgs).zip(&names).take(k) {
+            // SAFETY: the kernel wrote the sender's address (`msg_namelen` bytes) into `name`
+            // for each of the `k` datagrams received; a UDP socket's peer is an IP address,
+            // which fits and initialises the part `as_socket` reads.
+            let addr =
+                unsafe { socket2::SockAddr::new(name.assume_init_read(), msg.msg_hdr.msg_namelen) };
+            let from = addr
+                .as_socket()
+                .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
+            *m = ((msg.msg_len as usize).min(REPLY_BUF), from);
+        }
+        Ok(k)
+    }
+
+    /// Block (up to the read timeout) for one datagram.
+    #[cfg(not(target_os = "linux"))]
+    fn recv_batch(&mut self, meta: &mut [(usize, SocketAddr); RECV_BATCH]) -> io::Result<usize> {
+        meta[0] = self.socket.recv_from(&mut self.buf[..REPLY_BUF])?;
+        Ok(1)
     }
 }
 
@@ -262,6 +466,62 @@ mod tests {
         // what the socket has: the kernel rounds it up to whole scheduler ticks
         let set = link.socket.read_timeout().unwrap().unwrap();
         assert!(set >= ms(50) && set <= ms(60), "{set:?}");
+    }
+
+    #[test]
+    fn gathered_datagrams_arrive_whole_and_in_order_across_batches() {
+        let hub = server();
+        hub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        let n = SEND_BATCH * 2 + 3;
+        let heads: Vec<[u8; 4]> = (0..n as u32).map(u32::to_le_bytes).collect();
+        let payload: Vec<u8> = (0..=255).collect();
+        let parts = heads
+            .iter()
+            .enumerate()
+            .map(|(i, h)| [&h[..], &payload[..i % 200]]);
+        let mut errors = 0;
+        link.send_gathered(parts, |_, _| errors += 1);
+        assert_eq!(errors, 0);
+        let mut buf = [0u8; 512];
+        for i in 0..n {
+            let (len, _) = hub.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..4], &(i as u32).to_le_bytes());
+            assert_eq!(&buf[4..len], &payload[..i % 200]);
+        }
+    }
+
+    #[test]
+    fn a_duplicate_taken_with_the_reply_is_counted_late_by_the_next_drain() {
+        let hub = server();
+        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        link.send(b"request").unwrap();
+        let mut buf = [0u8; 64];
+        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        hub.send_to(b"ack", client).unwrap();
+        hub.send_to(b"ack", client).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(matches!(
+            link.wait_reply(deadline, is_ack).unwrap(),
+            Reply::Got((), _)
+        ));
+        assert_eq!(link.drain(|p| is_ack(p).is_some()).unwrap(), 1);
+        assert_eq!(link.drain(|p| is_ack(p).is_some()).unwrap(), 0);
+        assert_eq!(link.ignored(), 0);
+    }
+
+    #[test]
+    fn after_a_timed_out_wait_the_drain_looks_at_the_socket() {
+        let hub = server();
+        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        link.send(b"request").unwrap();
+        let mut buf = [0u8; 64];
+        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(5);
+        assert_eq!(link.wait_reply(deadline, is_ack).unwrap(), Reply::TimedOut);
+        // the reply comes late, right after the wait gave up
+        hub.send_to(b"ack", client).unwrap();
+        assert_eq!(link.drain(|p| is_ack(p).is_some()).unwrap(), 1);
     }
 
     #[test]

@@ -16,14 +16,20 @@
 //! - partial frames expire after `frame_timeout`; memory is bounded per stream (a few partial
 //!   frames) and in total (oldest partial dropped first).
 //!
-//! A frame's buffer is allocated at its first chunk, at the announced length (bounded by
-//! `max_frame_bytes` and charged to the budget); large buffers come zeroed from the OS and
-//! only take physical memory as chunks are written.
+//! A frame's buffer is allocated at its first chunk with room for the announced length
+//! (bounded by `max_frame_bytes` and charged to the budget) but not filled: chunks that come
+//! in order are appended, and a chunk past a gap zero-fills the gap first (the chunks that
+//! fill it later overwrite those zeros). So each byte is written once, by the one copy out
+//! of the datagram, and a buffer only takes physical memory as chunks arrive.
+//!
+//! Cost per datagram (the hub's receiving thread runs this for every one): one hash lookup
+//! of the sender, no allocation (one per frame: its buffer, and its ack), no lock.
 
 use super::Transmit;
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
 use crate::wire::jpeg::is_complete_jpeg;
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -176,8 +182,38 @@ struct Partial {
 }
 
 impl Partial {
+    fn new(h: &DataHeader, now: Instant) -> Partial {
+        Partial {
+            frame: h.frame,
+            length: h.length,
+            count: h.count,
+            received: 0,
+            have: vec![0; (h.count as usize).div_ceil(64)],
+            buf: Vec::with_capacity(h.length as usize),
+            started: now,
+            last_seen: now,
+        }
+    }
+
+    /// Bytes charged to the budget: the announced length, whatever has been written yet.
     fn held(&self) -> usize {
-        self.buf.len() + PARTIAL_OVERHEAD
+        self.length as usize + PARTIAL_OVERHEAD
+    }
+
+    /// Write chunk `index`, whose payload [`framed::parse`] checked to be exactly that
+    /// chunk's size (so chunks tile `0..length` and `buf` ends at a chunk boundary). In
+    /// order, it is appended; past a gap, the gap is zero-filled first; into a gap, it
+    /// overwrites the zeros. `buf` never grows past its capacity, so it is never moved.
+    fn write(&mut self, index: u16, payload: &[u8]) {
+        let start = framed::chunk_len(self.length, self.count) * index as usize;
+        if self.buf.len() < start {
+            self.buf.resize(start, 0);
+        }
+        if self.buf.len() == start {
+            self.buf.extend_from_slice(payload);
+        } else {
+            self.buf[start..start + payload.len()].copy_from_slice(payload);
+        }
     }
 
     fn has(&self, index: u16) -> bool {
@@ -206,6 +242,53 @@ struct Stream {
     newest_delivered: Option<u32>,
     recent: VecDeque<(u32, AckStatus)>,
     last_seen: Instant,
+}
+
+impl Stream {
+    fn new(id: u32, now: Instant) -> Stream {
+        Stream {
+            id,
+            partials: Vec::new(),
+            newest_delivered: None,
+            recent: VecDeque::new(),
+            last_seen: now,
+        }
+    }
+
+    /// Drop every partial frame, reporting each as dropped for `reason`.
+    fn drop_partials(
+        &mut self,
+        from: SocketAddr,
+        reason: FramedDrop,
+        held: &mut usize,
+        events: &mut VecDeque<FramedEvent>,
+    ) {
+        for p in self.partials.drain(..) {
+            *held -= p.held();
+            events.push_back(FramedEvent::Dropped {
+                from,
+                frame: p.frame,
+                reason,
+                received: p.received,
+                count: p.count,
+            });
+        }
+    }
+}
+
+/// Whether [`FramedReceiver::on_data`] finished with a datagram.
+#[derive(PartialEq, Eq)]
+enum Step {
+    Done,
+    /// A new partial frame needs room in the budget first.
+    NeedRoom,
+}
+
+fn send(transmits: &mut VecDeque<Transmit>, to: SocketAddr, payload: Vec<u8>) {
+    transmits.push_back(Transmit {
+        to,
+        payload: Cow::Owned(payload),
+    });
 }
 
 /// `a` is newer than `b` in wrapping (serial number) order.
@@ -252,10 +335,7 @@ impl FramedReceiver {
     }
 
     fn send(&mut self, to: SocketAddr, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit {
-            to,
-            payload: Cow::Owned(payload),
-        });
+        send(&mut self.transmits, to, payload);
     }
 
     fn reject(&mut self, from: SocketAddr, reason: FramedReject) {
@@ -277,49 +357,145 @@ impl FramedReceiver {
             );
             return self.reject(from, FramedReject::TooLarge(h.length));
         }
-        self.stream_for(from, h.stream, now);
-        let stream = self.streams.get_mut(&from).expect("just made");
+        if self.streams.len() >= self.config.max_streams.max(1) && !self.streams.contains_key(&from)
+        {
+            self.forget_quietest_stream();
+        }
+        // The sender is looked up once; only a new partial frame that needs room taken
+        // from other senders' partials leaves and comes back for a second lookup.
+        if self.on_data(from, &h, payload, now, false) == Step::NeedRoom {
+            let cost = h.length as usize + PARTIAL_OVERHEAD;
+            while self.held + cost > self.config.max_partial_bytes {
+                if !self.evict_oldest() {
+                    break;
+                }
+            }
+            self.on_data(from, &h, payload, now, true);
+        }
+    }
+
+    /// A parsed data chunk. With `room_made`, a new partial frame is started even over
+    /// the budget (everything that could be evicted was).
+    fn on_data(
+        &mut self,
+        from: SocketAddr,
+        h: &DataHeader,
+        payload: &[u8],
+        now: Instant,
+        room_made: bool,
+    ) -> Step {
+        let FramedReceiver {
+            config,
+            streams,
+            held,
+            events,
+            transmits,
+        } = self;
+        let stream = match streams.entry(from) {
+            Entry::Occupied(e) => {
+                let stream = e.into_mut();
+                if stream.id != h.stream {
+                    // the sender restarted
+                    stream.drop_partials(from, FramedDrop::Restarted, held, events);
+                    *stream = Stream::new(h.stream, now);
+                }
+                stream
+            }
+            Entry::Vacant(e) => e.insert(Stream::new(h.stream, now)),
+        };
         stream.last_seen = now;
-        if let Some(&(_, status)) = stream.recent.iter().find(|(f, _)| *f == h.frame) {
-            return self.send(from, framed::emit_ack(h.stream, h.frame, status, h.ts_us));
-        }
-        if stream.newest_delivered.is_some_and(|n| !newer(h.frame, n)) {
-            return self.send(
-                from,
-                framed::emit_ack(h.stream, h.frame, AckStatus::Stale, h.ts_us),
-            );
-        }
+        // A chunk of a frame in progress, the usual case, is looked for first: such a frame
+        // is never among the finished ones, nor older than the newest delivered (finishing
+        // a frame removes it and every older partial), so the checks below cannot apply.
         let at = match stream.partials.iter().position(|p| p.frame == h.frame) {
             Some(at) => at,
-            None => match self.start_partial(from, &h, now) {
-                Some(at) => at,
-                None => return,
-            },
+            None => {
+                if let Some(&(_, status)) = stream.recent.iter().find(|(f, _)| *f == h.frame) {
+                    send(
+                        transmits,
+                        from,
+                        framed::emit_ack(h.stream, h.frame, status, h.ts_us),
+                    );
+                    return Step::Done;
+                }
+                if stream.newest_delivered.is_some_and(|n| !newer(h.frame, n)) {
+                    send(
+                        transmits,
+                        from,
+                        framed::emit_ack(h.stream, h.frame, AckStatus::Stale, h.ts_us),
+                    );
+                    return Step::Done;
+                }
+                let cost = h.length as usize + PARTIAL_OVERHEAD;
+                if cost > config.max_partial_bytes {
+                    send(
+                        transmits,
+                        from,
+                        framed::emit_ack(h.stream, h.frame, AckStatus::Rejected, h.ts_us),
+                    );
+                    events.push_back(FramedEvent::Rejected {
+                        from,
+                        reason: FramedReject::TooLarge(h.length),
+                    });
+                    return Step::Done;
+                }
+                // per stream: drop this stream's oldest partial when it has too many
+                let per_stream = config.max_partials_per_stream.max(1);
+                while stream.partials.len() >= per_stream {
+                    let (i, _) = stream
+                        .partials
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, p)| p.started)
+                        .expect("at least one partial");
+                    let p = stream.partials.swap_remove(i);
+                    *held -= p.held();
+                    events.push_back(FramedEvent::Dropped {
+                        from,
+                        frame: p.frame,
+                        reason: FramedDrop::Evicted,
+                        received: p.received,
+                        count: p.count,
+                    });
+                }
+                if *held + cost > config.max_partial_bytes && !room_made {
+                    return Step::NeedRoom;
+                }
+                stream.partials.push(Partial::new(h, now));
+                *held += cost;
+                stream.partials.len() - 1
+            }
         };
-        let stream = self.streams.get_mut(&from).expect("present");
         let p = &mut stream.partials[at];
         if p.length != h.length || p.count != h.count {
-            return self.reject(from, FramedReject::Mismatch);
+            events.push_back(FramedEvent::Rejected {
+                from,
+                reason: FramedReject::Mismatch,
+            });
+            return Step::Done;
         }
         p.last_seen = now;
         if !p.has(h.index) {
-            let start = framed::chunk_len(h.length, h.count) * h.index as usize;
-            p.buf[start..start + payload.len()].copy_from_slice(payload);
+            p.write(h.index, payload);
             p.have[h.index as usize / 64] |= 1 << (h.index % 64);
             p.received += 1;
         }
         if p.received == p.count {
             let p = stream.partials.swap_remove(at);
-            self.held -= p.held();
-            return self.finish(from, h, p.buf);
+            *held -= p.held();
+            debug_assert_eq!(p.buf.len(), p.length as usize, "every chunk written");
+            Self::finish(from, h, p.buf, stream, held, events, transmits);
+            return Step::Done;
         }
         if h.index == h.count - 1 || h.flags & framed::POLL != 0 {
             let (received, missing) = (p.received, p.missing());
-            self.send(
+            send(
+                transmits,
                 from,
                 framed::emit_nack(h.stream, h.frame, received, &missing),
             );
         }
+        Step::Done
     }
 
     /// Drop partial frames with no chunk for `frame_timeout`, and forget long-idle senders.
@@ -351,96 +527,25 @@ impl FramedReceiver {
         });
     }
 
-    /// Make sure `from` has stream `id`, dropping an older stream of the same sender.
-    fn stream_for(&mut self, from: SocketAddr, id: u32, now: Instant) {
-        if let Some(s) = self.streams.get(&from) {
-            if s.id == id {
-                return;
+    /// Forget the least recently heard sender, to make room for a new one.
+    fn forget_quietest_stream(&mut self) {
+        let quietest = self
+            .streams
+            .iter()
+            .min_by_key(|(_, s)| s.last_seen)
+            .map(|(a, _)| *a);
+        if let Some(a) = quietest {
+            if let Some(mut stream) = self.streams.remove(&a) {
+                stream.drop_partials(a, FramedDrop::Evicted, &mut self.held, &mut self.events);
             }
-            self.drop_stream_partials(from, FramedDrop::Restarted);
-            self.streams.remove(&from);
-        } else if self.streams.len() >= self.config.max_streams.max(1) {
-            let quietest = self
-                .streams
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(a, _)| *a);
-            if let Some(a) = quietest {
-                self.drop_stream_partials(a, FramedDrop::Evicted);
-                self.streams.remove(&a);
-            }
-        }
-        self.streams.insert(
-            from,
-            Stream {
-                id,
-                partials: Vec::new(),
-                newest_delivered: None,
-                recent: VecDeque::new(),
-                last_seen: now,
-            },
-        );
-    }
-
-    fn drop_stream_partials(&mut self, from: SocketAddr, reason: FramedDrop) {
-        let Some(stream) = self.streams.get_mut(&from) else {
-            return;
-        };
-        for p in stream.partials.drain(..) {
-            self.held -= p.held();
-            self.events.push_back(FramedEvent::Dropped {
-                from,
-                frame: p.frame,
-                reason,
-                received: p.received,
-                count: p.count,
-            });
         }
     }
 
-    /// Start a partial frame; returns its position in the stream's list, or None if it
-    /// cannot be held.
-    fn start_partial(&mut self, from: SocketAddr, h: &DataHeader, now: Instant) -> Option<usize> {
-        let cost = h.length as usize + PARTIAL_OVERHEAD;
-        if cost > self.config.max_partial_bytes {
-            self.send(
-                from,
-                framed::emit_ack(h.stream, h.frame, AckStatus::Rejected, h.ts_us),
-            );
-            self.reject(from, FramedReject::TooLarge(h.length));
-            return None;
-        }
-        // per stream: drop this stream's oldest partial when it has too many
-        let per_stream = self.config.max_partials_per_stream.max(1);
-        while self.streams[&from].partials.len() >= per_stream {
-            self.evict_oldest(Some(from));
-        }
-        while self.held + cost > self.config.max_partial_bytes {
-            if !self.evict_oldest(None) {
-                break;
-            }
-        }
-        let stream = self.streams.get_mut(&from).expect("present");
-        stream.partials.push(Partial {
-            frame: h.frame,
-            length: h.length,
-            count: h.count,
-            received: 0,
-            have: vec![0; (h.count as usize).div_ceil(64)],
-            buf: vec![0; h.length as usize],
-            started: now,
-            last_seen: now,
-        });
-        self.held += cost;
-        Some(stream.partials.len() - 1)
-    }
-
-    /// Drop the oldest partial frame (of one sender, or of all); false if there was none.
-    fn evict_oldest(&mut self, only: Option<SocketAddr>) -> bool {
+    /// Drop the oldest partial frame of all senders; false if there was none.
+    fn evict_oldest(&mut self) -> bool {
         let oldest = self
             .streams
             .iter()
-            .filter(|(a, _)| only.is_none_or(|o| o == **a))
             .flat_map(|(a, s)| {
                 s.partials
                     .iter()
@@ -468,26 +573,37 @@ impl FramedReceiver {
         true
     }
 
-    fn finish(&mut self, from: SocketAddr, h: DataHeader, jpeg: Vec<u8>) {
+    /// Every chunk of a frame is in: check it, ack it, and deliver it.
+    fn finish(
+        from: SocketAddr,
+        h: &DataHeader,
+        jpeg: Vec<u8>,
+        stream: &mut Stream,
+        held: &mut usize,
+        events: &mut VecDeque<FramedEvent>,
+        transmits: &mut VecDeque<Transmit>,
+    ) {
         let status = if is_complete_jpeg(&jpeg) {
             AckStatus::Delivered
         } else {
             AckStatus::Rejected
         };
-        let stream = self.streams.get_mut(&from).expect("present");
         stream.recent.push_back((h.frame, status));
         if stream.recent.len() > RECENT {
             stream.recent.pop_front();
         }
-        self.send(from, framed::emit_ack(h.stream, h.frame, status, h.ts_us));
+        send(
+            transmits,
+            from,
+            framed::emit_ack(h.stream, h.frame, status, h.ts_us),
+        );
         if status == AckStatus::Rejected {
-            return self.events.push_back(FramedEvent::Corrupt {
+            return events.push_back(FramedEvent::Corrupt {
                 from,
                 frame: h.frame,
             });
         }
         // latest frame wins: older partial frames of this stream are stale now
-        let stream = self.streams.get_mut(&from).expect("present");
         stream.newest_delivered = Some(match stream.newest_delivered {
             Some(n) if newer(n, h.frame) => n,
             _ => h.frame,
@@ -500,10 +616,14 @@ impl FramedReceiver {
             }
             !is_stale
         });
-        for (frame, received, count, held) in stale {
-            self.held -= held;
-            self.send(from, framed::emit_ack(h.stream, frame, AckStatus::Stale, 0));
-            self.events.push_back(FramedEvent::Dropped {
+        for (frame, received, count, p_held) in stale {
+            *held -= p_held;
+            send(
+                transmits,
+                from,
+                framed::emit_ack(h.stream, frame, AckStatus::Stale, 0),
+            );
+            events.push_back(FramedEvent::Dropped {
                 from,
                 frame,
                 reason: FramedDrop::Stale,
@@ -511,7 +631,7 @@ impl FramedReceiver {
                 count,
             });
         }
-        self.events.push_back(FramedEvent::Frame {
+        events.push_back(FramedEvent::Frame {
             from,
             stream: h.stream,
             frame: h.frame,

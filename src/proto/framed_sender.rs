@@ -3,7 +3,9 @@
 //! missing, and gives a frame up after a bounded number of resend rounds or its deadline.
 //!
 //! No socket, no clock: the caller passes `now` to every call, sends what
-//! [`FramedSender::poll_transmit`] writes, feeds back every datagram it receives, and calls
+//! [`FramedSender::poll_transmit`] writes (or what [`FramedSender::poll_chunk`] points at: a
+//! header and the payload's place in the shared frame, so the payload is never copied on
+//! the sender's side), feeds back every datagram it receives, and calls
 //! [`FramedSender::handle_timeout`] when [`FramedSender::poll_timeout`] says so.
 //!
 //! Recovery: when the hub gets the last chunk of an incomplete frame it sends a nack with
@@ -17,6 +19,7 @@
 
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet};
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +78,22 @@ pub enum SenderEvent {
         reason: GiveUp,
         resent: u32,
     },
+}
+
+/// One data datagram to send: [`Chunk::header`] followed by [`Chunk::payload`].
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub header: [u8; framed::DATA_HEADER_LEN],
+    /// The frame the payload is part of (shared, not copied).
+    pub frame: Arc<Vec<u8>>,
+    /// Where the payload is in `frame`.
+    pub payload: Range<usize>,
+}
+
+impl Chunk {
+    pub fn payload(&self) -> &[u8] {
+        &self.frame[self.payload.clone()]
+    }
 }
 
 struct InFlight {
@@ -193,6 +212,19 @@ impl FramedSender {
 
     /// Write the next datagram to send into `out` (cleared first); false when there is none.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        let Some(chunk) = self.poll_chunk(now) else {
+            return false;
+        };
+        out.clear();
+        out.extend_from_slice(&chunk.header);
+        out.extend_from_slice(chunk.payload());
+        true
+    }
+
+    /// The next datagram to send, as its header and the place of its payload in the frame
+    /// (so a socket can send both parts without the payload being copied); `None` when there
+    /// is none.
+    pub fn poll_chunk(&mut self, now: Instant) -> Option<Chunk> {
         while let Some((frame, index)) = self.queue.pop_front() {
             let ts_us = self.ts(now);
             let Some(f) = self.in_flight.iter_mut().find(|f| f.frame == frame) else {
@@ -214,11 +246,13 @@ impl FramedSender {
                 length,
                 ts_us,
             };
-            out.clear();
-            framed::emit_data(out, &header, &f.data[start..start + len]);
-            return true;
+            return Some(Chunk {
+                header: framed::data_header(&header),
+                frame: Arc::clone(&f.data),
+                payload: start..start + len,
+            });
         }
-        false
+        None
     }
 
     /// Feed a datagram received from the hub.

@@ -250,12 +250,24 @@ fn emit_prefix(out: &mut Vec<u8>, kind: u8, flags: u16, stream: u32, frame: u32)
 
 /// Append a data datagram (header, then `payload`) to `out`.
 pub fn emit_data(out: &mut Vec<u8>, h: &DataHeader, payload: &[u8]) {
-    emit_prefix(out, KIND_DATA, h.flags, h.stream, h.frame);
-    out.extend_from_slice(&h.index.to_le_bytes());
-    out.extend_from_slice(&h.count.to_le_bytes());
-    out.extend_from_slice(&h.length.to_le_bytes());
-    out.extend_from_slice(&h.ts_us.to_le_bytes());
+    out.extend_from_slice(&data_header(h));
     out.extend_from_slice(payload);
+}
+
+/// A data datagram's header alone: the datagram is this followed by the payload (a sender
+/// can hand both to the kernel as two parts, without copying the payload next to it).
+pub fn data_header(h: &DataHeader) -> [u8; DATA_HEADER_LEN] {
+    let mut b = [0u8; DATA_HEADER_LEN];
+    b[..4].copy_from_slice(&MAGIC);
+    b[4..6].copy_from_slice(&[VERSION, KIND_DATA]);
+    b[6..8].copy_from_slice(&h.flags.to_le_bytes());
+    b[8..12].copy_from_slice(&h.stream.to_le_bytes());
+    b[12..16].copy_from_slice(&h.frame.to_le_bytes());
+    b[16..18].copy_from_slice(&h.index.to_le_bytes());
+    b[18..20].copy_from_slice(&h.count.to_le_bytes());
+    b[20..24].copy_from_slice(&h.length.to_le_bytes());
+    b[24..32].copy_from_slice(&h.ts_us.to_le_bytes());
+    b
 }
 
 /// An ack datagram.
