@@ -21,6 +21,7 @@
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use super::udp_link::{Reply, UdpLink, SEND_BATCH};
@@ -291,10 +292,15 @@ impl FrameSender for ChunkedSender {
         let header = seed_udp::emit_length_header(jpeg.len() as i64, self.options.header_width);
         let started = Instant::now();
         let datagrams = std::iter::once(&header[..]).chain(seed_udp::seed_chunks(jpeg, CHUNK_SIZE));
-        for datagram in datagrams {
-            if let Err(e) = self.link.send(datagram) {
-                return Ok(vec![FrameOutcome::Lost(LostReason::SendFailed(e))]);
-            }
+        // up to SEND_BATCH datagrams per syscall; the frame stops at the first that fails
+        let mut failed = None;
+        self.link
+            .send_gathered(datagrams.map(|d| [d, &[][..]]), |_, e| {
+                failed = Some(e);
+                ControlFlow::Break(())
+            });
+        if let Some(e) = failed {
+            return Ok(vec![FrameOutcome::Lost(LostReason::SendFailed(e))]);
         }
         Ok(vec![await_ack(
             &mut self.link,
@@ -422,7 +428,10 @@ impl FramedUdpSender {
             link.send_gathered(
                 chunks.iter().map(|c| [&c.header[..], c.payload()]),
                 // a full socket buffer or an ICMP error: the resend logic covers it
-                |_, e| log::debug!("framed: send failed: {e}"),
+                |_, e| {
+                    log::debug!("framed: send failed: {e}");
+                    ControlFlow::Continue(())
+                },
             );
             chunks.clear();
         }
