@@ -21,6 +21,7 @@
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use super::udp_link::{Reply, UdpLink, SEND_BATCH};
@@ -291,10 +292,15 @@ impl FrameSender for ChunkedSender {
         let header = seed_udp::emit_length_header(jpeg.len() as i64, self.options.header_width);
         let started = Instant::now();
         let datagrams = std::iter::once(&header[..]).chain(seed_udp::seed_chunks(jpeg, CHUNK_SIZE));
-        for datagram in datagrams {
-            if let Err(e) = self.link.send(datagram) {
-                return Ok(vec![FrameOutcome::Lost(LostReason::SendFailed(e))]);
-            }
+        // up to SEND_BATCH datagrams per syscall; the frame stops at the first that fails
+        let mut failed = None;
+        self.link
+            .send_gathered(datagrams.map(|d| [d, &[][..]]), |_, e| {
+                failed = Some(e);
+                ControlFlow::Break(())
+            });
+        if let Some(e) = failed {
+            return Ok(vec![FrameOutcome::Lost(LostReason::SendFailed(e))]);
         }
         Ok(vec![await_ack(
             &mut self.link,
@@ -422,7 +428,10 @@ impl FramedUdpSender {
             link.send_gathered(
                 chunks.iter().map(|c| [&c.header[..], c.payload()]),
                 // a full socket buffer or an ICMP error: the resend logic covers it
-                |_, e| log::debug!("framed: send failed: {e}"),
+                |_, e| {
+                    log::debug!("framed: send failed: {e}");
+                    ControlFlow::Continue(())
+                },
             );
             chunks.clear();
         }
@@ -551,6 +560,22 @@ impl Backoff {
     }
 }
 
+/// Write `head` then `body`, as one `writev` when the socket takes it all (so the 16-byte
+/// header does not go out as a segment of its own).
+fn write_all_two(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let mut parts = [io::IoSlice::new(head), io::IoSlice::new(body)];
+    let mut left = &mut parts[..];
+    while !left.is_empty() {
+        match stream.write_vectored(left) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Seed 000's TCP stream.
 #[derive(Debug)]
 pub struct TcpSender {
@@ -582,7 +607,20 @@ impl TcpSender {
     }
 
     /// True if the hub has closed (or reset) the connection. The seed TCP receiver never
-    /// sends anything, so readable data would only be unexpected bytes (ignored).
+    /// sends anything, so readable data would only be unexpected bytes (ignored). One
+    /// non-blocking receive (`MSG_DONTWAIT`), not a switch of the socket's mode and back.
+    #[cfg(unix)]
+    fn peer_closed(stream: &TcpStream) -> bool {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+        match socket2::SockRef::from(stream).recv_with_flags(&mut buf, libc::MSG_DONTWAIT) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
+        }
+    }
+
+    /// True if the hub has closed (or reset) the connection.
+    #[cfg(not(unix))]
     fn peer_closed(stream: &TcpStream) -> bool {
         if stream.set_nonblocking(true).is_err() {
             return true;
@@ -625,9 +663,7 @@ impl FrameSender for TcpSender {
         }
         let stream = self.stream.as_mut().expect("connected above");
         let started = Instant::now();
-        let written = stream
-            .write_all(&seed_tcp::emit_header(jpeg.len()))
-            .and_then(|()| stream.write_all(jpeg));
+        let written = write_all_two(stream, &seed_tcp::emit_header(jpeg.len()), jpeg);
         match written {
             Ok(()) => Ok(vec![FrameOutcome::Acked {
                 rtt: started.elapsed(),

@@ -29,6 +29,7 @@
 
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 /// Room for any reply; longer datagrams are truncated by the kernel and then simply do not
@@ -135,11 +136,12 @@ impl UdpLink {
     /// Send datagrams to the hub, each made of two parts sent as one datagram (a header and
     /// a payload that need not lie next to each other). A datagram that cannot be sent (a
     /// full socket buffer, an ICMP error reported late) is passed to `on_error` with its
-    /// index and skipped; the rest still go. On Linux: one `sendmmsg` per [`SEND_BATCH`].
+    /// index; on `Continue` it is skipped and the rest still go, on `Break` nothing more is
+    /// sent. On Linux: one `sendmmsg` per [`SEND_BATCH`].
     pub fn send_gathered<'a>(
         &self,
         datagrams: impl IntoIterator<Item = [&'a [u8]; 2]>,
-        mut on_error: impl FnMut(usize, io::Error),
+        mut on_error: impl FnMut(usize, io::Error) -> ControlFlow<()>,
     ) {
         #[cfg(target_os = "linux")]
         {
@@ -148,7 +150,10 @@ impl UdpLink {
             while datagrams.peek().is_some() {
                 let batch = datagrams.by_ref().take(SEND_BATCH);
                 let base = first;
-                first += self.sendmmsg(batch, |i, e| on_error(base + i, e));
+                match self.sendmmsg(batch, |i, e| on_error(base + i, e)) {
+                    ControlFlow::Continue(n) => first += n,
+                    ControlFlow::Break(()) => return,
+                }
             }
         }
         #[cfg(not(target_os = "linux"))]
@@ -159,19 +164,22 @@ impl UdpLink {
                 buf.extend_from_slice(head);
                 buf.extend_from_slice(payload);
                 if let Err(e) = self.send(&buf) {
-                    on_error(i, e);
+                    if on_error(i, e).is_break() {
+                        return;
+                    }
                 }
             }
         }
     }
 
-    /// Send up to [`SEND_BATCH`] datagrams with `sendmmsg`; returns how many were taken.
+    /// Send up to [`SEND_BATCH`] datagrams with `sendmmsg`; returns how many were taken, or
+    /// `Break` when `on_error` said to stop.
     #[cfg(target_os = "linux")]
     fn sendmmsg<'a>(
         &self,
         datagrams: impl Iterator<Item = [&'a [u8]; 2]>,
-        mut on_error: impl FnMut(usize, io::Error),
-    ) -> usize {
+        mut on_error: impl FnMut(usize, io::Error) -> ControlFlow<()>,
+    ) -> ControlFlow<(), usize> {
         use std::os::fd::AsRawFd;
         // SAFETY (zeroed): iovec and mmsghdr are plain C structs; all-zero is a valid value
         // (null pointers, zero lengths).
@@ -214,11 +222,11 @@ impl UdpLink {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
-            // the datagram at `done` failed: report it and go on with the next
-            on_error(done, e);
+            // the datagram at `done` failed: report it, then go on with the next or stop
+            on_error(done, e)?;
             done += 1;
         }
-        n
+        ControlFlow::Continue(n)
     }
 
     /// Take every datagram already queued, without waiting. Returns how many were replies
@@ -481,7 +489,10 @@ mod tests {
             .enumerate()
             .map(|(i, h)| [&h[..], &payload[..i % 200]]);
         let mut errors = 0;
-        link.send_gathered(parts, |_, _| errors += 1);
+        link.send_gathered(parts, |_, _| {
+            errors += 1;
+            ControlFlow::Continue(())
+        });
         assert_eq!(errors, 0);
         let mut buf = [0u8; 512];
         for i in 0..n {

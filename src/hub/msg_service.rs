@@ -4,6 +4,10 @@
 //! the reply is sent (an unbuffered write, so it is in the kernel once `write` returns):
 //! a message that was answered is never lost, even on Ctrl-C. Invalid datagrams get a short
 //! error reply and a log line with the detail.
+//!
+//! The loop waits on nothing but the socket: per message it parses, counts (atomics), hands
+//! the text to the HTTP view under a lock it only tries to take (see
+//! [`Stats::try_set_last_message`]), and replies; with `--msg-log`, one `write` of the line.
 
 use super::net::{is_timeout, LogLimiter};
 use super::stats::{Service, SourceCache, Stats};
@@ -67,10 +71,20 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
     let mut sources = SourceCache::new(Service::Msg, stats.clone());
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    // The newest message when the HTTP view was reading the previous one at that moment
+    // (rare): offered again at the next message or poll tick, never waited for.
+    let mut unpublished: Option<(SocketAddr, String, f64)> = None;
     while !shutdown.is_triggered() {
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
-            Err(e) if is_timeout(&e) => continue,
+            Err(e) if is_timeout(&e) => {
+                if let Some((from, text, at_s)) = &unpublished {
+                    if stats.try_set_last_message(*from, text, *at_s) {
+                        unpublished = None;
+                    }
+                }
+                continue;
+            }
             Err(e) => {
                 if let Some(suppressed) = limiter.allow(Instant::now()) {
                     log::warn!("msg: receive error: {e}{suppressed}");
@@ -91,7 +105,9 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
                     }
                 }
                 sources.record_item(from, n);
-                stats.set_last_message(from, text);
+                let at_s = stats.uptime().as_secs_f64();
+                unpublished = (!stats.try_set_last_message(from, text, at_s))
+                    .then(|| (from, text.to_owned(), at_s));
                 log::debug!("msg: from {from}: {text}");
                 MSG_ACK
             }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -220,22 +220,30 @@ impl Stats {
         before + 1
     }
 
-    /// Keep `text` as the newest message. Called by the message service for every valid
-    /// message: one short, uncontended lock and a copy of at most [`LAST_MESSAGE_BYTES`]
-    /// bytes into a buffer that is reused (no allocation once it has grown). Every message
-    /// rather than every Nth, so the view shows the true last message of a sender that stops.
-    pub fn set_last_message(&self, from: SocketAddr, text: &str) {
+    /// Keep `text`, received at `at_s` (seconds since the hub started), as the newest
+    /// message. Called by the message service for every valid message: a copy of at most
+    /// [`LAST_MESSAGE_BYTES`] bytes into a buffer that is reused (no allocation once it has
+    /// grown), under a lock it only *tries* to take: when the HTTP view holds it that
+    /// moment, nothing is changed and `false` comes back, so the receiving thread never
+    /// waits; the caller offers the message again later (the message service does at its
+    /// next message or poll tick). Every message rather than every Nth, so the view shows
+    /// the true last message of a sender that stops.
+    pub fn try_set_last_message(&self, from: SocketAddr, text: &str, at_s: f64) -> bool {
+        let mut last = match self.last_message.try_lock() {
+            Ok(last) => last,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
         let mut end = text.len().min(LAST_MESSAGE_BYTES);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        let at_s = self.started.elapsed().as_secs_f64();
-        let mut last = self.last_message.lock().unwrap_or_else(|e| e.into_inner());
         last.from = Some(from);
         last.text.clear();
         last.text.push_str(&text[..end]);
         last.truncated = end < text.len();
         last.at_s = at_s;
+        true
     }
 
     /// A copy of the newest message.
@@ -440,18 +448,31 @@ mod tests {
         let stats = Stats::new();
         assert_eq!(stats.last_message().from, None);
         let from = SocketAddr::from(([127, 0, 0, 1], 7));
-        stats.set_last_message(from, "[0, 0, 0, 1]");
+        assert!(stats.try_set_last_message(from, "[0, 0, 0, 1]", 1.5));
         let last = stats.last_message();
         assert_eq!(
             (last.from, last.text.as_str(), last.truncated),
             (Some(from), "[0, 0, 0, 1]", false)
         );
         let long = format!("\"{}\"", "é".repeat(LAST_MESSAGE_BYTES));
-        stats.set_last_message(from, &long);
+        assert!(stats.try_set_last_message(from, &long, 2.0));
         let last = stats.last_message();
         assert!(last.truncated);
         assert!(last.text.len() <= LAST_MESSAGE_BYTES && last.text.len() >= LAST_MESSAGE_BYTES - 1);
         assert!(long.starts_with(&last.text));
+        assert_eq!(last.at_s, 2.0);
+    }
+
+    #[test]
+    fn the_message_thread_does_not_wait_for_a_reader_of_the_last_message() {
+        let stats = Stats::new();
+        let from = SocketAddr::from(([127, 0, 0, 1], 7));
+        let held = stats.last_message.lock().unwrap();
+        assert!(!stats.try_set_last_message(from, "[1]", 1.0));
+        drop(held);
+        assert_eq!(stats.last_message().from, None);
+        assert!(stats.try_set_last_message(from, "[1]", 1.0));
+        assert_eq!(stats.last_message().text, "[1]");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! A thread per connection, at most `max_conns` at once. A bad header, an oversized length,
 //! a peer closing mid-frame or going quiet for `idle_timeout` ends that connection (with a
 //! log line), never the service. Bytes are allocated as they arrive, never on a header's
-//! claim alone. A frame that is not a complete JPEG is counted corrupt and skipped: the
+//! claim alone, and read straight into the frame's buffer (not zeroed first). A frame that is not a complete JPEG is counted corrupt and skipped: the
 //! length prefix keeps the stream in sync.
 
 use super::sinks::FrameSinks;
@@ -125,25 +125,27 @@ enum ReadEnd {
     Error(io::Error),
 }
 
-/// Read exactly `buf.len()` bytes, checking shutdown and the idle timeout between reads.
+/// Read exactly `total` bytes, `read(stream, filled)` taking the next ones after the
+/// `filled` already read, checking shutdown and the idle timeout between reads.
 fn read_full(
     stream: &mut TcpStream,
-    buf: &mut [u8],
+    total: usize,
+    mut read: impl FnMut(&mut TcpStream, usize) -> io::Result<usize>,
     config: &TcpConfig,
     shutdown: &Shutdown,
 ) -> Result<(), ReadEnd> {
     let mut filled = 0;
     let mut last_data = Instant::now();
-    while filled < buf.len() {
+    while filled < total {
         if shutdown.is_triggered() {
             return Err(ReadEnd::Error(io::Error::other("hub shutting down")));
         }
-        match stream.read(&mut buf[filled..]) {
+        match read(stream, filled) {
             Ok(0) if filled == 0 => return Err(ReadEnd::Closed),
             Ok(0) => {
                 return Err(ReadEnd::Error(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("peer closed after {filled} of {} bytes", buf.len()),
+                    format!("peer closed after {filled} of {total} bytes"),
                 )))
             }
             Ok(n) => {
@@ -155,9 +157,8 @@ fn read_full(
                     return Err(ReadEnd::Error(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "no data for {:?} (after {filled} of {} bytes)",
-                            config.idle_timeout,
-                            buf.len()
+                            "no data for {:?} (after {filled} of {total} bytes)",
+                            config.idle_timeout
                         ),
                     )));
                 }
@@ -166,6 +167,35 @@ fn read_full(
         }
     }
     Ok(())
+}
+
+/// Append up to `max` bytes read from `stream` to `buf`, into its spare capacity (which the
+/// caller reserved): the bytes are not zeroed first, so the one copy out of the socket is
+/// the only pass over them. Returns how many were read (0: the peer closed).
+#[cfg(unix)]
+fn read_appending(stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let want = max.min(spare.len());
+    // SAFETY: the kernel writes at most `want` bytes at the start of the spare capacity,
+    // allocated and not otherwise borrowed; `set_len` then covers exactly the bytes it wrote.
+    let got = unsafe { libc::recv(stream.as_raw_fd(), spare.as_mut_ptr().cast(), want, 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = got as usize;
+    unsafe { buf.set_len(buf.len() + got) };
+    Ok(got)
+}
+
+/// Append up to `max` bytes read from `stream` to `buf`.
+#[cfg(not(unix))]
+fn read_appending(mut stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + max, 0);
+    let got = stream.read(&mut buf[start..]);
+    buf.truncate(start + *got.as_ref().unwrap_or(&0));
+    got
 }
 
 /// Serve one connection; returns the number of intact frames.
@@ -187,7 +217,8 @@ fn serve(
     let mut frames = 0;
     loop {
         let mut header = [0u8; HEADER_LEN];
-        match read_full(&mut stream, &mut header, config, shutdown) {
+        let read_header = |s: &mut TcpStream, filled: usize| s.read(&mut header[filled..]);
+        match read_full(&mut stream, HEADER_LEN, read_header, config, shutdown) {
             Ok(()) => {}
             Err(ReadEnd::Closed) => return Ok(frames),
             Err(ReadEnd::Error(e)) => {
@@ -206,8 +237,10 @@ fn serve(
             // grow only as bytes arrive: at most doubling what has been read
             let step = (len - jpeg.len()).min(jpeg.len().max(64 * 1024));
             let start = jpeg.len();
-            jpeg.resize(start + step, 0);
-            match read_full(&mut stream, &mut jpeg[start..], config, shutdown) {
+            jpeg.reserve_exact(step);
+            let read_jpeg =
+                |s: &mut TcpStream, filled: usize| read_appending(s, &mut jpeg, step - filled);
+            match read_full(&mut stream, step, read_jpeg, config, shutdown) {
                 Ok(()) => {}
                 Err(ReadEnd::Closed) => {
                     counters.dropped.fetch_add(1, Relaxed);

@@ -58,10 +58,11 @@ pub fn parse_header(header: &[u8; HEADER_LEN], max_frame_bytes: u64) -> Result<u
 
 /// `str(len).ljust(16).encode()`. Panics for lengths of more than 16 digits (10^16 bytes).
 pub fn emit_header(len: usize) -> [u8; HEADER_LEN] {
-    let text = format!("{len:<HEADER_LEN$}");
-    text.as_bytes()
-        .try_into()
-        .expect("a frame length has at most 16 digits")
+    // the digits, left-aligned in spaces (`f"{len:<16}"`), without an allocation
+    let mut header = [b' '; HEADER_LEN];
+    std::io::Write::write_fmt(&mut &mut header[..], format_args!("{len}"))
+        .expect("a frame length has at most 16 digits");
+    header
 }
 
 #[cfg(test)]
