@@ -1,0 +1,162 @@
+//! `jpeg_walk_speed`: how long `udphub::wire::jpeg::validate` (the entropy walk the hub
+//! runs on every chunked seed frame before acking it) takes per frame, in release mode.
+//!
+//! Why: the walk adds straight to the per-frame latency of the stop-and-wait seed protocol,
+//! so its speed is measured on the frames `scripts/bench.sh` sends (encoded here the same
+//! way as in `examples/bench.rs`), plus the plain 640x480 test pattern:
+//! `cargo run --release --example jpeg_walk_speed`, or with JPEG files as arguments.
+//! Each frame is validated alone many times, each run timed on its own; the median (robust
+//! to other processes taking the CPU on a shared machine) and the minimum are printed, in
+//! µs per frame and MB/s of JPEG bytes. `--save DIR` writes the frames, so that a profiler
+//! (`valgrind --tool=callgrind --toggle-collect='*validate*'`) can be run on the files
+//! with `--runs 1` without counting the encoding.
+
+use clap::Parser;
+use opencv::core::{Mat, Scalar, CV_8UC3};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use udphub::media::{jpeg, FrameSource, PatternSource};
+use udphub::wire::jpeg::validate;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// JPEG files to measure instead of the built-in frames.
+    files: Vec<PathBuf>,
+    /// Runs per frame (default: about 100 MB of JPEG per frame, 25..=2000 runs).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Write the built-in frames into this directory.
+    #[arg(long)]
+    save: Option<PathBuf>,
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let frames: Vec<(String, Vec<u8>)> = if args.files.is_empty() {
+        builtin_frames()?
+    } else {
+        args.files
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Ok((p.display().to_string(), bytes))
+            })
+            .collect::<Result<_, String>>()?
+    };
+    if let Some(dir) = &args.save {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (name, bytes) in &frames {
+            let path = dir.join(format!("{name}.jpg"));
+            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    for (name, bytes) in &frames {
+        validate(bytes).map_err(|e| format!("{name}: {e}"))?;
+        let runs = args
+            .runs
+            .unwrap_or((100_000_000 / bytes.len().max(1)).clamp(25, 2000));
+        let mut times: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(validate(std::hint::black_box(bytes)).ok());
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        let (min, median) = (times[0], times[times.len() / 2]);
+        let mbs = |d: Duration| bytes.len() as f64 / d.as_secs_f64() / 1e6;
+        println!(
+            "{name:<28} {:>8} bytes  median {:>9.1} µs ({:>5.0} MB/s)  min {:>9.1} µs ({:>5.0} MB/s)  {runs} runs",
+            bytes.len(),
+            median.as_secs_f64() * 1e6,
+            mbs(median),
+            min.as_secs_f64() * 1e6,
+            mbs(min),
+        );
+    }
+    Ok(())
+}
+
+/// The frames of `scripts/bench.sh` (as `examples/bench.rs` encodes them) and the plain
+/// 640x480 pattern.
+fn builtin_frames() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let plain = PatternSource::new(640, 480)
+        .next_frame()
+        .map_err(|e| e.to_string())?
+        .ok_or("the pattern ended")?;
+    Ok(vec![
+        (
+            "pattern-640x480-q90".to_string(),
+            jpeg::encode(&plain, 90).map_err(|e| e.to_string())?,
+        ),
+        (
+            "pattern-640x480-q90-noise".to_string(),
+            pattern_frame(640, 480, 90, 66_000)?,
+        ),
+        (
+            "pattern-1280x960-q95-noise".to_string(),
+            pattern_frame(1280, 960, 95, 150_000)?,
+        ),
+        ("noise-q100-1m".to_string(), noise_frame(1_000_000)?),
+        ("noise-q100-4m".to_string(), noise_frame(4_000_000)?),
+    ])
+}
+
+/// As `pattern_frame` in examples/bench.rs: the test pattern plus uniform noise, the
+/// amplitude bisected until the JPEG is within 3% of `target` bytes.
+fn pattern_frame(w: i32, h: i32, quality: i32, target: usize) -> Result<Vec<u8>, String> {
+    let err = |e: opencv::Error| e.to_string();
+    let frame = PatternSource::new(w, h)
+        .next_frame()
+        .map_err(|e| e.to_string())?
+        .ok_or("the pattern ended")?;
+    let encode = |amplitude: f64| -> Result<Vec<u8>, String> {
+        let mut noise =
+            Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0)).map_err(err)?;
+        opencv::core::set_rng_seed(7).map_err(err)?;
+        opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(amplitude)).map_err(err)?;
+        let mut noisy = Mat::default();
+        opencv::core::add(&frame, &noise, &mut noisy, &opencv::core::no_array(), -1)
+            .map_err(err)?;
+        jpeg::encode(&noisy, quality).map_err(|e| e.to_string())
+    };
+    let (mut lo, mut hi, mut amplitude) = (0.0, 255.0, 32.0);
+    let mut bytes = encode(amplitude)?;
+    for _ in 0..14 {
+        let off = bytes.len() as f64 / target as f64;
+        if (off - 1.0).abs() <= 0.03 {
+            break;
+        }
+        if off > 1.0 {
+            hi = amplitude;
+        } else {
+            lo = amplitude;
+        }
+        amplitude = (lo + hi) / 2.0;
+        bytes = encode(amplitude)?;
+    }
+    Ok(bytes)
+}
+
+/// As `noise_frame` in examples/bench.rs: uniform noise at quality 100, scaled until the
+/// JPEG is within 5% of `target` bytes.
+fn noise_frame(target: usize) -> Result<Vec<u8>, String> {
+    let encode = |w: i32, h: i32| -> Result<Vec<u8>, String> {
+        let mut mat = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))
+            .map_err(|e| e.to_string())?;
+        opencv::core::randu(&mut mat, &Scalar::all(0.0), &Scalar::all(256.0))
+            .map_err(|e| e.to_string())?;
+        jpeg::encode(&mat, 100).map_err(|e| e.to_string())
+    };
+    let mut w = ((target as f64 / 2.5 * 4.0 / 3.0).sqrt() as i32).max(16);
+    let mut bytes = encode(w, w * 3 / 4)?;
+    for _ in 0..4 {
+        let off = bytes.len() as f64 / target as f64;
+        if (off - 1.0).abs() <= 0.05 {
+            break;
+        }
+        w = ((w as f64 / off.sqrt()) as i32).max(16);
+        bytes = encode(w, w * 3 / 4)?;
+    }
+    Ok(bytes)
+}
