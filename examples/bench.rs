@@ -39,7 +39,6 @@
 //! not be measured at all (a client failed or timed out).
 
 use clap::Parser;
-use opencv::core::{Mat, Scalar, CV_8UC3};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -48,6 +47,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
+use udphub::media::testjpeg::{noise_jpeg, noisy_pattern_jpeg};
 use udphub::media::{jpeg, resize_to, FrameSource, MediaError, PatternSource};
 
 /// Benchmark the hub and clients against the raw kernel limit on loopback.
@@ -442,42 +442,9 @@ fn write_frame(dir: &Path, name: &str, bytes: &[u8]) -> Result<Frame, String> {
     })
 }
 
-/// The test pattern at `w`x`h`, with uniform noise added (as a camera sensor would) so that
-/// at `quality` the JPEG is within 3% of `target` bytes: the plain pattern compresses to a
-/// third of a camera frame's size (~22 KB at 640x480 q90), which would understate the
-/// datagrams per frame.
+/// [`noisy_pattern_jpeg`] written into `dir`.
 fn pattern_frame(dir: &Path, w: i32, h: i32, quality: i32, target: usize) -> Result<Frame, String> {
-    let err = |e: opencv::Error| e.to_string();
-    let frame = PatternSource::new(w, h)
-        .next_frame()
-        .map_err(|e| e.to_string())?
-        .ok_or("the pattern ended")?;
-    let encode = |amplitude: f64| -> Result<Vec<u8>, String> {
-        let mut noise =
-            Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0)).map_err(err)?;
-        opencv::core::set_rng_seed(7).map_err(err)?;
-        opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(amplitude)).map_err(err)?;
-        let mut noisy = Mat::default();
-        opencv::core::add(&frame, &noise, &mut noisy, &opencv::core::no_array(), -1)
-            .map_err(err)?;
-        jpeg::encode(&noisy, quality).map_err(|e| e.to_string())
-    };
-    // The size grows with the noise amplitude: bisect it.
-    let (mut lo, mut hi, mut amplitude) = (0.0, 255.0, 32.0);
-    let mut bytes = encode(amplitude)?;
-    for _ in 0..14 {
-        let off = bytes.len() as f64 / target as f64;
-        if (off - 1.0).abs() <= 0.03 {
-            break;
-        }
-        if off > 1.0 {
-            hi = amplitude;
-        } else {
-            lo = amplitude;
-        }
-        amplitude = (lo + hi) / 2.0;
-        bytes = encode(amplitude)?;
-    }
+    let bytes = noisy_pattern_jpeg(w, h, quality, target).map_err(|e| e.to_string())?;
     write_frame(
         dir,
         &format!("pattern-{w}x{h}-q{quality}-noise.jpg"),
@@ -485,27 +452,10 @@ fn pattern_frame(dir: &Path, w: i32, h: i32, quality: i32, target: usize) -> Res
     )
 }
 
-/// A JPEG of uniform noise at quality 100, within 5% of `target` bytes.
+/// [`noise_jpeg`] written into `dir`.
 fn noise_frame(dir: &Path, target: usize) -> Result<Frame, String> {
-    let encode = |w: i32, h: i32| -> Result<Vec<u8>, String> {
-        let mut mat = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))
-            .map_err(|e| e.to_string())?;
-        opencv::core::randu(&mut mat, &Scalar::all(0.0), &Scalar::all(256.0))
-            .map_err(|e| e.to_string())?;
-        jpeg::encode(&mat, 100).map_err(|e| e.to_string())
-    };
-    // Noise at quality 100 takes about 2.5 bytes per pixel; refine from there (4:3 images).
-    let mut w = ((target as f64 / 2.5 * 4.0 / 3.0).sqrt() as i32).max(16);
-    let mut bytes = encode(w, w * 3 / 4)?;
-    for _ in 0..4 {
-        let off = bytes.len() as f64 / target as f64;
-        if (off - 1.0).abs() <= 0.05 {
-            break;
-        }
-        w = ((w as f64 / off.sqrt()) as i32).max(16);
-        bytes = encode(w, w * 3 / 4)?;
-    }
-    write_frame(dir, &format!("noise-{}x{}-q100.jpg", w, w * 3 / 4), &bytes)
+    let (bytes, w, h) = noise_jpeg(target).map_err(|e| e.to_string())?;
+    write_frame(dir, &format!("noise-{w}x{h}-q100.jpg"), &bytes)
 }
 
 // ---------------------------------------------------------------------------------------

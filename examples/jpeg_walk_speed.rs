@@ -12,9 +12,9 @@
 //! with `--runs 1` without counting the encoding.
 
 use clap::Parser;
-use opencv::core::{Mat, Scalar, CV_8UC3};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use udphub::media::testjpeg::{noise_jpeg, noisy_pattern_jpeg};
 use udphub::media::{jpeg, FrameSource, PatternSource};
 use udphub::wire::jpeg::validate;
 
@@ -91,72 +91,18 @@ fn builtin_frames() -> Result<Vec<(String, Vec<u8>)>, String> {
         ),
         (
             "pattern-640x480-q90-noise".to_string(),
-            pattern_frame(640, 480, 90, 66_000)?,
+            noisy_pattern_jpeg(640, 480, 90, 66_000).map_err(|e| e.to_string())?,
         ),
         (
             "pattern-1280x960-q95-noise".to_string(),
-            pattern_frame(1280, 960, 95, 150_000)?,
+            noisy_pattern_jpeg(1280, 960, 95, 150_000).map_err(|e| e.to_string())?,
         ),
-        ("noise-q100-1m".to_string(), noise_frame(1_000_000)?),
-        ("noise-q100-4m".to_string(), noise_frame(4_000_000)?),
+        ("noise-q100-1m".to_string(), noise(1_000_000)?),
+        ("noise-q100-4m".to_string(), noise(4_000_000)?),
     ])
 }
 
-/// As `pattern_frame` in examples/bench.rs: the test pattern plus uniform noise, the
-/// amplitude bisected until the JPEG is within 3% of `target` bytes.
-fn pattern_frame(w: i32, h: i32, quality: i32, target: usize) -> Result<Vec<u8>, String> {
-    let err = |e: opencv::Error| e.to_string();
-    let frame = PatternSource::new(w, h)
-        .next_frame()
-        .map_err(|e| e.to_string())?
-        .ok_or("the pattern ended")?;
-    let encode = |amplitude: f64| -> Result<Vec<u8>, String> {
-        let mut noise =
-            Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0)).map_err(err)?;
-        opencv::core::set_rng_seed(7).map_err(err)?;
-        opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(amplitude)).map_err(err)?;
-        let mut noisy = Mat::default();
-        opencv::core::add(&frame, &noise, &mut noisy, &opencv::core::no_array(), -1)
-            .map_err(err)?;
-        jpeg::encode(&noisy, quality).map_err(|e| e.to_string())
-    };
-    let (mut lo, mut hi, mut amplitude) = (0.0, 255.0, 32.0);
-    let mut bytes = encode(amplitude)?;
-    for _ in 0..14 {
-        let off = bytes.len() as f64 / target as f64;
-        if (off - 1.0).abs() <= 0.03 {
-            break;
-        }
-        if off > 1.0 {
-            hi = amplitude;
-        } else {
-            lo = amplitude;
-        }
-        amplitude = (lo + hi) / 2.0;
-        bytes = encode(amplitude)?;
-    }
-    Ok(bytes)
-}
-
-/// As `noise_frame` in examples/bench.rs: uniform noise at quality 100, scaled until the
-/// JPEG is within 5% of `target` bytes.
-fn noise_frame(target: usize) -> Result<Vec<u8>, String> {
-    let encode = |w: i32, h: i32| -> Result<Vec<u8>, String> {
-        let mut mat = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))
-            .map_err(|e| e.to_string())?;
-        opencv::core::randu(&mut mat, &Scalar::all(0.0), &Scalar::all(256.0))
-            .map_err(|e| e.to_string())?;
-        jpeg::encode(&mat, 100).map_err(|e| e.to_string())
-    };
-    let mut w = ((target as f64 / 2.5 * 4.0 / 3.0).sqrt() as i32).max(16);
-    let mut bytes = encode(w, w * 3 / 4)?;
-    for _ in 0..4 {
-        let off = bytes.len() as f64 / target as f64;
-        if (off - 1.0).abs() <= 0.05 {
-            break;
-        }
-        w = ((w as f64 / off.sqrt()) as i32).max(16);
-        bytes = encode(w, w * 3 / 4)?;
-    }
-    Ok(bytes)
+/// [`noise_jpeg`]'s bytes.
+fn noise(target: usize) -> Result<Vec<u8>, String> {
+    Ok(noise_jpeg(target).map_err(|e| e.to_string())?.0)
 }

@@ -33,7 +33,6 @@
 //! (or `--out`). Every child process is waited for with a deadline and killed past it.
 
 use clap::Parser;
-use opencv::core::{Mat, Scalar, CV_8UC3};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -42,7 +41,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
-use udphub::media::{jpeg, FrameSource, PatternSource};
+use udphub::media::testjpeg::noisy_pattern_jpeg;
 use udphub::relay::{FaultConfig, Relay};
 use udphub::shutdown::Shutdown;
 use udphub::wire::{framed, seed_udp};
@@ -414,9 +413,7 @@ fn table(results: &[Value]) -> String {
 // The frame (as examples/bench.rs makes it)
 // ---------------------------------------------------------------------------------------
 
-/// The test pattern at `w`x`h`, with uniform noise added (as a camera sensor would) so that
-/// at `quality` the JPEG is within 3% of `target` bytes, written into `dir`. (The pattern
-/// draws the clock in, so the bytes and the exact size change from run to run.)
+/// [`noisy_pattern_jpeg`] (the bench's frame) written into `dir`.
 fn pattern_frame(
     dir: &Path,
     w: i32,
@@ -424,37 +421,7 @@ fn pattern_frame(
     quality: i32,
     target: usize,
 ) -> Result<PathBuf, String> {
-    let err = |e: opencv::Error| e.to_string();
-    let frame = PatternSource::new(w, h)
-        .next_frame()
-        .map_err(|e| e.to_string())?
-        .ok_or("the pattern ended")?;
-    let encode = |amplitude: f64| -> Result<Vec<u8>, String> {
-        let mut noise =
-            Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0)).map_err(err)?;
-        opencv::core::set_rng_seed(7).map_err(err)?;
-        opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(amplitude)).map_err(err)?;
-        let mut noisy = Mat::default();
-        opencv::core::add(&frame, &noise, &mut noisy, &opencv::core::no_array(), -1)
-            .map_err(err)?;
-        jpeg::encode(&noisy, quality).map_err(|e| e.to_string())
-    };
-    // The size grows with the noise amplitude: bisect it.
-    let (mut lo, mut hi, mut amplitude) = (0.0, 255.0, 32.0);
-    let mut bytes = encode(amplitude)?;
-    for _ in 0..14 {
-        let off = bytes.len() as f64 / target as f64;
-        if (off - 1.0).abs() <= 0.03 {
-            break;
-        }
-        if off > 1.0 {
-            hi = amplitude;
-        } else {
-            lo = amplitude;
-        }
-        amplitude = (lo + hi) / 2.0;
-        bytes = encode(amplitude)?;
-    }
+    let bytes = noisy_pattern_jpeg(w, h, quality, target).map_err(|e| e.to_string())?;
     // Not the bench's file name: a bench running at the same time rewrites its own.
     let path = dir.join(format!("loss-sweep-{w}x{h}-q{quality}-noise.jpg"));
     std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -1,4 +1,7 @@
-//! Real JPEG frames of an exact byte length, for tests.
+//! Real JPEG frames for tests ([`jpeg_of_len`]: an exact byte length) and benchmarks
+//! ([`noisy_pattern_jpeg`], [`noise_jpeg`]: camera-like and incompressible frames of about
+//! a given size, the frames `examples/bench.rs`, `loss_sweep.rs` and `jpeg_walk_speed.rs`
+//! share).
 //!
 //! The hub checks frames it reassembles from the seed's chunked format by walking their
 //! Huffman-coded data ([`crate::wire::jpeg::validate`]), because a frame with two chunks
@@ -12,7 +15,7 @@
 use opencv::core::{Mat, Scalar, CV_8UC3};
 use opencv::prelude::*;
 
-use super::{jpeg, MediaError, Result};
+use super::{jpeg, FrameSource, MediaError, PatternSource, Result};
 
 /// The shortest frame [`jpeg_of_len`] makes: a small colour JPEG with OpenCV's tables is
 /// about 730 bytes.
@@ -167,6 +170,64 @@ fn pad(jpeg: &[u8], len: usize, seed: u64) -> Option<Vec<u8>> {
     out.extend_from_slice(&jpeg[2..]);
     debug_assert_eq!(out.len(), len);
     Some(out)
+}
+
+/// The test pattern at `w`x`h` with uniform noise added (as a camera sensor would), the
+/// noise amplitude bisected until the JPEG at `quality` is within 3% of `target` bytes: the
+/// plain pattern compresses to a third of a camera frame's size (~22 KB at 640x480 q90),
+/// which would understate the datagrams per frame. The pattern draws the clock in, so the
+/// bytes change from run to run.
+pub fn noisy_pattern_jpeg(w: i32, h: i32, quality: i32, target: usize) -> Result<Vec<u8>> {
+    let frame = PatternSource::new(w, h)
+        .next_frame()?
+        .ok_or_else(|| MediaError::InvalidInput("the test pattern ended".into()))?;
+    let encode = |amplitude: f64| -> Result<Vec<u8>> {
+        let mut noise = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))?;
+        opencv::core::set_rng_seed(7)?;
+        opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(amplitude))?;
+        let mut noisy = Mat::default();
+        opencv::core::add(&frame, &noise, &mut noisy, &opencv::core::no_array(), -1)?;
+        jpeg::encode(&noisy, quality)
+    };
+    // The size grows with the noise amplitude: bisect it.
+    let (mut lo, mut hi, mut amplitude) = (0.0, 255.0, 32.0);
+    let mut bytes = encode(amplitude)?;
+    for _ in 0..14 {
+        let off = bytes.len() as f64 / target as f64;
+        if (off - 1.0).abs() <= 0.03 {
+            break;
+        }
+        if off > 1.0 {
+            hi = amplitude;
+        } else {
+            lo = amplitude;
+        }
+        amplitude = (lo + hi) / 2.0;
+        bytes = encode(amplitude)?;
+    }
+    Ok(bytes)
+}
+
+/// A 4:3 JPEG of uniform noise at quality 100 (which JPEG cannot compress), scaled until it
+/// is within 5% of `target` bytes; with its width and height.
+pub fn noise_jpeg(target: usize) -> Result<(Vec<u8>, i32, i32)> {
+    let encode = |w: i32, h: i32| -> Result<Vec<u8>> {
+        let mut mat = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))?;
+        opencv::core::randu(&mut mat, &Scalar::all(0.0), &Scalar::all(256.0))?;
+        jpeg::encode(&mat, 100)
+    };
+    // Noise at quality 100 takes about 2.5 bytes per pixel; refine from there.
+    let mut w = ((target as f64 / 2.5 * 4.0 / 3.0).sqrt() as i32).max(16);
+    let mut bytes = encode(w, w * 3 / 4)?;
+    for _ in 0..4 {
+        let off = bytes.len() as f64 / target as f64;
+        if (off - 1.0).abs() <= 0.05 {
+            break;
+        }
+        w = ((w as f64 / off.sqrt()) as i32).max(16);
+        bytes = encode(w, w * 3 / 4)?;
+    }
+    Ok((bytes, w, w * 3 / 4))
 }
 
 #[cfg(test)]
