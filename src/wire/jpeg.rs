@@ -9,7 +9,7 @@
 //!   JPEG (what OpenCV / libjpeg write) without decoding pixels, so reordered, duplicated
 //!   or lost data shows up as an undefined Huffman code, a coefficient past the end of a
 //!   block, a DC value no 8-bit image can have, the data ending before the last MCU or
-//!   data left over after it. 0.1 to 0.5 ms for a 640x480 frame, a fifth of what an OpenCV
+//!   data left over after it. 0.1 to 0.7 ms for a 640x480 frame, a fifth of what an OpenCV
 //!   decode costs; decoding to pixels is left to the consumers that need pixels.
 
 use std::fmt;
