@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod hub;
+pub mod latest;
 pub mod media;
 pub mod proto;
 pub mod relay;

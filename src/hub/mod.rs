@@ -12,11 +12,11 @@
 pub mod display;
 pub mod http;
 pub mod img_service;
-pub mod latest;
 pub mod msg_service;
 pub mod net;
 pub mod saver;
 pub mod sinks;
+pub mod source;
 pub mod stats;
 pub mod tcp_service;
 
@@ -24,7 +24,8 @@ use crate::proto::image_receiver::ImageConfig;
 use crate::shutdown::Shutdown;
 use saver::{SaverReport, SaverThread};
 use sinks::FrameSinks;
-use stats::{Service, Stats};
+use source::Service;
+use stats::Stats;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
