@@ -24,7 +24,7 @@ use std::path::PathBuf;
 pub use display::{display_available, pump_events, Window};
 pub use opencv::core::Mat;
 pub use source::{
-    resize_to, CameraSource, FrameSource, ImageSource, PatternSource, VideoFileSource,
+    into_size, resize_to, CameraSource, FrameSource, ImageSource, PatternSource, VideoFileSource,
 };
 
 /// Result of every fallible call in [`media`](self).
