@@ -1,11 +1,14 @@
 //! The `hub` server: binds the services, starts a thread per bound port and the consumer
 //! threads, and on shutdown joins them all and produces the summary.
 //!
-//! - [`img_service`]: UDP image frames (seed formats), acked per intact frame;
+//! - [`img_service`]: UDP image frames (the seed formats and `framed`, on one port), acked
+//!   per intact frame;
 //! - [`msg_service`]: UDP JSON messages, answered, optionally logged;
 //! - [`tcp_service`]: the seed TCP stream, a thread per connection;
+//! - [`source`]: who sent something ([`source::SourceId`]), the key every consumer shares;
+//! - [`net`]: socket setup the services share (large receive buffers) and a log limiter;
 //! - consumers, never blocking a receiver: [`stats`], [`saver`], [`display`] (fed through
-//!   [`sinks`] and [`latest`]);
+//!   [`sinks`] and [`crate::latest`]);
 //! - [`http`]: the optional web view (`--http`): a live page, MJPEG streams, snapshots,
 //!   `/state` JSON and `/metrics`.
 

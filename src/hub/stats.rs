@@ -2,8 +2,8 @@
 //! a reporter thread that logs rates every few seconds, and the summary printed at exit.
 //!
 //! A source ([`SourceId`]) is one sender on one service (a UDP address on the image or
-//! message port, or one TCP connection). Each service thread looks its sources' counters up once and keeps
-//! the `Arc`, so the per-frame cost is a few relaxed atomic adds.
+//! message port, or one TCP connection). Each service thread looks its sources' counters up
+//! once and keeps the `Arc`, so the per-frame cost is a few relaxed atomic adds.
 
 use super::source::{Service, SourceId};
 use crate::shutdown::Shutdown;
