@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 
@@ -82,6 +82,18 @@ impl<T> Latest<T> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state once `waiting` is false of it, or after `timeout` (whichever comes first).
+    fn wait_while(
+        &self,
+        timeout: Duration,
+        waiting: impl FnMut(&mut State<T>) -> bool,
+    ) -> MutexGuard<'_, State<T>> {
+        self.changed
+            .wait_timeout_while(self.lock(), timeout, waiting)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
     /// Make `value` the newest and wake every waiter. Never waits. Returns the value it
     /// replaced, if that was not taken yet (counted skipped), so the caller drops it outside
     /// the lock; gives `value` back as `Err` when the reader has hung up.
@@ -126,25 +138,15 @@ impl<T> Latest<T> {
 
     /// Take the waiting value, waiting at most `timeout` for one.
     pub fn take(&self, timeout: Duration) -> Take<T> {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.lock();
-        loop {
-            if let Some(value) = s.value.take() {
+        let mut s = self.wait_while(timeout, |s| s.value.is_none() && !s.closed);
+        match s.value.take() {
+            Some(value) => {
                 drop(s);
                 self.changed.notify_all(); // a writer may be waiting for room
-                return Take::Item(value);
+                Take::Item(value)
             }
-            if s.closed {
-                return Take::Closed;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Take::Empty;
-            }
-            s = match self.changed.wait_timeout(s, deadline - now) {
-                Ok((s, _)) => s,
-                Err(e) => e.into_inner().0,
-            };
+            None if s.closed => Take::Closed,
+            None => Take::Empty,
         }
     }
 
@@ -182,11 +184,7 @@ impl<T: Clone> Latest<T> {
     /// The newest value (left in the slot) if its version is above `seen`, waiting at most
     /// `timeout` for one to come. A closed slot ends the wait at once.
     pub fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(u64, T)> {
-        let guard = self.lock();
-        let (s, _) = self
-            .changed
-            .wait_timeout_while(guard, timeout, |s| s.version <= seen && !s.closed)
-            .unwrap_or_else(|e| e.into_inner());
+        let s = self.wait_while(timeout, |s| s.version <= seen && !s.closed);
         if s.version <= seen {
             return None;
         }
@@ -225,12 +223,15 @@ impl<K: Eq + Hash, V> LatestByKey<K, V> {
         drop(replaced);
     }
 
-    /// Take every waiting value, waiting at most `timeout` for one to arrive.
+    /// Take every waiting value, waiting at most `timeout` for one to arrive. (The map is
+    /// drained, not taken, so its room is kept for the next puts.)
     pub fn take_all(&self, timeout: Duration) -> Vec<(K, V)> {
-        match self.slot.take(timeout) {
-            Take::Item(values) => values.into_iter().collect(),
-            Take::Empty | Take::Closed => Vec::new(),
-        }
+        let mut s = self
+            .slot
+            .wait_while(timeout, |s| s.value.as_ref().is_none_or(HashMap::is_empty));
+        s.value
+            .as_mut()
+            .map_or_else(Vec::new, |values| values.drain().collect())
     }
 }
 
