@@ -1,7 +1,8 @@
 //! Shutdown: one small, cloneable flag that every loop in the process checks.
 //!
 //! Loops never block without a timeout, so setting the flag stops every thread within one
-//! poll interval ([`POLL_INTERVAL`]). Ctrl-C and SIGTERM set it through [`Shutdown::install_signal_handler`].
+//! poll interval ([`POLL_INTERVAL`]). Ctrl-C and SIGTERM set it through
+//! [`Shutdown::install_signal_handler`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

@@ -1,5 +1,6 @@
 //! `hub`: the server. Receives camera frames (UDP and TCP) and JSON telemetry (UDP) from
-//! the seed clients and ours, acks them, and hands frames to statistics, disk and windows.
+//! the seed clients and ours, acks them, and hands frames to statistics, disk, windows and
+//! the HTTP view.
 //!
 //! This file only maps command-line flags onto [`udphub::hub::HubConfig`], prints the bound
 //! addresses, waits for Ctrl-C/SIGTERM and prints the summary.

@@ -11,12 +11,15 @@
 //!
 //! Either side can end the exchange: the producer by [`Handoff::close`] (the source ended;
 //! the frame in the slot is still delivered), the consumer by [`Handoff::hang_up`] (it
-//! stopped sending; a waiting producer returns at once). Every wait is bounded.
+//! stopped sending; a waiting producer returns at once). Every wait is bounded. The slot is
+//! the crate's one "latest wins" mailbox, [`Latest`]; this adds only the choice of mode.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::shutdown::{Shutdown, POLL_INTERVAL};
+use crate::latest::Latest;
+pub use crate::latest::Take;
+use crate::shutdown::Shutdown;
 
 /// What the producer does when the slot is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,38 +30,16 @@ pub enum Mode {
     Backpressure,
 }
 
-/// The result of [`Handoff::take`].
-#[derive(Debug, PartialEq, Eq)]
-pub enum Take<T> {
-    Item(T),
-    /// Nothing arrived within the timeout.
-    Empty,
-    /// The producer closed and the slot is empty: nothing more will come.
-    Closed,
-}
-
-struct State<T> {
-    slot: Option<T>,
-    closed: bool,
-    hung_up: bool,
-    skipped: u64,
-}
-
-struct Shared<T> {
-    state: Mutex<State<T>>,
-    changed: Condvar,
-}
-
 /// Both ends of the slot (clone it to give one to each thread).
 pub struct Handoff<T> {
-    shared: Arc<Shared<T>>,
+    slot: Arc<Latest<T>>,
     mode: Mode,
 }
 
 impl<T> Clone for Handoff<T> {
     fn clone(&self) -> Self {
         Handoff {
-            shared: Arc::clone(&self.shared),
+            slot: Arc::clone(&self.slot),
             mode: self.mode,
         }
     }
@@ -67,15 +48,7 @@ impl<T> Clone for Handoff<T> {
 impl<T> Handoff<T> {
     pub fn new(mode: Mode) -> Self {
         Handoff {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    slot: None,
-                    closed: false,
-                    hung_up: false,
-                    skipped: 0,
-                }),
-                changed: Condvar::new(),
-            }),
+            slot: Arc::new(Latest::new()),
             mode,
         }
     }
@@ -84,75 +57,38 @@ impl<T> Handoff<T> {
         self.mode
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Offer `item`. Returns false (dropping it) when the consumer has hung up or `stop` is
     /// triggered while waiting for room.
     pub fn put(&self, item: T, stop: &Shutdown) -> bool {
-        let mut state = self.lock();
-        if self.mode == Mode::Backpressure {
-            while state.slot.is_some() && !state.hung_up && !stop.is_triggered() {
-                state = match self.shared.changed.wait_timeout(state, POLL_INTERVAL) {
-                    Ok((s, _)) => s,
-                    Err(e) => e.into_inner().0,
-                };
-            }
+        match self.mode {
+            Mode::LatestWins => !stop.is_triggered() && self.slot.put(item).is_ok(),
+            Mode::Backpressure => self.slot.put_when_taken(item, stop).is_ok(),
         }
-        if state.hung_up || stop.is_triggered() {
-            return false;
-        }
-        if state.slot.replace(item).is_some() {
-            state.skipped += 1;
-        }
-        self.shared.changed.notify_all();
-        true
     }
 
     /// Take the waiting item, waiting at most `timeout` for one.
     pub fn take(&self, timeout: Duration) -> Take<T> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.lock();
-        loop {
-            if let Some(item) = state.slot.take() {
-                self.shared.changed.notify_all();
-                return Take::Item(item);
-            }
-            if state.closed {
-                return Take::Closed;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Take::Empty;
-            }
-            state = match self.shared.changed.wait_timeout(state, deadline - now) {
-                Ok((s, _)) => s,
-                Err(e) => e.into_inner().0,
-            };
-        }
+        self.slot.take(timeout)
     }
 
     /// Producer: nothing more will be put. The item in the slot is still delivered.
     pub fn close(&self) {
-        self.lock().closed = true;
-        self.shared.changed.notify_all();
+        self.slot.close()
     }
 
     /// Consumer: nothing more will be taken; producers stop waiting and further puts fail.
     pub fn hang_up(&self) {
-        self.lock().hung_up = true;
-        self.shared.changed.notify_all();
+        self.slot.hang_up()
     }
 
     /// True once the consumer has hung up.
     pub fn is_hung_up(&self) -> bool {
-        self.lock().hung_up
+        self.slot.is_hung_up()
     }
 
     /// Items replaced before they were taken (only in [`Mode::LatestWins`]).
     pub fn skipped(&self) -> u64 {
-        self.lock().skipped
+        self.slot.skipped()
     }
 }
 

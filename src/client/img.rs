@@ -32,7 +32,6 @@ use crate::hub::net::LogLimiter;
 use crate::media::{self, jpeg, FrameSource};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use crate::wire::jpeg::is_complete_jpeg;
-use opencv::core::MatTraitConst;
 
 /// Where frames come from.
 #[derive(Clone, Debug, PartialEq)]
@@ -387,13 +386,7 @@ fn capture_loop(
             }
             Err(e) => return Err(e.to_string()),
         };
-        // resize_to copies a frame that already has the size: skip it then (a live source
-        // at the configured size, the usual case, costs one copy less per frame)
-        let frame = if (frame.cols(), frame.rows()) == (job.width, job.height) {
-            frame
-        } else {
-            media::resize_to(&frame, job.width, job.height).map_err(|e| e.to_string())?
-        };
+        let frame = media::into_size(frame, job.width, job.height).map_err(|e| e.to_string())?;
         let t0 = Instant::now();
         let jpeg = jpeg::encode(&frame, job.quality).map_err(|e| e.to_string())?;
         lock(stats).encode.record(t0.elapsed());

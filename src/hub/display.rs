@@ -4,8 +4,8 @@
 //! never slows a receiver. OpenCV aborts the process when it opens a window with no display,
 //! so without `DISPLAY`/`WAYLAND_DISPLAY` the hub says so once and runs on without windows.
 
-use super::latest::LatestByKey;
-use super::stats::SourceId;
+use super::source::SourceId;
+use crate::latest::LatestByKey;
 use crate::media::display::{display_available, pump_events, Window};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use std::collections::hash_map::{Entry, HashMap};

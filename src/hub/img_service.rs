@@ -7,7 +7,8 @@
 
 use super::net::{is_timeout, LogLimiter};
 use super::sinks::FrameSinks;
-use super::stats::{Service, SourceCache, SourceId, Stats};
+use super::source::{Service, SourceId};
+use super::stats::{SourceCache, Stats};
 use crate::proto::image_receiver::{ImageConfig, ImageEvent, ImageReceiver, Outcome};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use crate::wire::MAX_UDP_PAYLOAD;

@@ -1,22 +1,25 @@
 //! The `hub` server: binds the services, starts a thread per bound port and the consumer
 //! threads, and on shutdown joins them all and produces the summary.
 //!
-//! - [`img_service`]: UDP image frames (seed formats), acked per intact frame;
+//! - [`img_service`]: UDP image frames (the seed formats and `framed`, on one port), acked
+//!   per intact frame;
 //! - [`msg_service`]: UDP JSON messages, answered, optionally logged;
 //! - [`tcp_service`]: the seed TCP stream, a thread per connection;
+//! - [`source`]: who sent something ([`source::SourceId`]), the key every consumer shares;
+//! - [`net`]: socket setup the services share (large receive buffers) and a log limiter;
 //! - consumers, never blocking a receiver: [`stats`], [`saver`], [`display`] (fed through
-//!   [`sinks`] and [`latest`]);
+//!   [`sinks`] and [`crate::latest`]);
 //! - [`http`]: the optional web view (`--http`): a live page, MJPEG streams, snapshots,
 //!   `/state` JSON and `/metrics`.
 
 pub mod display;
 pub mod http;
 pub mod img_service;
-pub mod latest;
 pub mod msg_service;
 pub mod net;
 pub mod saver;
 pub mod sinks;
+pub mod source;
 pub mod stats;
 pub mod tcp_service;
 
@@ -24,7 +27,8 @@ use crate::proto::image_receiver::ImageConfig;
 use crate::shutdown::Shutdown;
 use saver::{SaverReport, SaverThread};
 use sinks::FrameSinks;
-use stats::{Service, Stats};
+use source::Service;
+use stats::Stats;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;

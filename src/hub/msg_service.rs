@@ -10,7 +10,8 @@
 //! [`Stats::try_set_last_message`]), and replies; with `--msg-log`, one `write` of the line.
 
 use super::net::{is_timeout, LogLimiter};
-use super::stats::{Service, SourceCache, Stats};
+use super::source::Service;
+use super::stats::{SourceCache, Stats};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use crate::wire::seed_msg::{parse_message, single_line, MSG_ACK};
 use crate::wire::MAX_UDP_PAYLOAD;

@@ -5,7 +5,7 @@
 //! sees half a frame. The queue is bounded in bytes; when the disk falls behind, frames are
 //! skipped (and counted) rather than ever blocking a receiving thread.
 
-use super::stats::SourceId;
+use super::source::SourceId;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -162,7 +162,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::stats::Service;
+    use crate::hub::source::Service;
 
     fn src(port: u16) -> SourceId {
         SourceId {

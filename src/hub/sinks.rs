@@ -5,7 +5,7 @@
 use super::display::DisplayQueue;
 use super::http::frames::LatestFrames;
 use super::saver::Saver;
-use super::stats::SourceId;
+use super::source::SourceId;
 use std::sync::Arc;
 
 /// The consumers of frames, cloned into each receiving thread.

@@ -1,13 +1,14 @@
 //! Statistics per source and per service: counters the socket threads bump without locks,
 //! a reporter thread that logs rates every few seconds, and the summary printed at exit.
 //!
-//! A source is one sender on one service (a UDP address on the image or message port, or
-//! one TCP connection). Each service thread looks its sources' counters up once and keeps
-//! the `Arc`, so the per-frame cost is a few relaxed atomic adds.
+//! A source ([`SourceId`]) is one sender on one service (a UDP address on the image or
+//! message port, or one TCP connection). Each service thread looks its sources' counters up
+//! once and keeps the `Arc`, so the per-frame cost is a few relaxed atomic adds.
 
+use super::source::{Service, SourceId};
 use crate::shutdown::Shutdown;
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, TryLockError};
@@ -16,73 +17,6 @@ use std::time::{Duration, Instant};
 
 /// Distinct sources tracked per service; further ones are counted together as "others".
 pub const MAX_SOURCES: usize = 4096;
-
-/// The hub's services.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Service {
-    /// UDP image port.
-    Img,
-    /// UDP message port.
-    Msg,
-    /// TCP stream port.
-    Tcp,
-}
-
-impl Service {
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Img => "img",
-            Service::Msg => "msg",
-            Service::Tcp => "tcp",
-        }
-    }
-
-    /// The transport, as used in saved file names: `udp` or `tcp`.
-    pub fn transport(self) -> &'static str {
-        match self {
-            Service::Img | Service::Msg => "udp",
-            Service::Tcp => "tcp",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Service::Img => "images (udp)",
-            Service::Msg => "messages (udp)",
-            Service::Tcp => "images (tcp)",
-        }
-    }
-
-    fn item(self) -> &'static str {
-        match self {
-            Service::Msg => "messages",
-            _ => "frames",
-        }
-    }
-}
-
-/// One sender on one service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourceId {
-    pub service: Service,
-    pub addr: SocketAddr,
-}
-
-impl SourceId {
-    /// The source as a name that is safe in file names and URLs:
-    /// `{transport}-{ip}-{port}`, e.g. `udp-127.0.0.1-50000` (an IPv6 address's `:` become
-    /// `_`). Saved frames are named after it and the HTTP view uses it in its paths.
-    pub fn slug(&self) -> String {
-        let ip = self.addr.ip().to_string().replace(':', "_");
-        format!("{}-{}-{}", self.service.transport(), ip, self.addr.port())
-    }
-}
-
-impl fmt::Display for SourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.service.transport(), self.addr)
-    }
-}
 
 /// Counters of one source. Times are microseconds since the hub started.
 #[derive(Debug, Default)]
@@ -427,20 +361,6 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("1 corrupt"), "{summary}");
-    }
-
-    #[test]
-    fn slug_is_safe_in_urls_and_file_names() {
-        let id = SourceId {
-            service: Service::Img,
-            addr: SocketAddr::from(([127, 0, 0, 1], 50000)),
-        };
-        assert_eq!(id.slug(), "udp-127.0.0.1-50000");
-        let id = SourceId {
-            service: Service::Tcp,
-            addr: "[::1]:9".parse().unwrap(),
-        };
-        assert_eq!(id.slug(), "tcp-__1-9");
     }
 
     #[test]

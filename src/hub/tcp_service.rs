@@ -8,7 +8,8 @@
 //! length prefix keeps the stream in sync.
 
 use super::sinks::FrameSinks;
-use super::stats::{Service, SourceId, Stats};
+use super::source::{Service, SourceId};
+use super::stats::Stats;
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use crate::wire::jpeg::is_complete_jpeg;
 use crate::wire::seed_tcp::{parse_header, HEADER_LEN};

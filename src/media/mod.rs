@@ -1,7 +1,9 @@
 //! Everything OpenCV: JPEG encode/decode, capture sources, preview windows.
 //!
-//! This is the only part of the crate that talks to OpenCV (through the `opencv` crate), so
-//! the protocol and network code stay testable without images, cameras or displays. Every
+//! Outside tests (which use it to make real images), this is the only part of the crate that
+//! talks to OpenCV (through the `opencv` crate; the rest handles frames only as the opaque
+//! [`Mat`] re-exported here), so the protocol and network code stay testable without
+//! images, cameras or displays. Every
 //! OpenCV failure and every unusable input comes back as a [`MediaError`] with a message a
 //! person can act on; nothing here panics on bad input.
 //!
@@ -24,7 +26,7 @@ use std::path::PathBuf;
 pub use display::{display_available, pump_events, Window};
 pub use opencv::core::Mat;
 pub use source::{
-    resize_to, CameraSource, FrameSource, ImageSource, PatternSource, VideoFileSource,
+    into_size, resize_to, CameraSource, FrameSource, ImageSource, PatternSource, VideoFileSource,
 };
 
 /// Result of every fallible call in [`media`](self).

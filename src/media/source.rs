@@ -26,6 +26,16 @@ pub trait FrameSource: Send {
     fn describe(&self) -> String;
 }
 
+/// Returns `frame` at `width` x `height`: the frame itself, not a copy, when it already has
+/// that size (a live source at the configured size, the usual case, costs nothing), else
+/// [`resize_to`] it.
+pub fn into_size(frame: Mat, width: i32, height: i32) -> Result<Mat> {
+    if !frame.empty() && (frame.cols(), frame.rows()) == (width, height) {
+        return Ok(frame);
+    }
+    resize_to(&frame, width, height)
+}
+
 /// Returns `frame` scaled to `width` x `height` (a plain copy when it already has that size).
 pub fn resize_to(frame: &Mat, width: i32, height: i32) -> Result<Mat> {
     check_size("resize_to", width, height)?;
@@ -486,6 +496,18 @@ mod tests {
         assert!(same_pixels(&frame, &same));
         assert!(resize_to(&frame, 0, 10).is_err());
         assert!(resize_to(&Mat::default(), 10, 10).is_err());
+    }
+
+    #[test]
+    fn into_size_keeps_a_frame_of_the_size_and_resizes_others() {
+        let frame = next(&mut PatternSource::new(320, 240));
+        let data = frame.data();
+        let same = into_size(frame, 320, 240).unwrap();
+        assert_eq!(same.data(), data, "the same pixels, not a copy");
+        let small = into_size(same, 160, 90).unwrap();
+        assert_eq!((small.cols(), small.rows()), (160, 90));
+        assert!(into_size(small, 0, 10).is_err());
+        assert!(into_size(Mat::default(), 10, 10).is_err());
     }
 
     #[test]

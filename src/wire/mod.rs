@@ -8,6 +8,8 @@
 //!   `struct.pack('l', n)` length header followed by 1024-byte data datagrams) and its ack.
 //! - [`seed_msg`]: the UDP JSON message format of seed 002 and its replies.
 //! - [`seed_tcp`]: the TCP stream of seed 000 (16-byte ASCII length, then the JPEG).
+//! - [`framed`]: udphub's own UDP image format: frame id and chunk index in every datagram,
+//!   acks and nacks (missing chunk ranges), so frames survive loss and reordering.
 //! - [`jpeg`]: the minimal structural check that a byte string is a complete JPEG.
 
 pub mod framed;

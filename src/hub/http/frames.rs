@@ -5,39 +5,41 @@
 //! and must never wait on HTTP, so a frame is stored by swapping one pointer: the registry
 //! lock is held for one hash lookup (a new source also inserts its slot), then the source's
 //! own slot lock for the swap. No per-frame allocation beyond the `Arc` the sinks already
-//! made; the frame that is replaced is freed after the locks are released. Viewers each wait
-//! on their source's slot with a timeout and take whatever is newest when they wake, so a
-//! slow viewer skips frames and holds up nobody.
+//! made; the frame that is replaced is freed after the locks are released. Each source's
+//! slot is a [`Latest`] (the crate's one "latest wins" mailbox) that viewers look at
+//! without taking: each waits on its source's slot with a timeout and takes whatever is
+//! newest when it wakes, so a slow viewer skips frames and holds up nobody. What this adds
+//! is the registry: finding a source by its slug, and a bound on how many are kept.
 
-use crate::hub::stats::SourceId;
+use crate::hub::source::SourceId;
+use crate::latest::Latest;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Sources whose newest frame is kept, at most. Past it, the source that has been quiet the
 /// longest is forgotten (TCP senders get a new source per connection, so old ones pile up).
 pub const MAX_SOURCES: usize = 256;
 
+/// The newest frame of one source; its version counts the frames put there (the first is 1),
+/// and viewers remember the last one they sent.
+pub type FrameSlot = Latest<Arc<Vec<u8>>>;
+
 /// The newest frame of every image source.
 #[derive(Default)]
 pub struct LatestFrames {
-    slots: Mutex<HashMap<SourceId, Arc<FrameSlot>>>,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    slots: HashMap<SourceId, Listed>,
     /// Counts every frame put, to tell which source was updated the longest ago.
-    puts: AtomicU64,
+    puts: u64,
 }
 
-/// The newest frame of one source, and a wake-up for the viewers waiting for a newer one.
-pub struct FrameSlot {
-    state: Mutex<SlotState>,
-    changed: Condvar,
-}
-
-struct SlotState {
-    frame: Arc<Vec<u8>>,
-    /// Counts the frames put here (the first is 1); viewers remember the last one they sent.
-    generation: u64,
-    /// The value of [`LatestFrames::puts`] when this frame came.
+struct Listed {
+    slot: Arc<FrameSlot>,
+    /// The value of [`Registry::puts`] when the source's newest frame came.
     stamp: u64,
 }
 
@@ -48,95 +50,67 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LatestFrames {
     /// Make `jpeg` the newest frame of `source`. Never blocks on a viewer.
     pub fn put(&self, source: SourceId, jpeg: Arc<Vec<u8>>) {
-        let stamp = self.puts.fetch_add(1, Relaxed);
         let slot = {
-            let mut slots = lock(&self.slots);
-            match slots.get(&source) {
-                Some(slot) => slot.clone(),
+            let mut registry = lock(&self.registry);
+            registry.puts += 1;
+            let stamp = registry.puts;
+            match registry.slots.get_mut(&source) {
+                Some(listed) => {
+                    listed.stamp = stamp;
+                    listed.slot.clone()
+                }
                 None => {
-                    if slots.len() >= MAX_SOURCES {
-                        evict_quietest(&mut slots);
+                    if registry.slots.len() >= MAX_SOURCES {
+                        registry.evict_quietest();
                     }
-                    slots.insert(source, Arc::new(FrameSlot::new(jpeg, stamp)));
+                    let slot = Arc::new(FrameSlot::holding(jpeg));
+                    registry.slots.insert(source, Listed { slot, stamp });
                     return;
                 }
             }
         };
-        let replaced = slot.replace(jpeg, stamp);
-        drop(replaced); // possibly the last reference: freed outside every lock
+        // Possibly the last reference to the replaced frame: freed outside every lock. A
+        // frame slot is never hung up, so the put cannot fail.
+        drop(slot.put(jpeg));
     }
 
     /// The slot of `source`, if a frame of it has come.
     pub fn get(&self, source: &SourceId) -> Option<Arc<FrameSlot>> {
-        lock(&self.slots).get(source).cloned()
+        lock(&self.registry)
+            .slots
+            .get(source)
+            .map(|listed| listed.slot.clone())
     }
 
     /// The source whose [`SourceId::slug`] is `slug`, with its slot.
     pub fn find(&self, slug: &str) -> Option<(SourceId, Arc<FrameSlot>)> {
-        lock(&self.slots)
+        lock(&self.registry)
+            .slots
             .iter()
             .find(|(id, _)| id.slug() == slug)
-            .map(|(id, slot)| (*id, slot.clone()))
+            .map(|(id, listed)| (*id, listed.slot.clone()))
     }
 }
 
-fn evict_quietest(slots: &mut HashMap<SourceId, Arc<FrameSlot>>) {
-    let quietest = slots
-        .iter()
-        .min_by_key(|(_, slot)| lock(&slot.state).stamp)
-        .map(|(id, _)| *id);
-    if let Some(id) = quietest {
-        slots.remove(&id);
-    }
-}
-
-impl FrameSlot {
-    fn new(frame: Arc<Vec<u8>>, stamp: u64) -> Self {
-        FrameSlot {
-            state: Mutex::new(SlotState {
-                frame,
-                generation: 1,
-                stamp,
-            }),
-            changed: Condvar::new(),
+impl Registry {
+    fn evict_quietest(&mut self) {
+        let quietest = self
+            .slots
+            .iter()
+            .min_by_key(|(_, listed)| listed.stamp)
+            .map(|(id, _)| *id);
+        if let Some(id) = quietest {
+            self.slots.remove(&id);
         }
-    }
-
-    /// Store `frame` as the newest and wake the viewers; returns the frame it replaced.
-    fn replace(&self, frame: Arc<Vec<u8>>, stamp: u64) -> Arc<Vec<u8>> {
-        let old = {
-            let mut s = lock(&self.state);
-            s.generation += 1;
-            s.stamp = stamp;
-            std::mem::replace(&mut s.frame, frame)
-        };
-        self.changed.notify_all();
-        old
-    }
-
-    /// The newest frame and its generation.
-    pub fn latest(&self) -> (u64, Arc<Vec<u8>>) {
-        let s = lock(&self.state);
-        (s.generation, s.frame.clone())
-    }
-
-    /// The newest frame if its generation is above `seen`, waiting at most `timeout` for
-    /// one to come.
-    pub fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(u64, Arc<Vec<u8>>)> {
-        let guard = lock(&self.state);
-        let (s, _) = self
-            .changed
-            .wait_timeout_while(guard, timeout, |s| s.generation <= seen)
-            .unwrap_or_else(|e| e.into_inner());
-        (s.generation > seen).then(|| (s.generation, s.frame.clone()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::stats::Service;
+    use crate::hub::source::Service;
     use std::net::SocketAddr;
+    use std::time::Duration;
 
     fn id(port: u16) -> SourceId {
         SourceId {
@@ -151,7 +125,7 @@ mod tests {
         assert!(frames.find("udp-127.0.0.1-1").is_none());
         frames.put(id(1), Arc::new(vec![1]));
         let (_, slot) = frames.find("udp-127.0.0.1-1").expect("found by slug");
-        let (seen, first) = slot.latest();
+        let (seen, first) = slot.latest().expect("a listed source has a frame");
         assert_eq!(*first, vec![1]);
         assert!(slot.wait_newer(seen, Duration::ZERO).is_none());
         frames.put(id(1), Arc::new(vec![2]));
@@ -165,7 +139,7 @@ mod tests {
         let frames = Arc::new(LatestFrames::default());
         frames.put(id(1), Arc::new(vec![1]));
         let slot = frames.get(&id(1)).unwrap();
-        let (seen, _) = slot.latest();
+        let (seen, _) = slot.latest().expect("a listed source has a frame");
         let waiter = std::thread::spawn(move || slot.wait_newer(seen, Duration::from_secs(60)));
         frames.put(id(1), Arc::new(vec![2]));
         let (_, frame) = waiter.join().unwrap().expect("woken with the new frame");

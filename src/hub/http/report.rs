@@ -6,7 +6,8 @@
 //! few seconds, so the page shows what a source does now and a quiet source drops to 0.
 
 use super::frames::LatestFrames;
-use crate::hub::stats::{Service, Snapshot, Stats};
+use crate::hub::source::Service;
+use crate::hub::stats::{Snapshot, Stats};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -385,7 +386,7 @@ mod tests {
     #[test]
     fn metrics_have_help_and_type_for_every_family() {
         let stats = Stats::new();
-        let id = crate::hub::stats::SourceId {
+        let id = crate::hub::source::SourceId {
             service: Service::Img,
             addr: SocketAddr::from(([127, 0, 0, 1], 5)),
         };

@@ -81,9 +81,9 @@ pub fn handle(
         .strip_prefix("/snapshot/")
         .and_then(|s| s.strip_suffix(".jpg"))
     {
-        match view.frames.find(slug) {
-            Some((_, slot)) => {
-                let (_, jpeg) = slot.latest();
+        // a listed source always has a frame; `None` is only there for the type's sake
+        match view.frames.find(slug).and_then(|(_, slot)| slot.latest()) {
+            Some((_, jpeg)) => {
                 respond(
                     &mut conn.writer(),
                     200,
