@@ -529,6 +529,52 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_reads_back_from_json_and_prints_the_same_text() {
+        let stats = Stats::new();
+        let mut img = SourceCache::new(Service::Img, stats.clone());
+        let mut msg = SourceCache::new(Service::Msg, stats.clone());
+        let a = SocketAddr::from(([127, 0, 0, 1], 1));
+        img.record_item(a, 2000);
+        img.get(a).dropped.fetch_add(2, Relaxed);
+        msg.record_item(a, 12);
+        msg.get(a).corrupt.fetch_add(1, Relaxed);
+        let mut summary = stats.summary(&[Service::Img, Service::Msg, Service::Tcp]);
+        summary.saved = Some(SaverReport {
+            saved: 1,
+            skipped: 0,
+            failed: 0,
+        });
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["services"][0]["service"], "img");
+        assert_eq!(json["services"][0]["total"]["items"], 1);
+        assert_eq!(json["services"][0]["total"]["dropped"], 2);
+        assert!(json["services"][0]["total"]["addr"].is_null(), "{json}");
+        assert_eq!(json["services"][0]["sources"][0]["addr"], "127.0.0.1:1");
+        assert_eq!(json["services"][1]["sources"][0]["corrupt"], 1);
+        assert_eq!(json["services"][2]["sources"], serde_json::json!([]));
+        assert_eq!(json["saved"]["saved"], 1);
+        let back: HubSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, summary);
+        assert_eq!(back.service(Service::Msg).unwrap().total.bytes, 12);
+
+        let text = summary.text();
+        let body: Vec<&str> = text.lines().skip(1).collect();
+        assert!(text.starts_with("hub: summary after "), "{text}");
+        assert_eq!(
+            body,
+            [
+                "  images (udp): 1 frames, 2.0 kB, 0.0 frames/s, 0 corrupt, 2 dropped, 0 rejected",
+                "    udp 127.0.0.1:1: 1 frames, 2.0 kB, 0.0 frames/s, 0 corrupt, 2 dropped, 0 rejected",
+                "  messages (udp): 1 messages, 12 B, 0.0 msg/s, 1 invalid",
+                "    udp 127.0.0.1:1: 1 messages, 12 B, 0.0 msg/s, 1 invalid",
+                "  images (tcp): 0 frames, 0 B, 0.0 frames/s, 0 corrupt, 0 dropped, 0 rejected",
+                "  saved: 1 frames (0 skipped while the disk was behind, 0 failed)",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
     fn slug_is_safe_in_urls_and_file_names() {
         let id = SourceId {
             service: Service::Img,
