@@ -12,7 +12,7 @@ use std::time::Duration;
 use udphub::client::img::{self, ImgClientConfig, SourceSpec};
 use udphub::client::img_sender::{Protocol, SenderOptions};
 use udphub::client::resolve_hub;
-use udphub::client::stats::ImgSummary;
+use udphub::client::stats::{json_line, ImgSummary};
 use udphub::shutdown::Shutdown;
 use udphub::wire::seed_udp::HeaderWidth;
 
@@ -170,14 +170,10 @@ fn main() -> ExitCode {
         }
     };
     if args.json_summary {
-        let summary = ImgSummary::of(
-            &report.stats,
-            report.elapsed,
-            report.error.as_ref().map(ToString::to_string),
-        );
+        let error = report.error.as_ref().map(ToString::to_string);
         println!(
             "{}",
-            serde_json::to_string(&summary).expect("a summary serializes")
+            json_line(&ImgSummary::of(&report.stats, report.elapsed, error))
         );
     } else {
         print!("{}", report.summary);

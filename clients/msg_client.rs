@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use udphub::client::msg::{self, Messages, MsgClientConfig};
 use udphub::client::resolve_hub;
-use udphub::client::stats::MsgSummary;
+use udphub::client::stats::{json_line, MsgSummary};
 use udphub::shutdown::Shutdown;
 
 /// Send JSON telemetry messages to the hub, one per UDP datagram.
@@ -95,14 +95,10 @@ fn main() -> ExitCode {
         }
     };
     if args.json_summary {
-        let summary = MsgSummary::of(
-            &report.stats,
-            report.elapsed,
-            report.error.as_ref().map(ToString::to_string),
-        );
+        let error = report.error.as_ref().map(ToString::to_string);
         println!(
             "{}",
-            serde_json::to_string(&summary).expect("a summary serializes")
+            json_line(&MsgSummary::of(&report.stats, report.elapsed, error))
         );
     } else {
         print!("{}", report.summary);

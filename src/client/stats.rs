@@ -213,6 +213,11 @@ fn micros(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1e6)
 }
 
+/// A summary ([`ImgSummary`], [`MsgSummary`]) as the one JSON line `--json-summary` prints.
+pub fn json_line(summary: &impl Serialize) -> String {
+    serde_json::to_string(summary).expect("a summary of numbers and strings serializes")
+}
+
 /// [`Samples`] in a JSON summary: times in microseconds, `null` where there is no value.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SamplesSummary {
