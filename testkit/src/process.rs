@@ -197,3 +197,42 @@ fn reap(child: &mut Child) -> std::io::Result<Option<(ExitStatus, Duration)>> {
 fn reap(child: &mut Child) -> std::io::Result<Option<(ExitStatus, Duration)>> {
     Ok(child.try_wait()?.map(|s| (s, Duration::ZERO)))
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_both_outputs_the_status_and_feeds_stdin() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "read line; echo \"out $line\"; echo err >&2; exit 3"]);
+        let run = run(&mut cmd, b"hello\n", Duration::from_secs(30)).unwrap();
+        assert_eq!(run.stdout, "out hello\n");
+        assert_eq!(run.stderr, "err\n");
+        assert_eq!(run.status.code(), Some(3));
+        assert!(!run.success());
+        assert!(
+            run.describe().contains("---- stderr ----\nerr"),
+            "{}",
+            run.describe()
+        );
+    }
+
+    #[test]
+    fn a_child_past_its_deadline_is_killed_and_reported() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600");
+        let err = run(&mut cmd, b"", Duration::from_millis(100)).unwrap_err();
+        assert!(
+            err.contains("`sleep 600` ran past its deadline; killed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_program_that_does_not_exist_is_a_clear_error() {
+        let mut cmd = Command::new("/nonexistent/udphub-testkit-program");
+        let err = run(&mut cmd, b"", Duration::from_secs(5)).unwrap_err();
+        assert!(err.starts_with("cannot start `/nonexistent/"), "{err}");
+    }
+}
