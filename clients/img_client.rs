@@ -6,14 +6,13 @@
 //! result; the work is in [`udphub::client::img`].
 
 use clap::{ArgGroup, Parser};
-use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::client::img::{self, ImgClientConfig, ImgReport, SourceSpec};
+use udphub::client::img::{self, ImgClientConfig, SourceSpec};
 use udphub::client::img_sender::{Protocol, SenderOptions};
 use udphub::client::resolve_hub;
-use udphub::client::stats::{per_second, Samples};
+use udphub::client::stats::{json_line, ImgSummary};
 use udphub::shutdown::Shutdown;
 use udphub::wire::seed_udp::HeaderWidth;
 
@@ -171,7 +170,11 @@ fn main() -> ExitCode {
         }
     };
     if args.json_summary {
-        println!("{}", json_summary(&report));
+        let error = report.error.as_ref().map(ToString::to_string);
+        println!(
+            "{}",
+            json_line(&ImgSummary::of(&report.stats, report.elapsed, error))
+        );
     } else {
         print!("{}", report.summary);
     }
@@ -189,41 +192,4 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::FAILURE
-}
-
-/// Microseconds, or `null`.
-fn micros(d: Option<Duration>) -> serde_json::Value {
-    d.map_or(serde_json::Value::Null, |d| json!(d.as_secs_f64() * 1e6))
-}
-
-/// `{"p50_us": .., "p99_us": .., "max_us": .., "mean_us": .., "count": ..}` of `samples`.
-fn samples_json(samples: &Samples) -> serde_json::Value {
-    let p = samples.percentiles(&[50.0, 99.0]);
-    json!({
-        "count": samples.count(),
-        "p50_us": micros(p[0]),
-        "p99_us": micros(p[1]),
-        "max_us": micros(samples.max()),
-        "mean_us": micros(samples.mean()),
-    })
-}
-
-/// The `--json-summary` object: the text summary's numbers, machine-readable.
-fn json_summary(report: &ImgReport) -> serde_json::Value {
-    let (s, c) = (&report.stats, &report.stats.counts);
-    json!({
-        "sent": c.sent,
-        "acked": c.acked,
-        "lost": c.lost,
-        "skipped": c.skipped,
-        "bytes": c.bytes,
-        "late_acks": c.late_acks,
-        "ignored": c.ignored,
-        "elapsed_s": report.elapsed.as_secs_f64(),
-        "fps_acked": per_second(c.acked, report.elapsed),
-        "fps_sent": per_second(c.sent, report.elapsed),
-        "rtt": samples_json(&s.rtt),
-        "encode": samples_json(&s.encode),
-        "error": report.error,
-    })
 }

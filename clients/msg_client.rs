@@ -6,13 +6,12 @@
 //! result; the work is in [`udphub::client::msg`].
 
 use clap::Parser;
-use serde_json::json;
 use std::io::BufReader;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::client::msg::{self, Messages, MsgClientConfig, MsgReport};
+use udphub::client::msg::{self, Messages, MsgClientConfig};
 use udphub::client::resolve_hub;
-use udphub::client::stats::per_second;
+use udphub::client::stats::{json_line, MsgSummary};
 use udphub::shutdown::Shutdown;
 
 /// Send JSON telemetry messages to the hub, one per UDP datagram.
@@ -96,7 +95,11 @@ fn main() -> ExitCode {
         }
     };
     if args.json_summary {
-        println!("{}", json_summary(&report));
+        let error = report.error.as_ref().map(ToString::to_string);
+        println!(
+            "{}",
+            json_line(&MsgSummary::of(&report.stats, report.elapsed, error))
+        );
     } else {
         print!("{}", report.summary);
     }
@@ -113,34 +116,4 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::FAILURE
-}
-
-/// Microseconds, or `null`.
-fn micros(d: Option<Duration>) -> serde_json::Value {
-    d.map_or(serde_json::Value::Null, |d| json!(d.as_secs_f64() * 1e6))
-}
-
-/// The `--json-summary` object: the text summary's numbers, machine-readable.
-fn json_summary(report: &MsgReport) -> serde_json::Value {
-    let (s, c) = (&report.stats, &report.stats.counts);
-    let p = s.rtt.percentiles(&[50.0, 99.0]);
-    json!({
-        "sent": c.sent,
-        "answered": c.answered,
-        "rejected": c.rejected,
-        "lost": c.lost,
-        "late_replies": c.late_replies,
-        "ignored": c.ignored,
-        "invalid_lines": c.invalid_lines,
-        "elapsed_s": report.elapsed.as_secs_f64(),
-        "msgs_per_s": per_second(c.answered, report.elapsed),
-        "rtt": {
-            "count": s.rtt.count(),
-            "p50_us": micros(p[0]),
-            "p99_us": micros(p[1]),
-            "max_us": micros(s.rtt.max()),
-            "mean_us": micros(s.rtt.mean()),
-        },
-        "error": report.error,
-    })
 }

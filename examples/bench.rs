@@ -40,15 +40,14 @@
 
 use clap::Parser;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-use udphub::media::testjpeg::{noise_jpeg, noisy_pattern_jpeg};
+use udphub::client::stats::{ImgSummary, MsgSummary, SamplesSummary};
 use udphub::media::{jpeg, resize_to, FrameSource, MediaError, PatternSource};
+use udphub_testkit::frames::{noise_frame, pattern_frame, Frame};
+use udphub_testkit::{Finished, HubProcess, Ports, Running, Signal};
 
 /// Benchmark the hub and clients against the raw kernel limit on loopback.
 #[derive(Parser, Debug)]
@@ -143,19 +142,12 @@ impl Bins {
 fn startup_cpu(program: &Path) -> Duration {
     (0..3)
         .filter_map(|_| {
-            let p = Proc::spawn(program, &["--version".to_string()]).ok()?;
+            let p = spawn(program, &["--version".to_string()]).ok()?;
             p.wait(Instant::now() + Duration::from_secs(10)).ok()
         })
         .map(|f| f.cpu)
         .min()
         .unwrap_or_default()
-}
-
-/// A pre-encoded frame on disk.
-#[derive(Clone)]
-struct Frame {
-    path: PathBuf,
-    bytes: usize,
 }
 
 /// What a case sends.
@@ -287,10 +279,7 @@ fn run(args: &Args) -> Result<(), String> {
         "bench: encoding the test frames into {}",
         frames_dir.display()
     );
-    let f66 = pattern_frame(&frames_dir, 640, 480, 90, 66_000)?;
-    let f150 = pattern_frame(&frames_dir, 1280, 960, 95, 150_000)?;
-    let f1m = noise_frame(&frames_dir, 1_000_000)?;
-    let f4m = noise_frame(&frames_dir, 4_000_000)?;
+    let [f66, f150, f1m, f4m] = bench_frames(&frames_dir)?;
     for f in [&f66, &f150, &f1m, &f4m] {
         eprintln!("bench:   {} ({} bytes)", f.path.display(), f.bytes);
     }
@@ -433,29 +422,14 @@ fn cases(f66: &Frame, f150: &Frame, f1m: &Frame, f4m: &Frame) -> Vec<Case> {
 // Frames
 // ---------------------------------------------------------------------------------------
 
-fn write_frame(dir: &Path, name: &str, bytes: &[u8]) -> Result<Frame, String> {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Frame {
-        path,
-        bytes: bytes.len(),
-    })
-}
-
-/// [`noisy_pattern_jpeg`] written into `dir`.
-fn pattern_frame(dir: &Path, w: i32, h: i32, quality: i32, target: usize) -> Result<Frame, String> {
-    let bytes = noisy_pattern_jpeg(w, h, quality, target).map_err(|e| e.to_string())?;
-    write_frame(
-        dir,
-        &format!("pattern-{w}x{h}-q{quality}-noise.jpg"),
-        &bytes,
-    )
-}
-
-/// [`noise_jpeg`] written into `dir`.
-fn noise_frame(dir: &Path, target: usize) -> Result<Frame, String> {
-    let (bytes, w, h) = noise_jpeg(target).map_err(|e| e.to_string())?;
-    write_frame(dir, &format!("noise-{w}x{h}-q100.jpg"), &bytes)
+/// [`pattern_frame`] and [`noise_frame`] under the bench's own names in `dir`.
+fn bench_frames(dir: &Path) -> Result<[Frame; 4], String> {
+    Ok([
+        pattern_frame(dir, "pattern-", (640, 480), 90, 66_000)?,
+        pattern_frame(dir, "pattern-", (1280, 960), 95, 150_000)?,
+        noise_frame(dir, "", 1_000_000)?,
+        noise_frame(dir, "", 4_000_000)?,
+    ])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -504,195 +478,31 @@ fn process_cpu(pid: u32) -> Option<Duration> {
 // Child processes
 // ---------------------------------------------------------------------------------------
 
-/// A child whose stdout and stderr are collected on threads of their own.
-struct Proc {
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-    what: String,
-    /// Reaped by [`Proc::wait`] (std's `Child` does not know).
-    reaped: bool,
+/// Start `program args` (`RUST_LOG=warn`, so logging is not measured) with its output
+/// collected.
+fn spawn(program: &Path, args: &[String]) -> Result<Running, String> {
+    Running::spawn(
+        Command::new(program).args(args).env("RUST_LOG", "warn"),
+        b"",
+    )
 }
 
-/// What a finished child printed, and when it was seen to end.
-struct Finished {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    ended: Instant,
-    /// Its user + system CPU time.
-    cpu: Duration,
-}
-
-fn collect(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(pipe).read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    rx
-}
-
-impl Proc {
-    fn spawn(program: &Path, args: &[String]) -> Result<Proc, String> {
-        let mut child = Command::new(program)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        let stdout = collect(child.stdout.take().expect("piped"));
-        let stderr = collect(child.stderr.take().expect("piped"));
-        Ok(Proc {
-            child,
-            stdout,
-            stderr,
-            what: format!("{} {}", program.display(), args.join(" ")),
-            reaped: false,
-        })
-    }
-
-    /// Wait until `deadline`; past it, kill the child and fail.
-    /// Wait until `deadline`; past it, kill the child and fail. Reaps it with `wait4` to
-    /// get its CPU time.
-    fn wait(mut self, deadline: Instant) -> Result<Finished, String> {
-        let pid = self.child.id() as libc::pid_t;
-        let (status, usage) = loop {
-            let mut status = 0;
-            // SAFETY: an all-zero rusage is valid; wait4 only writes its out-parameters.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-            if r == pid {
-                break (status, usage);
-            }
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("waiting for `{}`: {e}", self.what));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("`{}` ran past its deadline; killed", self.what));
-            }
-            thread::sleep(Duration::from_millis(1));
-        };
-        self.reaped = true;
-        let ended = Instant::now();
-        let pipe =
-            |rx: &Receiver<String>| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        Ok(Finished {
-            ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            stdout: pipe(&self.stdout),
-            stderr: pipe(&self.stderr),
-            ended,
-            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        })
-    }
-}
-
-impl Drop for Proc {
-    /// A child not reaped by [`Proc::wait`] (an error or a deadline) is killed.
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A running `hub` on OS-chosen loopback ports.
-struct Hub {
-    child: Child,
-    img: SocketAddr,
-    msg: SocketAddr,
-    tcp: SocketAddr,
-}
-
-impl Hub {
-    fn start(bin: &Path) -> Result<Hub, String> {
-        let mut child = Command::new(bin)
-            .args(["--img-port", "0", "--msg-port", "0", "--tcp-port", "0"])
-            .args(["--stats-interval-ms", "3600000"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start the hub: {e}"))?;
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // After `ready`, keep reading (and dropping) so the hub never blocks on stdout.
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (mut img, mut msg, mut tcp) = (None, None, None);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err("the hub did not print `hub: ready` within 20 s".into());
-                }
-            };
-            if line.trim() == "hub: ready" {
-                break;
-            }
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let ["hub:", service, "listening", "on", _, addr] = words.as_slice() {
-                let addr: SocketAddr = addr.parse().map_err(|e| format!("{line}: {e}"))?;
-                match *service {
-                    "img" => img = Some(addr),
-                    "msg" => msg = Some(addr),
-                    "tcp" => tcp = Some(addr),
-                    _ => {}
-                }
-            }
-        }
-        match (img, msg, tcp) {
-            (Some(img), Some(msg), Some(tcp)) => Ok(Hub {
-                child,
-                img,
-                msg,
-                tcp,
-            }),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err("the hub did not list all three services".into())
-            }
-        }
-    }
-
-    fn cpu(&self) -> Option<Duration> {
-        process_cpu(self.child.id())
-    }
-}
-
-impl Drop for Hub {
-    /// SIGINT, then at most 5 s for it to exit, then SIGKILL.
-    fn drop(&mut self) {
-        // SAFETY: kill with a pid this process started and has not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A fresh hub on OS-chosen loopback ports with every service.
+fn start_hub(bin: &Path) -> Result<HubProcess, String> {
+    let hub = HubProcess::start(
+        bin,
+        &["--stats-interval-ms", "3600000"],
+        &[("RUST_LOG", Some("warn"))],
+        Duration::from_secs(20),
+    )?;
+    match hub.ports {
+        Ports {
+            img: Some(_),
+            msg: Some(_),
+            tcp: Some(_),
+            ..
+        } => Ok(hub),
+        _ => Err("the hub did not list all three services".into()),
     }
 }
 
@@ -803,11 +613,11 @@ fn raw_limit(bins: &Bins, args: &[&str], frame_bytes: usize, t: Timing) -> Measu
         args.push("--processes".into());
     }
     let drops0 = rcvbuf_errors();
-    let finished = Proc::spawn(&bins.raw_limit, &args)
-        .and_then(|p| p.wait(Instant::now() + t.raw + t.deadline));
+    let finished =
+        spawn(&bins.raw_limit, &args).and_then(|p| p.wait(Instant::now() + t.raw + t.deadline));
     let drops = rcvbuf_errors().saturating_sub(drops0);
     let f = match finished {
-        Ok(f) if f.ok => f,
+        Ok(f) if f.success() => f,
         Ok(f) => return Measure::failed(format!("raw_limit failed: {}", f.stderr.trim())),
         Err(e) => return Measure::failed(e),
     };
@@ -874,6 +684,16 @@ fn encoder_alone(d: Duration) -> Measure {
     }
 }
 
+/// One client's run, from its JSON summary (acked: answered, for `msg-client`).
+struct ClientRun {
+    acked: u64,
+    /// Frames acked (messages answered) per second.
+    rate: f64,
+    lost: u64,
+    rtt: SamplesSummary,
+    elapsed_s: f64,
+}
+
 #[derive(Clone, Copy)]
 enum Client {
     /// `img-client` with this `--protocol`.
@@ -890,15 +710,16 @@ fn real_clients(
     frame_bytes: usize,
     t: Timing,
 ) -> Measure {
-    let hub = match Hub::start(&bins.hub) {
+    let hub = match start_hub(&bins.hub) {
         Ok(h) => h,
         Err(e) => return Measure::failed(e),
     };
     let (program, addr) = match client {
-        Client::Img("tcp") => (&bins.img_client, hub.tcp),
-        Client::Img(_) => (&bins.img_client, hub.img),
-        Client::Msg => (&bins.msg_client, hub.msg),
+        Client::Img("tcp") => (&bins.img_client, hub.ports.tcp),
+        Client::Img(_) => (&bins.img_client, hub.ports.img),
+        Client::Msg => (&bins.msg_client, hub.ports.msg),
     };
+    let addr = addr.expect("start_hub checked every service");
     args.extend([
         "--hub".into(),
         addr.to_string(),
@@ -907,49 +728,56 @@ fn real_clients(
         "--json-summary".into(),
     ]);
     let drops0 = rcvbuf_errors();
-    let cpu0 = hub.cpu();
-    let procs: Result<Vec<Proc>, String> =
-        (0..clients).map(|_| Proc::spawn(program, &args)).collect();
+    let cpu0 = process_cpu(hub.pid());
+    let procs: Result<Vec<Running>, String> = (0..clients).map(|_| spawn(program, &args)).collect();
     let deadline = Instant::now() + t.deadline;
     let finished: Result<Vec<Finished>, String> =
         procs.and_then(|ps| ps.into_iter().map(|p| p.wait(deadline)).collect());
-    let cpu1 = hub.cpu();
+    let cpu1 = process_cpu(hub.pid());
     let drops = rcvbuf_errors().saturating_sub(drops0);
-    drop(hub);
+    // Measured; the hub's exit is not part of it (a hub slow to stop is killed).
+    let _ = hub.stop(Signal::Int, Duration::from_secs(5));
     let finished = match finished {
         Ok(f) => f,
         Err(e) => return Measure::failed(e),
     };
 
-    // Per client: (acked, rate, p50, p99, start, end) from its JSON summary.
+    // Per client, from its JSON summary.
     let mut per = Vec::new();
     for f in &finished {
-        let v: Value = match serde_json::from_str(f.stdout.trim()) {
-            Ok(v) => v,
-            Err(_) => {
-                return Measure::failed(format!(
-                    "a client printed no JSON summary (ok: {}): {}",
-                    f.ok,
-                    f.stderr.trim()
-                ))
-            }
+        let no_summary = |_| {
+            format!(
+                "a client printed no JSON summary (ok: {}): {}",
+                f.success(),
+                f.stderr.trim()
+            )
         };
-        let (acked, rate, lost) = match client {
-            Client::Img(_) => (&v["acked"], &v["fps_acked"], &v["lost"]),
-            Client::Msg => (&v["answered"], &v["msgs_per_s"], &v["lost"]),
+        let stdout = f.stdout.trim();
+        let summary = match client {
+            Client::Img(_) => serde_json::from_str::<ImgSummary>(stdout).map(|s| ClientRun {
+                acked: s.acked,
+                rate: s.fps_acked,
+                lost: s.lost,
+                rtt: s.rtt,
+                elapsed_s: s.elapsed_s,
+            }),
+            Client::Msg => serde_json::from_str::<MsgSummary>(stdout).map(|s| ClientRun {
+                acked: s.answered,
+                rate: s.msgs_per_s,
+                lost: s.lost,
+                rtt: s.rtt,
+                elapsed_s: s.elapsed_s,
+            }),
         };
-        let elapsed = Duration::from_secs_f64(v["elapsed_s"].as_f64().unwrap_or(0.0));
-        per.push((
-            acked.as_u64().unwrap_or(0),
-            rate.as_f64().unwrap_or(0.0),
-            lost.as_u64().unwrap_or(0),
-            v["rtt"]["p50_us"].as_f64(),
-            v["rtt"]["p99_us"].as_f64(),
-            f.ended.checked_sub(elapsed).unwrap_or(f.ended),
-            f.ended,
-        ));
+        let run = match summary.map_err(no_summary) {
+            Ok(run) => run,
+            Err(e) => return Measure::failed(e),
+        };
+        let elapsed = Duration::from_secs_f64(run.elapsed_s);
+        let started = f.ended.checked_sub(elapsed).unwrap_or(f.ended);
+        per.push((run, started, f.ended));
     }
-    let acked: u64 = per.iter().map(|p| p.0).sum();
+    let acked: u64 = per.iter().map(|p| p.0.acked).sum();
     let startup = match client {
         Client::Img(_) => bins.img_startup,
         Client::Msg => bins.msg_startup,
@@ -958,20 +786,20 @@ fn real_clients(
         .iter()
         .map(|f| f.cpu.saturating_sub(startup).as_secs_f64())
         .sum();
-    let lost: u64 = per.iter().map(|p| p.2).sum();
+    let lost: u64 = per.iter().map(|p| p.0.lost).sum();
     let rate = if clients == 1 {
-        per[0].1
+        per[0].0.rate
     } else {
-        let first = per.iter().map(|p| p.5).min().expect("clients");
-        let last = per.iter().map(|p| p.6).max().expect("clients");
+        let first = per.iter().map(|p| p.1).min().expect("clients");
+        let last = per.iter().map(|p| p.2).max().expect("clients");
         acked as f64 / last.duration_since(first).as_secs_f64().max(1e-9)
     };
-    let rates: Vec<f64> = per.iter().map(|p| p.1).collect();
+    let rates: Vec<f64> = per.iter().map(|p| p.0.rate).collect();
     let fastest = rates.iter().copied().fold(0.0, f64::max);
     let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
-    let mut p50s: Vec<f64> = per.iter().filter_map(|p| p.3).collect();
+    let mut p50s: Vec<f64> = per.iter().filter_map(|p| p.0.rtt.p50_us).collect();
     p50s.sort_by(f64::total_cmp);
-    let p99 = per.iter().filter_map(|p| p.4).reduce(f64::max);
+    let p99 = per.iter().filter_map(|p| p.0.rtt.p99_us).reduce(f64::max);
     let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) if acked > 0 => {
             Some(b.saturating_sub(a).as_secs_f64() / acked as f64 * 1000.0)

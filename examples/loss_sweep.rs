@@ -3,7 +3,8 @@
 //!
 //! For each loss rate (0, 1, 5 and 20% by default, the same in both directions) and each
 //! protocol, on loopback: a fresh release `hub` (OS-chosen port, `RUST_LOG=warn`, saving
-//! every delivered frame with `--save-dir` into a temp dir), an in-process
+//! every delivered frame with `--save-dir` into a temp dir, its exit summary read back
+//! with `--json-summary`), an in-process
 //! [`udphub::relay`] in front of it (loss only, fixed seed: `--seed` toward the hub,
 //! `--seed + 1` back, as `udp-relay` does), and `img-client --jpeg FRAME --protocol P
 //! --frames N --ack-timeout-ms 200 --json-summary` aimed at the relay. FRAME is the bench's
@@ -34,17 +35,17 @@
 
 use clap::Parser;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-use udphub::media::testjpeg::noisy_pattern_jpeg;
+use udphub::client::stats::ImgSummary;
+use udphub::hub::source::Service;
 use udphub::relay::{FaultConfig, Relay};
 use udphub::shutdown::Shutdown;
 use udphub::wire::{framed, seed_udp};
+use udphub_testkit::frames::pattern_frame;
+use udphub_testkit::{HubProcess, Running, Signal};
 
 /// Frames delivered, given up and resent by `framed` and `chunked` through a lossy relay.
 #[derive(Parser, Debug)]
@@ -109,7 +110,8 @@ fn run(args: &Args) -> Result<(), String> {
     let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     let frames_dir = dir.join("frames");
     std::fs::create_dir_all(&frames_dir).map_err(|e| format!("{}: {e}", frames_dir.display()))?;
-    let frame = pattern_frame(&frames_dir, 640, 480, 90, 66_000)?;
+    // Not the bench's file name: a bench running at the same time rewrites its own.
+    let frame = pattern_frame(&frames_dir, "loss-sweep-", (640, 480), 90, 66_000)?.path;
     let bytes = std::fs::read(&frame).map_err(|e| format!("{}: {e}", frame.display()))?;
     eprintln!(
         "loss_sweep: frame {} ({} bytes: {} datagrams framed, {} chunked)",
@@ -241,7 +243,28 @@ fn measure(ctx: &Ctx, case: &Case) -> Result<Value, String> {
         .prefix("loss-sweep-")
         .tempdir()
         .map_err(|e| format!("temp dir: {e}"))?;
-    let hub = Hub::start(&ctx.hub, save.path())?;
+    let save_dir = save
+        .path()
+        .to_str()
+        .ok_or("the temp dir's path is not UTF-8")?;
+    let hub = HubProcess::start(
+        &ctx.hub,
+        &[
+            "--no-msg",
+            "--no-tcp",
+            "--stats-interval-ms",
+            "3600000",
+            "--save-dir",
+            save_dir,
+            "--json-summary",
+        ],
+        &[("RUST_LOG", Some("warn"))],
+        Duration::from_secs(20),
+    )?;
+    let hub_img = hub
+        .ports
+        .img
+        .ok_or("the hub did not print its image port")?;
     let faults = |seed| FaultConfig {
         loss: case.loss,
         seed,
@@ -250,7 +273,7 @@ fn measure(ctx: &Ctx, case: &Case) -> Result<Value, String> {
     let stop = Shutdown::new();
     let relay = Relay::start(
         "127.0.0.1:0".parse().expect("an address"),
-        hub.img,
+        hub_img,
         faults(ctx.args.seed),
         faults(ctx.args.seed.wrapping_add(1)),
         stop.clone(),
@@ -279,15 +302,23 @@ fn measure(ctx: &Ctx, case: &Case) -> Result<Value, String> {
     let deadline = Instant::now()
         + Duration::from_millis(n * (ctx.args.ack_timeout_ms + 50))
         + Duration::from_secs(20);
-    let client = run_child(&ctx.client, &client_args, deadline);
+    let client = Running::spawn(
+        Command::new(&ctx.client)
+            .args(&client_args)
+            .env("RUST_LOG", "warn"),
+        b"",
+    )
+    .and_then(|c| c.wait(deadline));
     stop.trigger();
     let relayed = relay.join();
-    let hub_summary = hub.stop()?;
-    let (ok, stdout, stderr) = client?;
-    let c: Value = serde_json::from_str(stdout.trim()).map_err(|_| {
+    // SIGINT, then at most 10 s for it to write out its saves and exit.
+    let hub = hub.stop(Signal::Int, Duration::from_secs(10))?.summary()?;
+    let client = client?;
+    let c: ImgSummary = serde_json::from_str(client.stdout.trim()).map_err(|_| {
         format!(
-            "img-client printed no JSON summary (exit ok: {ok}): {}",
-            stderr.trim()
+            "img-client printed no JSON summary (exit ok: {}): {}",
+            client.success(),
+            client.stderr.trim()
         )
     })?;
 
@@ -307,42 +338,48 @@ fn measure(ctx: &Ctx, case: &Case) -> Result<Value, String> {
         }
     }
     // The hub's own count must agree, with nothing skipped or failed on the way to disk.
-    let saved = hub_count(&hub_summary, "saved:", "frames");
-    let skipped = hub_count(&hub_summary, "saved:", "skipped");
-    let failed = hub_count(&hub_summary, "saved:", "failed");
-    if saved != Some(delivered) || skipped != Some(0) || failed != Some(0) {
+    let saved = hub.saved.ok_or("the hub's summary has no saver counts")?;
+    if saved.saved != delivered || saved.skipped != 0 || saved.failed != 0 {
         return Err(format!(
-            "the hub saved {saved:?} frames ({skipped:?} skipped, {failed:?} failed) but \
-             {delivered} files are in its --save-dir:\n{hub_summary}"
+            "the hub saved {} frames ({} skipped, {} failed) but {delivered} files are in its \
+             --save-dir:\n{}",
+            saved.saved,
+            saved.skipped,
+            saved.failed,
+            hub.text()
         ));
     }
+    let img = &hub
+        .service(Service::Img)
+        .ok_or("the hub's summary has no image service")?
+        .total;
 
-    let sent = c["sent"].as_u64().unwrap_or(0);
+    let sent = c.sent;
     let per_frame = datagrams_per_frame(case.protocol, ctx.bytes.len());
     let from_client = relayed.to_upstream.received;
     let resends =
         (sent > 0).then(|| (from_client as f64 - (sent * per_frame) as f64) / sent as f64);
     Ok(json!({
         "sent": sent,
-        "acked": c["acked"],
-        "given_up": c["lost"],
+        "acked": c.acked,
+        "given_up": c.lost,
         "delivered": delivered,
         "corrupt_delivered": corrupt,
         "resends_per_frame": resends,
-        "rtt_p50_us": c["rtt"]["p50_us"],
-        "rtt_p99_us": c["rtt"]["p99_us"],
-        "client_elapsed_s": c["elapsed_s"],
-        "client_late_acks": c["late_acks"],
+        "rtt_p50_us": c.rtt.p50_us,
+        "rtt_p99_us": c.rtt.p99_us,
+        "client_elapsed_s": c.elapsed_s,
+        "client_late_acks": c.late_acks,
         "relay_from_client": from_client,
         "relay": {
             "to_hub": relay_json(&relayed.to_upstream),
             "to_client": relay_json(&relayed.to_client),
         },
         "hub_img": {
-            "frames": hub_count(&hub_summary, "images (udp):", "frames"),
-            "corrupt": hub_count(&hub_summary, "images (udp):", "corrupt"),
-            "dropped": hub_count(&hub_summary, "images (udp):", "dropped"),
-            "rejected": hub_count(&hub_summary, "images (udp):", "rejected"),
+            "frames": img.items,
+            "corrupt": img.corrupt,
+            "dropped": img.dropped,
+            "rejected": img.rejected,
         },
     }))
 }
@@ -354,22 +391,6 @@ fn relay_json(d: &udphub::relay::DirectionStats) -> Value {
         "dropped": d.dropped,
         "errors": d.errors,
     })
-}
-
-/// The number just before `word` on the first summary line that starts with `prefix`
-/// (after indentation): `hub_count(s, "saved:", "skipped")` on "  saved: 3 frames (0
-/// skipped ...)" is 0.
-fn hub_count(summary: &str, prefix: &str, word: &str) -> Option<u64> {
-    let line = summary
-        .lines()
-        .map(str::trim_start)
-        .find(|l| l.starts_with(prefix))?;
-    let words: Vec<&str> = line[prefix.len()..]
-        .split(|c: char| c.is_whitespace() || "(),".contains(c))
-        .filter(|w| !w.is_empty())
-        .collect();
-    let at = words.iter().position(|w| *w == word)?;
-    words.get(at.checked_sub(1)?)?.parse().ok()
 }
 
 fn table(results: &[Value]) -> String {
@@ -407,169 +428,4 @@ fn table(results: &[Value]) -> String {
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out
-}
-
-// ---------------------------------------------------------------------------------------
-// The frame (as examples/bench.rs makes it)
-// ---------------------------------------------------------------------------------------
-
-/// [`noisy_pattern_jpeg`] (the bench's frame) written into `dir`.
-fn pattern_frame(
-    dir: &Path,
-    w: i32,
-    h: i32,
-    quality: i32,
-    target: usize,
-) -> Result<PathBuf, String> {
-    let bytes = noisy_pattern_jpeg(w, h, quality, target).map_err(|e| e.to_string())?;
-    // Not the bench's file name: a bench running at the same time rewrites its own.
-    let path = dir.join(format!("loss-sweep-{w}x{h}-q{quality}-noise.jpg"));
-    std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
-}
-
-// ---------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------
-
-fn collect(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(pipe).read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    rx
-}
-
-/// Run `program` until it exits or `deadline` passes (then it is killed and this fails);
-/// (exited with 0, stdout, stderr).
-fn run_child(
-    program: &Path,
-    args: &[String],
-    deadline: Instant,
-) -> Result<(bool, String, String), String> {
-    let what = format!("{} {}", program.display(), args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-    let stdout = collect(child.stdout.take().expect("piped"));
-    let stderr = collect(child.stderr.take().expect("piped"));
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("`{what}` ran past its deadline; killed"));
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("waiting for `{what}`: {e}"));
-            }
-        }
-    };
-    let pipe = |rx: &Receiver<String>| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    Ok((status.success(), pipe(&stdout), pipe(&stderr)))
-}
-
-/// A running `hub` with only its UDP image service, on an OS-chosen loopback port.
-struct Hub {
-    child: Child,
-    img: SocketAddr,
-    /// Its stdout, line by line (the summary comes once it is stopped).
-    lines: Receiver<String>,
-    stopped: bool,
-}
-
-impl Hub {
-    fn start(bin: &Path, save_dir: &Path) -> Result<Hub, String> {
-        let mut child = Command::new(bin)
-            .args(["--img-port", "0", "--no-msg", "--no-tcp"])
-            .args(["--stats-interval-ms", "3600000", "--save-dir"])
-            .arg(save_dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start the hub: {e}"))?;
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut hub = Hub {
-            child,
-            img: "0.0.0.0:0".parse().expect("an address"),
-            lines,
-            stopped: false,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut img = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = hub
-                .lines
-                .recv_timeout(left)
-                .map_err(|_| "the hub did not print `hub: ready` within 20 s".to_string())?;
-            if line.trim() == "hub: ready" {
-                break;
-            }
-            if let ["hub:", "img", "listening", "on", _, addr] =
-                line.split_whitespace().collect::<Vec<_>>().as_slice()
-            {
-                img = Some(addr.parse().map_err(|e| format!("{line}: {e}"))?);
-            }
-        }
-        hub.img = img.ok_or("the hub did not print its image port")?;
-        Ok(hub)
-    }
-
-    /// SIGINT, then at most 10 s for it to write out its saves and exit; its summary.
-    fn stop(mut self) -> Result<String, String> {
-        self.stopped = true;
-        // SAFETY: kill with a pid this process started and has not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-                _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return Err("the hub did not exit within 10 s of SIGINT; killed".into());
-                }
-            }
-        }
-        let mut summary = String::new();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            summary.push_str(&line);
-            summary.push('\n');
-        }
-        Ok(summary)
-    }
-}
-
-impl Drop for Hub {
-    /// A hub not stopped with [`Hub::stop`] (an error on the way) is killed.
-    fn drop(&mut self) {
-        if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

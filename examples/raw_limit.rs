@@ -37,6 +37,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
+use udphub::client::stats::percentile_of_sorted;
 use udphub::hub::net::bind_udp;
 use udphub::wire::framed::{self, AckStatus, DataHeader};
 use udphub::wire::seed_msg::MSG_ACK;
@@ -256,11 +257,7 @@ fn thread_cpu() -> Duration {
 
 /// Nearest-rank percentile of sorted values (0 when empty).
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    percentile_of_sorted(sorted, p).unwrap_or(0.0)
 }
 
 /// UDP: one receiver counting datagrams per sender and acking each complete frame, and

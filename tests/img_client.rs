@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{list_dir, HubProcess};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{list_dir, run_bounded, run_client, summary_count as count, Finished, HubProcess};
+use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,103 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 use udphub::media::{jpeg, testvideo, FrameSource, PatternSource};
 
-/// The longest a client run may take before the test fails.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What a finished child process printed.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Run `cmd` to the end, feeding it `stdin`; kill it and panic if it runs over `timeout`.
-fn run_bounded(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Run {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    wait_bounded(&mut child, stdin, timeout, &format!("{cmd:?}"))
-}
-
-fn wait_bounded(child: &mut Child, stdin: &[u8], timeout: Duration, what: &str) -> Run {
-    let mut input = child.stdin.take().expect("stdin is piped");
-    let stdin = stdin.to_vec();
-    let writer = thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-        // dropping `input` closes the child's stdin
-    });
-    let (tx, rx) = mpsc::channel();
-    for (name, mut pipe) in [
-        (
-            "stdout",
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        ),
-        ("stderr", Box::new(child.stderr.take().unwrap())),
-    ] {
-        let tx = tx.clone();
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            let _ = tx.send((name, text));
-        });
-    }
-    let deadline = Instant::now() + timeout;
-    let (mut stdout, mut stderr) = (None, None);
-    while stdout.is_none() || stderr.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(("stdout", text)) => stdout = Some(text),
-            Ok((_, text)) => stderr = Some(text),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what} did not finish within {timeout:?}; killed it");
-            }
-        }
-    }
-    // Both pipes are at end of file: the process has exited (or closed them on its way out).
-    let status = child.wait().expect("wait");
-    let _ = writer.join();
-    Run {
-        status,
-        stdout: stdout.unwrap(),
-        stderr: stderr.unwrap(),
-    }
-}
-
-fn img_client(args: &[&str]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_img-client"));
-    cmd.args(args).env("RUST_LOG", "warn");
-    run_bounded(&mut cmd, b"", CLIENT_TIMEOUT)
-}
-
-/// The numbers of a summary line such as `  frames: sent 20, acked 20, lost 0, skipped 0`:
-/// `count(out, "frames", "acked")` is 20.
-fn count(summary: &str, line: &str, word: &str) -> u64 {
-    let prefix = format!("{line}:");
-    let body = summary
-        .lines()
-        .map(str::trim)
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{summary}"));
-    body.split(',')
-        .find_map(|part| {
-            let mut words = part.split_whitespace();
-            (words.next() == Some(word)).then(|| words.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no `{word} N` in the `{prefix}` line of:\n{summary}"))
+/// Run `img-client <args>` to the end (bounded by [`common::CLIENT_TIMEOUT`]).
+fn img_client(args: &[&str]) -> Finished {
+    run_client(env!("CARGO_BIN_EXE_img-client"), args, b"")
 }
 
 /// The saved `.jpg` files of `dir`, each checked to decode to `size`.

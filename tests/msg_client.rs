@@ -7,103 +7,15 @@
 
 mod common;
 
-use common::{drain_nonblocking, HubProcess};
-use std::io::{Read, Write};
+use common::{drain_nonblocking, run_client, summary_count as count, Finished, HubProcess};
 use std::net::UdpSocket;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
-
-/// The longest a client run may take before the test fails.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What a finished `msg-client` printed.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
+use std::time::Duration;
 
 /// Run `msg-client <args>` to the end with `stdin` as its input; kill it and panic if it
-/// runs over [`CLIENT_TIMEOUT`].
-fn msg_client(args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_msg-client"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start msg-client");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let writer = thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-        // dropping `input` closes the client's stdin
-    });
-    let (tx, rx) = mpsc::channel();
-    for (name, mut pipe) in [
-        (
-            "stdout",
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        ),
-        ("stderr", Box::new(child.stderr.take().unwrap())),
-    ] {
-        let tx = tx.clone();
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            let _ = tx.send((name, text));
-        });
-    }
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
-    let (mut stdout, mut stderr) = (None, None);
-    while stdout.is_none() || stderr.is_none() {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(("stdout", text)) => stdout = Some(text),
-            Ok((_, text)) => stderr = Some(text),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("msg-client {args:?} did not finish within {CLIENT_TIMEOUT:?}; killed it");
-            }
-        }
-    }
-    let status = child.wait().expect("wait");
-    let _ = writer.join();
-    Run {
-        status,
-        stdout: stdout.unwrap(),
-        stderr: stderr.unwrap(),
-    }
-}
-
-/// The number after `word` in the summary line starting with `line:`, e.g.
-/// `count(out, "messages", "answered")` for `  messages: sent 3, answered 3, ...`.
-fn count(summary: &str, line: &str, word: &str) -> u64 {
-    let prefix = format!("{line}:");
-    let body = summary
-        .lines()
-        .map(str::trim)
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{summary}"));
-    body.split([',', ';'])
-        .find_map(|part| {
-            let words: Vec<&str> = part.split_whitespace().collect();
-            let i = words.iter().position(|w| *w == word)?;
-            words.get(i + 1)?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no `{word} N` in the `{prefix}` line of:\n{summary}"))
+/// runs over [`common::CLIENT_TIMEOUT`].
+fn msg_client(args: &[&str], stdin: &[u8]) -> Finished {
+    run_client(env!("CARGO_BIN_EXE_msg-client"), args, stdin)
 }
 
 #[test]

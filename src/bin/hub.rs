@@ -19,7 +19,8 @@ use udphub::shutdown::Shutdown;
 /// Prints one line per service with the address it bound ("hub: img listening on udp
 /// 127.0.0.1:9999"; with --http also "hub: http listening on http://127.0.0.1:8080"), then
 /// "hub: ready"; on Ctrl-C or SIGTERM stops within about a second
-/// and prints a summary. Logging: RUST_LOG (info by default).
+/// and prints a summary (one JSON object with --json-summary). Logging: RUST_LOG (info by
+/// default).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None, args_override_self = true)]
 struct Args {
@@ -85,6 +86,10 @@ struct Args {
     /// MJPEG viewers served at once with --http; more get a 503.
     #[arg(long, default_value_t = 16, value_name = "N")]
     http_max_viewers: usize,
+    /// Print the exit summary as one JSON object on stdout (for scripts, e.g. the loss
+    /// sweep) instead of the text: per service its totals and each source's counts.
+    #[arg(long)]
+    json_summary: bool,
 }
 
 impl Args {
@@ -147,7 +152,17 @@ fn main() -> ExitCode {
         let _ = out.flush();
     }
     let report = running.wait();
-    print!("{}", report.summary);
+    if args.json_summary {
+        match serde_json::to_string(&report.summary) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("hub: cannot write the JSON summary: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.summary.text());
+    }
     let _ = std::io::stdout().flush();
     ExitCode::SUCCESS
 }

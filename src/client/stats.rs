@@ -8,8 +8,11 @@
 //! method). Count, mean and max are exact whatever the reservoir keeps.
 //!
 //! The summaries are meant for people and for the integration tests, which read the
-//! `frames:`/`messages:` lines: keep their `word number` pairs stable.
+//! `frames:`/`messages:` lines: keep their `word number` pairs stable. For scripts (the
+//! benchmark, the loss sweep) the same figures are [`ImgSummary`] and [`MsgSummary`], which
+//! `--json-summary` prints as one JSON object and the scripts read back with serde.
 
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -116,9 +119,16 @@ impl Samples {
         let mut sorted = self.kept.clone();
         sorted.sort_unstable();
         ps.iter()
-            .map(|&p| Some(nanos(sorted[nearest_rank(p, sorted.len()) - 1])))
+            .map(|&p| percentile_of_sorted(&sorted, p).map(nanos))
             .collect()
     }
+}
+
+/// The `p`-th percentile (0..=100, nearest rank) of values sorted in ascending order;
+/// `None` when there are none. The one percentile of the crate: [`Samples`] and the
+/// benchmark's raw-limit program use it.
+pub fn percentile_of_sorted<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    (!sorted.is_empty()).then(|| sorted[nearest_rank(p, sorted.len()) - 1])
 }
 
 fn nanos(n: u64) -> Duration {
@@ -196,6 +206,39 @@ pub fn spawn_status_printer(
                 eprintln!("{}", line());
             }
         })
+}
+
+/// Microseconds of a duration, for the JSON summaries.
+fn micros(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e6)
+}
+
+/// A summary ([`ImgSummary`], [`MsgSummary`]) as the one JSON line `--json-summary` prints.
+pub fn json_line(summary: &impl Serialize) -> String {
+    serde_json::to_string(summary).expect("a summary of numbers and strings serializes")
+}
+
+/// [`Samples`] in a JSON summary: times in microseconds, `null` where there is no value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplesSummary {
+    pub count: u64,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub max_us: Option<f64>,
+    pub mean_us: Option<f64>,
+}
+
+impl SamplesSummary {
+    pub fn of(samples: &Samples) -> SamplesSummary {
+        let p = samples.percentiles(&[50.0, 99.0]);
+        SamplesSummary {
+            count: samples.count(),
+            p50_us: micros(p[0]),
+            p99_us: micros(p[1]),
+            max_us: micros(samples.max()),
+            mean_us: micros(samples.mean()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -292,6 +335,47 @@ pub fn img_summary(what: &str, stats: &ImgStats, elapsed: Duration, rtt_meaning:
     out
 }
 
+/// The camera client's summary as `img-client --json-summary` prints it: the text
+/// summary's figures, machine-readable.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImgSummary {
+    pub sent: u64,
+    pub acked: u64,
+    pub lost: u64,
+    pub skipped: u64,
+    pub bytes: u64,
+    pub late_acks: u64,
+    pub ignored: u64,
+    pub elapsed_s: f64,
+    pub fps_acked: f64,
+    pub fps_sent: f64,
+    pub rtt: SamplesSummary,
+    pub encode: SamplesSummary,
+    /// Why the run ended early, if it did.
+    pub error: Option<String>,
+}
+
+impl ImgSummary {
+    pub fn of(stats: &ImgStats, elapsed: Duration, error: Option<String>) -> ImgSummary {
+        let c = &stats.counts;
+        ImgSummary {
+            sent: c.sent,
+            acked: c.acked,
+            lost: c.lost,
+            skipped: c.skipped,
+            bytes: c.bytes,
+            late_acks: c.late_acks,
+            ignored: c.ignored,
+            elapsed_s: elapsed.as_secs_f64(),
+            fps_acked: per_second(c.acked, elapsed),
+            fps_sent: per_second(c.sent, elapsed),
+            rtt: SamplesSummary::of(&stats.rtt),
+            encode: SamplesSummary::of(&stats.encode),
+            error,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // msg-client
 // ---------------------------------------------------------------------------------------
@@ -367,6 +451,43 @@ pub fn msg_summary(what: &str, stats: &MsgStats, elapsed: Duration) -> String {
         fmt_ms(stats.rtt.max())
     );
     out
+}
+
+/// The telemetry client's summary as `msg-client --json-summary` prints it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MsgSummary {
+    pub sent: u64,
+    pub answered: u64,
+    pub rejected: u64,
+    pub lost: u64,
+    pub late_replies: u64,
+    pub ignored: u64,
+    pub invalid_lines: u64,
+    pub elapsed_s: f64,
+    /// Messages answered per second.
+    pub msgs_per_s: f64,
+    pub rtt: SamplesSummary,
+    /// Why the run ended early, if it did.
+    pub error: Option<String>,
+}
+
+impl MsgSummary {
+    pub fn of(stats: &MsgStats, elapsed: Duration, error: Option<String>) -> MsgSummary {
+        let c = &stats.counts;
+        MsgSummary {
+            sent: c.sent,
+            answered: c.answered,
+            rejected: c.rejected,
+            lost: c.lost,
+            late_replies: c.late_replies,
+            ignored: c.ignored,
+            invalid_lines: c.invalid_lines,
+            elapsed_s: elapsed.as_secs_f64(),
+            msgs_per_s: per_second(c.answered, elapsed),
+            rtt: SamplesSummary::of(&stats.rtt),
+            error,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -535,5 +656,44 @@ mod tests {
             s.contains("  rtt: p50 1.00 ms, p99 1.00 ms, max 1.00 ms\n"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn percentile_of_sorted_values_is_nearest_rank() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile_of_sorted(&v, 50.0), Some(5.0));
+        assert_eq!(percentile_of_sorted(&v, 99.0), Some(10.0));
+        assert_eq!(percentile_of_sorted(&v, 0.0), Some(1.0));
+        assert_eq!(percentile_of_sorted::<f64>(&[], 50.0), None);
+    }
+
+    #[test]
+    fn json_summaries_carry_the_figures_and_read_back() {
+        let mut stats = ImgStats::default();
+        stats.counts.sent = 4;
+        stats.counts.acked = 3;
+        stats.counts.bytes = 4000;
+        stats.rtt.record(Duration::from_micros(1500));
+        let s = ImgSummary::of(&stats, ms(2000), None);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["acked"], 3);
+        assert_eq!(json["fps_acked"], 1.5);
+        assert_eq!(json["rtt"]["p50_us"], 1500.0);
+        assert!(json["encode"]["p50_us"].is_null(), "{json}");
+        assert_eq!(json["encode"]["count"], 0);
+        assert!(json["error"].is_null(), "{json}");
+        let back: ImgSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+
+        let mut stats = MsgStats::default();
+        stats.counts.sent = 2;
+        stats.counts.answered = 2;
+        let s = MsgSummary::of(&stats, ms(1000), Some("stdin: broken pipe".into()));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["msgs_per_s"], 2.0);
+        assert_eq!(json["error"], "stdin: broken pipe");
+        assert!(json["rtt"]["max_us"].is_null(), "{json}");
+        let back: MsgSummary = serde_json::from_str(&json.to_string()).unwrap();
+        assert_eq!(back, s);
     }
 }

@@ -25,7 +25,7 @@ pub mod tcp_service;
 
 use crate::proto::image_receiver::ImageConfig;
 use crate::shutdown::Shutdown;
-use saver::{SaverReport, SaverThread};
+use saver::SaverThread;
 use sinks::FrameSinks;
 use source::Service;
 use stats::Stats;
@@ -118,8 +118,8 @@ pub struct RunningHub {
 /// What the hub did, once stopped.
 #[derive(Clone, Debug)]
 pub struct HubReport {
-    pub summary: String,
-    pub saved: Option<SaverReport>,
+    /// The exit summary, the saver's counts included (`summary.text()` for people).
+    pub summary: stats::HubSummary,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -333,12 +333,7 @@ impl RunningHub {
             let _ = h.join();
         }
         let mut summary = self.stats.summary(&self.services);
-        if let Some(s) = &saved {
-            summary.push_str(&format!(
-                "  saved: {} frames ({} skipped while the disk was behind, {} failed)\n",
-                s.saved, s.skipped, s.failed
-            ));
-        }
-        HubReport { summary, saved }
+        summary.saved = saved;
+        HubReport { summary }
     }
 }

@@ -48,7 +48,7 @@ pub struct Saver {
 }
 
 /// What the writer did, for the summary.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SaverReport {
     pub saved: u64,
     pub skipped: u64,

@@ -1,12 +1,15 @@
 //! Statistics per source and per service: counters the socket threads bump without locks,
-//! a reporter thread that logs rates every few seconds, and the summary printed at exit.
+//! a reporter thread that logs rates every few seconds, and the summary printed at exit
+//! ([`HubSummary`]: text for people, JSON with `hub --json-summary`).
 //!
 //! A source ([`SourceId`]) is one sender on one service (a UDP address on the image or
 //! message port, or one TCP connection). Each service thread looks its sources' counters up
 //! once and keeps the `Arc`, so the per-frame cost is a few relaxed atomic adds.
 
 use super::source::{Service, SourceId};
+use crate::hub::saver::SaverReport;
 use crate::shutdown::Shutdown;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -205,32 +208,127 @@ impl Stats {
         t
     }
 
-    /// The exit summary: per service, then per source.
-    pub fn summary(&self, services: &[Service]) -> String {
+    /// The exit summary's figures: per service (in the order given), then per source. The
+    /// saver's counts are the caller's to add.
+    pub fn summary(&self, services: &[Service]) -> HubSummary {
         let all = self.snapshot();
-        let mut out = format!("hub: summary after {:.1} s\n", self.uptime().as_secs_f64());
-        for &service in services {
-            let mut total = Snapshot::default();
-            let rows: Vec<_> = all.iter().filter(|(k, _)| k.service == service).collect();
-            for (_, s) in &rows {
-                total.add(s);
+        let services = services
+            .iter()
+            .map(|&service| {
+                let mut total = Snapshot::default();
+                let sources: Vec<SourceSummary> = all
+                    .iter()
+                    .filter(|(k, _)| k.service == service)
+                    .map(|(k, s)| {
+                        total.add(s);
+                        SourceSummary::of(k.addr, s)
+                    })
+                    .collect();
+                ServiceSummary {
+                    service,
+                    total: SourceSummary::of(None, &total),
+                    sources,
+                }
+            })
+            .collect();
+        HubSummary {
+            uptime_s: self.uptime().as_secs_f64(),
+            services,
+            saved: None,
+        }
+    }
+}
+
+/// The hub's exit summary: what [`HubSummary::text`] prints for people and
+/// `hub --json-summary` prints as one JSON object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HubSummary {
+    /// Seconds since the hub started.
+    pub uptime_s: f64,
+    /// One entry per enabled service.
+    pub services: Vec<ServiceSummary>,
+    /// With `--save-dir`: what the saver wrote.
+    pub saved: Option<SaverReport>,
+}
+
+/// One service in the [`HubSummary`]: its totals and each of its sources.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub service: Service,
+    /// The sum over its sources (`addr` is `null`).
+    pub total: SourceSummary,
+    /// Sorted by address; past [`MAX_SOURCES`] the others share address `0.0.0.0:0`.
+    pub sources: Vec<SourceSummary>,
+}
+
+/// One source's (or a service's total) counts in the [`HubSummary`]; see [`Counters`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    pub addr: Option<SocketAddr>,
+    /// Intact frames, or valid messages.
+    pub items: u64,
+    pub bytes: u64,
+    /// Items per second between the first and the last ([`Snapshot::rate`]).
+    pub rate: f64,
+    /// Frames that failed the check, or invalid messages.
+    pub corrupt: u64,
+    pub dropped: u64,
+    pub rejected: u64,
+}
+
+impl SourceSummary {
+    fn of(addr: impl Into<Option<SocketAddr>>, s: &Snapshot) -> SourceSummary {
+        SourceSummary {
+            addr: addr.into(),
+            items: s.items,
+            bytes: s.bytes,
+            rate: s.rate(),
+            corrupt: s.corrupt,
+            dropped: s.dropped,
+            rejected: s.rejected,
+        }
+    }
+}
+
+impl HubSummary {
+    /// The service's entry, if it was enabled.
+    pub fn service(&self, service: Service) -> Option<&ServiceSummary> {
+        self.services.iter().find(|s| s.service == service)
+    }
+
+    /// The summary for people (stdout at exit): per service, then per source, then what
+    /// the saver did.
+    pub fn text(&self) -> String {
+        let mut out = format!("hub: summary after {:.1} s\n", self.uptime_s);
+        for s in &self.services {
+            let service = s.service;
+            let _ = writeln!(out, "  {}: {}", service.title(), line(service, &s.total));
+            for source in &s.sources {
+                let id = SourceId {
+                    service,
+                    addr: source.addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                };
+                let _ = writeln!(out, "    {id}: {}", line(service, source));
             }
-            let _ = writeln!(out, "  {}: {}", service.title(), line(service, &total));
-            for (id, s) in rows {
-                let _ = writeln!(out, "    {id}: {}", line(service, s));
-            }
+        }
+        if let Some(s) = &self.saved {
+            let _ = writeln!(
+                out,
+                "  saved: {} frames ({} skipped while the disk was behind, {} failed)",
+                s.saved, s.skipped, s.failed
+            );
         }
         out
     }
 }
 
-fn line(service: Service, s: &Snapshot) -> String {
+fn line(service: Service, s: &SourceSummary) -> String {
     let mut l = format!(
         "{} {}, {}, {:.1} {}/s",
         s.items,
         service.item(),
         human_bytes(s.bytes),
-        s.rate(),
+        s.rate,
         if service == Service::Msg {
             "msg"
         } else {
@@ -354,13 +452,59 @@ mod tests {
         cache.get(b).corrupt.fetch_add(1, Relaxed);
         let total = stats.service_total(Service::Img);
         assert_eq!((total.items, total.bytes, total.corrupt), (2, 150, 1));
-        let summary = stats.summary(&[Service::Img]);
+        let summary = stats.summary(&[Service::Img]).text();
         assert!(summary.starts_with("hub: summary"));
         assert!(
             summary.contains("udp 127.0.0.1:1: 2 frames, 150 B"),
             "{summary}"
         );
         assert!(summary.contains("1 corrupt"), "{summary}");
+    }
+
+    #[test]
+    fn the_summary_reads_back_from_json_and_prints_the_same_text() {
+        let stats = Stats::new();
+        let mut img = SourceCache::new(Service::Img, stats.clone());
+        let mut msg = SourceCache::new(Service::Msg, stats.clone());
+        let a = SocketAddr::from(([127, 0, 0, 1], 1));
+        img.record_item(a, 2000);
+        img.get(a).dropped.fetch_add(2, Relaxed);
+        msg.record_item(a, 12);
+        msg.get(a).corrupt.fetch_add(1, Relaxed);
+        let mut summary = stats.summary(&[Service::Img, Service::Msg, Service::Tcp]);
+        summary.saved = Some(SaverReport {
+            saved: 1,
+            skipped: 0,
+            failed: 0,
+        });
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["services"][0]["service"], "img");
+        assert_eq!(json["services"][0]["total"]["items"], 1);
+        assert_eq!(json["services"][0]["total"]["dropped"], 2);
+        assert!(json["services"][0]["total"]["addr"].is_null(), "{json}");
+        assert_eq!(json["services"][0]["sources"][0]["addr"], "127.0.0.1:1");
+        assert_eq!(json["services"][1]["sources"][0]["corrupt"], 1);
+        assert_eq!(json["services"][2]["sources"], serde_json::json!([]));
+        assert_eq!(json["saved"]["saved"], 1);
+        let back: HubSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, summary);
+        assert_eq!(back.service(Service::Msg).unwrap().total.bytes, 12);
+
+        let text = summary.text();
+        let body: Vec<&str> = text.lines().skip(1).collect();
+        assert!(text.starts_with("hub: summary after "), "{text}");
+        assert_eq!(
+            body,
+            [
+                "  images (udp): 1 frames, 2.0 kB, 0.0 frames/s, 0 corrupt, 2 dropped, 0 rejected",
+                "    udp 127.0.0.1:1: 1 frames, 2.0 kB, 0.0 frames/s, 0 corrupt, 2 dropped, 0 rejected",
+                "  messages (udp): 1 messages, 12 B, 0.0 msg/s, 1 invalid",
+                "    udp 127.0.0.1:1: 1 messages, 12 B, 0.0 msg/s, 1 invalid",
+                "  images (tcp): 0 frames, 0 B, 0.0 frames/s, 0 corrupt, 0 dropped, 0 rejected",
+                "  saved: 1 frames (0 skipped while the disk was behind, 0 failed)",
+            ],
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Shared helpers for the `hub` integration tests: start and stop a real `hub` process on
-//! OS-chosen loopback ports, and speak the seed wire formats to it.
+//! Shared helpers for the integration tests: start and stop a real `hub` process on
+//! OS-chosen loopback ports, run the clients with a deadline (both through
+//! [`udphub_testkit`], the harness the benchmark examples use too, with a panic where it
+//! returns an error), and speak the seed wire formats to the hub.
 //!
 //! The wire helpers here are written independently of the library (straight from the seed
 //! Python scripts), so a bug shared by the library's emitters and parsers cannot hide.
@@ -11,14 +13,14 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+pub use udphub_testkit::Finished;
+use udphub_testkit::Signal;
 
 /// The image ack, byte for byte as the seed server sends it (`"get message!!!".encode()`).
 pub const IMG_ACK: &[u8] = b"get message!!!";
@@ -35,19 +37,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait for a reply that must come.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a client run (`img-client`, `msg-client`) may take before the test fails.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A running `hub` process on OS-chosen loopback ports. Killed on drop.
+/// A running `hub` process on OS-chosen loopback ports ([`udphub_testkit::HubProcess`],
+/// panicking where it returns an error). Killed on drop.
 pub struct HubProcess {
-    child: Option<Child>,
+    hub: udphub_testkit::HubProcess,
     pub img_addr: Option<SocketAddr>,
     pub msg_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
     /// The web view's address, with `--http`.
     pub http_addr: Option<SocketAddr>,
-    stdout_lines: Receiver<String>,
-    stdout_seen: Vec<String>,
-    stderr_text: Arc<Mutex<String>>,
-    stderr_thread: Option<JoinHandle<()>>,
 }
 
 impl HubProcess {
@@ -58,142 +59,36 @@ impl HubProcess {
     }
 
     /// [`HubProcess::start`] with environment variables set (`Some`) or removed (`None`).
+    /// `RUST_LOG` is `info` unless it is set.
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, Option<&str>)]) -> HubProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hub"));
-        for (key, value) in env {
-            match value {
-                Some(v) => cmd.env(key, v),
-                None => cmd.env_remove(key),
-            };
-        }
-        cmd.args(["--img-port", "0", "--msg-port", "0", "--tcp-port", "0"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut env = env.to_vec();
         if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
+            env.push(("RUST_LOG", Some("info")));
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the hub binary: {e}"));
-
-        let stdout = child.stdout.take().expect("hub stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(line) => {
-                        if tx.send(line).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-
-        let stderr = child.stderr.take().expect("hub stderr is piped");
-        let stderr_text = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr_text);
-        let stderr_thread = thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut buf = [0u8; 4096];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
-                }
-            }
-        });
-
-        let mut hub = HubProcess {
-            child: Some(child),
-            img_addr: None,
-            msg_addr: None,
-            tcp_addr: None,
-            http_addr: None,
-            stdout_lines: rx,
-            stdout_seen: Vec::new(),
-            stderr_text,
-            stderr_thread: Some(stderr_thread),
-        };
-        hub.wait_ready(extra_args);
-        hub
-    }
-
-    fn wait_ready(&mut self, args: &[&str]) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout_lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.stdout_seen.push(line.clone());
-                    if line.trim_end() == "hub: ready" {
-                        return;
-                    }
-                    self.parse_listening_line(&line);
-                }
-                Err(RecvTimeoutError::Timeout) => self.fail_start(
-                    args,
-                    &format!("no `hub: ready` line within {START_TIMEOUT:?}"),
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.fail_start(args, "the hub closed stdout (exited?) before `hub: ready`")
-                }
-            }
+        let hub = udphub_testkit::HubProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_hub")),
+            extra_args,
+            &env,
+            START_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ports = hub.ports;
+        HubProcess {
+            hub,
+            img_addr: ports.img,
+            msg_addr: ports.msg,
+            tcp_addr: ports.tcp,
+            http_addr: ports.http,
         }
-    }
-
-    /// `hub: img listening on udp 127.0.0.1:40001` and the like.
-    fn parse_listening_line(&mut self, line: &str) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        // `hub: http listening on http://127.0.0.1:40004` (with --http)
-        if let ["hub:", "http", "listening", "on", url] = words.as_slice() {
-            let addr = url
-                .strip_prefix("http://")
-                .unwrap_or_else(|| panic!("bad url in {line:?}"));
-            assert!(self.http_addr.is_none(), "http listed twice: {line:?}");
-            self.http_addr = Some(
-                addr.parse()
-                    .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}")),
-            );
-            return;
-        }
-        if let ["hub:", service, "listening", "on", _transport, addr] = words.as_slice() {
-            let addr: SocketAddr = addr
-                .parse()
-                .unwrap_or_else(|e| panic!("bad address in hub line {line:?}: {e}"));
-            let slot = match *service {
-                "img" => &mut self.img_addr,
-                "msg" => &mut self.msg_addr,
-                "tcp" => &mut self.tcp_addr,
-                other => panic!("unknown service {other:?} in hub line {line:?}"),
-            };
-            assert!(slot.is_none(), "service listed twice: {line:?}");
-            *slot = Some(addr);
-        }
-    }
-
-    fn fail_start(&mut self, args: &[&str], why: &str) -> ! {
-        let status = self.kill_and_reap();
-        panic!(
-            "hub {args:?} failed to start: {why}; exit status {status:?}\nstdout so far:\n{}\nstderr:\n{}",
-            self.stdout_seen.join("\n"),
-            self.stderr()
-        );
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("hub is running").id()
+        self.hub.pid()
     }
 
     /// What the hub has written to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr_text.lock().unwrap().clone()
+        self.hub.stderr()
     }
 
     pub fn img(&self) -> SocketAddr {
@@ -212,81 +107,26 @@ impl HubProcess {
         self.http_addr.expect("the hub was started with --http")
     }
 
-    /// Send `SIGINT` or `SIGTERM` (`signal` is "INT" or "TERM") with `kill`, wait at most
-    /// 10 s for the hub to exit (kill -9 and panic otherwise), and return its exit status and
+    /// Send `SIGINT` or `SIGTERM` (`signal` is "INT" or "TERM"), wait at most 10 s for the
+    /// hub to exit (kill -9 and panic otherwise), and return its exit status and
     /// everything it wrote to stdout.
-    pub fn stop(mut self, signal: &str) -> (ExitStatus, String) {
-        assert!(signal == "INT" || signal == "TERM", "signal {signal:?}");
-        let pid = self.pid();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} {pid} failed: {sent:?}");
-
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let status = loop {
-            let child = self.child.as_mut().unwrap();
-            match child.try_wait().expect("try_wait on hub") {
-                Some(status) => break status,
-                None if Instant::now() >= deadline => {
-                    let _ = self.kill_and_reap();
-                    panic!(
-                        "hub did not exit within {STOP_TIMEOUT:?} of SIG{signal}; killed it with SIGKILL.\nstderr:\n{}",
-                        self.stderr()
-                    );
-                }
-                None => thread::sleep(Duration::from_millis(10)),
-            }
+    pub fn stop(self, signal: &str) -> (ExitStatus, String) {
+        let signal = match signal {
+            "INT" => Signal::Int,
+            "TERM" => Signal::Term,
+            other => panic!("signal {other:?}"),
         };
-        self.child = None;
-
-        // The process has exited, so its stdout pipe is closed: the reader thread reaches EOF
-        // and drops the sender. Bounded anyway.
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout_lines.recv_timeout(left) {
-                Ok(line) => self.stdout_seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("hub stdout still open after exit"),
-            }
+        let stopped = self
+            .hub
+            .stop(signal, STOP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if !stopped.status.success() {
+            eprintln!(
+                "hub exited with {:?}; stderr:\n{}",
+                stopped.status, stopped.stderr
+            );
         }
-        if let Some(t) = self.stderr_thread.take() {
-            let _ = t.join();
-        }
-        if !status.success() {
-            eprintln!("hub exited with {status:?}; stderr:\n{}", self.stderr());
-        }
-        let mut out = self.stdout_seen.join("\n");
-        out.push('\n');
-        (status, out)
-    }
-
-    fn kill_and_reap(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = child.kill();
-        let status = child.wait().ok();
-        if let Some(t) = self.stderr_thread.take() {
-            let _ = t.join();
-        }
-        status
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.kill_and_reap();
-            if thread::panicking() {
-                eprintln!(
-                    "---- hub stdout ----\n{}\n---- hub stderr ----\n{}",
-                    self.stdout_seen.join("\n"),
-                    self.stderr()
-                );
-            }
-        }
+        (stopped.status, stopped.stdout)
     }
 }
 
@@ -561,41 +401,50 @@ impl PyRun {
 /// Run `python3 tests/python/seed_sender.py <args>`; kill it and panic if it runs over 60 s
 /// (the script's own reply timeout is much shorter).
 pub fn run_seed_sender(args: &[&str]) -> PyRun {
-    let mut child = Command::new("python3")
-        .arg(seed_sender_py())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 (scripts/setup.sh installs it): {e}"));
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_thread = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out_pipe.read_to_string(&mut s);
-        s
-    });
-    let err_thread = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait python3") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("seed_sender.py {args:?} still running after 60 s");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let mut cmd = Command::new("python3");
+    cmd.arg(seed_sender_py()).args(args);
+    let run = udphub_testkit::run(&mut cmd, b"", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e} (scripts/setup.sh installs python3)"));
     PyRun {
-        status,
-        stdout: out_thread.join().unwrap(),
-        stderr: err_thread.join().unwrap(),
+        status: run.status,
+        stdout: run.stdout,
+        stderr: run.stderr,
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The clients
+// ---------------------------------------------------------------------------------------
+
+/// Run `cmd` to its end with `stdin` as its input; kill it and panic if it runs over
+/// `timeout`.
+pub fn run_bounded(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Finished {
+    udphub_testkit::run(cmd, stdin, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Run the client binary `bin` (`env!("CARGO_BIN_EXE_…")`) with `args` and `stdin`
+/// (`RUST_LOG=warn`), bounded by [`CLIENT_TIMEOUT`].
+pub fn run_client(bin: &str, args: &[&str], stdin: &[u8]) -> Finished {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("RUST_LOG", "warn");
+    run_bounded(&mut cmd, stdin, CLIENT_TIMEOUT)
+}
+
+/// The number after `word` in the client summary line that starts with `line:`:
+/// `summary_count(out, "frames", "acked")` is 20 for `  frames: sent 20, acked 20, lost 0`
+/// (parts are split at `,` and `;`).
+pub fn summary_count(summary: &str, line: &str, word: &str) -> u64 {
+    let prefix = format!("{line}:");
+    let body = summary
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{summary}"));
+    body.split([',', ';'])
+        .find_map(|part| {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let i = words.iter().position(|w| *w == word)?;
+            words.get(i + 1)?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no `{word} N` in the `{prefix}` line of:\n{summary}"))
 }
