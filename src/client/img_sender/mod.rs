@@ -277,19 +277,15 @@ impl FrameSender for ChunkedSender {
         jpeg: &[u8],
         _stop: &Shutdown,
     ) -> Result<Vec<FrameOutcome>, SendError> {
-        let max = match self.options.header_width {
-            HeaderWidth::Eight => i64::MAX as usize,
-            HeaderWidth::Four => i32::MAX as usize,
-        };
-        if jpeg.len() > max {
-            return Err(SendError::FrameTooLarge {
+        let width = self.options.header_width;
+        let header = seed_udp::emit_length_header(jpeg.len() as i64, width).map_err(|_| {
+            SendError::FrameTooLarge {
                 len: jpeg.len(),
-                max,
+                max: usize::try_from(width.max_len()).unwrap_or(usize::MAX),
                 protocol: Protocol::Chunked,
-            });
-        }
+            }
+        })?;
         self.late_acks += self.link.drain(|p| is_img_ack(p).is_some())?;
-        let header = seed_udp::emit_length_header(jpeg.len() as i64, self.options.header_width);
         let started = Instant::now();
         let datagrams = std::iter::once(&header[..]).chain(seed_udp::seed_chunks(jpeg, CHUNK_SIZE));
         // up to SEND_BATCH datagrams per syscall; the frame stops at the first that fails
