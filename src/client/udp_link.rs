@@ -466,6 +466,17 @@ mod tests {
         (p == b"ack").then_some(())
     }
 
+    /// A hub socket, a link to it that has sent one request, and the link's address as the
+    /// hub saw it (where replies go).
+    fn requested() -> (UdpSocket, UdpLink, SocketAddr) {
+        let hub = server();
+        let link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        link.send(b"request").unwrap();
+        let mut buf = [0u8; 64];
+        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        (hub, link, client)
+    }
+
     #[test]
     fn gets_the_reply_and_ignores_foreign_datagrams() {
         let hub = server();
@@ -518,11 +529,7 @@ mod tests {
 
     #[test]
     fn a_reply_already_queued_is_taken_even_when_stopped() {
-        let hub = server();
-        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
-        link.send(b"request").unwrap();
-        let mut buf = [0u8; 64];
-        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        let (hub, mut link, client) = requested();
         hub.send_to(b"ack", client).unwrap();
         let stop = Shutdown::new();
         stop.trigger();
@@ -583,11 +590,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_taken_with_the_reply_is_counted_late_by_the_next_drain() {
-        let hub = server();
-        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
-        link.send(b"request").unwrap();
-        let mut buf = [0u8; 64];
-        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        let (hub, mut link, client) = requested();
         hub.send_to(b"ack", client).unwrap();
         hub.send_to(b"ack", client).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -602,11 +605,7 @@ mod tests {
 
     #[test]
     fn after_a_timed_out_wait_the_drain_looks_at_the_socket() {
-        let hub = server();
-        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
-        link.send(b"request").unwrap();
-        let mut buf = [0u8; 64];
-        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        let (hub, mut link, client) = requested();
         let deadline = Instant::now() + Duration::from_millis(5);
         assert_eq!(link.wait_reply(deadline, is_ack).unwrap(), Reply::TimedOut);
         // the reply comes late, right after the wait gave up
@@ -616,11 +615,7 @@ mod tests {
 
     #[test]
     fn drain_counts_late_replies_without_waiting() {
-        let hub = server();
-        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
-        link.send(b"request").unwrap();
-        let mut buf = [0u8; 64];
-        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        let (hub, mut link, client) = requested();
         hub.send_to(b"ack", client).unwrap();
         hub.send_to(b"ack", client).unwrap();
         hub.send_to(b"noise", client).unwrap();
