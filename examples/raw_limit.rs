@@ -204,10 +204,10 @@ fn fake_frame(len: usize) -> Vec<u8> {
 fn datagrams(args: &Args, frame: &[u8]) -> Result<(Vec<Vec<u8>>, &'static [u8]), String> {
     Ok(match args.proto {
         Proto::Chunked => {
-            let mut d = vec![seed_udp::emit_length_header(
-                frame.len() as i64,
-                HeaderWidth::Eight,
-            )];
+            let mut d = vec![
+                seed_udp::emit_length_header(frame.len() as i64, HeaderWidth::Eight)
+                    .map_err(|e| e.to_string())?,
+            ];
             d.extend(seed_udp::seed_chunks(frame, CHUNK_SIZE).map(<[u8]>::to_vec));
             (d, IMG_ACK)
         }

@@ -60,7 +60,7 @@ fn send_frames(
     for f in frames {
         tally(sender.send_frame(f, &stop).expect("send"));
     }
-    tally(sender.flush().expect("flush"));
+    tally(sender.flush(&stop).expect("flush"));
     (acked, lost)
 }
 

@@ -12,9 +12,11 @@
 //!
 //! The run ends when `--frames` frames were sent, when a video ends, on a fatal error, or
 //! when the caller's [`Shutdown`] is triggered (Ctrl-C). A frame whose ack is being waited
-//! for at that moment gets the rest of its ack timeout, so every sent frame is counted as
-//! acked or lost. The caller's flag is never triggered from here: the run has its own stop
-//! flag, which the caller's flag (and the end of sending, and ESC in the preview) sets.
+//! for at that moment gets at most two more poll slices ([`super::udp_link::STOP_POLL`]: one
+//! in its send, one in the flush of a framed window) for it, and counts as lost (stopped) if
+//! none comes, so every sent frame is counted as acked or lost. The caller's flag is never
+//! triggered from here: the run has its own stop flag, which the caller's flag (and the end
+//! of sending, and ESC in the preview) sets.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::handoff::{Handoff, Mode, Take};
-use super::img_sender::{open_sender, FrameOutcome, FrameSender, Protocol, SenderOptions};
+use super::img_sender::{open_sender, FrameOutcome, ImgSender, Protocol, SenderOptions};
 use super::stats::{
     img_status_line, img_summary, spawn_status_printer, ImgStats, RateMeter, SharedImgStats,
 };
@@ -207,7 +209,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
         ),
     };
     log::info!("sending {what}");
-    let rtt_meaning = sender.rtt_meaning();
+    let rtt_meaning = config.protocol.rtt_meaning();
 
     let stats: SharedImgStats = Arc::new(Mutex::new(ImgStats::default()));
     let stop = Shutdown::new();
@@ -432,7 +434,7 @@ fn show_preview(window: &mut media::Window, frame: &media::Mat) -> bool {
 /// Send frames from `input` until it closes, `frames` were sent, `stop` is set, or a fatal
 /// error. Hangs up `input` when done so the capture thread stops too.
 fn send_loop(
-    mut sender: Box<dyn FrameSender>,
+    mut sender: Box<dyn ImgSender>,
     frames: Option<u64>,
     input: &Input,
     stats: &SharedImgStats,
@@ -467,7 +469,7 @@ fn send_loop(
         s.counts.skipped = input.skipped();
     };
     input.hang_up();
-    let in_flight = sender.flush();
+    let in_flight = sender.flush(stop);
     sender.finish();
     let mut s = lock(stats);
     let result = match in_flight {

@@ -5,8 +5,9 @@
 //! tested and reused:
 //! - [`img`]: the camera client's run loop: capture+encode on one thread, network send on
 //!   another (they overlap), joined by a [`handoff`] slot; status lines and the summary.
-//! - [`img_sender`]: one [`img_sender::FrameSender`] per wire protocol (seed chunked UDP,
-//!   seed single-datagram UDP, seed TCP stream), all speaking the formats of [`crate::wire`].
+//! - [`img_sender`]: the [`img_sender::ImgSender`] trait and one sender per transport (seed
+//!   chunked and single-datagram UDP in one, framed UDP, seed TCP stream), all speaking the
+//!   formats of [`crate::wire`].
 //! - [`msg`] and [`msg_sender`]: the telemetry client's run loop and its request/reply step.
 //! - [`udp_link`]: the UDP socket both clients use to talk to the hub and wait for replies
 //!   (bounded waits, late replies drained, foreign datagrams ignored).

@@ -16,6 +16,10 @@
 //! its reply. That takes a reply later than the whole timeout, so with a timeout well above
 //! the round-trip time it is rare; the protocols with a frame id exist to remove it.
 //!
+//! A wait can be cut short: [`UdpLink::wait_reply_or_stop`] blocks at most [`STOP_POLL`]
+//! per receive and looks at a [`Shutdown`] flag between receives, so it ends within that
+//! long of the flag being set (a reply already on its way still gets that one receive).
+//!
 //! The socket is not `connect`ed: the seed server answers from whatever address it bound,
 //! and the source check here is explicit, so ignored datagrams can be counted.
 //!
@@ -32,6 +36,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+use crate::shutdown::{Shutdown, POLL_INTERVAL};
+
 /// Room for any reply; longer datagrams are truncated by the kernel and then simply do not
 /// match a reply.
 const REPLY_BUF: usize = 2048;
@@ -41,6 +47,10 @@ const REPLY_BUF: usize = 2048;
 /// scheduler ticks of 1 to 10 ms anyway.) A timeout shorter than half the time left is
 /// replaced too, so a long wait does not wake up over and over.
 pub const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
+
+/// The longest one receive of [`UdpLink::wait_reply_or_stop`] blocks before the stop flag is
+/// looked at again: the project's poll interval.
+pub const STOP_POLL: Duration = POLL_INTERVAL;
 
 /// Datagrams handed to the kernel per `sendmmsg` call, at most.
 pub const SEND_BATCH: usize = 64;
@@ -303,16 +313,50 @@ impl UdpLink {
     pub fn wait_reply<T>(
         &mut self,
         deadline: Instant,
-        mut classify: impl FnMut(&[u8]) -> Option<T>,
+        classify: impl FnMut(&[u8]) -> Option<T>,
     ) -> io::Result<Reply<T>> {
+        Ok(self
+            .wait(deadline, None, classify)?
+            .unwrap_or(Reply::TimedOut))
+    }
+
+    /// [`UdpLink::wait_reply`], cut short by `stop`: each receive blocks at most
+    /// [`STOP_POLL`], and after the first the flag is looked at before each next one, so the
+    /// wait ends within [`STOP_POLL`] of the flag being set. `Ok(None)`: stopped before a
+    /// reply came. (The first receive always happens, so a reply already on its way when
+    /// the wait starts with the flag set is still taken.)
+    pub fn wait_reply_or_stop<T>(
+        &mut self,
+        deadline: Instant,
+        stop: &Shutdown,
+        classify: impl FnMut(&[u8]) -> Option<T>,
+    ) -> io::Result<Option<Reply<T>>> {
+        self.wait(deadline, Some(stop), classify)
+    }
+
+    /// The wait of both: `None` only when `stop` was set.
+    fn wait<T>(
+        &mut self,
+        deadline: Instant,
+        stop: Option<&Shutdown>,
+        mut classify: impl FnMut(&[u8]) -> Option<T>,
+    ) -> io::Result<Option<Reply<T>>> {
         let mut meta = [(0usize, self.hub); RECV_BATCH];
+        let mut first = true;
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Ok(Reply::TimedOut);
+                return Ok(Some(Reply::TimedOut));
             }
+            if !first && stop.is_some_and(Shutdown::is_triggered) {
+                return Ok(None);
+            }
+            first = false;
             // A zero read timeout means "block forever" to the OS; never ask for that.
-            let left = (deadline - now).max(Duration::from_millis(1));
+            let mut left = (deadline - now).max(Duration::from_millis(1));
+            if stop.is_some() {
+                left = left.min(STOP_POLL);
+            }
             self.arm_read_timeout(left)?;
             match self.recv_batch(&mut meta) {
                 Ok(k) => {
@@ -330,7 +374,7 @@ impl UdpLink {
                         }
                     }
                     if let Some(reply) = got {
-                        return Ok(Reply::Got(reply, at));
+                        return Ok(Some(Reply::Got(reply, at)));
                     }
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -422,6 +466,17 @@ mod tests {
         (p == b"ack").then_some(())
     }
 
+    /// A hub socket, a link to it that has sent one request, and the link's address as the
+    /// hub saw it (where replies go).
+    fn requested() -> (UdpSocket, UdpLink, SocketAddr) {
+        let hub = server();
+        let link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        link.send(b"request").unwrap();
+        let mut buf = [0u8; 64];
+        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        (hub, link, client)
+    }
+
     #[test]
     fn gets_the_reply_and_ignores_foreign_datagrams() {
         let hub = server();
@@ -452,6 +507,37 @@ mod tests {
             link.wait_reply(Instant::now(), is_ack).unwrap(),
             Reply::TimedOut
         );
+    }
+
+    #[test]
+    fn a_stop_ends_the_wait_long_before_its_deadline() {
+        let hub = server();
+        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
+        let stop = Shutdown::new();
+        let trigger = {
+            let stop = stop.clone();
+            std::thread::spawn(move || stop.trigger())
+        };
+        // An hour-long wait: only the stop can end it before the test harness gives up.
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(
+            link.wait_reply_or_stop(deadline, &stop, is_ack).unwrap(),
+            None
+        );
+        trigger.join().unwrap();
+    }
+
+    #[test]
+    fn a_reply_already_queued_is_taken_even_when_stopped() {
+        let (hub, mut link, client) = requested();
+        hub.send_to(b"ack", client).unwrap();
+        let stop = Shutdown::new();
+        stop.trigger();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(matches!(
+            link.wait_reply_or_stop(deadline, &stop, is_ack).unwrap(),
+            Some(Reply::Got((), _))
+        ));
     }
 
     #[test]
@@ -504,11 +590,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_taken_with_the_reply_is_counted_late_by_the_next_drain() {
-        let hub = server();
-        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
-        link.send(b"request").unwrap();
-        let mut buf = [0u8; 64];
-        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        let (hub, mut link, client) = requested();
         hub.send_to(b"ack", client).unwrap();
         hub.send_to(b"ack", client).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -523,11 +605,7 @@ mod tests {
 
     #[test]
     fn after_a_timed_out_wait_the_drain_looks_at_the_socket() {
-        let hub = server();
-        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
-        link.send(b"request").unwrap();
-        let mut buf = [0u8; 64];
-        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        let (hub, mut link, client) = requested();
         let deadline = Instant::now() + Duration::from_millis(5);
         assert_eq!(link.wait_reply(deadline, is_ack).unwrap(), Reply::TimedOut);
         // the reply comes late, right after the wait gave up
@@ -537,11 +615,7 @@ mod tests {
 
     #[test]
     fn drain_counts_late_replies_without_waiting() {
-        let hub = server();
-        let mut link = UdpLink::open(hub.local_addr().unwrap()).unwrap();
-        link.send(b"request").unwrap();
-        let mut buf = [0u8; 64];
-        let (_, client) = hub.recv_from(&mut buf).unwrap();
+        let (hub, mut link, client) = requested();
         hub.send_to(b"ack", client).unwrap();
         hub.send_to(b"ack", client).unwrap();
         hub.send_to(b"noise", client).unwrap();

@@ -180,7 +180,7 @@ mod tests {
         let framed_sender: SocketAddr = "127.0.0.1:2".parse().unwrap();
         r.handle_datagram(
             seed_sender,
-            &emit_length_header(3000, HeaderWidth::Eight),
+            &emit_length_header(3000, HeaderWidth::Eight).unwrap(),
             now,
         );
         let mut framed_chunk = Vec::new();

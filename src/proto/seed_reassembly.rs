@@ -421,7 +421,7 @@ mod tests {
 
     /// The seed sender's datagrams for one frame: header, then 1024-byte chunks.
     fn seed_datagrams(frame: &[u8]) -> Vec<Vec<u8>> {
-        let mut d = vec![emit_length_header(frame.len() as i64, HeaderWidth::Eight)];
+        let mut d = vec![emit_length_header(frame.len() as i64, HeaderWidth::Eight).unwrap()];
         d.extend(seed_chunks(frame, 1024).map(<[u8]>::to_vec));
         d
     }
@@ -479,7 +479,11 @@ mod tests {
         let now = Instant::now();
         let f = jpeg(5000, 2);
         r.handle_datagram(addr(1), &f, now);
-        r.handle_datagram(addr(2), &emit_length_header(5000, HeaderWidth::Four), now);
+        r.handle_datagram(
+            addr(2),
+            &emit_length_header(5000, HeaderWidth::Four).unwrap(),
+            now,
+        );
         for c in f.chunks(2048) {
             r.handle_datagram(addr(2), c, now);
         }
@@ -630,9 +634,9 @@ mod tests {
         let mut r = SeedReassembler::new(SeedConfig::default());
         let now = Instant::now();
         for bad in [
-            emit_length_header(0, HeaderWidth::Eight),
-            emit_length_header(-5, HeaderWidth::Eight),
-            emit_length_header(1 << 62, HeaderWidth::Eight),
+            emit_length_header(0, HeaderWidth::Eight).unwrap(),
+            emit_length_header(-5, HeaderWidth::Eight).unwrap(),
+            emit_length_header(1 << 62, HeaderWidth::Eight).unwrap(),
             vec![1, 2, 3],
             vec![],
         ] {
@@ -795,7 +799,7 @@ mod tests {
         for port in 0..100 {
             r.handle_datagram(
                 addr(port),
-                &emit_length_header(16 << 20, HeaderWidth::Eight),
+                &emit_length_header(16 << 20, HeaderWidth::Eight).unwrap(),
                 now,
             );
         }

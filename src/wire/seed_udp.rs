@@ -34,6 +34,14 @@ impl HeaderWidth {
         }
     }
 
+    /// The largest length a header of this width can carry (`'l'` is signed).
+    pub fn max_len(self) -> i64 {
+        match self {
+            HeaderWidth::Eight => i64::MAX,
+            HeaderWidth::Four => i32::MAX.into(),
+        }
+    }
+
     /// The header width a datagram of `len` bytes would have, if it is a header at all.
     pub fn of_len(len: usize) -> Option<HeaderWidth> {
         match len {
@@ -53,6 +61,9 @@ pub enum HeaderError {
     NotPositive(i64),
     /// The length is above the receiver's limit.
     TooLarge { claimed: i64, max: u64 },
+    /// Sending: the length does not fit a header of this width (a 4-byte header carries
+    /// at most `i32::MAX`).
+    DoesNotFit { len: i64, width: HeaderWidth },
 }
 
 impl fmt::Display for HeaderError {
@@ -66,6 +77,12 @@ impl fmt::Display for HeaderError {
                     "frame length {claimed} is above the limit of {max} bytes"
                 )
             }
+            HeaderError::DoesNotFit { len, width } => write!(
+                f,
+                "frame length {len} does not fit a {}-byte length header (at most {})",
+                width.byte_len(),
+                width.max_len()
+            ),
         }
     }
 }
@@ -94,15 +111,18 @@ pub fn parse_length_header(datagram: &[u8], max_frame_bytes: u64) -> Result<u64,
     Ok(value as u64)
 }
 
-/// `struct.pack('l', len)` for the given width. Panics if `len` does not fit a 4-byte header.
-pub fn emit_length_header(len: i64, width: HeaderWidth) -> Vec<u8> {
-    match width {
+/// `struct.pack('l', len)` for the given width: the one place that says which lengths a
+/// header can carry. A length that does not fit (outside `i32` for a 4-byte header) is
+/// [`HeaderError::DoesNotFit`]. Lengths that are not positive are emitted as they are (the
+/// seed packs them without complaint; receivers refuse them, see [`parse_length_header`]).
+pub fn emit_length_header(len: i64, width: HeaderWidth) -> Result<Vec<u8>, HeaderError> {
+    Ok(match width {
         HeaderWidth::Eight => len.to_le_bytes().to_vec(),
         HeaderWidth::Four => i32::try_from(len)
-            .expect("length fits a 4-byte header")
+            .map_err(|_| HeaderError::DoesNotFit { len, width })?
             .to_le_bytes()
             .to_vec(),
-    }
+    })
 }
 
 /// The data datagrams exactly as the seed client slices them:
@@ -125,7 +145,10 @@ mod tests {
         // struct.pack('l', 66000) on 64-bit Linux
         let b = [0xD0, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00];
         assert_eq!(parse_length_header(&b, MAX), Ok(66000));
-        assert_eq!(emit_length_header(66000, HeaderWidth::Eight), b);
+        assert_eq!(
+            emit_length_header(66000, HeaderWidth::Eight),
+            Ok(b.to_vec())
+        );
     }
 
     #[test]
@@ -133,7 +156,7 @@ mod tests {
         // struct.pack('l', 66000) on Windows
         let b = [0xD0, 0x01, 0x01, 0x00];
         assert_eq!(parse_length_header(&b, MAX), Ok(66000));
-        assert_eq!(emit_length_header(66000, HeaderWidth::Four), b);
+        assert_eq!(emit_length_header(66000, HeaderWidth::Four), Ok(b.to_vec()));
     }
 
     #[test]
@@ -164,6 +187,38 @@ mod tests {
         assert_eq!(
             parse_length_header(&[1, 2, 3], MAX),
             Err(HeaderError::WrongSize(3))
+        );
+    }
+
+    #[test]
+    fn emits_up_to_the_width_limit_and_refuses_beyond() {
+        // struct.pack('l', 2**31 - 1) on Windows: the largest a 4-byte header carries
+        assert_eq!(
+            emit_length_header(i32::MAX.into(), HeaderWidth::Four),
+            Ok(vec![0xFF, 0xFF, 0xFF, 0x7F])
+        );
+        let over = i64::from(i32::MAX) + 1;
+        assert_eq!(
+            emit_length_header(over, HeaderWidth::Four),
+            Err(HeaderError::DoesNotFit {
+                len: over,
+                width: HeaderWidth::Four
+            })
+        );
+        let msg = emit_length_header(over, HeaderWidth::Four)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("4-byte length header"), "{msg}");
+        assert!(msg.contains("2147483647"), "{msg}");
+        // the same length in an 8-byte header: struct.pack('l', 2**31) on 64-bit Linux
+        assert_eq!(
+            emit_length_header(over, HeaderWidth::Eight),
+            Ok(vec![0x00, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00])
+        );
+        // struct.pack('l', -5): emitted as the seed packs it (receivers refuse it)
+        assert_eq!(
+            emit_length_header(-5, HeaderWidth::Eight),
+            Ok(vec![0xFB, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
         );
     }
 

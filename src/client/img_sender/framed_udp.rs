@@ -1,0 +1,244 @@
+//! udphub's framed UDP format as a sender: [`FramedUdpSender`] drives the socket-free
+//! [`framed_sender::FramedSender`] state machine, and this loop only moves datagrams and
+//! passes the time in (sends what the machine queued, waits for a reply or its next timer,
+//! hands replies and timeouts back, turns its events into [`FrameOutcome`]s).
+//!
+//! Every rule about the bytes, resends and giving up lives in [`crate::proto::framed_sender`];
+//! what is decided here is only how long to wait and when `stop` ends a wait.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{FrameOutcome, ImgSender, LostReason, Protocol, ReplyCounts, SendError};
+use crate::client::udp_link::{Reply, UdpLink, SEND_BATCH};
+use crate::proto::framed_sender::{self, Chunk, SenderConfig, SenderEvent};
+use crate::shutdown::Shutdown;
+use crate::wire::framed;
+
+/// udphub's framed UDP format over a [`UdpLink`].
+pub struct FramedUdpSender {
+    link: UdpLink,
+    proto: framed_sender::FramedSender,
+    /// The datagrams of one pump, sent together (kept to reuse its allocation).
+    chunks: Vec<Chunk>,
+    window: usize,
+    chunk_size: usize,
+    frame_deadline: Duration,
+    /// A stop cut a flush short and the frames in flight were counted as stopped: nothing
+    /// more is sent or reported.
+    stopped: bool,
+}
+
+impl FramedUdpSender {
+    /// A sender with a fresh random stream id, so the hub recognises a restarted client.
+    pub fn open(hub: SocketAddr, options: &super::SenderOptions) -> io::Result<Self> {
+        let config = SenderConfig {
+            chunk_size: options.chunk_size,
+            window: options.window,
+            frame_deadline: options.ack_timeout,
+            ..SenderConfig::default()
+        };
+        Ok(FramedUdpSender {
+            link: UdpLink::open(hub)?,
+            proto: framed_sender::FramedSender::new(config, random_stream_id(), Instant::now()),
+            chunks: Vec::with_capacity(SEND_BATCH),
+            window: options.window.max(1),
+            chunk_size: options.chunk_size,
+            frame_deadline: options.ack_timeout,
+            stopped: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.link.local_addr()
+    }
+
+    /// Send what the state machine has queued, wait for a reply or its next timer (at most
+    /// until `until`, cut short by `stop`), and collect finished frames into `out`.
+    fn pump(
+        &mut self,
+        until: Instant,
+        stop: &Shutdown,
+        out: &mut Vec<FrameOutcome>,
+    ) -> io::Result<()> {
+        let Self {
+            link,
+            proto,
+            chunks,
+            ..
+        } = self;
+        let now = Instant::now();
+        // what is queued goes out SEND_BATCH datagrams per syscall, payloads not copied
+        loop {
+            chunks.extend(std::iter::from_fn(|| proto.poll_chunk(now)).take(SEND_BATCH));
+            if chunks.is_empty() {
+                break;
+            }
+            link.send_gathered(
+                chunks.iter().map(|c| [&c.header[..], c.payload()]),
+                // a full socket buffer or an ICMP error: the resend logic covers it
+                |_, e| {
+                    log::debug!("framed: send failed: {e}");
+                    ControlFlow::Continue(())
+                },
+            );
+            chunks.clear();
+        }
+        let wake = proto.poll_timeout().map_or(until, |t| t.min(until));
+        let got = link.wait_reply_or_stop(wake, stop, |p| {
+            framed::is_framed(p).then(|| proto.handle_datagram(p, Instant::now()))
+        })?;
+        if got == Some(Reply::TimedOut) || proto.poll_timeout().is_some_and(|t| t <= Instant::now())
+        {
+            proto.handle_timeout(Instant::now());
+        }
+        while let Some(event) = proto.poll_event() {
+            out.push(match event {
+                SenderEvent::Acked { latency, .. } => FrameOutcome::Acked { rtt: latency },
+                SenderEvent::GaveUp { reason, .. } => {
+                    FrameOutcome::Lost(LostReason::GaveUp(reason))
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Pump at least once, then until `done` holds or `stop` is set; bounded by the frame
+    /// deadline (plus slack for the last probe).
+    fn pump_until(
+        &mut self,
+        out: &mut Vec<FrameOutcome>,
+        stop: &Shutdown,
+        done: impl Fn(&framed_sender::FramedSender) -> bool,
+    ) -> io::Result<()> {
+        let limit = Instant::now() + self.frame_deadline * 2 + Duration::from_millis(100);
+        while !done(&self.proto) && Instant::now() < limit {
+            self.pump(limit, stop, out)?;
+            if stop.is_triggered() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ImgSender for FramedUdpSender {
+    fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
+        self.send_shared(&Arc::new(jpeg.to_vec()), stop)
+    }
+
+    fn send_shared(
+        &mut self,
+        jpeg: &Arc<Vec<u8>>,
+        stop: &Shutdown,
+    ) -> Result<Vec<FrameOutcome>, SendError> {
+        let mut out = Vec::new();
+        if self.stopped {
+            out.push(FrameOutcome::NotSent);
+            return Ok(out);
+        }
+        self.pump_until(&mut out, stop, framed_sender::FramedSender::can_send)?;
+        match self.proto.send_frame(Arc::clone(jpeg), Instant::now()) {
+            Ok(_) => {}
+            Err(framed_sender::SendError::TooLarge) => {
+                return Err(SendError::FrameTooLarge {
+                    len: jpeg.len(),
+                    max: u16::MAX as usize * self.chunk_size,
+                    protocol: Protocol::Framed,
+                })
+            }
+            Err(framed_sender::SendError::Empty | framed_sender::SendError::WindowFull) => {
+                out.push(FrameOutcome::NotSent);
+                return Ok(out);
+            }
+        }
+        if self.window == 1 {
+            // stop-and-wait: this frame's outcome comes back from this call (or, when `stop`
+            // cut the wait short, from the flush)
+            self.pump_until(&mut out, stop, |p| p.in_flight() == 0)?;
+        } else {
+            // keep the window moving: take whatever replies are already here
+            self.pump(Instant::now(), stop, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn flush(&mut self, stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
+        let mut out = Vec::new();
+        if self.stopped {
+            return Ok(out);
+        }
+        self.pump_until(&mut out, stop, |p| p.in_flight() == 0)?;
+        if stop.is_triggered() {
+            self.stopped = true;
+            let in_flight = self.proto.in_flight();
+            out.extend((0..in_flight).map(|_| FrameOutcome::Lost(LostReason::Stopped)));
+        }
+        Ok(out)
+    }
+
+    fn reply_counts(&self) -> ReplyCounts {
+        ReplyCounts {
+            late_acks: 0,
+            ignored: self.link.ignored(),
+        }
+    }
+}
+
+/// A stream id that differs between runs (and between clients started together).
+fn random_stream_id() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{fake_jpeg, options, LONG};
+    use super::*;
+    use std::net::UdpSocket;
+    use std::thread;
+
+    #[test]
+    fn a_stop_cuts_the_wait_short_and_the_flush_counts_the_frame_as_stopped() {
+        let hub = UdpSocket::bind("127.0.0.1:0").unwrap();
+        hub.set_read_timeout(Some(LONG)).unwrap();
+        // An hour-long frame deadline against a silent hub: only the stop can end the wait.
+        let mut sender =
+            FramedUdpSender::open(hub.local_addr().unwrap(), &options(3_600_000)).unwrap();
+        let stop = Shutdown::new();
+        let trigger = {
+            let stop = stop.clone();
+            // the frame's first chunk has arrived: its ack is being waited for
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 70_000];
+                hub.recv_from(&mut buf).unwrap();
+                stop.trigger();
+            })
+        };
+        let sent = sender.send_frame(&fake_jpeg(5000), &stop).unwrap();
+        assert!(sent.is_empty(), "{sent:?}");
+        trigger.join().unwrap();
+        let flushed = sender.flush(&stop).unwrap();
+        assert!(
+            matches!(flushed[..], [FrameOutcome::Lost(LostReason::Stopped)]),
+            "{flushed:?}"
+        );
+        // the sender is done: nothing more goes out or is counted twice
+        assert!(sender.flush(&stop).unwrap().is_empty());
+        assert!(matches!(
+            sender.send_frame(&fake_jpeg(10), &stop).unwrap()[..],
+            [FrameOutcome::NotSent]
+        ));
+    }
+}

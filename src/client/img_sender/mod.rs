@@ -1,0 +1,290 @@
+//! The camera client's network side: the [`ImgSender`] trait, and one implementation per
+//! transport, each in its own file.
+//!
+//! - [`seed_udp`] ([`SeedUdpSender`]): seed 002's two UDP formats, byte for byte, one
+//!   sender parameterised by the [`SeedUdpFormat`]:
+//!   - [`Protocol::Chunked`]: a `struct.pack('l', len)` header datagram, then the JPEG in
+//!     1024-byte datagrams sliced exactly like the seed loop (including its trailing empty
+//!     datagram), then wait for `get message!!!`;
+//!   - [`Protocol::Single`]: the whole JPEG in one datagram, then wait for the ack. A frame
+//!     over 65507 bytes cannot be sent this way and is an error.
+//! - [`framed_udp`] ([`FramedUdpSender`], [`Protocol::Framed`]): udphub's framed UDP
+//!   format, a thin loop around the socket-free [`crate::proto::framed_sender`] state
+//!   machine (frame ids, selective resends, a window of frames in flight).
+//! - [`seed_tcp`] ([`SeedTcpSender`], [`Protocol::Tcp`]): seed 000's TCP stream, a 16-byte
+//!   ASCII length and the JPEG. That protocol has no ack: a frame counts as acked once
+//!   fully written. Connections are made with a timeout, writes have a timeout, and a failed
+//!   connection is retried with a bounded exponential [`seed_tcp::Backoff`].
+//!
+//! The byte formats come from [`crate::wire`]; nothing here defines one. The UDP senders
+//! wait for each ack at most the ack timeout; a frame without one counts as lost and the
+//! client goes on. How late acks are kept from being counted for the wrong frame, and the
+//! limit of that (the seed ack carries no frame id), is described in [`super::udp_link`].
+//!
+//! Names: `Seed…`/`Framed…` is the format family, `…Udp…`/`…Tcp…` the transport; the trait
+//! is `ImgSender` like the telemetry client's `MsgSender`. `proto::framed_sender::
+//! FramedSender` is the framed protocol's state machine, which [`FramedUdpSender`] drives.
+
+pub mod framed_udp;
+pub mod seed_tcp;
+pub mod seed_udp;
+
+pub use framed_udp::FramedUdpSender;
+pub use seed_tcp::SeedTcpSender;
+pub use seed_udp::{SeedUdpFormat, SeedUdpSender};
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proto::framed_sender::GiveUp;
+use crate::shutdown::Shutdown;
+use crate::wire::framed;
+use crate::wire::seed_udp::HeaderWidth;
+
+/// The wire protocol a frame goes out in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// udphub's framed UDP format: frame id and chunk index in every datagram, selective
+    /// resends of missing chunks, up to --window frames in flight.
+    Framed,
+    /// Seed UDP: length header datagram, 1024-byte data datagrams, ack per frame.
+    Chunked,
+    /// Seed UDP: the whole JPEG in one datagram (at most 65507 bytes), ack per frame.
+    Single,
+    /// Seed TCP stream: 16-byte ASCII length, then the JPEG; no ack.
+    Tcp,
+}
+
+impl Protocol {
+    /// What an RTT sample of this protocol measures, for the summary.
+    pub fn rtt_meaning(self) -> &'static str {
+        match self {
+            Protocol::Framed | Protocol::Chunked | Protocol::Single => {
+                "first datagram sent to ack received"
+            }
+            Protocol::Tcp => "tcp: time to write the frame; this protocol has no ack",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Framed => "framed udp",
+            Protocol::Chunked => "chunked udp",
+            Protocol::Single => "single-datagram udp",
+            Protocol::Tcp => "tcp stream",
+        })
+    }
+}
+
+/// Settings every sender takes.
+#[derive(Clone, Debug)]
+pub struct SenderOptions {
+    /// UDP: longest wait for an ack. TCP: longest a write may stall.
+    pub ack_timeout: Duration,
+    /// TCP: longest a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Chunked: width of the length header (8 for a 64-bit Linux/macOS seed server, 4 for
+    /// one on Windows, where Python's `'l'` is 4 bytes).
+    pub header_width: HeaderWidth,
+    /// Framed: payload bytes per datagram.
+    pub chunk_size: usize,
+    /// Framed: frames in flight at most (1 = stop-and-wait).
+    pub window: usize,
+}
+
+impl Default for SenderOptions {
+    fn default() -> Self {
+        SenderOptions {
+            ack_timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(2000),
+            header_width: HeaderWidth::Eight,
+            chunk_size: framed::DEFAULT_CHUNK_SIZE,
+            window: 1,
+        }
+    }
+}
+
+/// What became of one frame.
+#[derive(Debug)]
+pub enum FrameOutcome {
+    /// The hub acked it (tcp: it was fully written); `rtt` runs from its first byte sent.
+    Acked { rtt: Duration },
+    /// It was sent (or sending was tried) but not acked.
+    Lost(LostReason),
+    /// Not sent at all: `stop` was triggered before it could be.
+    NotSent,
+}
+
+/// Why a frame counts as lost.
+#[derive(Debug)]
+pub enum LostReason {
+    /// No ack within the ack timeout.
+    NoAck,
+    /// `stop` was triggered while its ack was awaited, and no ack came before the wait was
+    /// cut short.
+    Stopped,
+    /// Sending failed (the frame may be partly sent).
+    SendFailed(io::Error),
+    /// TCP: no connection to the hub could be made.
+    ConnectFailed(io::Error),
+    /// Framed: given up (no ack by the deadline after bounded resends, or refused by the hub).
+    GaveUp(GiveUp),
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LostReason::NoAck => write!(f, "no ack within the ack timeout"),
+            LostReason::Stopped => write!(f, "stopped before its ack came"),
+            LostReason::SendFailed(e) => write!(f, "sending failed: {e}"),
+            LostReason::ConnectFailed(e) => write!(f, "cannot connect: {e}"),
+            LostReason::GaveUp(GiveUp::Deadline) => {
+                write!(f, "no ack within the ack timeout despite resends")
+            }
+            LostReason::GaveUp(GiveUp::Rejected) => {
+                write!(f, "the hub refused it (too large, or not a JPEG)")
+            }
+            LostReason::GaveUp(GiveUp::Stale) => {
+                write!(f, "the hub delivered a newer frame first")
+            }
+        }
+    }
+}
+
+/// An error that ends the run (retrying cannot help).
+#[derive(Debug)]
+pub enum SendError {
+    /// The frame does not fit the protocol.
+    FrameTooLarge {
+        len: usize,
+        max: usize,
+        protocol: Protocol,
+    },
+    /// The local socket failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::FrameTooLarge {
+                len,
+                max,
+                protocol: Protocol::Single,
+            } => write!(
+                f,
+                "a {len}-byte JPEG frame does not fit in one UDP datagram (at most {max} \
+                 bytes): lower --quality or --width/--height, or use --protocol chunked"
+            ),
+            SendError::FrameTooLarge { len, max, .. } => write!(
+                f,
+                "a {len}-byte JPEG frame is over the {max}-byte limit of the length header"
+            ),
+            SendError::Io(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+impl From<io::Error> for SendError {
+    fn from(e: io::Error) -> Self {
+        SendError::Io(e)
+    }
+}
+
+/// Counts a sender keeps about the replies it got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyCounts {
+    /// Acks that came after their frame's timeout (drained before a later frame).
+    pub late_acks: u64,
+    /// Datagrams that were not an ack from the hub.
+    pub ignored: u64,
+}
+
+/// Sends JPEG frames to the hub in one protocol.
+///
+/// Every wait is bounded, and `stop` cuts waits short: once it is triggered, a UDP ack
+/// wait (and the framed sender's wait for room in its window, and [`ImgSender::flush`])
+/// ends within [`super::udp_link::STOP_POLL`], the frame it was for counting as
+/// [`LostReason::Stopped`] unless its ack came first; the tcp reconnect backoff ends at
+/// once (the frame is [`FrameOutcome::NotSent`]). A tcp write that stalls ends at its write
+/// timeout, and [`ImgSender::finish`] takes no flag: both are bounded by the ack timeout.
+pub trait ImgSender: Send {
+    /// Send one JPEG frame and wait (bounded) for its ack; returns the outcomes of the frames
+    /// that finished during the call: this frame's for the stop-and-wait protocols, any
+    /// earlier in-flight frames' with a window.
+    fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError>;
+    /// [`ImgSender::send_frame`] for a frame the caller already holds in an `Arc`: a sender
+    /// that keeps frames in flight keeps this one without copying it.
+    fn send_shared(
+        &mut self,
+        jpeg: &Arc<Vec<u8>>,
+        stop: &Shutdown,
+    ) -> Result<Vec<FrameOutcome>, SendError> {
+        self.send_frame(jpeg, stop)
+    }
+    /// Wait (bounded, cut short by `stop`) for the frames still in flight; their outcomes.
+    /// Frames still in flight when `stop` cuts it short count as [`LostReason::Stopped`].
+    fn flush(&mut self, _stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
+        Ok(Vec::new())
+    }
+    /// Late and ignored replies so far.
+    fn reply_counts(&self) -> ReplyCounts;
+    /// Called once after the last frame (tcp: close the stream cleanly).
+    fn finish(&mut self) {}
+}
+
+/// The sender for `protocol`, aimed at `hub`.
+pub fn open_sender(
+    protocol: Protocol,
+    hub: SocketAddr,
+    options: &SenderOptions,
+) -> io::Result<Box<dyn ImgSender>> {
+    Ok(match protocol {
+        Protocol::Framed => Box::new(FramedUdpSender::open(hub, options)?),
+        Protocol::Chunked => Box::new(SeedUdpSender::open(
+            hub,
+            SeedUdpFormat::Chunked(options.header_width),
+            options.ack_timeout,
+        )?),
+        Protocol::Single => Box::new(SeedUdpSender::open(
+            hub,
+            SeedUdpFormat::Single,
+            options.ack_timeout,
+        )?),
+        Protocol::Tcp => Box::new(SeedTcpSender::new(hub, options)),
+    })
+}
+
+/// What the senders' tests share.
+#[cfg(test)]
+mod testing {
+    use super::SenderOptions;
+    use std::time::Duration;
+
+    /// Longer than any test should take: a bound for waits that do not fail the test by
+    /// running out.
+    pub const LONG: Duration = Duration::from_secs(10);
+
+    /// `len` bytes that start and end like a JPEG (the senders do not look inside).
+    pub fn fake_jpeg(len: usize) -> Vec<u8> {
+        let mut v: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        v[..2].copy_from_slice(&[0xFF, 0xD8]);
+        let n = v.len();
+        v[n - 2..].copy_from_slice(&[0xFF, 0xD9]);
+        v
+    }
+
+    pub fn options(ack_ms: u64) -> SenderOptions {
+        SenderOptions {
+            ack_timeout: Duration::from_millis(ack_ms),
+            ..SenderOptions::default()
+        }
+    }
+}
