@@ -6,6 +6,7 @@
 
 use super::framed_receiver::{FramedConfig, FramedEvent, FramedReceiver};
 use super::seed_reassembly::{SeedConfig, SeedEvent, SeedReassembler};
+pub use super::Outcome;
 use super::Transmit;
 use crate::wire::framed;
 use std::fmt;
@@ -36,15 +37,6 @@ impl Default for ImageConfig {
 pub enum ImageEvent {
     Seed(SeedEvent),
     Framed(FramedEvent),
-}
-
-/// The kind of an [`ImageEvent`], for counting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Frame,
-    Corrupt,
-    Dropped,
-    Rejected,
 }
 
 impl ImageEvent {

@@ -9,6 +9,7 @@ pub mod framed_receiver;
 pub mod framed_sender;
 pub mod image_receiver;
 pub mod seed_reassembly;
+pub mod seed_tcp;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -18,6 +19,19 @@ use std::net::SocketAddr;
 pub struct Transmit {
     pub to: SocketAddr,
     pub payload: Cow<'static, [u8]>,
+}
+
+/// What an event counts as in the hub's statistics (one counter per kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// An intact frame or message.
+    Frame,
+    /// Complete, but not valid (not a JPEG, chunks out of place).
+    Corrupt,
+    /// Given up part-way (lost datagrams, a timeout, a connection ended mid-frame).
+    Dropped,
+    /// Not used at all (a bad header, stray data).
+    Rejected,
 }
 
 #[cfg(test)]
