@@ -8,6 +8,7 @@
 pub mod framed_receiver;
 pub mod framed_sender;
 pub mod image_receiver;
+pub mod msg_receiver;
 pub mod seed_reassembly;
 pub mod seed_tcp;
 
