@@ -137,7 +137,10 @@ fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64)
         while let Some(d) = up.pop_due(now) {
             hub.handle_datagram(CLIENT, &d, now);
         }
-        hub.handle_timeout(now);
+        // only when the hub asks: its poll_timeout is never later than a real deadline
+        if hub.poll_timeout().is_some_and(|t| t <= now) {
+            hub.handle_timeout(now);
+        }
         while let Some(t) = hub.poll_transmit() {
             assert_eq!(t.to, CLIENT);
             down.send(now, t.payload.into_owned());
@@ -514,10 +517,37 @@ fn partial_frames_expire_and_memory_is_bounded() {
         assert!(hub.partial_bytes() <= 100_000);
     }
     assert_eq!(hub.partial_frames(), 3);
+    assert_eq!(hub.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
     hub.handle_timeout(t0 + Duration::from_millis(999));
     assert_eq!(hub.partial_frames(), 3);
     hub.handle_timeout(t0 + Duration::from_millis(1000));
     assert_eq!((hub.partial_frames(), hub.partial_bytes()), (0, 0));
+    // what is left is remembering the 20 senders: forgotten 30 s after their datagram
+    assert_eq!(hub.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    hub.handle_timeout(t0 + Duration::from_secs(30));
+    assert_eq!(hub.poll_timeout(), None);
+}
+
+#[test]
+fn poll_timeout_follows_the_oldest_partial_frame() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let t0 = Instant::now();
+    assert_eq!(hub.poll_timeout(), None);
+    let f = jpeg(3000, 3);
+    hub.handle_datagram(CLIENT, &data(1, 0, 0, 3, &f), t0);
+    let second = t0 + Duration::from_millis(400);
+    hub.handle_datagram(CLIENT, &data(1, 0, 1, 3, &f), second);
+    // a lower bound: the first chunk's deadline, though the second moved the frame's later
+    assert_eq!(hub.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
+    hub.handle_timeout(t0 + Duration::from_millis(1000));
+    assert_eq!(hub.partial_frames(), 1, "the frame had a chunk 400 ms in");
+    assert_eq!(
+        hub.poll_timeout(),
+        Some(second + Duration::from_millis(1000)),
+        "exact after handle_timeout"
+    );
+    hub.handle_timeout(second + Duration::from_millis(1000));
+    assert_eq!(hub.partial_frames(), 0);
 }
 
 #[test]

@@ -133,6 +133,15 @@ impl ImageReceiver {
         }
     }
 
+    /// When [`ImageReceiver::handle_timeout`] should next be called: the earlier of the
+    /// two formats' timers.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.seed.poll_timeout(), self.framed.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         self.seed.handle_timeout(now);
         self.framed.handle_timeout(now);
@@ -208,5 +217,31 @@ mod tests {
         assert!(acks
             .iter()
             .any(|t| t.to == framed_sender && framed::is_framed(&t.payload)));
+    }
+
+    #[test]
+    fn poll_timeout_is_the_earlier_of_both_formats() {
+        let mut r = ImageReceiver::new(ImageConfig::default());
+        let t0 = Instant::now();
+        assert_eq!(r.poll_timeout(), None);
+        let jpeg = crate::media::testjpeg::jpeg_of_len(3000, 1).unwrap();
+        let mut framed_chunk = Vec::new();
+        let h = DataHeader {
+            flags: 0,
+            stream: 5,
+            frame: 0,
+            index: 0,
+            count: 2,
+            length: 3000,
+            ts_us: 9,
+        };
+        emit_data(&mut framed_chunk, &h, &jpeg[..1500]);
+        r.handle_datagram("127.0.0.1:2".parse().unwrap(), &framed_chunk, t0);
+        let t1 = t0 + Duration::from_millis(300);
+        let header = emit_length_header(3000, HeaderWidth::Eight);
+        r.handle_datagram("127.0.0.1:1".parse().unwrap(), &header, t1);
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
+        r.handle_timeout(t0 + Duration::from_millis(1000));
+        assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_millis(1000)));
     }
 }
