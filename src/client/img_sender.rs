@@ -397,7 +397,7 @@ impl FramedUdpSender {
         };
         Ok(FramedUdpSender {
             link: UdpLink::open(hub)?,
-            proto: ProtoSender::new(config, random_stream_id(), Instant::now()),
+            proto: ProtoSender::new(config, hub, random_stream_id(), Instant::now()),
             chunks: Vec::with_capacity(SEND_BATCH),
             window: options.window.max(1),
             chunk_size: options.chunk_size,

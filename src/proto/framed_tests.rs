@@ -95,6 +95,10 @@ const CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
     5000,
 ));
+const HUB: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9999,
+));
 
 struct Outcome {
     delivered: Vec<(u32, Vec<u8>)>,
@@ -108,7 +112,7 @@ struct Outcome {
 fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64) -> Outcome {
     let t0 = Instant::now();
     let mut now = t0;
-    let mut sender = FramedSender::new(config, 0xC0FFEE, t0);
+    let mut sender = FramedSender::new(config, HUB, 0xC0FFEE, t0);
     let mut hub = FramedReceiver::new(FramedConfig::default());
     let mut up = Link::new(faults, seed);
     let mut down = Link::new(faults, seed ^ 0xDEAD_BEEF);
@@ -120,7 +124,6 @@ fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64)
         hub_events: vec![],
     };
     let mut next = 0;
-    let mut buf = Vec::new();
     let mut steps = 0;
     while next < frames.len() || sender.in_flight() > 0 {
         steps += 1;
@@ -131,8 +134,9 @@ fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64)
                 .unwrap();
             next += 1;
         }
-        while sender.poll_transmit(now, &mut buf) {
-            up.send(now, buf.clone());
+        while let Some(t) = sender.poll_transmit(now) {
+            assert_eq!(t.to, HUB);
+            up.send(now, t.payload.into_owned());
         }
         while let Some(d) = up.pop_due(now) {
             hub.handle_datagram(CLIENT, &d, now);
@@ -418,16 +422,16 @@ fn the_last_datagram_of_each_batch_is_polled() {
             chunk_size: 1000,
             ..SenderConfig::default()
         },
+        HUB,
         1,
         t0,
     );
     let f = jpeg(10_000, 2);
     sender.send_frame(Arc::new(f), t0).unwrap();
     let batch = |sender: &mut FramedSender| {
-        let mut buf = Vec::new();
         let mut out = Vec::new();
-        while sender.poll_transmit(t0, &mut buf) {
-            match framed::parse(&buf) {
+        while let Some(t) = sender.poll_transmit(t0) {
+            match framed::parse(&t.payload) {
                 Ok(framed::Packet::Data(h, _)) => out.push((h.index, h.flags)),
                 other => panic!("{other:?}"),
             }
@@ -588,10 +592,9 @@ fn a_newer_complete_frame_makes_older_partials_stale() {
 #[test]
 fn late_and_foreign_acks_are_ignored_by_the_sender() {
     let t0 = Instant::now();
-    let mut s = FramedSender::new(SenderConfig::default(), 9, t0);
-    let mut buf = Vec::new();
+    let mut s = FramedSender::new(SenderConfig::default(), HUB, 9, t0);
     s.send_frame(Arc::new(jpeg(3000, 1)), t0).unwrap();
-    while s.poll_transmit(t0, &mut buf) {}
+    while s.poll_transmit(t0).is_some() {}
     s.handle_datagram(&framed::emit_ack(9, 77, AckStatus::Delivered, 0), t0); // not in flight
     s.handle_datagram(&framed::emit_ack(8, 0, AckStatus::Delivered, 0), t0); // other stream
     s.handle_datagram(b"get message!!!", t0);
@@ -648,7 +651,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_are_harmless(datagrams in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..30), magic in any::<bool>()) {
         let mut hub = FramedReceiver::new(FramedConfig::default());
-        let mut s = FramedSender::new(SenderConfig::default(), 1, Instant::now());
+        let mut s = FramedSender::new(SenderConfig::default(), HUB, 1, Instant::now());
         let now = Instant::now();
         for mut d in datagrams {
             if magic && d.len() >= 6 {
