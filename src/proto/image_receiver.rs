@@ -172,6 +172,22 @@ mod tests {
     use crate::wire::framed::{emit_data, DataHeader};
     use crate::wire::seed_udp::{emit_length_header, seed_chunks, HeaderWidth, IMG_ACK};
 
+    /// Chunk 0 of `count` of a 3000-byte framed frame.
+    fn first_framed_chunk(count: u16, payload: &[u8]) -> Vec<u8> {
+        let h = DataHeader {
+            flags: 0,
+            stream: 5,
+            frame: 0,
+            index: 0,
+            count,
+            length: 3000,
+            ts_us: 9,
+        };
+        let mut chunk = Vec::new();
+        emit_data(&mut chunk, &h, payload);
+        chunk
+    }
+
     #[test]
     fn both_formats_on_one_port() {
         let mut r = ImageReceiver::new(ImageConfig::default());
@@ -184,18 +200,7 @@ mod tests {
             &emit_length_header(3000, HeaderWidth::Eight),
             now,
         );
-        let mut framed_chunk = Vec::new();
-        let h = DataHeader {
-            flags: 0,
-            stream: 5,
-            frame: 0,
-            index: 0,
-            count: 1,
-            length: 3000,
-            ts_us: 9,
-        };
-        emit_data(&mut framed_chunk, &h, &jpeg);
-        r.handle_datagram(framed_sender, &framed_chunk, now);
+        r.handle_datagram(framed_sender, &first_framed_chunk(1, &jpeg), now);
         for c in seed_chunks(&jpeg, 1024) {
             r.handle_datagram(seed_sender, c, now);
         }
@@ -225,18 +230,8 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(r.poll_timeout(), None);
         let jpeg = crate::media::testjpeg::jpeg_of_len(3000, 1).unwrap();
-        let mut framed_chunk = Vec::new();
-        let h = DataHeader {
-            flags: 0,
-            stream: 5,
-            frame: 0,
-            index: 0,
-            count: 2,
-            length: 3000,
-            ts_us: 9,
-        };
-        emit_data(&mut framed_chunk, &h, &jpeg[..1500]);
-        r.handle_datagram("127.0.0.1:2".parse().unwrap(), &framed_chunk, t0);
+        let chunk = first_framed_chunk(2, &jpeg[..1500]);
+        r.handle_datagram("127.0.0.1:2".parse().unwrap(), &chunk, t0);
         let t1 = t0 + Duration::from_millis(300);
         let header = emit_length_header(3000, HeaderWidth::Eight);
         r.handle_datagram("127.0.0.1:1".parse().unwrap(), &header, t1);
