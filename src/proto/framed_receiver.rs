@@ -548,9 +548,10 @@ impl FramedReceiver {
         self.wake_at = self
             .streams
             .values()
-            .flat_map(|s| {
-                let partials = s.partials.iter().map(|p| p.last_seen + timeout);
-                partials.chain([s.last_seen + forget_after])
+            .filter_map(|s| match s.partials.is_empty() {
+                // as the retain above: a sender is forgotten only once it has no partials
+                true => Some(s.last_seen + forget_after),
+                false => s.partials.iter().map(|p| p.last_seen + timeout).min(),
             })
             .min();
     }
