@@ -81,7 +81,6 @@ fn send_all(
     frames: &[Vec<u8>],
 ) -> (usize, usize) {
     let (mut acked, mut lost, mut next) = (0, 0, 0);
-    let mut buf = Vec::new();
     let mut rx = vec![0u8; 2048];
     let deadline = Instant::now() + Duration::from_secs(60);
     while (next < frames.len() || sender.in_flight() > 0) && Instant::now() < deadline {
@@ -92,8 +91,8 @@ fn send_all(
                 .unwrap();
             next += 1;
         }
-        while sender.poll_transmit(now, &mut buf) {
-            sock.send_to(&buf, hub).unwrap();
+        while let Some(t) = sender.poll_transmit(now) {
+            sock.send_to(&t.payload, t.to).unwrap();
         }
         let wait = sender
             .poll_timeout()
@@ -135,7 +134,7 @@ fn library_sender_with_window_one_and_four_against_the_hub() {
             chunk_size,
             ..SenderConfig::default()
         };
-        let mut sender = FramedSender::new(config, 1000 + window as u32, Instant::now());
+        let mut sender = FramedSender::new(config, hub.img(), 1000 + window as u32, Instant::now());
         assert_eq!(
             send_all(&sock, hub.img(), &mut sender, &frames),
             (30, 0),
@@ -158,7 +157,7 @@ fn seed_and_framed_senders_at_once() {
     // the seed sender's header goes first, then the framed frames, then its data
     send(&seed_sock, hub.img(), &header8(seed_frame.len() as i64));
     let framed_sock = udp_client();
-    let mut sender = FramedSender::new(SenderConfig::default(), 77, Instant::now());
+    let mut sender = FramedSender::new(SenderConfig::default(), hub.img(), 77, Instant::now());
     assert_eq!(
         send_all(&framed_sock, hub.img(), &mut sender, &framed_frames),
         (5, 0)

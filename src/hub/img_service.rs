@@ -2,23 +2,21 @@
 //! image receiver ([`crate::proto::image_receiver`]: the seed formats and the framed one)
 //! and hands intact frames on.
 //!
-//! The loop waits on nothing but the socket (with a short timeout, to notice shutdown and
-//! expire stalled frames); all slow work happens on the consumers' threads.
+//! The loop waits on nothing but the socket, until the receiver's next timer
+//! ([`ImageReceiver::poll_timeout`]: a stalled frame to expire) or one poll interval (to
+//! notice shutdown), whichever is first; all slow work happens on the consumers' threads.
 
 use super::net::{is_timeout, LogLimiter};
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{SourceCache, Stats};
 use crate::proto::image_receiver::{ImageConfig, ImageEvent, ImageReceiver, Outcome};
-use crate::shutdown::{Shutdown, POLL_INTERVAL};
+use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
 use crate::wire::MAX_UDP_PAYLOAD;
 use std::net::UdpSocket;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How often stalled partial frames are looked for.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+use std::time::Instant;
 
 /// Run the image service on `socket` until shutdown.
 pub fn run(
@@ -28,19 +26,18 @@ pub fn run(
     sinks: FrameSinks,
     shutdown: Shutdown,
 ) {
-    let timeout = POLL_INTERVAL
-        .min(config.frame_timeout)
-        .max(Duration::from_millis(1));
-    if let Err(e) = socket.set_read_timeout(Some(timeout)) {
-        log::error!("img: cannot set the socket timeout: {e}");
-        return;
-    }
     let mut reassembler = ImageReceiver::new(config);
+    let mut read_timeout = ReadTimeout::new();
     let mut sources = SourceCache::new(Service::Img, stats);
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
-    let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
     while !shutdown.is_triggered() {
+        let wake = reassembler.poll_timeout();
+        let wait = wait_until(wake, Instant::now());
+        if let Err(e) = read_timeout.set(wait, |t| socket.set_read_timeout(t)) {
+            log::error!("img: cannot set the socket timeout: {e}");
+            return;
+        }
         let received = socket.recv_from(&mut buf);
         let now = Instant::now();
         match received {
@@ -52,9 +49,8 @@ pub fn run(
                 }
             }
         }
-        if now >= next_sweep {
+        if wake.is_some_and(|w| now >= w) {
             reassembler.handle_timeout(now);
-            next_sweep = now + SWEEP_INTERVAL;
         }
         // count and hand on first, then ack: once a sender has its ack, the frame is in
         // the statistics and in every consumer (e.g. the HTTP view's /state and /snapshot)

@@ -1,9 +1,12 @@
 //! The UDP message service: one JSON value per datagram, answered `get the msg`.
 //!
-//! With `--msg-log`, each valid message is appended to the log as one JSON line *before*
-//! the reply is sent (an unbuffered write, so it is in the kernel once `write` returns):
-//! a message that was answered is never lost, even on Ctrl-C. Invalid datagrams get a short
-//! error reply and a log line with the detail.
+//! Which reply a datagram gets, and that a message is acknowledged only once it is
+//! recorded, is decided by the socket-free [`crate::proto::msg_receiver`]; this loop moves
+//! datagrams in and replies out, and does the recording. With `--msg-log`, each valid
+//! message is appended to the log as one JSON line *before* the reply is sent (an
+//! unbuffered write, so it is in the kernel once `write` returns): a message that was
+//! answered is never lost, even on Ctrl-C. Invalid datagrams get a short error reply and a
+//! log line with the detail.
 //!
 //! The loop waits on nothing but the socket: per message it parses, counts (atomics), hands
 //! the text to the HTTP view under a lock it only tries to take (see
@@ -12,8 +15,9 @@
 use super::net::{is_timeout, LogLimiter};
 use super::source::Service;
 use super::stats::{SourceCache, Stats};
-use crate::shutdown::{Shutdown, POLL_INTERVAL};
-use crate::wire::seed_msg::{parse_message, single_line, MSG_ACK};
+use crate::proto::msg_receiver::{MsgReceiver, Received};
+use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
+use crate::wire::seed_msg::single_line;
 use crate::wire::MAX_UDP_PAYLOAD;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -22,9 +26,6 @@ use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// The reply when a valid message could not be written to the message log.
-pub const LOG_FAILED_REPLY: &[u8] = b"error: the hub could not record the message";
 
 /// The `--msg-log` file: one JSON object per line.
 pub struct MsgLog {
@@ -65,10 +66,8 @@ impl MsgLog {
 
 /// Run the message service on `socket` until shutdown.
 pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, shutdown: Shutdown) {
-    if let Err(e) = socket.set_read_timeout(Some(POLL_INTERVAL)) {
-        log::error!("msg: cannot set the socket timeout: {e}");
-        return;
-    }
+    let mut receiver = MsgReceiver::new();
+    let mut read_timeout = ReadTimeout::new();
     let mut sources = SourceCache::new(Service::Msg, stats.clone());
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
@@ -76,6 +75,11 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
     // (rare): offered again at the next message or poll tick, never waited for.
     let mut unpublished: Option<(SocketAddr, String, f64)> = None;
     while !shutdown.is_triggered() {
+        let wait = wait_until(receiver.poll_timeout(), Instant::now());
+        if let Err(e) = read_timeout.set(wait, |t| socket.set_read_timeout(t)) {
+            log::error!("msg: cannot set the socket timeout: {e}");
+            return;
+        }
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
             Err(e) if is_timeout(&e) => {
@@ -93,35 +97,37 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
                 continue;
             }
         };
-        let reply: &[u8] = match parse_message(&buf[..n]) {
-            Ok(text) => {
-                if let Some(log_file) = &mut log_file {
-                    if let Err(e) = log_file.append(from, text) {
-                        // not recorded, so not acknowledged as received
-                        if let Some(suppressed) = limiter.allow(Instant::now()) {
-                            log::error!("msg: cannot write the message log: {e}{suppressed}");
-                        }
-                        let _ = socket.send_to(LOG_FAILED_REPLY, from);
-                        continue;
+        match receiver.handle_datagram(from, &buf[..n], Instant::now()) {
+            Received::Message(text) => {
+                let recorded = match &mut log_file {
+                    None => Ok(()),
+                    Some(log_file) => log_file.append(from, text),
+                };
+                if let Err(e) = &recorded {
+                    if let Some(suppressed) = limiter.allow(Instant::now()) {
+                        log::error!("msg: cannot write the message log: {e}{suppressed}");
                     }
                 }
-                sources.record_item(from, n);
-                let at_s = stats.uptime().as_secs_f64();
-                unpublished = (!stats.try_set_last_message(from, text, at_s))
-                    .then(|| (from, text.to_owned(), at_s));
-                log::debug!("msg: from {from}: {text}");
-                MSG_ACK
+                receiver.handle_recorded(recorded.is_ok());
+                if recorded.is_ok() {
+                    sources.record_item(from, n);
+                    let at_s = stats.uptime().as_secs_f64();
+                    unpublished = (!stats.try_set_last_message(from, text, at_s))
+                        .then(|| (from, text.to_owned(), at_s));
+                    log::debug!("msg: from {from}: {text}");
+                }
             }
-            Err(e) => {
+            Received::Invalid(e) => {
                 sources.get(from).corrupt.fetch_add(1, Relaxed);
                 if let Some(suppressed) = limiter.allow(Instant::now()) {
                     log::warn!("msg: {n}-byte datagram from {from} is {e}{suppressed}");
                 }
-                e.reply()
             }
-        };
-        if let Err(e) = socket.send_to(reply, from) {
-            log::debug!("msg: cannot reply to {from}: {e}");
+        }
+        while let Some(t) = receiver.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.payload, t.to) {
+                log::debug!("msg: cannot reply to {}: {e}", t.to);
+            }
         }
     }
     if let Some(log_file) = &log_file {

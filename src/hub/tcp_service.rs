@@ -1,18 +1,24 @@
 //! The TCP stream service (seed 000): per connection, a 16-byte ASCII length, then that many
 //! JPEG bytes, repeated until the peer closes.
 //!
-//! A thread per connection, at most `max_conns` at once. A bad header, an oversized length,
-//! a peer closing mid-frame or going quiet for `idle_timeout` ends that connection (with a
-//! log line), never the service. Bytes are allocated as they arrive, never on a header's
-//! claim alone, and read straight into the frame's buffer (not zeroed first). A frame that is not a complete JPEG is counted corrupt and skipped: the
-//! length prefix keeps the stream in sync.
+//! A thread per connection, at most `max_conns` at once, each a thin loop around the
+//! socket-free decoder [`crate::proto::seed_tcp`], which holds every rule of the stream (the
+//! header, buffer growth, the JPEG check, what is counted, the idle timeout): the loop
+//! lends the decoder's buffer to the socket's read (the frame's bytes are not zeroed
+//! first), passes the time in, and acts on its events. A bad header, an oversized length, a
+//! peer closing mid-frame or going quiet for `idle_timeout` ends that connection (with a log
+//! line), never the service. A frame that is not a complete JPEG is counted corrupt and
+//! skipped: the length prefix keeps the stream in sync.
 
+use super::net::is_timeout;
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
-use super::stats::Stats;
-use crate::shutdown::{Shutdown, POLL_INTERVAL};
-use crate::wire::jpeg::is_complete_jpeg;
-use crate::wire::seed_tcp::{parse_header, HEADER_LEN};
+use super::stats::{Counters, Stats};
+use crate::proto::seed_tcp::{
+    EndReason, Position, ReadInto, SeedTcpConfig, SeedTcpDecoder, TcpEvent,
+};
+use crate::proto::Outcome;
+use crate::shutdown::{wait_until, ReadTimeout, Shutdown, POLL_INTERVAL};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -86,9 +92,8 @@ pub fn run(
             .name(format!("tcp {peer}"))
             .spawn(move || {
                 log::info!("tcp: {peer} connected");
-                match serve(stream, peer, &config, &stats, &sinks, &shutdown) {
-                    Ok(frames) => log::info!("tcp: {peer} closed after {frames} frames"),
-                    Err(e) => log::warn!("tcp: {peer}: {e}; connection closed"),
+                if let Err(e) = serve(stream, peer, &config, &stats, &sinks, &shutdown) {
+                    log::warn!("tcp: {peer}: {e}; connection closed");
                 }
                 active.fetch_sub(1, Relaxed);
             });
@@ -117,57 +122,6 @@ fn wake_address(local: SocketAddr) -> SocketAddr {
         });
     }
     a
-}
-
-/// Why a read stopped.
-enum ReadEnd {
-    /// The peer closed before the first byte.
-    Closed,
-    Error(io::Error),
-}
-
-/// Read exactly `total` bytes, `read(stream, filled)` taking the next ones after the
-/// `filled` already read, checking shutdown and the idle timeout between reads.
-fn read_full(
-    stream: &mut TcpStream,
-    total: usize,
-    mut read: impl FnMut(&mut TcpStream, usize) -> io::Result<usize>,
-    config: &TcpConfig,
-    shutdown: &Shutdown,
-) -> Result<(), ReadEnd> {
-    let mut filled = 0;
-    let mut last_data = Instant::now();
-    while filled < total {
-        if shutdown.is_triggered() {
-            return Err(ReadEnd::Error(io::Error::other("hub shutting down")));
-        }
-        match read(stream, filled) {
-            Ok(0) if filled == 0 => return Err(ReadEnd::Closed),
-            Ok(0) => {
-                return Err(ReadEnd::Error(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("peer closed after {filled} of {total} bytes"),
-                )))
-            }
-            Ok(n) => {
-                filled += n;
-                last_data = Instant::now();
-            }
-            Err(e) if super::net::is_timeout(&e) => {
-                if last_data.elapsed() >= config.idle_timeout {
-                    return Err(ReadEnd::Error(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no data for {:?} (after {filled} of {total} bytes)",
-                            config.idle_timeout
-                        ),
-                    )));
-                }
-            }
-            Err(e) => return Err(ReadEnd::Error(e)),
-        }
-    }
-    Ok(())
 }
 
 /// Append up to `max` bytes read from `stream` to `buf`, into its spare capacity (which the
@@ -199,73 +153,105 @@ fn read_appending(mut stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::
     got
 }
 
-/// Serve one connection; returns the number of intact frames.
+/// Read from `stream` into what the decoder lent out.
+fn read_into(mut stream: &TcpStream, into: ReadInto<'_>) -> io::Result<usize> {
+    match into {
+        ReadInto::Header(rest) => stream.read(rest),
+        ReadInto::Frame { buf, max } => read_appending(stream, buf, max),
+    }
+}
+
+/// Serve one connection until it ends; the decoder's events say how (an error here is the
+/// socket's setup failing).
 fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     config: &TcpConfig,
     stats: &Stats,
     sinks: &FrameSinks,
     shutdown: &Shutdown,
-) -> io::Result<u64> {
-    stream.set_read_timeout(Some(POLL_INTERVAL))?;
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let source = SourceId {
         service: Service::Tcp,
         addr: peer,
     };
     let counters = stats.source(source);
-    let mut frames = 0;
-    loop {
-        let mut header = [0u8; HEADER_LEN];
-        let read_header = |s: &mut TcpStream, filled: usize| s.read(&mut header[filled..]);
-        match read_full(&mut stream, HEADER_LEN, read_header, config, shutdown) {
-            Ok(()) => {}
-            Err(ReadEnd::Closed) => return Ok(frames),
-            Err(ReadEnd::Error(e)) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("reading a frame header: {e}"),
-                ))
-            }
-        }
-        let len = parse_header(&header, config.max_frame_bytes).map_err(|e| {
-            counters.rejected.fetch_add(1, Relaxed);
-            io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-        })? as usize;
-        let mut jpeg = Vec::new();
-        while jpeg.len() < len {
-            // grow only as bytes arrive: at most doubling what has been read
-            let step = (len - jpeg.len()).min(jpeg.len().max(64 * 1024));
-            let start = jpeg.len();
-            jpeg.reserve_exact(step);
-            let read_jpeg =
-                |s: &mut TcpStream, filled: usize| read_appending(s, &mut jpeg, step - filled);
-            match read_full(&mut stream, step, read_jpeg, config, shutdown) {
-                Ok(()) => {}
-                Err(ReadEnd::Closed) => {
-                    counters.dropped.fetch_add(1, Relaxed);
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("peer closed mid-frame after {start} of {len} bytes"),
-                    ));
-                }
-                Err(ReadEnd::Error(e)) => {
-                    counters.dropped.fetch_add(1, Relaxed);
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("mid-frame ({start}+ of {len} bytes): {e}"),
-                    ));
+    let decoder_config = SeedTcpConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        idle_timeout: config.idle_timeout,
+    };
+    let mut decoder = SeedTcpDecoder::new(decoder_config, Instant::now());
+    let mut read_timeout = ReadTimeout::new();
+    // why the hub gave the connection up, for the log line of its end
+    let mut abort_cause = None;
+    while !decoder.is_ended() {
+        let wait = wait_until(decoder.poll_timeout(), Instant::now());
+        read_timeout.set(wait, |t| stream.set_read_timeout(t))?;
+        if shutdown.is_triggered() {
+            abort_cause = Some(io::Error::other("hub shutting down"));
+            decoder.handle_abort();
+        } else if let Some(into) = decoder.read_into() {
+            match read_into(&stream, into) {
+                Ok(n) => decoder.handle_read(n, Instant::now()),
+                Err(e) if is_timeout(&e) => decoder.handle_timeout(Instant::now()),
+                Err(e) => {
+                    abort_cause = Some(e);
+                    decoder.handle_abort();
                 }
             }
         }
-        if is_complete_jpeg(&jpeg) {
-            frames += 1;
-            let seq = stats.record_item(&counters, len);
-            sinks.deliver(source, seq, jpeg);
-        } else {
-            counters.corrupt.fetch_add(1, Relaxed);
-            log::warn!("tcp: {peer}: a {len}-byte frame is not a complete JPEG; skipped");
+        while let Some(event) = decoder.poll_event() {
+            let frames = decoder.frames();
+            on_event(event, source, &counters, stats, sinks, frames, &abort_cause);
         }
+    }
+    Ok(())
+}
+
+/// Count, deliver and log what the decoder reported.
+fn on_event(
+    event: TcpEvent,
+    source: SourceId,
+    counters: &Counters,
+    stats: &Stats,
+    sinks: &FrameSinks,
+    frames: u64,
+    abort_cause: &Option<io::Error>,
+) {
+    let peer = source.addr;
+    let counter = match event.outcome() {
+        Some(Outcome::Frame) => {
+            if let TcpEvent::Frame(jpeg) = event {
+                let seq = stats.record_item(counters, jpeg.len());
+                sinks.deliver(source, seq, jpeg);
+            }
+            return;
+        }
+        Some(Outcome::Corrupt) => Some(&counters.corrupt),
+        Some(Outcome::Dropped) => Some(&counters.dropped),
+        Some(Outcome::Rejected) => Some(&counters.rejected),
+        None => None,
+    };
+    if let Some(c) = counter {
+        c.fetch_add(1, Relaxed);
+    }
+    match (&event, abort_cause) {
+        (TcpEvent::Corrupt { .. }, _) => log::warn!("tcp: {peer}: {event}"),
+        (
+            TcpEvent::Ended {
+                reason: EndReason::PeerClosed,
+                at: Position::BetweenFrames,
+            },
+            _,
+        ) => log::info!("tcp: {peer} closed after {frames} frames"),
+        (
+            TcpEvent::Ended {
+                reason: EndReason::Aborted,
+                ..
+            },
+            Some(cause),
+        ) => log::warn!("tcp: {peer}: {event} ({cause}); connection closed"),
+        _ => log::warn!("tcp: {peer}: {event}; connection closed"),
     }
 }

@@ -301,6 +301,9 @@ pub struct FramedReceiver {
     config: FramedConfig,
     streams: HashMap<SocketAddr, Stream>,
     held: usize,
+    /// Nothing expires before this (a lower bound: exact after `handle_timeout`; every
+    /// datagram can only add a deadline `frame_timeout` after it, or push one later).
+    wake_at: Option<Instant>,
     events: VecDeque<FramedEvent>,
     transmits: VecDeque<Transmit>,
 }
@@ -311,6 +314,7 @@ impl FramedReceiver {
             config,
             streams: HashMap::new(),
             held: 0,
+            wake_at: None,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
         }
@@ -322,6 +326,18 @@ impl FramedReceiver {
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// When [`FramedReceiver::handle_timeout`] should next be called: when a partial frame
+    /// may time out or a quiet sender be forgotten (never later; at worst a call finds
+    /// nothing to do). `None` with no sender tracked.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wake_at
+    }
+
+    /// How long a sender with no partial frame is remembered after its last datagram.
+    fn forget_after(&self) -> Duration {
+        (self.config.frame_timeout * 30).max(Duration::from_secs(30))
     }
 
     /// Bytes charged to the partial-frame budget.
@@ -350,6 +366,9 @@ impl FramedReceiver {
             Ok(_) => return self.reject(from, FramedReject::WrongDirection),
             Err(e) => return self.reject(from, FramedReject::Parse(e)),
         };
+        // the earliest deadline this datagram can start: a new partial frame's
+        let deadline = now + self.config.frame_timeout;
+        self.wake_at = Some(self.wake_at.map_or(deadline, |w| w.min(deadline)));
         if u64::from(h.length) > self.config.max_frame_bytes {
             self.send(
                 from,
@@ -390,6 +409,7 @@ impl FramedReceiver {
             held,
             events,
             transmits,
+            ..
         } = self;
         let stream = match streams.entry(from) {
             Entry::Occupied(e) => {
@@ -501,7 +521,7 @@ impl FramedReceiver {
     /// Drop partial frames with no chunk for `frame_timeout`, and forget long-idle senders.
     pub fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.config.frame_timeout;
-        let forget_after = (timeout * 30).max(Duration::from_secs(30));
+        let forget_after = self.forget_after();
         let mut dropped = Vec::new();
         for (from, stream) in self.streams.iter_mut() {
             stream.partials.retain(|p| {
@@ -525,6 +545,15 @@ impl FramedReceiver {
         self.streams.retain(|_, s| {
             !s.partials.is_empty() || now.saturating_duration_since(s.last_seen) < forget_after
         });
+        self.wake_at = self
+            .streams
+            .values()
+            .filter_map(|s| match s.partials.is_empty() {
+                // as the retain above: a sender is forgotten only once it has no partials
+                true => Some(s.last_seen + forget_after),
+                false => s.partials.iter().map(|p| p.last_seen + timeout).min(),
+            })
+            .min();
     }
 
     /// Forget the least recently heard sender, to make room for a new one.

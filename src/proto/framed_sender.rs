@@ -2,11 +2,13 @@
 //! keeps up to `window` of them in flight, resends exactly the chunks the hub says are
 //! missing, and gives a frame up after a bounded number of resend rounds or its deadline.
 //!
-//! No socket, no clock: the caller passes `now` to every call, sends what
-//! [`FramedSender::poll_transmit`] writes (or what [`FramedSender::poll_chunk`] points at: a
-//! header and the payload's place in the shared frame, so the payload is never copied on
-//! the sender's side), feeds back every datagram it receives, and calls
-//! [`FramedSender::handle_timeout`] when [`FramedSender::poll_timeout`] says so.
+//! No socket, no clock: the caller passes `now` to every call, sends the [`Transmit`]s
+//! [`FramedSender::poll_transmit`] returns (the shape every state machine in
+//! [`crate::proto`] speaks), or the same datagrams as [`FramedSender::poll_chunk`] gives
+//! them: a header and the payload's place in the shared frame, so a socket that gathers can
+//! send them without the payload ever being copied on the sender's side. It feeds back every
+//! datagram it receives, and calls [`FramedSender::handle_timeout`] when
+//! [`FramedSender::poll_timeout`] says so.
 //!
 //! Recovery: when the hub gets the last chunk of an incomplete frame it sends a nack with
 //! the missing ranges, which are resent at once, the last of them flagged
@@ -17,8 +19,11 @@
 //! backoff starts over whenever the hub is heard from.
 //! Acks for frames no longer in flight, or of another stream, are ignored.
 
+use super::Transmit;
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet};
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,6 +118,8 @@ struct InFlight {
 /// The framed sender. See the module documentation.
 pub struct FramedSender {
     config: SenderConfig,
+    /// Where its datagrams go.
+    hub: SocketAddr,
     stream: u32,
     epoch: Instant,
     next_frame: u32,
@@ -134,9 +141,9 @@ pub enum SendError {
 }
 
 impl FramedSender {
-    /// A sender for stream `stream` (pick it at random per run). `epoch` is the origin of
-    /// the timestamps put into datagrams.
-    pub fn new(config: SenderConfig, stream: u32, epoch: Instant) -> Self {
+    /// A sender to `hub` for stream `stream` (pick it at random per run). `epoch` is the
+    /// origin of the timestamps put into datagrams.
+    pub fn new(config: SenderConfig, hub: SocketAddr, stream: u32, epoch: Instant) -> Self {
         let chunk_size = config.chunk_size.clamp(1, framed::MAX_CHUNK_SIZE);
         FramedSender {
             config: SenderConfig {
@@ -144,6 +151,7 @@ impl FramedSender {
                 window: config.window.max(1),
                 ..config
             },
+            hub,
             stream,
             epoch,
             next_frame: 0,
@@ -210,20 +218,21 @@ impl FramedSender {
         now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
-    /// Write the next datagram to send into `out` (cleared first); false when there is none.
-    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
-        let Some(chunk) = self.poll_chunk(now) else {
-            return false;
-        };
-        out.clear();
-        out.extend_from_slice(&chunk.header);
-        out.extend_from_slice(chunk.payload());
-        true
+    /// The next datagram to send, to the hub; `None` when there is none.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let chunk = self.poll_chunk(now)?;
+        let mut payload = Vec::with_capacity(chunk.header.len() + chunk.payload.len());
+        payload.extend_from_slice(&chunk.header);
+        payload.extend_from_slice(chunk.payload());
+        Some(Transmit {
+            to: self.hub,
+            payload: Cow::Owned(payload),
+        })
     }
 
-    /// The next datagram to send, as its header and the place of its payload in the frame
-    /// (so a socket can send both parts without the payload being copied); `None` when there
-    /// is none.
+    /// The next datagram to send (to the hub, as [`FramedSender::poll_transmit`]'s), as its
+    /// header and the place of its payload in the frame (so a socket can send both parts
+    /// without the payload being copied); `None` when there is none.
     pub fn poll_chunk(&mut self, now: Instant) -> Option<Chunk> {
         while let Some((frame, index)) = self.queue.pop_front() {
             let ts_us = self.ts(now);

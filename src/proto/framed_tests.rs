@@ -95,6 +95,10 @@ const CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
     5000,
 ));
+const HUB: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9999,
+));
 
 struct Outcome {
     delivered: Vec<(u32, Vec<u8>)>,
@@ -108,7 +112,7 @@ struct Outcome {
 fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64) -> Outcome {
     let t0 = Instant::now();
     let mut now = t0;
-    let mut sender = FramedSender::new(config, 0xC0FFEE, t0);
+    let mut sender = FramedSender::new(config, HUB, 0xC0FFEE, t0);
     let mut hub = FramedReceiver::new(FramedConfig::default());
     let mut up = Link::new(faults, seed);
     let mut down = Link::new(faults, seed ^ 0xDEAD_BEEF);
@@ -120,7 +124,6 @@ fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64)
         hub_events: vec![],
     };
     let mut next = 0;
-    let mut buf = Vec::new();
     let mut steps = 0;
     while next < frames.len() || sender.in_flight() > 0 {
         steps += 1;
@@ -131,13 +134,17 @@ fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64)
                 .unwrap();
             next += 1;
         }
-        while sender.poll_transmit(now, &mut buf) {
-            up.send(now, buf.clone());
+        while let Some(t) = sender.poll_transmit(now) {
+            assert_eq!(t.to, HUB);
+            up.send(now, t.payload.into_owned());
         }
         while let Some(d) = up.pop_due(now) {
             hub.handle_datagram(CLIENT, &d, now);
         }
-        hub.handle_timeout(now);
+        // only when the hub asks: its poll_timeout is never later than a real deadline
+        if hub.poll_timeout().is_some_and(|t| t <= now) {
+            hub.handle_timeout(now);
+        }
         while let Some(t) = hub.poll_transmit() {
             assert_eq!(t.to, CLIENT);
             down.send(now, t.payload.into_owned());
@@ -415,16 +422,16 @@ fn the_last_datagram_of_each_batch_is_polled() {
             chunk_size: 1000,
             ..SenderConfig::default()
         },
+        HUB,
         1,
         t0,
     );
     let f = jpeg(10_000, 2);
     sender.send_frame(Arc::new(f), t0).unwrap();
     let batch = |sender: &mut FramedSender| {
-        let mut buf = Vec::new();
         let mut out = Vec::new();
-        while sender.poll_transmit(t0, &mut buf) {
-            match framed::parse(&buf) {
+        while let Some(t) = sender.poll_transmit(t0) {
+            match framed::parse(&t.payload) {
                 Ok(framed::Packet::Data(h, _)) => out.push((h.index, h.flags)),
                 other => panic!("{other:?}"),
             }
@@ -514,10 +521,37 @@ fn partial_frames_expire_and_memory_is_bounded() {
         assert!(hub.partial_bytes() <= 100_000);
     }
     assert_eq!(hub.partial_frames(), 3);
+    assert_eq!(hub.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
     hub.handle_timeout(t0 + Duration::from_millis(999));
     assert_eq!(hub.partial_frames(), 3);
     hub.handle_timeout(t0 + Duration::from_millis(1000));
     assert_eq!((hub.partial_frames(), hub.partial_bytes()), (0, 0));
+    // what is left is remembering the 20 senders: forgotten 30 s after their datagram
+    assert_eq!(hub.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    hub.handle_timeout(t0 + Duration::from_secs(30));
+    assert_eq!(hub.poll_timeout(), None);
+}
+
+#[test]
+fn poll_timeout_follows_the_oldest_partial_frame() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let t0 = Instant::now();
+    assert_eq!(hub.poll_timeout(), None);
+    let f = jpeg(3000, 3);
+    hub.handle_datagram(CLIENT, &data(1, 0, 0, 3, &f), t0);
+    let second = t0 + Duration::from_millis(400);
+    hub.handle_datagram(CLIENT, &data(1, 0, 1, 3, &f), second);
+    // a lower bound: the first chunk's deadline, though the second moved the frame's later
+    assert_eq!(hub.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
+    hub.handle_timeout(t0 + Duration::from_millis(1000));
+    assert_eq!(hub.partial_frames(), 1, "the frame had a chunk 400 ms in");
+    assert_eq!(
+        hub.poll_timeout(),
+        Some(second + Duration::from_millis(1000)),
+        "exact after handle_timeout"
+    );
+    hub.handle_timeout(second + Duration::from_millis(1000));
+    assert_eq!(hub.partial_frames(), 0);
 }
 
 #[test]
@@ -558,10 +592,9 @@ fn a_newer_complete_frame_makes_older_partials_stale() {
 #[test]
 fn late_and_foreign_acks_are_ignored_by_the_sender() {
     let t0 = Instant::now();
-    let mut s = FramedSender::new(SenderConfig::default(), 9, t0);
-    let mut buf = Vec::new();
+    let mut s = FramedSender::new(SenderConfig::default(), HUB, 9, t0);
     s.send_frame(Arc::new(jpeg(3000, 1)), t0).unwrap();
-    while s.poll_transmit(t0, &mut buf) {}
+    while s.poll_transmit(t0).is_some() {}
     s.handle_datagram(&framed::emit_ack(9, 77, AckStatus::Delivered, 0), t0); // not in flight
     s.handle_datagram(&framed::emit_ack(8, 0, AckStatus::Delivered, 0), t0); // other stream
     s.handle_datagram(b"get message!!!", t0);
@@ -618,7 +651,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_are_harmless(datagrams in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..30), magic in any::<bool>()) {
         let mut hub = FramedReceiver::new(FramedConfig::default());
-        let mut s = FramedSender::new(SenderConfig::default(), 1, Instant::now());
+        let mut s = FramedSender::new(SenderConfig::default(), HUB, 1, Instant::now());
         let now = Instant::now();
         for mut d in datagrams {
             if magic && d.len() >= 6 {

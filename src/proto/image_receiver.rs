@@ -6,6 +6,7 @@
 
 use super::framed_receiver::{FramedConfig, FramedEvent, FramedReceiver};
 use super::seed_reassembly::{SeedConfig, SeedEvent, SeedReassembler};
+pub use super::Outcome;
 use super::Transmit;
 use crate::wire::framed;
 use std::fmt;
@@ -36,15 +37,6 @@ impl Default for ImageConfig {
 pub enum ImageEvent {
     Seed(SeedEvent),
     Framed(FramedEvent),
-}
-
-/// The kind of an [`ImageEvent`], for counting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Frame,
-    Corrupt,
-    Dropped,
-    Rejected,
 }
 
 impl ImageEvent {
@@ -141,6 +133,15 @@ impl ImageReceiver {
         }
     }
 
+    /// When [`ImageReceiver::handle_timeout`] should next be called: the earlier of the
+    /// two formats' timers.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.seed.poll_timeout(), self.framed.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         self.seed.handle_timeout(now);
         self.framed.handle_timeout(now);
@@ -171,6 +172,22 @@ mod tests {
     use crate::wire::framed::{emit_data, DataHeader};
     use crate::wire::seed_udp::{emit_length_header, seed_chunks, HeaderWidth, IMG_ACK};
 
+    /// Chunk 0 of `count` of a 3000-byte framed frame.
+    fn first_framed_chunk(count: u16, payload: &[u8]) -> Vec<u8> {
+        let h = DataHeader {
+            flags: 0,
+            stream: 5,
+            frame: 0,
+            index: 0,
+            count,
+            length: 3000,
+            ts_us: 9,
+        };
+        let mut chunk = Vec::new();
+        emit_data(&mut chunk, &h, payload);
+        chunk
+    }
+
     #[test]
     fn both_formats_on_one_port() {
         let mut r = ImageReceiver::new(ImageConfig::default());
@@ -183,18 +200,7 @@ mod tests {
             &emit_length_header(3000, HeaderWidth::Eight).unwrap(),
             now,
         );
-        let mut framed_chunk = Vec::new();
-        let h = DataHeader {
-            flags: 0,
-            stream: 5,
-            frame: 0,
-            index: 0,
-            count: 1,
-            length: 3000,
-            ts_us: 9,
-        };
-        emit_data(&mut framed_chunk, &h, &jpeg);
-        r.handle_datagram(framed_sender, &framed_chunk, now);
+        r.handle_datagram(framed_sender, &first_framed_chunk(1, &jpeg), now);
         for c in seed_chunks(&jpeg, 1024) {
             r.handle_datagram(seed_sender, c, now);
         }
@@ -216,5 +222,21 @@ mod tests {
         assert!(acks
             .iter()
             .any(|t| t.to == framed_sender && framed::is_framed(&t.payload)));
+    }
+
+    #[test]
+    fn poll_timeout_is_the_earlier_of_both_formats() {
+        let mut r = ImageReceiver::new(ImageConfig::default());
+        let t0 = Instant::now();
+        assert_eq!(r.poll_timeout(), None);
+        let jpeg = crate::media::testjpeg::jpeg_of_len(3000, 1).unwrap();
+        let chunk = first_framed_chunk(2, &jpeg[..1500]);
+        r.handle_datagram("127.0.0.1:2".parse().unwrap(), &chunk, t0);
+        let t1 = t0 + Duration::from_millis(300);
+        let header = emit_length_header(3000, HeaderWidth::Eight).unwrap();
+        r.handle_datagram("127.0.0.1:1".parse().unwrap(), &header, t1);
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
+        r.handle_timeout(t0 + Duration::from_millis(1000));
+        assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_millis(1000)));
     }
 }

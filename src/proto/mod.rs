@@ -1,14 +1,26 @@
 //! Protocol state machines: no sockets, no clock of their own.
 //!
-//! Feed them datagrams and the current time; they return what to send back and what was
-//! completed, through `poll_transmit` and `poll_event`, in the style of quinn-proto. Unit
-//! tests drive loss, duplication, reordering and timeouts through them without a socket or
-//! a sleep; the socket threads in [`crate::hub`] only move bytes in and out.
+//! Each is fed what arrived (`handle_datagram`, or `handle_bytes` for the TCP stream) and
+//! the current time, and answers in the style of quinn-proto: `poll_transmit` gives what to
+//! send as a [`Transmit`] (the one shape, for the hub's receivers and the client's sender
+//! alike), `poll_event` what was completed, and `poll_timeout` when to call
+//! `handle_timeout` next (`None`: no timer running). So unit tests drive loss,
+//! duplication, reordering and timeouts through them without a socket or a sleep, and the
+//! socket loops in [`crate::hub`] only move bytes in and out, blocking until the earlier of
+//! `poll_timeout` and the shutdown poll interval.
+//!
+//! - [`image_receiver`]: the image port, the seed UDP formats ([`seed_reassembly`]) and the
+//!   framed one ([`framed_receiver`]) on one socket;
+//! - [`framed_sender`]: the client's side of the framed format;
+//! - [`seed_tcp`]: the seed TCP stream, one decoder per connection (nothing is sent back);
+//! - [`msg_receiver`]: the message port's replies, and log before ack.
 
 pub mod framed_receiver;
 pub mod framed_sender;
 pub mod image_receiver;
+pub mod msg_receiver;
 pub mod seed_reassembly;
+pub mod seed_tcp;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -18,6 +30,19 @@ use std::net::SocketAddr;
 pub struct Transmit {
     pub to: SocketAddr,
     pub payload: Cow<'static, [u8]>,
+}
+
+/// What an event counts as in the hub's statistics (one counter per kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// An intact frame or message.
+    Frame,
+    /// Complete, but not valid (not a JPEG, chunks out of place).
+    Corrupt,
+    /// Given up part-way (lost datagrams, a timeout, a connection ended mid-frame).
+    Dropped,
+    /// Not used at all (a bad header, stray data).
+    Rejected,
 }
 
 #[cfg(test)]

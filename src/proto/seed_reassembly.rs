@@ -184,6 +184,9 @@ pub struct SeedReassembler {
     config: SeedConfig,
     partials: HashMap<SocketAddr, Partial>,
     held: usize,
+    /// No partial frame times out before this (a lower bound: exact after
+    /// `handle_timeout`, and a partial's deadline only moves later as datagrams come).
+    wake_at: Option<Instant>,
     events: VecDeque<SeedEvent>,
     transmits: VecDeque<Transmit>,
 }
@@ -194,6 +197,7 @@ impl SeedReassembler {
             config,
             partials: HashMap::new(),
             held: 0,
+            wake_at: None,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
         }
@@ -248,8 +252,15 @@ impl SeedReassembler {
         }
     }
 
+    /// When [`SeedReassembler::handle_timeout`] should next be called: when the oldest
+    /// partial frame may time out (never later; at worst a call finds nothing to drop).
+    /// `None` with no partial frame.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wake_at
+    }
+
     /// Drop every partial frame that has had no datagram for `frame_timeout` as of `now`.
-    /// Call it now and then (every few tens of milliseconds is plenty).
+    /// Call it at [`SeedReassembler::poll_timeout`] (earlier or more often does no harm).
     pub fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.config.frame_timeout;
         let stale: Vec<SocketAddr> = self
@@ -261,6 +272,7 @@ impl SeedReassembler {
         for from in stale {
             self.drop_partial(from, DropReason::Timeout);
         }
+        self.wake_at = self.partials.values().map(|p| p.last_seen + timeout).min();
     }
 
     /// The next thing to report, oldest first.
@@ -321,6 +333,8 @@ impl SeedReassembler {
             last_seen: now,
         };
         self.held += partial.held();
+        let deadline = now + self.config.frame_timeout;
+        self.wake_at = Some(self.wake_at.map_or(deadline, |w| w.min(deadline)));
         self.partials.insert(from, partial);
         self.evict_until_within_budget();
     }
@@ -704,11 +718,14 @@ mod tests {
         let t0 = Instant::now();
         let f = jpeg(5000, 10);
         let d = seed_datagrams(&f);
+        assert_eq!(r.poll_timeout(), None, "no partial frame, no timer");
         feed(&mut r, addr(1), &d[..3], t0);
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
         r.handle_timeout(t0 + Duration::from_millis(999));
         assert_eq!(r.partial_frames(), 1, "not yet");
         r.handle_timeout(t0 + Duration::from_millis(1000));
         assert_eq!(r.partial_frames(), 0);
+        assert_eq!(r.poll_timeout(), None);
         let run = drain(&mut r);
         assert!(matches!(
             run.other[..],
@@ -725,6 +742,20 @@ mod tests {
         assert!(run.frames.is_empty() && run.acks.is_empty());
         feed(&mut r, addr(1), &d, t0 + Duration::from_millis(1600));
         assert_eq!(drain(&mut r).frames, vec![(addr(1), f)]);
+    }
+
+    #[test]
+    fn poll_timeout_is_never_later_than_the_oldest_partials_deadline() {
+        let mut r = SeedReassembler::new(SeedConfig::default());
+        let t0 = Instant::now();
+        let d = seed_datagrams(&jpeg(5000, 10));
+        feed(&mut r, addr(1), &d[..2], t0);
+        let t1 = t0 + Duration::from_millis(400);
+        feed(&mut r, addr(1), &d[2..3], t1);
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
+        r.handle_timeout(t0 + Duration::from_millis(1000));
+        assert_eq!(r.partial_frames(), 1, "it had a datagram 400 ms in");
+        assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_millis(1000)));
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //!
 //! The receiver answers a valid message with [`MSG_ACK`]. Ours also answers an unusable
 //! datagram with a short error reply (never longer than [`MAX_ERROR_REPLY`] bytes, so a
-//! forged source address cannot turn the hub into an amplifier), which a seed client simply
-//! prints like any other reply.
+//! forged source address cannot turn the hub into an amplifier), and a valid message it
+//! could not record with [`LOG_FAILED_REPLY`]; a seed client simply prints either like any
+//! other reply.
 
 use serde::de::IgnoredAny;
 use std::fmt;
 
 /// The seed server's reply to every message: `"get the msg"`.
 pub const MSG_ACK: &[u8] = b"get the msg";
+
+/// The reply when a valid message could not be recorded (written to the hub's message
+/// log): not recorded, so not acknowledged as received.
+pub const LOG_FAILED_REPLY: &[u8] = b"error: the hub could not record the message";
 
 /// No error reply is longer than this.
 pub const MAX_ERROR_REPLY: usize = 64;
@@ -91,6 +96,8 @@ mod tests {
         let e = parse_message(&[b'[', 0xFF, b']']).unwrap_err();
         assert!(matches!(e, MsgError::NotUtf8 { valid_up_to: 1 }));
         assert!(e.reply().len() <= MAX_ERROR_REPLY);
+        assert!(LOG_FAILED_REPLY.starts_with(b"error: "));
+        assert!(LOG_FAILED_REPLY.len() <= MAX_ERROR_REPLY);
         for bad in [&b"[0, 0,"[..], b"", b"[1] [2]", b"hello"] {
             let e = parse_message(bad).unwrap_err();
             assert!(matches!(e, MsgError::NotJson(_)), "{bad:?}");

@@ -43,7 +43,12 @@ impl FramedUdpSender {
         };
         Ok(FramedUdpSender {
             link: UdpLink::open(hub)?,
-            proto: framed_sender::FramedSender::new(config, random_stream_id(), Instant::now()),
+            proto: framed_sender::FramedSender::new(
+                config,
+                hub,
+                random_stream_id(),
+                Instant::now(),
+            ),
             chunks: Vec::with_capacity(SEND_BATCH),
             window: options.window.max(1),
             chunk_size: options.chunk_size,
