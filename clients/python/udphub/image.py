@@ -1,0 +1,352 @@
+"""``ImageSender``: JPEG frames to a udphub hub in any of its four image formats, one call
+per frame, blocking, every wait bounded by the sender's ``timeout``.
+
+- ``framed`` (default): udphub's own format. Frames survive loss: the hub says which
+  chunks it is missing and only those are sent again, and answers every frame delivered,
+  rejected (not a JPEG, too large for the hub) or stale (a newer frame won).
+- ``chunked``: the seed tutorial's client (length header, then 1024-byte datagrams). The
+  hub answers ``get message!!!``; a lost datagram loses the frame (no resend in the format).
+- ``single``: the whole JPEG in one datagram (at most 65507 bytes), same answer.
+- ``tcp``: the seed TCP stream (16-byte ASCII length, then the JPEG). The format has no
+  answer, so a frame is only ever "written" (handed to the kernel), never "delivered".
+
+Stop-and-wait: ``send_jpg`` returns when the frame's fate is known. The framed sender
+keeps the smoothed round-trip time across frames (as the Rust sender does) and resends on
+a retransmission timeout of 2 x srtt + 4 x rttvar, clamped to 10..250 ms, doubling per
+silent probe up to 16 times.
+"""
+
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from . import wire
+from ._common import (DEFAULT_PORTS, check_int, check_name, check_timeout, jpeg_bytes,
+                      parse_hub, resolve)
+from .errors import FrameLost, FrameTooLarge, HubUnreachable
+
+PROTOCOLS = ("framed", "chunked", "single", "tcp")
+
+#: Resend rounds per framed frame (nacks answered plus probes), at most: the Rust default.
+MAX_RESEND_ROUNDS = 16
+MIN_RTO, MAX_RTO = 0.010, 0.250
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What became of one frame.
+
+    ``status``: ``"delivered"`` (the hub has it), ``"rejected"`` (framed: the hub refused it,
+    do not resend), ``"stale"`` (framed: a newer frame of this sender was delivered first)
+    or ``"written"`` (tcp: handed to the kernel; that format has no answer).
+    ``rtt``: seconds from the datagram that drew the answer to the answer (None for tcp).
+    ``resends``: chunks sent again (framed; 0 otherwise). ``elapsed``: seconds in the call.
+    """
+
+    status: str
+    protocol: str
+    frame: int
+    size: int
+    rtt: Optional[float]
+    resends: int
+    elapsed: float
+    name: Optional[str] = None
+
+    @property
+    def delivered(self):
+        """True when the hub said it has the frame."""
+        return self.status == "delivered"
+
+
+class ImageSender:
+    """Send JPEG frames to a hub::
+
+        sender = udphub.ImageSender("192.168.1.10:9999")
+        result = sender.send_jpg(jpg_bytes)       # or send_jpg(name, jpg) as in imagezmq
+
+    ``hub``: ``"HOST:PORT"``, ``"HOST"`` (the hub's default port for the protocol: 9999 for
+    the UDP formats, 8002 for tcp), ``"[IPv6]:PORT"`` or a ``(host, port)`` tuple.
+    ``name``: the source's name (1-64 of ``A-Za-z0-9._-``); kept in each result. The wire
+    formats do not carry names yet, so the hub still shows the sender's ``ip:port``.
+    ``chunk_size``: payload bytes per datagram, framed (default 1400, at most 65000) and
+    chunked (default 1024, the seed's) only. ``timeout``: seconds a frame may take, from its
+    first datagram to its answer (tcp: to connect and to write it); default 1.0.
+
+    Raises ``FrameLost`` (a ``udphub.TimeoutError``) when a frame is not answered in time,
+    ``HubUnreachable`` when a TCP hub refuses or drops the connection or the network is
+    down, ``NotAJpeg`` / ``FrameTooLarge`` / ``ValueError`` / ``TypeError`` for bad input.
+    Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, hub, name=None, protocol="framed", chunk_size=None, timeout=1.0):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        self._sock, self._closed = None, False
+        self.protocol = protocol
+        self.name = check_name(name)
+        self.timeout = check_timeout(timeout)
+        host, port = parse_hub(hub, DEFAULT_PORTS["tcp" if protocol == "tcp" else "img"])
+        self.hub = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.frames_sent = 0
+        #: Answers that came after their frame's timeout or that were not for this sender.
+        self.ignored_replies = 0
+        if protocol in ("single", "tcp") and chunk_size is not None:
+            raise ValueError(f"chunk_size does not apply to protocol {protocol!r}")
+        if protocol == "framed":
+            self.chunk_size = check_int(chunk_size if chunk_size is not None else wire.FRAMED_CHUNK,
+                                        "chunk_size", 1, wire.FRAMED_MAX_CHUNK)
+        elif protocol == "chunked":
+            self.chunk_size = check_int(chunk_size if chunk_size is not None else wire.SEED_CHUNK,
+                                        "chunk_size", 1, wire.MAX_UDP_PAYLOAD)
+        else:
+            self.chunk_size = None
+        kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+        self._family, self._addr = resolve(host, port, kind)
+        # framed: a random stream id per sender (a new sender is a new stream to the hub),
+        # frame ids from 0, the round-trip estimate carried across frames
+        self._stream = int.from_bytes(os.urandom(4), "little")
+        self._epoch = time.monotonic()
+        self._srtt = self._rttvar = None
+        if protocol == "tcp":
+            self._connect()
+        else:
+            self._sock = socket.socket(self._family, socket.SOCK_DGRAM)
+
+    # --- the public calls -----------------------------------------------------------------
+    def send_jpg(self, name_or_jpg, jpg=None):
+        """Send one JPEG frame: ``send_jpg(jpg)`` or imagezmq's ``send_jpg(name, jpg)``.
+
+        ``jpg``: bytes, bytearray, memoryview or a numpy uint8 array (``cv2.imencode``'s
+        buffer), a complete JPEG. Returns a ``SendResult``; raises ``FrameLost`` on timeout.
+        """
+        name, jpg = (self.name, name_or_jpg) if jpg is None else (check_name(name_or_jpg), jpg)
+        data = jpeg_bytes(jpg)
+        if self._closed:
+            raise ValueError("this ImageSender is closed")
+        frame = self.frames_sent
+        sender = getattr(self, "_send_" + self.protocol)
+        result = sender(data, frame, name)
+        self.frames_sent += 1
+        return result
+
+    def send_image(self, name_or_image, image=None, quality=90):
+        """Encode a numpy image (BGR or grayscale uint8, as OpenCV gives them) as JPEG at
+        ``quality`` (1-100) and send it: ``send_image(image)`` or ``send_image(name, image)``.
+
+        Needs numpy and OpenCV (``pip install 'udphub[image]'``) or simplejpeg; raises
+        ``udphub.MissingDependency`` when neither is installed.
+        """
+        from ._encode import encode_jpeg
+
+        name, image = (None, name_or_image) if image is None else (name_or_image, image)
+        jpg = encode_jpeg(image, quality)
+        return self.send_jpg(jpg) if name is None else self.send_jpg(name, jpg)
+
+    def close(self):
+        """Close the socket; later sends raise ``ValueError``. Closing twice is fine."""
+        self._closed = True
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"ImageSender({self.hub!r}, protocol={self.protocol!r}, name={self.name!r})"
+
+    # --- helpers --------------------------------------------------------------------------
+    def _lost(self, frame, data, started, why, resends=0):
+        elapsed = time.monotonic() - started
+        return FrameLost(
+            f"frame {frame} ({len(data)} bytes, {self.protocol}) to {self.hub}: {why} within "
+            f"{self.timeout:g} s" + (f" ({resends} chunks sent again)" if resends else "")
+            + ": is the hub running, and is that its image port?",
+            frame=frame, size=len(data), protocol=self.protocol, hub=self.hub,
+            resends=resends, elapsed=elapsed)
+
+    def _sendto(self, payload, header=None):
+        try:
+            if header is None:
+                self._sock.sendto(payload, self._addr)
+            elif hasattr(self._sock, "sendmsg"):
+                self._sock.sendmsg([header, payload], (), 0, self._addr)
+            else:
+                self._sock.sendto(header + bytes(payload), self._addr)
+        except (socket.timeout, BlockingIOError, ConnectionRefusedError):
+            pass  # a full buffer or an earlier ICMP error: the answer (or its absence) tells
+        except OSError as e:
+            raise HubUnreachable(f"cannot send to {self.hub}: {e}") from e
+
+    def _drain(self):
+        """Take every datagram already queued (late answers to earlier frames), so a seed
+        ack, which names no frame, is never taken for the next frame's."""
+        self._sock.setblocking(False)
+        try:
+            while True:
+                self._sock.recvfrom(2048)
+                self.ignored_replies += 1
+        except (BlockingIOError, ConnectionRefusedError, ConnectionResetError):
+            pass
+        finally:
+            self._sock.setblocking(True)
+
+    def _recv(self, until):
+        """The next datagram ``(bytes, from)`` before the monotonic time ``until``, or
+        ``None`` at that time."""
+        wait = until - time.monotonic()
+        if wait <= 0:
+            return None
+        self._sock.settimeout(wait)
+        try:
+            return self._sock.recvfrom(2048)
+        except socket.timeout:
+            return None
+        except (ConnectionRefusedError, ConnectionResetError):
+            return b"", None  # an ICMP error (Windows reports them here): not an answer
+
+    def _now_us(self):
+        return int((time.monotonic() - self._epoch) * 1e6)
+
+    def _rto(self):
+        if self._srtt is None:
+            return MAX_RTO
+        return min(max(2 * self._srtt + 4 * self._rttvar, MIN_RTO), MAX_RTO)
+
+    def _sample_rtt(self, rtt):
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = (3 * self._rttvar + abs(self._srtt - rtt)) / 4
+            self._srtt = (7 * self._srtt + rtt) / 8
+
+    # --- framed ---------------------------------------------------------------------------
+    def _send_framed(self, data, frame, name):
+        count, size = wire.chunk_plan(len(data), self.chunk_size)
+        if count > wire.FRAMED_MAX_CHUNKS or len(data) > 0xFFFF_FFFF:
+            raise FrameTooLarge(
+                f"a {len(data)}-byte frame needs {count} chunks of {self.chunk_size} bytes; the "
+                f"framed format allows {wire.FRAMED_MAX_CHUNKS}: raise chunk_size")
+        frame_id = frame & 0xFFFF_FFFF
+        view = memoryview(data)
+        started = time.monotonic()
+        deadline = started + self.timeout
+        pending, resends, rounds, silent = range(count), 0, 0, 0
+        self._drain()
+        while True:
+            if pending:
+                last = pending[-1]
+                for i in pending:
+                    header = wire.data_header(self._stream, frame_id, i, count, len(data),
+                                              self._now_us(), poll=(i == last))
+                    self._sendto(view[i * size:(i + 1) * size], header)
+                last_activity = time.monotonic()
+                pending = ()
+            backoff = min(self._rto() * (1 << min(silent, 4)), 4 * MAX_RTO)
+            got = self._recv(min(last_activity + backoff, deadline))
+            if got is None:
+                if time.monotonic() >= deadline or rounds >= MAX_RESEND_ROUNDS:
+                    raise self._lost(frame, data, started, "no ack", resends)
+                # silence: send the last chunk again, the hub answers it (a nack or the ack)
+                silent, rounds, resends = silent + 1, rounds + 1, resends + 1
+                pending = (count - 1,)
+                continue
+            reply = wire.parse_reply(got[0])
+            if reply is None or reply.stream != self._stream or reply.frame != frame_id:
+                self.ignored_replies += got[1] is not None
+                continue
+            silent = 0
+            if isinstance(reply, wire.Ack):
+                rtt = max(0, self._now_us() - reply.ts_us) / 1e6
+                self._sample_rtt(rtt)
+                return SendResult(reply.status, "framed", frame, len(data), rtt, resends,
+                                  time.monotonic() - started, name)
+            if rounds >= MAX_RESEND_ROUNDS:
+                raise self._lost(frame, data, started, "no ack after the resend rounds", resends)
+            rounds += 1
+            pending = [start + k for start, n in reply.missing for k in range(n) if start + k < count]
+            pending = pending or (count - 1,)
+            resends += len(pending)
+
+    # --- seed UDP -------------------------------------------------------------------------
+    def _send_chunked(self, data, frame, name):
+        return self._send_seed(data, frame, name,
+                               [wire.seed_length_header(len(data))]
+                               + wire.seed_chunks(data, self.chunk_size))
+
+    def _send_single(self, data, frame, name):
+        if len(data) > wire.MAX_UDP_PAYLOAD:
+            raise FrameTooLarge(
+                f"a {len(data)}-byte JPEG does not fit in one UDP datagram (at most "
+                f"{wire.MAX_UDP_PAYLOAD} bytes): lower the quality or size, or use "
+                f"protocol='framed' or 'chunked'")
+        return self._send_seed(data, frame, name, [data])
+
+    def _send_seed(self, data, frame, name, datagrams):
+        started = time.monotonic()
+        deadline = started + self.timeout
+        self._drain()
+        for datagram in datagrams:
+            self._sendto(datagram)
+        sent = time.monotonic()
+        while True:
+            got = self._recv(deadline)
+            if got is None:
+                raise self._lost(frame, data, started, f"no {wire.IMG_ACK.decode()!r}")
+            reply, source = got
+            if source is not None and source[:2] == self._addr[:2] and reply == wire.IMG_ACK:
+                now = time.monotonic()
+                return SendResult("delivered", self.protocol, frame, len(data), now - sent, 0,
+                                  now - started, name)
+            self.ignored_replies += source is not None
+
+    # --- seed TCP -------------------------------------------------------------------------
+    def _connect(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        try:
+            sock = socket.socket(self._family, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(self._addr)
+        except socket.timeout:
+            sock.close()
+            raise HubUnreachable(f"no TCP connection to {self.hub} within {self.timeout:g} s") from None
+        except OSError as e:
+            sock.close()
+            raise HubUnreachable(f"cannot connect to {self.hub} (tcp): {e}") from e
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+
+    def _peer_closed(self):
+        """The hub sends nothing on this stream, so anything readable means it closed it
+        (e.g. its idle timeout, or a restart)."""
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            return bool(readable) and self._sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _send_tcp(self, data, frame, name):
+        started = time.monotonic()
+        if self._sock is None or self._peer_closed():
+            self._connect()
+        try:
+            self._sock.settimeout(self.timeout)
+            self._sock.sendall(wire.tcp_header(len(data)) + data)
+        except socket.timeout:
+            self._sock.close()
+            self._sock = None  # the stream is cut mid-frame: the next frame reconnects
+            raise self._lost(frame, data, started, "not written") from None
+        except OSError as e:
+            self._sock.close()
+            self._sock = None
+            raise HubUnreachable(f"the TCP connection to {self.hub} broke: {e}") from e
+        return SendResult("written", "tcp", frame, len(data), None, 0,
+                          time.monotonic() - started, name)
