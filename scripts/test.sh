@@ -23,6 +23,15 @@ else
     $XVFB cargo test
 fi
 
+# The Python package (clients/python) against the hub just built, in a virtual environment
+# of its own: pip installs the package with its `image` extra (numpy, OpenCV) and pytest.
+cargo build --bin hub
+HUB_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/hub"
+PYVENV=target/pyvenv
+[[ -x "$PYVENV/bin/python" ]] || python3 -m venv "$PYVENV"
+"$PYVENV/bin/python" -m pip install --disable-pip-version-check -q "./clients/python[image]" pytest
+UDPHUB_HUB_BIN="$HUB_BIN" "$PYVENV/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
+
 # Smoke run of the benchmark: that it runs and writes its JSON, not how fast anything is.
 rm -f target/bench/bench.json && bash scripts/bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/bench.json"))'
 

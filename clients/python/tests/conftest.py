@@ -40,10 +40,14 @@ class Hub:
         lines = queue.Queue()
         self.stdout = []
         self.stderr = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, lines, self.stdout),
-                         daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, None, self.stderr),
-                         daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, lines, self.stdout),
+                             daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, None, self.stderr),
+                             daemon=True),
+        ]
+        for t in self._pumps:
+            t.start()
         self.addr = {}
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -93,6 +97,8 @@ class Hub:
             except subprocess.TimeoutExpired:
                 self.kill()
                 pytest.fail("hub did not stop within 10 s of SIGINT")
+        for t in self._pumps:  # the last lines may still be in the pipes
+            t.join(WAIT_TIMEOUT)
         assert self.proc.returncode == 0, "".join(self.stderr)
         return "".join(self.stdout)
 
