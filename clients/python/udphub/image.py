@@ -132,7 +132,7 @@ class ImageSender:
         self.frames_sent += 1
         return result
 
-    def send_image(self, name_or_image, image=None, quality=90):
+    def send_image(self, name_or_image, image=None, *, quality=90):
         """Encode a numpy image (BGR or grayscale uint8, as OpenCV gives them) as JPEG at
         ``quality`` (1-100) and send it: ``send_image(image)`` or ``send_image(name, image)``.
 
