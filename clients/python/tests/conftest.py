@@ -1,7 +1,7 @@
 """A real ``hub`` process for the tests, on OS-chosen loopback ports, and JPEG frames.
 
 The hub binary is ``$UDPHUB_HUB_BIN``, else the repository's ``target/debug/hub`` (``cargo
-build --bin hub`` makes it). Every wait is bounded: the start waits for ``hub: ready``, the
+build --bin hub`` makes it); the lossy relay, ``udp-relay``, is the one beside it. Every wait is bounded: the start waits for ``hub: ready``, the
 saved frames are waited for by looking at the folder (the hub renames each file into place
 complete), the stop waits for the exit after SIGINT.
 """
@@ -21,11 +21,44 @@ START_TIMEOUT = 20.0
 WAIT_TIMEOUT = 10.0
 
 
-def hub_binary():
+def hub_binary(name="hub"):
     path = Path(os.environ.get("UDPHUB_HUB_BIN") or REPO / "target" / "debug" / "hub")
+    path = path.with_name(name)
     if not path.is_file():
-        pytest.fail(f"no hub binary at {path}: run `cargo build --bin hub` or set UDPHUB_HUB_BIN")
+        pytest.fail(f"no {name} binary at {path}: run `cargo build --bin {name}` "
+                    f"or set UDPHUB_HUB_BIN to the hub beside it")
     return path
+
+
+def read_startup(proc, what, ready_line):
+    """The lines ``proc`` prints up to ``ready_line`` (at most START_TIMEOUT seconds), and
+    the threads that go on collecting its stdout and stderr."""
+    lines, stdout, stderr = queue.Queue(), [], []
+
+    def pump(stream, keep, forward):
+        for line in stream:
+            keep.append(line)
+            if forward:
+                lines.put(line)
+        if forward:
+            lines.put(None)
+
+    pumps = [threading.Thread(target=pump, args=(proc.stdout, stdout, True), daemon=True),
+             threading.Thread(target=pump, args=(proc.stderr, stderr, False), daemon=True)]
+    for t in pumps:
+        t.start()
+    startup = []
+    deadline = time.monotonic() + START_TIMEOUT
+    while not startup or startup[-1].strip() != ready_line:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            pytest.fail(f"{what} not ready within {START_TIMEOUT} s: {''.join(stderr)}")
+        if line is None:
+            pytest.fail(f"{what} exited at start: {''.join(stderr)}")
+        startup.append(line)
+    return startup, stdout, stderr, pumps
 
 
 class Hub:
@@ -37,42 +70,11 @@ class Hub:
             [str(hub_binary()), "--img-port", "0", "--msg-port", "0", "--tcp-port", "0",
              "--save-dir", str(self.save_dir), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lines = queue.Queue()
-        self.stdout = []
-        self.stderr = []
-        self._pumps = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, lines, self.stdout),
-                             daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, None, self.stderr),
-                             daemon=True),
-        ]
-        for t in self._pumps:
-            t.start()
-        self.addr = {}
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.kill()
-                pytest.fail(f"hub not ready within {START_TIMEOUT} s: {''.join(self.stderr)}")
-            if line is None:
-                pytest.fail(f"hub exited at start: {''.join(self.stderr)}")
-            if " listening on " in line:  # "hub: img listening on udp 127.0.0.1:PORT"
-                words = line.split()
-                self.addr[words[1]] = words[-1]
-            if line.strip() == "hub: ready":
-                break
+        startup, self.stdout, self.stderr, self._pumps = read_startup(
+            self.proc, "hub", "hub: ready")
+        # "hub: img listening on udp 127.0.0.1:PORT"
+        self.addr = {l.split()[1]: l.split()[-1] for l in startup if " listening on " in l}
         self.img, self.msg, self.tcp = self.addr["img"], self.addr["msg"], self.addr["tcp"]
-
-    @staticmethod
-    def _pump(stream, lines, keep):
-        for line in stream:
-            keep.append(line)
-            if lines is not None:
-                lines.put(line)
-        if lines is not None:
-            lines.put(None)
 
     def saved(self):
         """The saved frames' bytes, sorted."""
@@ -128,6 +130,46 @@ def start_hub(tmp_path):
     yield start
     for h in started:
         h.kill()
+
+
+class Relay:
+    """``udp-relay --listen 127.0.0.1:0 --upstream ADDR [faults]``: a lossy link to the hub."""
+
+    def __init__(self, upstream, *faults):
+        self.proc = subprocess.Popen(
+            [str(hub_binary("udp-relay")), "--listen", "127.0.0.1:0", "--upstream", upstream,
+             *faults], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        startup, self.stdout, _, self._pumps = read_startup(self.proc, "udp-relay",
+                                                            "udp-relay: ready")
+        # "udp-relay: listening on udp 127.0.0.1:PORT -> UPSTREAM"
+        self.addr = next(l.split()[4] for l in startup if " listening on " in l)
+
+    def stop(self):
+        """SIGINT, wait for the exit; returns the stdout (its counts)."""
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=WAIT_TIMEOUT)
+        for t in self._pumps:
+            t.join(WAIT_TIMEOUT)
+        return "".join(self.stdout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT_TIMEOUT)
+
+
+@pytest.fixture
+def relay():
+    """Start relays: ``relay(hub.img, "--loss", "0.1")``."""
+    started = []
+
+    def start(upstream, *faults):
+        started.append(Relay(upstream, *faults))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.kill()
 
 
 def sized_jpeg(size, seed=0):
