@@ -10,10 +10,9 @@ per frame, blocking, every wait bounded by the sender's ``timeout``.
 - ``tcp``: the seed TCP stream (16-byte ASCII length, then the JPEG). The format has no
   answer, so a frame is only ever "written" (handed to the kernel), never "delivered".
 
-Stop-and-wait: ``send_jpg`` returns when the frame's fate is known. The framed sender
-keeps the smoothed round-trip time across frames (as the Rust sender does) and resends on
-a retransmission timeout of 2 x srtt + 4 x rttvar, clamped to 10..250 ms, doubling per
-silent probe up to 16 times.
+Stop-and-wait: ``send_jpg`` returns when the frame's fate is known. The framed rules
+(what to resend, when to probe, when to give up) live in ``udphub.framed``, with no socket;
+this module moves their datagrams and keeps the round-trip estimate across frames.
 """
 
 import os
@@ -27,12 +26,9 @@ from . import wire
 from ._common import (DEFAULT_PORTS, check_int, check_name, check_timeout, jpeg_bytes,
                       parse_hub, resolve)
 from .errors import FrameLost, FrameTooLarge, HubUnreachable
+from .framed import FrameTransfer, RttEstimator
 
 PROTOCOLS = ("framed", "chunked", "single", "tcp")
-
-#: Resend rounds per framed frame (nacks answered plus probes), at most: the Rust default.
-MAX_RESEND_ROUNDS = 16
-MIN_RTO, MAX_RTO = 0.010, 0.250
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ class ImageSender:
         # frame ids from 0, the round-trip estimate carried across frames
         self._stream = int.from_bytes(os.urandom(4), "little")
         self._epoch = time.monotonic()
-        self._srtt = self._rttvar = None
+        self._rtt = RttEstimator()
         if protocol == "tcp":
             self._connect()
         else:
@@ -211,68 +207,32 @@ class ImageSender:
         except (ConnectionRefusedError, ConnectionResetError):
             return b"", None  # an ICMP error (Windows reports them here): not an answer
 
-    def _now_us(self):
-        return int((time.monotonic() - self._epoch) * 1e6)
-
-    def _rto(self):
-        if self._srtt is None:
-            return MAX_RTO
-        return min(max(2 * self._srtt + 4 * self._rttvar, MIN_RTO), MAX_RTO)
-
-    def _sample_rtt(self, rtt):
-        if self._srtt is None:
-            self._srtt, self._rttvar = rtt, rtt / 2
-        else:
-            self._rttvar = (3 * self._rttvar + abs(self._srtt - rtt)) / 4
-            self._srtt = (7 * self._srtt + rtt) / 8
-
     # --- framed ---------------------------------------------------------------------------
     def _send_framed(self, data, frame, name):
-        count, size = wire.chunk_plan(len(data), self.chunk_size)
+        count, _ = wire.chunk_plan(len(data), self.chunk_size)
         if count > wire.FRAMED_MAX_CHUNKS or len(data) > 0xFFFF_FFFF:
             raise FrameTooLarge(
                 f"a {len(data)}-byte frame needs {count} chunks of {self.chunk_size} bytes; the "
                 f"framed format allows {wire.FRAMED_MAX_CHUNKS}: raise chunk_size")
-        frame_id = frame & 0xFFFF_FFFF
-        view = memoryview(data)
         started = time.monotonic()
-        deadline = started + self.timeout
-        pending, resends, rounds, silent = range(count), 0, 0, 0
+        transfer = FrameTransfer(self._stream, frame & 0xFFFF_FFFF, data, self.chunk_size,
+                                 started + self.timeout, self._rtt, self._epoch)
         self._drain()
-        while True:
-            if pending:
-                last = pending[-1]
-                for i in pending:
-                    header = wire.data_header(self._stream, frame_id, i, count, len(data),
-                                              self._now_us(), poll=(i == last))
-                    self._sendto(view[i * size:(i + 1) * size], header)
-                last_activity = time.monotonic()
-                pending = ()
-            backoff = min(self._rto() * (1 << min(silent, 4)), 4 * MAX_RTO)
-            got = self._recv(min(last_activity + backoff, deadline))
+        now = started
+        while transfer.status is None:
+            for header, payload in transfer.poll_transmit(now):
+                self._sendto(payload, header)
+            got = self._recv(transfer.poll_timeout())
+            now = time.monotonic()
             if got is None:
-                if time.monotonic() >= deadline or rounds >= MAX_RESEND_ROUNDS:
-                    raise self._lost(frame, data, started, "no ack", resends)
-                # silence: send the last chunk again, the hub answers it (a nack or the ack)
-                silent, rounds, resends = silent + 1, rounds + 1, resends + 1
-                pending = (count - 1,)
-                continue
-            reply = wire.parse_reply(got[0])
-            if reply is None or reply.stream != self._stream or reply.frame != frame_id:
-                self.ignored_replies += got[1] is not None
-                continue
-            silent = 0
-            if isinstance(reply, wire.Ack):
-                rtt = max(0, self._now_us() - reply.ts_us) / 1e6
-                self._sample_rtt(rtt)
-                return SendResult(reply.status, "framed", frame, len(data), rtt, resends,
-                                  time.monotonic() - started, name)
-            if rounds >= MAX_RESEND_ROUNDS:
-                raise self._lost(frame, data, started, "no ack after the resend rounds", resends)
-            rounds += 1
-            pending = [start + k for start, n in reply.missing for k in range(n) if start + k < count]
-            pending = pending or (count - 1,)
-            resends += len(pending)
+                transfer.handle_timeout(now)
+            elif got[1] is not None:
+                transfer.handle_datagram(got[0], now)
+        self.ignored_replies += transfer.ignored
+        if transfer.status == "lost":
+            raise self._lost(frame, data, started, transfer.why, transfer.resends)
+        return SendResult(transfer.status, "framed", frame, len(data), transfer.rtt,
+                          transfer.resends, time.monotonic() - started, name)
 
     # --- seed UDP -------------------------------------------------------------------------
     def _send_chunked(self, data, frame, name):
