@@ -61,19 +61,46 @@ def read_startup(proc, what, ready_line):
     return startup, stdout, stderr, pumps
 
 
-class Hub:
+class Child:
+    """A process started by a test that prints ``ready_line`` once it is listening; its
+    output is collected from then on."""
+
+    def __init__(self, argv, ready_line):
+        self.what = Path(argv[0]).name
+        self.proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.startup, self.stdout, self.stderr, self._pumps = read_startup(
+            self.proc, self.what, ready_line)
+
+    def stop(self):
+        """SIGINT, wait for the exit (it must be 0); returns the stdout (its summary)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=WAIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                pytest.fail(f"{self.what} did not stop within {WAIT_TIMEOUT} s of SIGINT")
+        for t in self._pumps:  # the last lines may still be in the pipes
+            t.join(WAIT_TIMEOUT)
+        assert self.proc.returncode == 0, "".join(self.stderr)
+        return "".join(self.stdout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT_TIMEOUT)
+
+
+class Hub(Child):
     """``hub --img-port 0 --msg-port 0 --tcp-port 0 --save-dir DIR [extra]``."""
 
     def __init__(self, save_dir, extra=()):
         self.save_dir = Path(save_dir)
-        self.proc = subprocess.Popen(
-            [str(hub_binary()), "--img-port", "0", "--msg-port", "0", "--tcp-port", "0",
-             "--save-dir", str(self.save_dir), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        startup, self.stdout, self.stderr, self._pumps = read_startup(
-            self.proc, "hub", "hub: ready")
+        super().__init__([hub_binary(), "--img-port", "0", "--msg-port", "0", "--tcp-port", "0",
+                          "--save-dir", self.save_dir, *extra], "hub: ready")
         # "hub: img listening on udp 127.0.0.1:PORT"
-        self.addr = {l.split()[1]: l.split()[-1] for l in startup if " listening on " in l}
+        self.addr = {l.split()[1]: l.split()[-1] for l in self.startup if " listening on " in l}
         self.img, self.msg, self.tcp = self.addr["img"], self.addr["msg"], self.addr["tcp"]
 
     def saved(self):
@@ -90,86 +117,48 @@ class Hub:
             time.sleep(0.01)  # polling the condition, with a deadline
         return self.saved()
 
-    def stop(self):
-        """SIGINT, wait for the exit; returns the stdout (its summary)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=WAIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                pytest.fail("hub did not stop within 10 s of SIGINT")
-        for t in self._pumps:  # the last lines may still be in the pipes
-            t.join(WAIT_TIMEOUT)
-        assert self.proc.returncode == 0, "".join(self.stderr)
-        return "".join(self.stdout)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT_TIMEOUT)
-
 
 @pytest.fixture
-def hub(tmp_path):
-    h = Hub(tmp_path / "saved")
-    yield h
-    h.kill()
-
-
-@pytest.fixture
-def start_hub(tmp_path):
-    """Start hubs with extra arguments: ``start_hub("--msg-log", path)``."""
+def children():
+    """Processes a test started, killed at its end whatever happened."""
     started = []
+    yield started
+    for child in started:
+        child.kill()
 
+
+@pytest.fixture
+def hub(tmp_path, children):
+    children.append(Hub(tmp_path / "saved"))
+    return children[-1]
+
+
+@pytest.fixture
+def start_hub(tmp_path, children):
+    """Start hubs with extra arguments: ``start_hub("--msg-log", path)``."""
     def start(*extra):
-        h = Hub(tmp_path / f"saved{len(started)}", extra)
-        started.append(h)
-        return h
-
-    yield start
-    for h in started:
-        h.kill()
+        children.append(Hub(tmp_path / f"saved{len(children)}", extra))
+        return children[-1]
+    return start
 
 
-class Relay:
+class Relay(Child):
     """``udp-relay --listen 127.0.0.1:0 --upstream ADDR [faults]``: a lossy link to the hub."""
 
     def __init__(self, upstream, *faults):
-        self.proc = subprocess.Popen(
-            [str(hub_binary("udp-relay")), "--listen", "127.0.0.1:0", "--upstream", upstream,
-             *faults], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        startup, self.stdout, _, self._pumps = read_startup(self.proc, "udp-relay",
-                                                            "udp-relay: ready")
+        super().__init__([hub_binary("udp-relay"), "--listen", "127.0.0.1:0", "--upstream",
+                          upstream, *faults], "udp-relay: ready")
         # "udp-relay: listening on udp 127.0.0.1:PORT -> UPSTREAM"
-        self.addr = next(l.split()[4] for l in startup if " listening on " in l)
-
-    def stop(self):
-        """SIGINT, wait for the exit; returns the stdout (its counts)."""
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=WAIT_TIMEOUT)
-        for t in self._pumps:
-            t.join(WAIT_TIMEOUT)
-        return "".join(self.stdout)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT_TIMEOUT)
+        self.addr = next(l.split()[4] for l in self.startup if " listening on " in l)
 
 
 @pytest.fixture
-def relay():
+def relay(children):
     """Start relays: ``relay(hub.img, "--loss", "0.1")``."""
-    started = []
-
     def start(upstream, *faults):
-        started.append(Relay(upstream, *faults))
-        return started[-1]
-
-    yield start
-    for r in started:
-        r.kill()
+        children.append(Relay(upstream, *faults))
+        return children[-1]
+    return start
 
 
 def sized_jpeg(size, seed=0):

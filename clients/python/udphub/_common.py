@@ -19,6 +19,16 @@ NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 MAX_TIMEOUT = 3600.0
 
 
+class ClosesOnExit:
+    """``with sender:`` closes the sender on the way out."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def parse_hub(hub, default_port):
     """``(host, port)`` from ``"host:port"``, ``"[v6addr]:port"``, ``"host"`` (the service's
     default port) or a ``(host, port)`` tuple."""

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import wire
-from ._common import (DEFAULT_PORTS, check_int, check_name, check_timeout, jpeg_bytes,
-                      parse_hub, resolve)
+from ._common import (DEFAULT_PORTS, ClosesOnExit, check_int, check_name, check_timeout,
+                      jpeg_bytes, parse_hub, resolve)
+from ._link import DatagramLink
 from .errors import FrameLost, FrameTooLarge, HubUnreachable
 from .framed import FrameTransfer, RttEstimator
 
@@ -57,7 +58,7 @@ class SendResult:
         return self.status == "delivered"
 
 
-class ImageSender:
+class ImageSender(ClosesOnExit):
     """Send JPEG frames to a hub::
 
         sender = udphub.ImageSender("192.168.1.10:9999")
@@ -109,7 +110,7 @@ class ImageSender:
         if protocol == "tcp":
             self._connect()
         else:
-            self._sock = socket.socket(self._family, socket.SOCK_DGRAM)
+            self._sock = DatagramLink(self._family, self._addr, self.hub)
 
     # --- the public calls -----------------------------------------------------------------
     def send_jpg(self, name_or_jpg, jpg=None):
@@ -148,12 +149,6 @@ class ImageSender:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __repr__(self):
         return f"ImageSender({self.hub!r}, protocol={self.protocol!r}, name={self.name!r})"
 
@@ -167,46 +162,6 @@ class ImageSender:
             frame=frame, size=len(data), protocol=self.protocol, hub=self.hub,
             resends=resends, elapsed=elapsed)
 
-    def _sendto(self, payload, header=None):
-        try:
-            if header is None:
-                self._sock.sendto(payload, self._addr)
-            elif hasattr(self._sock, "sendmsg"):
-                self._sock.sendmsg([header, payload], (), 0, self._addr)
-            else:
-                self._sock.sendto(header + bytes(payload), self._addr)
-        except (socket.timeout, BlockingIOError, ConnectionRefusedError):
-            pass  # a full buffer or an earlier ICMP error: the answer (or its absence) tells
-        except OSError as e:
-            raise HubUnreachable(f"cannot send to {self.hub}: {e}") from e
-
-    def _drain(self):
-        """Take every datagram already queued (late answers to earlier frames), so a seed
-        ack, which names no frame, is never taken for the next frame's."""
-        self._sock.setblocking(False)
-        try:
-            while True:
-                self._sock.recvfrom(2048)
-                self.ignored_replies += 1
-        except (BlockingIOError, ConnectionRefusedError, ConnectionResetError):
-            pass
-        finally:
-            self._sock.setblocking(True)
-
-    def _recv(self, until):
-        """The next datagram ``(bytes, from)`` before the monotonic time ``until``, or
-        ``None`` at that time."""
-        wait = until - time.monotonic()
-        if wait <= 0:
-            return None
-        self._sock.settimeout(wait)
-        try:
-            return self._sock.recvfrom(2048)
-        except socket.timeout:
-            return None
-        except (ConnectionRefusedError, ConnectionResetError):
-            return b"", None  # an ICMP error (Windows reports them here): not an answer
-
     # --- framed ---------------------------------------------------------------------------
     def _send_framed(self, data, frame, name):
         count, _ = wire.chunk_plan(len(data), self.chunk_size)
@@ -217,16 +172,16 @@ class ImageSender:
         started = time.monotonic()
         transfer = FrameTransfer(self._stream, frame & 0xFFFF_FFFF, data, self.chunk_size,
                                  started + self.timeout, self._rtt, self._epoch)
-        self._drain()
+        self.ignored_replies += self._sock.drain()
         now = started
         while transfer.status is None:
             for header, payload in transfer.poll_transmit(now):
-                self._sendto(payload, header)
-            got = self._recv(transfer.poll_timeout())
+                self._sock.send(payload, header)
+            got = self._sock.recv(transfer.poll_timeout())
             now = time.monotonic()
             if got is None:
                 transfer.handle_timeout(now)
-            elif got[1] is not None:
+            else:  # framed answers name their stream and frame: taken from any address
                 transfer.handle_datagram(got[0], now)
         self.ignored_replies += transfer.ignored
         if transfer.status == "lost":
@@ -251,20 +206,20 @@ class ImageSender:
     def _send_seed(self, data, frame, name, datagrams):
         started = time.monotonic()
         deadline = started + self.timeout
-        self._drain()
+        self.ignored_replies += self._sock.drain()
         for datagram in datagrams:
-            self._sendto(datagram)
+            self._sock.send(datagram)
         sent = time.monotonic()
         while True:
-            got = self._recv(deadline)
+            got = self._sock.recv(deadline)
             if got is None:
                 raise self._lost(frame, data, started, f"no {wire.IMG_ACK.decode()!r}")
-            reply, source = got
-            if source is not None and source[:2] == self._addr[:2] and reply == wire.IMG_ACK:
+            reply, from_hub = got
+            if from_hub and reply == wire.IMG_ACK:
                 now = time.monotonic()
                 return SendResult("delivered", self.protocol, frame, len(data), now - sent, 0,
                                   now - started, name)
-            self.ignored_replies += source is not None
+            self.ignored_replies += 1
 
     # --- seed TCP -------------------------------------------------------------------------
     def _connect(self):

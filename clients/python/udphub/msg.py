@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 
 from . import wire
-from ._common import DEFAULT_PORTS, check_int, check_timeout, parse_hub, resolve
-from .errors import HubError, HubUnreachable, MessageLost, NotRecorded
+from ._common import DEFAULT_PORTS, ClosesOnExit, check_int, check_timeout, parse_hub, resolve
+from ._link import DatagramLink
+from .errors import HubError, MessageLost, NotRecorded
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class MsgResult:
         return True
 
 
-class MsgSender:
+class MsgSender(ClosesOnExit):
     """Send JSON values to a hub::
 
         msgs = udphub.MsgSender("192.168.1.10:6666")
@@ -51,8 +52,8 @@ class MsgSender:
         self.retries = check_int(retries, "retries", 0, 100)
         host, port = parse_hub(hub, DEFAULT_PORTS["msg"])
         self.hub = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        family, self._addr = resolve(host, port, socket.SOCK_DGRAM)
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        family, sockaddr = resolve(host, port, socket.SOCK_DGRAM)
+        self._sock = DatagramLink(family, sockaddr, self.hub)
 
     def send(self, value):
         """Send ``value`` as ``json.dumps(value)`` (what the seed client sends)."""
@@ -80,12 +81,6 @@ class MsgSender:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __repr__(self):
         return f"MsgSender({self.hub!r})"
 
@@ -95,14 +90,9 @@ class MsgSender:
         if len(payload) > wire.MAX_UDP_PAYLOAD:
             raise ValueError(f"a {len(payload)}-byte message does not fit in one UDP datagram "
                              f"(at most {wire.MAX_UDP_PAYLOAD} bytes)")
-        self._drain()
+        self._sock.drain()
         for attempt in range(1, self.retries + 2):
-            try:
-                self._sock.sendto(payload, self._addr)
-            except (socket.timeout, BlockingIOError, ConnectionRefusedError):
-                pass
-            except OSError as e:
-                raise HubUnreachable(f"cannot send to {self.hub}: {e}") from e
+            self._sock.send(payload)
             sent = time.monotonic()
             reply = self._answer(sent + self.timeout)
             if reply is None:
@@ -122,25 +112,6 @@ class MsgSender:
     def _answer(self, until):
         """The hub's next datagram before ``until``, or None."""
         while True:
-            wait = until - time.monotonic()
-            if wait <= 0:
-                return None
-            self._sock.settimeout(wait)
-            try:
-                reply, source = self._sock.recvfrom(2048)
-            except socket.timeout:
-                return None
-            except (ConnectionRefusedError, ConnectionResetError):
-                continue  # an ICMP error (Windows reports them here)
-            if source[:2] == self._addr[:2]:
-                return reply
-
-    def _drain(self):
-        self._sock.setblocking(False)
-        try:
-            while True:
-                self._sock.recvfrom(2048)
-        except (BlockingIOError, ConnectionRefusedError, ConnectionResetError):
-            pass
-        finally:
-            self._sock.setblocking(True)
+            got = self._sock.recv(until)
+            if got is None or got[1]:
+                return got and got[0]
