@@ -87,6 +87,7 @@ class ImageSender(ClosesOnExit):
         self.timeout = check_timeout(timeout)
         host, port = parse_hub(hub, DEFAULT_PORTS["tcp" if protocol == "tcp" else "img"])
         self.hub = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        #: Frames that went out (delivered or not); the next frame's number.
         self.frames_sent = 0
         #: Answers that came after their frame's timeout or that were not for this sender.
         self.ignored_replies = 0
@@ -123,11 +124,12 @@ class ImageSender(ClosesOnExit):
         data = jpeg_bytes(jpg)
         if self._closed:
             raise ValueError("this ImageSender is closed")
+        self._check_fits(data)
+        # a new number for every frame that goes out, answered or not: a framed frame id is
+        # never used twice, so the hub cannot mix a lost frame's chunks into the next one
         frame = self.frames_sent
-        sender = getattr(self, "_send_" + self.protocol)
-        result = sender(data, frame, name)
         self.frames_sent += 1
-        return result
+        return getattr(self, "_send_" + self.protocol)(data, frame, name)
 
     def send_image(self, name_or_image, image=None, *, quality=90):
         """Encode a numpy image (BGR or grayscale uint8, as OpenCV gives them) as JPEG at
@@ -153,6 +155,20 @@ class ImageSender(ClosesOnExit):
         return f"ImageSender({self.hub!r}, protocol={self.protocol!r}, name={self.name!r})"
 
     # --- helpers --------------------------------------------------------------------------
+    def _check_fits(self, data):
+        """``FrameTooLarge`` when the protocol cannot carry ``data`` (before it is numbered)."""
+        if self.protocol == "framed":
+            count, _ = wire.chunk_plan(len(data), self.chunk_size)
+            if count > wire.FRAMED_MAX_CHUNKS or len(data) > 0xFFFF_FFFF:
+                raise FrameTooLarge(
+                    f"a {len(data)}-byte frame needs {count} chunks of {self.chunk_size} bytes; "
+                    f"the framed format allows {wire.FRAMED_MAX_CHUNKS}: raise chunk_size")
+        elif self.protocol == "single" and len(data) > wire.MAX_UDP_PAYLOAD:
+            raise FrameTooLarge(
+                f"a {len(data)}-byte JPEG does not fit in one UDP datagram (at most "
+                f"{wire.MAX_UDP_PAYLOAD} bytes): lower the quality or size, or use "
+                f"protocol='framed' or 'chunked'")
+
     def _lost(self, frame, data, started, why, resends=0):
         elapsed = time.monotonic() - started
         return FrameLost(
@@ -164,11 +180,6 @@ class ImageSender(ClosesOnExit):
 
     # --- framed ---------------------------------------------------------------------------
     def _send_framed(self, data, frame, name):
-        count, _ = wire.chunk_plan(len(data), self.chunk_size)
-        if count > wire.FRAMED_MAX_CHUNKS or len(data) > 0xFFFF_FFFF:
-            raise FrameTooLarge(
-                f"a {len(data)}-byte frame needs {count} chunks of {self.chunk_size} bytes; the "
-                f"framed format allows {wire.FRAMED_MAX_CHUNKS}: raise chunk_size")
         started = time.monotonic()
         transfer = FrameTransfer(self._stream, frame & 0xFFFF_FFFF, data, self.chunk_size,
                                  started + self.timeout, self._rtt, self._epoch)
@@ -196,11 +207,6 @@ class ImageSender(ClosesOnExit):
                                + wire.seed_chunks(data, self.chunk_size))
 
     def _send_single(self, data, frame, name):
-        if len(data) > wire.MAX_UDP_PAYLOAD:
-            raise FrameTooLarge(
-                f"a {len(data)}-byte JPEG does not fit in one UDP datagram (at most "
-                f"{wire.MAX_UDP_PAYLOAD} bytes): lower the quality or size, or use "
-                f"protocol='framed' or 'chunked'")
         return self._send_seed(data, frame, name, [data])
 
     def _send_seed(self, data, frame, name, datagrams):
