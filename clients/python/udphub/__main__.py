@@ -1,9 +1,9 @@
-"""``python -m udphub``: send JPEG files or one JSON message to a hub from a shell.
+"""python -m udphub: send JPEG files or one JSON message to a hub from a shell.
 
     python -m udphub send --jpeg FILE [FILE ...] --hub HOST:PORT [--protocol framed] [--count N]
     python -m udphub msg --hub HOST:PORT JSON
 
-Prints one line per frame (``FILE: delivered in 1.2 ms``) and a summary. Exit codes: 0 when
+Prints one line per frame ("FILE: delivered in 1.2 ms") and a summary. Exit codes: 0 when
 every frame was delivered (tcp: written) or the message answered, 1 when any frame was
 lost, rejected or stale or the message got no answer or an error, 2 for bad arguments.
 """
@@ -80,7 +80,9 @@ def main(argv=None):
     send = sub.add_parser("send", help="send JPEG files as frames")
     send.add_argument("--jpeg", nargs="+", required=True, metavar="FILE", help="JPEG files")
     send.add_argument("--hub", required=True, help="HOST:PORT (port 9999, tcp 8002, if left out)")
-    send.add_argument("--protocol", choices=PROTOCOLS, default="framed")
+    send.add_argument("--protocol", choices=PROTOCOLS, default="framed",
+                      help="framed (default: survives loss), chunked, single (the seed's UDP "
+                           "formats), tcp (the seed's TCP stream)")
     send.add_argument("--count", type=int, default=1, help="send the files this many times")
     send.add_argument("--name", help="source name (1-64 of A-Za-z0-9._-)")
     send.add_argument("--chunk-size", type=int, help="payload bytes per datagram (framed, chunked)")
