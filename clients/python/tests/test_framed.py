@@ -35,7 +35,7 @@ def test_sends_every_chunk_once_polling_the_last():
     t = transfer()
     first = t.poll_transmit(0.0)
     assert sent(first) == [(0, False), (1, False), (2, False), (3, False), (4, True)]
-    assert b"".join(bytes(p) for _, p in first) == bytes(t.data)
+    assert b"".join(p for _, p in first) == t.data
     assert t.poll_transmit(0.0) == []  # nothing more until the hub answers or time passes
 
 

@@ -16,17 +16,13 @@ class DatagramLink:
         self.sockaddr, self.hub = sockaddr, hub
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
 
-    def send(self, payload, header=None):
-        """Send ``header + payload`` as one datagram (without copying the payload where the
-        system has ``sendmsg``). A full buffer or an earlier ICMP error is let pass (the
-        answer, or its absence, tells); a network error raises ``HubUnreachable``."""
+    def send(self, payload, header=b""):
+        """Send ``header + payload`` as one datagram (one ``sendto`` of the joined bytes: on
+        Linux faster than ``sendmsg`` of the two). A full buffer or an earlier ICMP error is
+        let pass (the answer, or its absence, tells); a network error raises
+        ``HubUnreachable``."""
         try:
-            if header is None:
-                self._sock.sendto(payload, self.sockaddr)
-            elif hasattr(self._sock, "sendmsg"):
-                self._sock.sendmsg([header, payload], (), 0, self.sockaddr)
-            else:
-                self._sock.sendto(header + bytes(payload), self.sockaddr)
+            self._sock.sendto(header + payload if header else payload, self.sockaddr)
         except (socket.timeout, BlockingIOError, ConnectionRefusedError):
             pass
         except OSError as e:

@@ -50,7 +50,8 @@ class FrameTransfer:
     """
 
     def __init__(self, stream, frame, data, chunk_size, deadline, rtt, epoch):
-        self.stream, self.frame, self.data = stream, frame, memoryview(data)
+        # bytes, not a memoryview: slicing and joining 1.4 kB to its header is faster
+        self.stream, self.frame, self.data = stream, frame, bytes(data)
         self.count, self.size = wire.chunk_plan(len(data), chunk_size)
         if self.count > wire.FRAMED_MAX_CHUNKS:
             raise ValueError(f"{self.count} chunks is over {wire.FRAMED_MAX_CHUNKS}")
