@@ -15,8 +15,8 @@ def transfer(length=5000, chunk=1000, timeout=1.0, rtt=None):
 def sent(datagrams):
     """(index, poll flag) of each datagram."""
     out = []
-    for header, payload in datagrams:
-        fields = wire.DATA.unpack(header)
+    for datagram in datagrams:
+        fields = wire.DATA.unpack_from(datagram)
         out.append((fields[6], bool(fields[3] & wire.POLL)))
         assert fields[:3] == (b"UHFR", 1, 0) and fields[4:6] == (STREAM, FRAME)
     return out
@@ -35,7 +35,8 @@ def test_sends_every_chunk_once_polling_the_last():
     t = transfer()
     first = t.poll_transmit(0.0)
     assert sent(first) == [(0, False), (1, False), (2, False), (3, False), (4, True)]
-    assert b"".join(p for _, p in first) == t.data
+    assert b"".join(d[wire.DATA.size:] for d in first) == t.data
+    assert {wire.DATA.unpack_from(d)[9] for d in first} == {t.ts_us(0.0)}  # one time per batch
     assert t.poll_transmit(0.0) == []  # nothing more until the hub answers or time passes
 
 

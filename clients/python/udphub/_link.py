@@ -16,13 +16,11 @@ class DatagramLink:
         self.sockaddr, self.hub = sockaddr, hub
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
 
-    def send(self, payload, header=b""):
-        """Send ``header + payload`` as one datagram (one ``sendto`` of the joined bytes: on
-        Linux faster than ``sendmsg`` of the two). A full buffer or an earlier ICMP error is
-        let pass (the answer, or its absence, tells); a network error raises
-        ``HubUnreachable``."""
+    def send(self, datagram):
+        """Send one datagram. A full buffer or an earlier ICMP error is let pass (the
+        answer, or its absence, tells); a network error raises ``HubUnreachable``."""
         try:
-            self._sock.sendto(header + payload if header else payload, self.sockaddr)
+            self._sock.sendto(datagram, self.sockaddr)
         except (socket.timeout, BlockingIOError, ConnectionRefusedError):
             pass
         except OSError as e:

@@ -66,16 +66,18 @@ class FrameTransfer:
         return int((now - self.epoch) * 1e6)
 
     def poll_transmit(self, now):
-        """The datagrams to send now, as ``(header, payload)`` pairs."""
-        out = []
-        if self.pending and self.status is None:
-            last = self.pending[-1]
-            for i in self.pending:
-                header = wire.data_header(self.stream, self.frame, i, self.count,
-                                          len(self.data), self.ts_us(now), poll=(i == last))
-                out.append((header, self.data[i * self.size:(i + 1) * self.size]))
-            self.pending = []
-            self.last_activity = now
+        """The datagrams to send now (header and payload joined). All of a batch carry the
+        timestamp ``now``, so the round trip the hub's answer echoes is counted from the
+        batch's start."""
+        if not self.pending or self.status is not None:
+            return []
+        header, data, size, ts = wire.data_header, self.data, self.size, self.ts_us(now)
+        stream, frame, count, length = self.stream, self.frame, self.count, len(self.data)
+        last = self.pending[-1]
+        out = [header(stream, frame, i, count, length, ts, poll=(i == last))
+               + data[i * size:(i + 1) * size] for i in self.pending]
+        self.pending = []
+        self.last_activity = now
         return out
 
     def poll_timeout(self):

@@ -39,7 +39,8 @@ class SendResult:
     ``status``: ``"delivered"`` (the hub has it), ``"rejected"`` (framed: the hub refused it,
     do not resend), ``"stale"`` (framed: a newer frame of this sender was delivered first)
     or ``"written"`` (tcp: handed to the kernel; that format has no answer).
-    ``rtt``: seconds from the datagram that drew the answer to the answer (None for tcp).
+    ``rtt``: seconds from sending the datagrams that drew the answer (the frame, or framed's
+    last batch of resends) to the answer (None for tcp).
     ``resends``: chunks sent again (framed; 0 otherwise). ``elapsed``: seconds in the call.
     """
 
@@ -186,8 +187,8 @@ class ImageSender(ClosesOnExit):
         self.ignored_replies += self._sock.drain()
         now = started
         while transfer.status is None:
-            for header, payload in transfer.poll_transmit(now):
-                self._sock.send(payload, header)
+            for datagram in transfer.poll_transmit(now):
+                self._sock.send(datagram)
             got = self._sock.recv(transfer.poll_timeout())
             now = time.monotonic()
             if got is None:
@@ -215,7 +216,6 @@ class ImageSender(ClosesOnExit):
         self.ignored_replies += self._sock.drain()
         for datagram in datagrams:
             self._sock.send(datagram)
-        sent = time.monotonic()
         while True:
             got = self._sock.recv(deadline)
             if got is None:
@@ -223,8 +223,8 @@ class ImageSender(ClosesOnExit):
             reply, from_hub = got
             if from_hub and reply == wire.IMG_ACK:
                 now = time.monotonic()
-                return SendResult("delivered", self.protocol, frame, len(data), now - sent, 0,
-                                  now - started, name)
+                return SendResult("delivered", self.protocol, frame, len(data), now - started,
+                                  0, now - started, name)
             self.ignored_replies += 1
 
     # --- seed TCP -------------------------------------------------------------------------
