@@ -23,6 +23,23 @@ else
     $XVFB cargo test
 fi
 
+# The Python package (clients/python) against the hub just built, in a virtual environment
+# of its own: pip installs the package with its `image` extra (numpy, OpenCV) and pytest.
+cargo build --bin hub
+HUB_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/hub"
+# When python3 has pip, the venv is made without a copy of it (ensurepip alone takes ~10 s)
+# and python3's pip installs into it.
+PYVENV=target/pyvenv
+if python3 -m pip --version >/dev/null 2>&1; then
+    [[ -x "$PYVENV/bin/python" ]] || python3 -m venv --without-pip "$PYVENV"
+    PIP=(python3 -m pip --python "$PYVENV/bin/python")
+else
+    [[ -x "$PYVENV/bin/pip" ]] || python3 -m venv "$PYVENV"
+    PIP=("$PYVENV/bin/python" -m pip)
+fi
+"${PIP[@]}" install --disable-pip-version-check -q --no-compile "./clients/python[image]" pytest
+UDPHUB_HUB_BIN="$HUB_BIN" "$PYVENV/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
+
 # Smoke run of the benchmark: that it runs and writes its JSON, not how fast anything is.
 rm -f target/bench/bench.json && bash scripts/bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/bench.json"))'
 

@@ -1,0 +1,66 @@
+"""MsgSender against a real hub's message port."""
+
+import json
+import socket
+
+import pytest
+
+import udphub
+
+
+def log_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_messages_are_answered_and_logged(start_hub, tmp_path):
+    log = tmp_path / "msgs.jsonl"
+    hub = start_hub("--msg-log", str(log))
+    with udphub.MsgSender(hub.msg) as msgs:
+        first = msgs.send([0, 0, 0, 1])
+        second = msgs.send({"temp": 21.5, "name": "pi-1"})
+        exact = msgs.send_json('[123456789012345678901234567890, 0.1000000000000000055511151231257827]')
+    assert first.attempts == 1 and first.size == len(b"[0, 0, 0, 1]") and first.delivered
+    assert second.rtt >= 0 and exact.attempts == 1
+    # the hub writes the line before it answers: it is there once send() returned
+    assert [line["msg"] for line in log_lines(log)][:2] == [[0, 0, 0, 1], {"temp": 21.5, "name": "pi-1"}]
+    assert "123456789012345678901234567890, 0.1000000000000000055511151231257827" in log.read_text()
+    assert "3 messages" in hub.stop()
+
+
+def test_a_message_the_hub_cannot_record_raises(start_hub):
+    hub = start_hub("--msg-log", "/dev/full")  # every write fails: no space left on device
+    with udphub.MsgSender(hub.msg) as msgs:
+        with pytest.raises(udphub.NotRecorded, match="could not record") as info:
+            msgs.send([1])
+    assert info.value.reply == "error: the hub could not record the message"
+    assert isinstance(info.value, udphub.HubError)
+
+
+def test_no_answer_raises_message_lost():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never read
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(5)
+    with udphub.MsgSender(s.getsockname(), timeout=0.2, retries=1) as msgs:
+        with pytest.raises(udphub.MessageLost, match="2 sends") as info:
+            msgs.send([1])
+    assert isinstance(info.value, TimeoutError)
+    assert len(s.recv(100)) == 3  # it did send, twice
+    assert s.recv(100) == b"[1]"
+    s.close()
+
+
+def test_bad_values_are_refused_before_sending(hub):
+    with udphub.MsgSender(hub.msg) as msgs:
+        with pytest.raises(ValueError, match="as JSON"):
+            msgs.send(float("nan"))
+        with pytest.raises(TypeError, match="as JSON"):
+            msgs.send({1, 2})
+        with pytest.raises(ValueError, match="does not fit in one UDP datagram"):
+            msgs.send("x" * 70_000)
+        with pytest.raises(ValueError, match="not one JSON value"):
+            msgs.send_json("[0, 0,")
+        assert msgs.send([0]).delivered  # still fine after refusals
+    with pytest.raises(ValueError, match="retries must be in 0..100"):
+        udphub.MsgSender(hub.msg, retries=-1)
+    summary = hub.stop()
+    assert "1 messages" in summary and "0 invalid" in summary, summary

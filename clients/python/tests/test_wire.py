@@ -1,0 +1,59 @@
+"""The wire helpers against literal bytes (the same bytes as the Rust side's tests), no hub."""
+
+import struct
+
+from udphub import wire
+
+
+def test_data_header_bytes():
+    h = wire.data_header(stream=0x01020304, frame=7, index=2, count=3, length=2801,
+                         ts_us=0x1122334455667788, poll=True)
+    assert h == (b"UHFR" + bytes([1, 0]) + bytes([1, 0]) + bytes([4, 3, 2, 1])
+                 + bytes([7, 0, 0, 0]) + bytes([2, 0]) + bytes([3, 0])
+                 + bytes([0xF1, 0x0A, 0, 0]) + bytes([0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]))
+    assert len(h) == 32
+    assert wire.data_header(1, 2, 0, 1, 4, 0)[6:8] == b"\x00\x00"  # no POLL flag
+
+
+def test_chunks_come_out_even():
+    assert wire.chunk_plan(2801, 1400) == (3, 934)  # ceil(2801/3): every chunk but the last
+    assert wire.chunk_plan(2800, 1400) == (2, 1400)
+    assert wire.chunk_plan(1, 1400) == (1, 1)
+
+
+def test_parses_ack_and_nack():
+    ack = b"UHFR" + bytes([1, 1, 0, 0]) + bytes([4, 3, 2, 1]) + bytes([7, 0, 0, 0]) \
+        + bytes([2, 0, 0, 0]) + (1234).to_bytes(8, "little")
+    assert wire.parse_reply(ack) == wire.Ack(0x01020304, 7, "stale", 1234)
+    nack = b"UHFR" + bytes([1, 2, 0, 0]) + bytes([4, 3, 2, 1]) + bytes([7, 0, 0, 0]) \
+        + bytes([5, 0, 2, 0]) + bytes([1, 0, 2, 0]) + bytes([9, 0, 1, 0])
+    assert wire.parse_reply(nack) == wire.Nack(0x01020304, 7, 5, [(1, 2), (9, 1)])
+
+
+def test_ignores_what_is_not_an_answer():
+    ack = bytearray(wire.ACK.pack(b"UHFR", 1, 1, 0, 1, 2, 0, 0))
+    assert wire.parse_reply(bytes(ack)) is not None
+    for bad in (b"", b"get message!!!", bytes(ack[:20]), b"UHFX" + bytes(ack[4:]),
+                bytes(ack[:4]) + b"\x02" + bytes(ack[5:]),  # version 2
+                bytes(ack[:16]) + b"\x03" + bytes(ack[17:]),  # unknown status
+                wire.data_header(1, 2, 0, 1, 4, 0) + b"\xff\xd8\xff\xd9",
+                wire.NACK.pack(b"UHFR", 1, 2, 0, 1, 2, 0, 3) + b"\x00" * 8):  # 3 ranges, 2 there
+        assert wire.parse_reply(bad) is None, bad
+
+
+def test_seed_formats():
+    # struct.pack('l', 66000) on 64-bit Linux
+    assert wire.seed_length_header(66000) == bytes([0xD0, 0x01, 0x01, 0, 0, 0, 0, 0])
+    assert wire.seed_length_header(66000) == struct.pack("<l", 66000) + bytes(4)
+    data = bytes(range(256)) * 10  # 2560 bytes
+    assert [len(c) for c in wire.seed_chunks(data)] == [1024, 1024, 512]
+    assert b"".join(wire.seed_chunks(data)) == data
+    assert [len(c) for c in wire.seed_chunks(data[:2048])] == [1024, 1024, 0]  # as the seed
+    assert wire.tcp_header(66000) == b"66000           "
+    assert wire.IMG_ACK == b"get message!!!" and wire.MSG_ACK == b"get the msg"
+
+
+def test_jpeg_check():
+    assert wire.is_complete_jpeg(b"\xff\xd8\xff\xd9")
+    assert not wire.is_complete_jpeg(b"\xff\xd8\x00\xff\xd9\x00")
+    assert not wire.is_complete_jpeg(b"\xff\xd9")

@@ -1,0 +1,123 @@
+"""The bytes on the wire, and nothing else: udphub's framed format and the seed formats,
+as pure functions (no sockets, no clock) that the tests check against literal bytes.
+
+The Rust hub is the reference: ``src/wire/framed.rs``, ``src/wire/seed_udp.rs``,
+``src/wire/seed_tcp.rs`` and ``src/wire/seed_msg.rs`` describe the same formats.
+
+Framed (all integers little-endian): every datagram starts ``magic 4s = b"UHFR", version B
+= 1, kind B (0 data, 1 ack, 2 nack), flags H, stream I, frame I``. Data adds ``index H,
+count H, length I, ts_us Q`` and the chunk's payload (every chunk but the last carries
+``ceil(length / count)`` bytes); the hub answers the last chunk and any chunk flagged
+``POLL``. An ack adds ``status B, 3 pad, ts_us Q`` (0 delivered, 1 rejected, 2 stale; the
+timestamp of the datagram that drew it), a nack ``received H, n H`` then ``n`` missing
+ranges ``start H, len H``.
+
+Seed UDP images: one datagram holding the whole JPEG ("single"), or a length header
+``struct.pack('l', n)`` (8 bytes little-endian on 64-bit Linux; 4 bytes on Windows, also
+accepted by the hub) followed by the JPEG in 1024-byte datagrams, ``range(n // 1024 + 1)``,
+so the last is short and *empty* when ``n`` is a multiple of 1024 ("chunked"). The hub
+answers each intact frame ``get message!!!``. Seed TCP: ``str(n).ljust(16)`` then the JPEG,
+no answer. Seed messages: ``json.dumps(value).encode()`` in one datagram, answered ``get the
+msg`` (or a short ``error: ...``).
+"""
+
+import struct
+from collections import namedtuple
+
+# --- framed ---------------------------------------------------------------------------
+MAGIC = b"UHFR"
+VERSION = 1
+KIND_DATA, KIND_ACK, KIND_NACK = 0, 1, 2
+#: Data flag: answer this datagram now (set on the last datagram of every batch).
+POLL = 1
+DATA = struct.Struct("<4sBBHIIHHIQ")  # 32 bytes, then the payload
+ACK = struct.Struct("<4sBBHIIB3xQ")  # 28 bytes
+NACK = struct.Struct("<4sBBHIIHH")  # 20 bytes, then n x RANGE
+RANGE = struct.Struct("<HH")
+PREFIX = struct.Struct("<4sBBHII")  # the 16 bytes every kind starts with
+#: Default payload per datagram: a datagram fits a 1500-byte MTU with IP and UDP headers.
+FRAMED_CHUNK = 1400
+#: The largest payload per framed datagram the hub accepts.
+FRAMED_MAX_CHUNK = 65_000
+#: A frame has at most this many chunks (``count`` is 16 bits).
+FRAMED_MAX_CHUNKS = 0xFFFF
+#: Ack status codes, by their names in the results.
+STATUSES = ("delivered", "rejected", "stale")
+
+Ack = namedtuple("Ack", "stream frame status ts_us")
+Nack = namedtuple("Nack", "stream frame received missing")  # missing: [(start, length)]
+
+# --- seed -----------------------------------------------------------------------------
+#: The seed image server's reply to every intact frame.
+IMG_ACK = b"get message!!!"
+#: The seed message server's reply to every valid message.
+MSG_ACK = b"get the msg"
+#: The hub's reply to a valid message it could not write to its ``--msg-log``.
+MSG_NOT_RECORDED = b"error: the hub could not record the message"
+#: Every error reply of the hub starts with this.
+ERROR_PREFIX = b"error: "
+#: The seed chunked client's datagram size.
+SEED_CHUNK = 1024
+#: The largest UDP payload over IPv4: the largest "single" frame and message.
+MAX_UDP_PAYLOAD = 65_507
+#: Width of the seed TCP length header.
+TCP_HEADER_LEN = 16
+
+
+def chunk_plan(length, chunk_size):
+    """``(count, size)`` for a frame of ``length`` bytes: ``count`` chunks, each but the last
+    of ``size = ceil(length / count)`` bytes (so chunks come out even, as the hub expects)."""
+    count = max(1, -(-length // chunk_size))
+    return count, -(-length // count)
+
+
+def data_header(stream, frame, index, count, length, ts_us, poll=False):
+    """The 32-byte header of data chunk ``index`` of ``count``."""
+    return DATA.pack(MAGIC, VERSION, KIND_DATA, POLL if poll else 0, stream, frame,
+                     index, count, length, ts_us & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+def parse_reply(datagram):
+    """An ``Ack`` or ``Nack`` from the hub, or ``None`` for anything else (another format,
+    a data datagram, a truncated or unknown reply: a sender ignores those)."""
+    if len(datagram) < PREFIX.size:
+        return None
+    magic, version, kind, _flags, stream, frame = PREFIX.unpack_from(datagram)
+    if magic != MAGIC or version != VERSION:
+        return None
+    if kind == KIND_ACK and len(datagram) >= ACK.size:
+        status, ts_us = ACK.unpack_from(datagram)[6:8]
+        if status < len(STATUSES):
+            return Ack(stream, frame, STATUSES[status], ts_us)
+    elif kind == KIND_NACK and len(datagram) >= NACK.size:
+        received, n = NACK.unpack_from(datagram)[6:8]
+        end = NACK.size + RANGE.size * n
+        if len(datagram) >= end:
+            missing = list(RANGE.iter_unpack(datagram[NACK.size:end]))
+            return Nack(stream, frame, received, missing)
+    return None
+
+
+def seed_length_header(length):
+    """``struct.pack('l', length)`` as on 64-bit Linux: 8 bytes, little-endian."""
+    return struct.pack("<q", length)
+
+
+def seed_chunks(data, chunk=SEED_CHUNK):
+    """The data datagrams exactly as the seed client slices them (``range(n // chunk + 1)``:
+    the last is empty when ``len(data)`` is a multiple of ``chunk``)."""
+    view = memoryview(data)
+    return [view[chunk * i:chunk * (i + 1)] for i in range(len(data) // chunk + 1)]
+
+
+def tcp_header(length):
+    """``str(length).ljust(16).encode()``: the seed TCP stream's length header."""
+    header = str(length).ljust(TCP_HEADER_LEN).encode("ascii")
+    if len(header) != TCP_HEADER_LEN:
+        raise ValueError(f"a length of {length} does not fit the 16-byte header")
+    return header
+
+
+def is_complete_jpeg(data):
+    """Starts with SOI (``FF D8``) and ends with EOI (``FF D9``): what the hub checks first."""
+    return len(data) >= 4 and data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
