@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use udphub::client::img::{self, ImgClientConfig, SourceSpec};
 use udphub::client::img_sender::{Protocol, SenderOptions};
-use udphub::client::resolve_hub;
 use udphub::client::stats::{json_line, ImgSummary};
+use udphub::client::{resolve_hub, ClientError};
 use udphub::shutdown::Shutdown;
 use udphub::wire::seed_udp::HeaderWidth;
 
@@ -108,7 +108,7 @@ fn parse_header_bytes(s: &str) -> Result<usize, String> {
 }
 
 impl Args {
-    fn config(&self) -> Result<ImgClientConfig, String> {
+    fn config(&self) -> Result<ImgClientConfig, ClientError> {
         let source = if let Some(path) = &self.jpeg {
             SourceSpec::Jpeg(path.clone())
         } else if let Some(path) = &self.video {

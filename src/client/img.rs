@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::error::{ClientError, ImgConfigError};
 use super::handoff::{Handoff, Mode, Take};
 use super::img_sender::{open_sender, FrameOutcome, ImgSender, Protocol, SenderOptions};
 use super::stats::{
@@ -100,7 +101,7 @@ pub struct ImgClientConfig {
 }
 
 /// What a run did.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ImgReport {
     /// The summary text (for stdout).
     pub summary: String,
@@ -108,7 +109,7 @@ pub struct ImgReport {
     /// How long the run took (from the first frame on), the time the rates are over.
     pub elapsed: Duration,
     /// The error that ended the run early, if any.
-    pub error: Option<String>,
+    pub error: Option<ClientError>,
 }
 
 impl ImgReport {
@@ -119,29 +120,26 @@ impl ImgReport {
 }
 
 impl ImgClientConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ImgConfigError> {
         if self.width <= 0 || self.height <= 0 {
-            return Err(format!(
-                "--width and --height must be positive, got {}x{}",
-                self.width, self.height
-            ));
+            return Err(ImgConfigError::Size {
+                width: self.width,
+                height: self.height,
+            });
         }
         if !(0..=100).contains(&self.quality) {
-            return Err(format!(
-                "--quality must be within 0..=100, got {}",
-                self.quality
-            ));
+            return Err(ImgConfigError::Quality(self.quality));
         }
         if let Some(fps) = self.fps {
             if !(fps.is_finite() && fps > 0.0) {
-                return Err(format!("--fps must be a positive number, got {fps}"));
+                return Err(ImgConfigError::Fps(fps));
             }
         }
         if self.sender.ack_timeout.is_zero() {
-            return Err("--ack-timeout-ms must be positive".into());
+            return Err(ImgConfigError::AckTimeout);
         }
         if self.show && matches!(self.source, SourceSpec::Jpeg(_)) {
-            return Err("--show cannot preview a --jpeg file (it is never decoded)".into());
+            return Err(ImgConfigError::ShowJpeg);
         }
         Ok(())
     }
@@ -149,13 +147,15 @@ impl ImgClientConfig {
 
 /// Read a `--jpeg` file: it must be a complete JPEG (`FF D8` … `FF D9`, the hub's rule),
 /// or the hub would refuse every frame.
-pub fn read_jpeg(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_jpeg(path: &Path) -> Result<Vec<u8>, ClientError> {
+    let bytes = std::fs::read(path).map_err(|source| ClientError::ReadJpeg {
+        path: path.to_owned(),
+        source,
+    })?;
     if !is_complete_jpeg(&bytes) {
-        return Err(format!(
-            "{} is not a JPEG file (it must start with FF D8 and end with FF D9)",
-            path.display()
-        ));
+        return Err(ClientError::NotJpeg {
+            path: path.to_owned(),
+        });
     }
     Ok(bytes)
 }
@@ -175,18 +175,18 @@ fn lock(stats: &SharedImgStats) -> MutexGuard<'_, ImgStats> {
 /// Run the camera client until it is done or `shutdown` is triggered. Errors before the
 /// first frame (bad settings, a source or socket that cannot be opened) are returned as
 /// `Err`; an error during the run ends it and is reported in [`ImgReport::error`].
-pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, String> {
+pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, ClientError> {
     config.validate()?;
     let producer = match &config.source {
         SourceSpec::Jpeg(path) => Producer::Fixed(Arc::new(read_jpeg(path)?)),
-        other => Producer::Encode(
-            other
-                .open(config.width, config.height)
-                .map_err(|e| e.to_string())?,
-        ),
+        other => Producer::Encode(other.open(config.width, config.height)?),
     };
-    let sender = open_sender(config.protocol, config.hub, &config.sender)
-        .map_err(|e| format!("cannot open a socket for {}: {e}", config.hub))?;
+    let sender = open_sender(config.protocol, config.hub, &config.sender).map_err(|source| {
+        ClientError::OpenSocket {
+            hub: config.hub,
+            source,
+        }
+    })?;
     let what = match &producer {
         Producer::Encode(source) => format!(
             "{} -> {} over {}, {}x{} JPEG quality {}",
@@ -249,7 +249,10 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
                 let _ = done.send(());
                 result
             })
-            .map_err(|e| format!("cannot start the capture thread: {e}"))
+            .map_err(|source| ClientError::Spawn {
+                what: "capture thread",
+                source,
+            })
     });
     let capture = capture.transpose()?;
     let send = {
@@ -266,7 +269,10 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
                 if let Some(capture) = capture {
                     let _ = capture.join();
                 }
-                return Err(format!("cannot start the send thread: {e}"));
+                return Err(ClientError::Spawn {
+                    what: "send thread",
+                    source: e,
+                });
             }
         }
     };
@@ -290,12 +296,13 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, S
         let _ = done_rx.recv_timeout(POLL_INTERVAL);
     }
     stop.trigger();
-    let send_result = send
-        .join()
-        .unwrap_or_else(|_| Err("the send thread panicked".into()));
+    let send_result = send.join().unwrap_or(Err(ClientError::Panicked {
+        what: "send thread",
+    }));
     let capture_result = capture.map_or(Ok(()), |c| {
-        c.join()
-            .unwrap_or_else(|_| Err("the capture thread panicked".into()))
+        c.join().unwrap_or(Err(ClientError::Panicked {
+            what: "capture thread",
+        }))
     });
     if let Some(status) = status {
         let _ = status.join();
@@ -358,7 +365,7 @@ fn capture_loop(
     out: &Handoff<Arc<Vec<u8>>>,
     stats: &SharedImgStats,
     stop: &Shutdown,
-) -> Result<(), String> {
+) -> Result<(), ClientError> {
     let mut preview = if job.show { open_preview() } else { None };
     let period = job.fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
     let mut due = Instant::now();
@@ -386,11 +393,11 @@ fn capture_loop(
                 log::info!("{} ended", source.describe());
                 break;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
-        let frame = media::into_size(frame, job.width, job.height).map_err(|e| e.to_string())?;
+        let frame = media::into_size(frame, job.width, job.height)?;
         let t0 = Instant::now();
-        let jpeg = jpeg::encode(&frame, job.quality).map_err(|e| e.to_string())?;
+        let jpeg = jpeg::encode(&frame, job.quality)?;
         lock(stats).encode.record(t0.elapsed());
         if let Some(window) = &mut preview {
             if show_preview(window, &frame) {
@@ -439,7 +446,7 @@ fn send_loop(
     input: &Input,
     stats: &SharedImgStats,
     stop: &Shutdown,
-) -> Result<(), String> {
+) -> Result<(), ClientError> {
     let mut limiter = LogLimiter::new(5);
     let mut sent = 0u64;
     let result = loop {
@@ -453,7 +460,7 @@ fn send_loop(
         };
         let outcomes = match sender.send_shared(&jpeg, stop) {
             Ok(outcomes) => outcomes,
-            Err(e) => break Err(e.to_string()),
+            Err(e) => break Err(e.into()),
         };
         let mut s = lock(stats);
         let not_sent = record(&mut s, outcomes, &mut limiter);
@@ -477,7 +484,7 @@ fn send_loop(
             record(&mut s, outcomes, &mut limiter);
             result
         }
-        Err(e) => result.and(Err(e.to_string())),
+        Err(e) => result.and(Err(e.into())),
     };
     let replies = sender.reply_counts();
     s.counts.late_acks = replies.late_acks;
@@ -564,18 +571,25 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut c = config(addr, 1);
         c.quality = 101;
-        assert!(run(&c, &Shutdown::new()).unwrap_err().contains("--quality"));
+        let err = run(&c, &Shutdown::new()).unwrap_err();
+        assert!(
+            matches!(err, ClientError::Config(ImgConfigError::Quality(101))),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("--quality"), "{err}");
         let mut c = config(addr, 1);
         c.width = 0;
-        assert!(run(&c, &Shutdown::new()).unwrap_err().contains("--width"));
+        let err = run(&c, &Shutdown::new()).unwrap_err();
+        assert!(err.to_string().contains("--width"), "{err}");
         let mut c = config(addr, 1);
         c.fps = Some(0.0);
-        assert!(run(&c, &Shutdown::new()).unwrap_err().contains("--fps"));
+        let err = run(&c, &Shutdown::new()).unwrap_err();
+        assert!(err.to_string().contains("--fps"), "{err}");
         let mut c = config(addr, 1);
         c.source = SourceSpec::Video("/nonexistent/video.avi".into());
-        assert!(run(&c, &Shutdown::new())
-            .unwrap_err()
-            .contains("/nonexistent/video.avi"));
+        let err = run(&c, &Shutdown::new()).unwrap_err();
+        assert!(matches!(err, ClientError::Media(_)), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/video.avi"), "{err}");
     }
 
     #[test]

@@ -12,9 +12,11 @@
 //! - [`udp_link`]: the UDP socket both clients use to talk to the hub and wait for replies
 //!   (bounded waits, late replies drained, foreign datagrams ignored).
 //! - [`stats`]: counters, RTT/encode-time samples with percentiles, status and summary text.
+//! - [`error`]: [`ClientError`], why a run could not start or what ended it.
 //!
 //! Every wait in here is bounded: a client never blocks forever on a hub that is gone.
 
+pub mod error;
 pub mod handoff;
 pub mod img;
 pub mod img_sender;
@@ -25,19 +27,26 @@ pub mod udp_link;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+pub use error::{ClientError, ImgConfigError};
+
 /// Resolve `HOST:PORT` (a name or an address) to one socket address, preferring IPv4 (the
 /// seed scripts and most small-device networks are IPv4-only).
-pub fn resolve_hub(hub: &str) -> Result<SocketAddr, String> {
+pub fn resolve_hub(hub: &str) -> Result<SocketAddr, ClientError> {
     let addrs: Vec<SocketAddr> = hub
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve --hub {hub:?} (expected HOST:PORT): {e}"))?
+        .map_err(|source| ClientError::Resolve {
+            hub: hub.to_owned(),
+            source,
+        })?
         .collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| format!("--hub {hub:?} resolves to no address"))
+        .ok_or_else(|| ClientError::NoAddress {
+            hub: hub.to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -52,6 +61,7 @@ mod tests {
         );
         assert_eq!(resolve_hub("localhost:6666").unwrap().port(), 6666);
         let err = resolve_hub("no-port-here").unwrap_err();
-        assert!(err.contains("HOST:PORT"), "{err}");
+        assert!(matches!(err, ClientError::Resolve { .. }), "{err:?}");
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
     }
 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::error::ClientError;
 use super::msg_sender::{check_line, check_message, Line, MsgOutcome, MsgSender, SEED_MSG_LIMIT};
 use super::stats::{
     msg_status_line, msg_summary, spawn_status_printer, MsgStats, RateMeter, SharedMsgStats,
@@ -48,7 +49,7 @@ pub enum Messages {
 }
 
 /// What a run did.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct MsgReport {
     /// The summary text (for stdout).
     pub summary: String,
@@ -56,7 +57,7 @@ pub struct MsgReport {
     /// How long the run took, the time the rates are over.
     pub elapsed: Duration,
     /// The error that ended the run early, if any.
-    pub error: Option<String>,
+    pub error: Option<ClientError>,
 }
 
 impl MsgReport {
@@ -113,7 +114,7 @@ enum Next<'a> {
     Message(Cow<'a, str>),
     /// Nothing yet (look at the shutdown flag and ask again).
     Wait,
-    End(Option<String>),
+    End(Option<ClientError>),
 }
 
 /// Run the telemetry client until it is done or `shutdown` is triggered. An unusable
@@ -122,10 +123,12 @@ pub fn run(
     config: &MsgClientConfig,
     messages: Messages,
     shutdown: &Shutdown,
-) -> Result<MsgReport, String> {
+) -> Result<MsgReport, ClientError> {
     let (what, input) = match messages {
         Messages::Repeat(text) => {
-            check_message(text.as_bytes()).map_err(|e| format!("--data {text:?}: {e}"))?;
+            if let Err(source) = check_message(text.as_bytes()) {
+                return Err(ClientError::Data { text, source });
+            }
             if text.len() > SEED_MSG_LIMIT {
                 eprintln!(
                     "msg-client: note: --data is {} bytes; the seed server reads only \
@@ -141,13 +144,19 @@ pub fn run(
         Messages::Lines(reader) => (
             format!("stdin lines -> {}", config.hub),
             Input::Lines(
-                spawn_line_reader(reader)
-                    .map_err(|e| format!("cannot start the stdin reader: {e}"))?,
+                spawn_line_reader(reader).map_err(|source| ClientError::Spawn {
+                    what: "stdin reader",
+                    source,
+                })?,
             ),
         ),
     };
-    let mut sender = MsgSender::open(config.hub, config.reply_timeout)
-        .map_err(|e| format!("cannot open a socket for {}: {e}", config.hub))?;
+    let mut sender = MsgSender::open(config.hub, config.reply_timeout).map_err(|source| {
+        ClientError::OpenSocket {
+            hub: config.hub,
+            source,
+        }
+    })?;
     log::info!("sending {what}");
 
     let stats: SharedMsgStats = Arc::new(Mutex::new(MsgStats::default()));
@@ -202,7 +211,7 @@ pub fn run(
         let outcome = match sender.send(&text) {
             Ok(outcome) => outcome,
             Err(e) => {
-                error = Some(format!("socket error: {e}"));
+                error = Some(ClientError::Socket(e));
                 break;
             }
         };
@@ -259,7 +268,7 @@ fn next_line(rx: &Receiver<LineEvent>, stats: &SharedMsgStats) -> Next<'static> 
             }
         },
         Ok(LineEvent::End(None)) | Err(RecvTimeoutError::Disconnected) => Next::End(None),
-        Ok(LineEvent::End(Some(e))) => Next::End(Some(format!("reading stdin: {e}"))),
+        Ok(LineEvent::End(Some(e))) => Next::End(Some(ClientError::Stdin(e))),
         Err(RecvTimeoutError::Timeout) => Next::Wait,
     }
 }
@@ -335,6 +344,8 @@ mod tests {
         )
         .err()
         .unwrap();
+        assert!(matches!(err, ClientError::Data { .. }), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("--data") && err.contains("JSON"), "{err}");
     }
 }

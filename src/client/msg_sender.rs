@@ -13,33 +13,41 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::udp_link::{Reply, UdpLink};
-use crate::wire::seed_msg::{parse_message, MSG_ACK};
+use crate::wire::seed_msg::{parse_message, MsgError, MSG_ACK};
 use crate::wire::MAX_UDP_PAYLOAD;
 
 /// The seed server reads messages with `recvfrom(1024)`: longer ones are cut there.
 pub const SEED_MSG_LIMIT: usize = 1024;
 
+/// Why a text cannot be sent as one message.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// It does not fit in one UDP datagram.
+    #[error("{len} bytes is over the {MAX_UDP_PAYLOAD}-byte limit of one UDP datagram")]
+    TooLong { len: usize },
+    /// The hub's parser refuses it (not UTF-8, or not exactly one JSON value).
+    #[error(transparent)]
+    Invalid(#[from] MsgError),
+}
+
 /// Check that `text` is one message: one UTF-8 JSON value that fits a datagram.
 /// Returns it unchanged (it is sent as given, not re-serialised).
-pub fn check_message(text: &[u8]) -> Result<&str, String> {
+pub fn check_message(text: &[u8]) -> Result<&str, MessageError> {
     if text.len() > MAX_UDP_PAYLOAD {
-        return Err(format!(
-            "{} bytes is over the {MAX_UDP_PAYLOAD}-byte limit of one UDP datagram",
-            text.len()
-        ));
+        return Err(MessageError::TooLong { len: text.len() });
     }
-    parse_message(text).map_err(|e| e.to_string())
+    Ok(parse_message(text)?)
 }
 
 /// One line of `--stdin`, classified.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Line<'a> {
     /// Empty or only whitespace: skipped silently.
     Blank,
     /// A valid message (the line without its line ending).
     Message(&'a str),
     /// Not a message; why.
-    Invalid(String),
+    Invalid(MessageError),
 }
 
 /// Classify one line read from stdin (with or without its `\n` / `\r\n`).
@@ -157,26 +165,41 @@ mod tests {
 
     #[test]
     fn lines_are_classified() {
-        assert_eq!(check_line(b"[0, 0, 0, 1]\n"), Line::Message("[0, 0, 0, 1]"));
-        assert_eq!(check_line(b"{\"a\": 1}\r\n"), Line::Message("{\"a\": 1}"));
-        assert_eq!(check_line(b"42"), Line::Message("42"));
-        assert_eq!(check_line(b"\n"), Line::Blank);
-        assert_eq!(check_line(b"  \t\r\n"), Line::Blank);
-        assert_eq!(check_line(b""), Line::Blank);
+        // `Line` is not `PartialEq` (a JSON error inside is not): match instead.
+        let cases: [(&[u8], Option<&str>); 6] = [
+            (b"[0, 0, 0, 1]\n", Some("[0, 0, 0, 1]")),
+            (b"{\"a\": 1}\r\n", Some("{\"a\": 1}")),
+            (b"42", Some("42")),
+            (b"\n", None),
+            (b"  \t\r\n", None),
+            (b"", None),
+        ];
+        for (line, want) in cases {
+            match (check_line(line), want) {
+                (Line::Message(got), Some(want)) => assert_eq!(got, want),
+                (Line::Blank, None) => {}
+                (got, want) => panic!("{line:?}: got {got:?}, want {want:?}"),
+            }
+        }
         for bad in [&b"{bad\n"[..], b"[1,", b"hello", b"[1] [2]", b"[\xFF]"] {
             assert!(matches!(check_line(bad), Line::Invalid(_)), "{bad:?}");
         }
         let Line::Invalid(why) = check_line(b"[\xFF]") else {
             unreachable!()
         };
-        assert!(why.contains("UTF-8"), "{why}");
+        assert!(matches!(
+            why,
+            MessageError::Invalid(MsgError::NotUtf8 { .. })
+        ));
+        assert!(why.to_string().contains("UTF-8"), "{why}");
     }
 
     #[test]
     fn messages_must_fit_a_datagram() {
         let big = format!("\"{}\"", "x".repeat(MAX_UDP_PAYLOAD));
         let err = check_message(big.as_bytes()).unwrap_err();
-        assert!(err.contains("65507"), "{err}");
+        assert!(matches!(err, MessageError::TooLong { .. }), "{err:?}");
+        assert!(err.to_string().contains("65507"), "{err}");
         assert_eq!(check_message(b"[0,0,0,1]").unwrap(), "[0,0,0,1]");
     }
 

@@ -190,7 +190,14 @@ impl fmt::Display for SendError {
     }
 }
 
-impl std::error::Error for SendError {}
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::FrameTooLarge { .. } => None,
+            SendError::Io(e) => Some(e),
+        }
+    }
+}
 
 impl From<io::Error> for SendError {
     fn from(e: io::Error) -> Self {

@@ -1,0 +1,82 @@
+//! The clients' errors: why a run could not start, or what ended it early.
+//!
+//! One [`ClientError`] for both clients, so a caller (the binaries, the benchmark, a test)
+//! can tell a bad flag from a socket that failed from a source that cannot be opened, and
+//! still gets the underlying error ([`std::error::Error::source`]) instead of only its
+//! text. The `Display` of every variant is the one line the binaries print after
+//! `img-client: ` / `msg-client: `, so it names the flag or the thing that failed.
+//! Errors of the layers below keep their own types ([`SendError`], [`MediaError`],
+//! [`MessageError`]) and are wrapped, not turned into strings.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::img_sender::SendError;
+use super::msg_sender::MessageError;
+use crate::media::MediaError;
+
+/// Why a client run could not start, or what ended it early.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `--hub` is not `HOST:PORT`, or the name does not resolve.
+    #[error("cannot resolve --hub {hub:?} (expected HOST:PORT): {source}")]
+    Resolve { hub: String, source: io::Error },
+    /// `--hub` resolved, but to no address at all.
+    #[error("--hub {hub:?} resolves to no address")]
+    NoAddress { hub: String },
+    /// The camera client's settings do not fit together.
+    #[error(transparent)]
+    Config(#[from] ImgConfigError),
+    /// A `--jpeg` file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadJpeg { path: PathBuf, source: io::Error },
+    /// A `--jpeg` file is not a complete JPEG (the hub would refuse every frame).
+    #[error(
+        "{} is not a JPEG file (it must start with FF D8 and end with FF D9)",
+        path.display()
+    )]
+    NotJpeg { path: PathBuf },
+    /// The frame source (camera, video, images) failed to open, read or encode.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// The socket to the hub cannot be opened.
+    #[error("cannot open a socket for {hub}: {source}")]
+    OpenSocket { hub: SocketAddr, source: io::Error },
+    /// A thread of the run cannot be started (`what`: "capture thread", "stdin reader"...).
+    #[error("cannot start the {what}: {source}")]
+    Spawn {
+        what: &'static str,
+        source: io::Error,
+    },
+    /// A thread of the run panicked.
+    #[error("the {what} panicked")]
+    Panicked { what: &'static str },
+    /// The image sender failed in a way retrying cannot help.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// `--data` is not one message the hub would accept.
+    #[error("--data {text:?}: {source}")]
+    Data { text: String, source: MessageError },
+    /// The telemetry client's socket failed.
+    #[error("socket error: {0}")]
+    Socket(#[source] io::Error),
+    /// Reading `--stdin` failed.
+    #[error("reading stdin: {0}")]
+    Stdin(#[source] io::Error),
+}
+
+/// A camera client setting that is out of range, or two that do not go together.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ImgConfigError {
+    #[error("--width and --height must be positive, got {width}x{height}")]
+    Size { width: i32, height: i32 },
+    #[error("--quality must be within 0..=100, got {0}")]
+    Quality(i32),
+    #[error("--fps must be a positive number, got {0}")]
+    Fps(f64),
+    #[error("--ack-timeout-ms must be positive")]
+    AckTimeout,
+    #[error("--show cannot preview a --jpeg file (it is never decoded)")]
+    ShowJpeg,
+}
