@@ -11,8 +11,10 @@
 //!   [`sinks`] and [`crate::latest`]);
 //! - [`http`]: the optional web view (`--http`): a live page, MJPEG streams, snapshots,
 //!   `/state` JSON and `/metrics`.
+//! - [`error`]: [`HubError`], why the hub could not start.
 
 pub mod display;
+pub mod error;
 pub mod http;
 pub mod img_service;
 pub mod msg_service;
@@ -23,13 +25,14 @@ pub mod source;
 pub mod stats;
 pub mod tcp_service;
 
+pub use error::{ConfigError, HubError};
+
 use crate::proto::image_receiver::ImageConfig;
 use crate::shutdown::Shutdown;
 use saver::SaverThread;
 use sinks::FrameSinks;
 use source::Service;
 use stats::Stats;
-use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -122,30 +125,26 @@ pub struct HubReport {
     pub summary: stats::HubSummary,
 }
 
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg)
-}
-
 impl HubConfig {
     /// Check the limits fit together.
-    pub fn validate(&self) -> io::Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.img_port.is_none() && self.msg_port.is_none() && self.tcp_port.is_none() {
-            return Err(invalid("every service is turned off; nothing to do".into()));
+            return Err(ConfigError::NoService);
         }
         if self.max_frame_bytes == 0 {
-            return Err(invalid("--max-frame-bytes must be positive".into()));
+            return Err(ConfigError::MaxFrameBytes);
         }
         if (self.max_partial_bytes as u64) < self.max_frame_bytes {
-            return Err(invalid(format!(
-                "--max-partial-bytes ({}) must be at least --max-frame-bytes ({})",
-                self.max_partial_bytes, self.max_frame_bytes
-            )));
+            return Err(ConfigError::PartialBelowFrame {
+                partial: self.max_partial_bytes,
+                frame: self.max_frame_bytes,
+            });
         }
         if self.frame_timeout.is_zero() {
-            return Err(invalid("--frame-timeout-ms must be positive".into()));
+            return Err(ConfigError::FrameTimeout);
         }
         if self.save_every == 0 {
-            return Err(invalid("--save-every must be at least 1".into()));
+            return Err(ConfigError::SaveEvery);
         }
         Ok(())
     }
@@ -153,15 +152,23 @@ impl HubConfig {
 
 /// Bind every enabled service and start all threads. Binding errors (port in use, bad
 /// address, unwritable log or folder) are returned before any thread starts.
-pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
+pub fn start(config: &HubConfig, shutdown: Shutdown) -> Result<RunningHub, HubError> {
     config.validate()?;
-    let with_context =
-        |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let bind_error = |service, transport, addr| {
+        move |source| HubError::Bind {
+            service,
+            transport,
+            addr,
+            source,
+        }
+    };
+    let local_addr = |service| move |source| HubError::LocalAddr { service, source };
+    let spawn_error = |thread| move |source| HubError::Spawn { thread, source };
     let img = match config.img_port {
         Some(port) => {
             let addr = SocketAddr::new(config.bind, port);
             let (socket, granted) = net::bind_udp(addr, config.recv_buffer_bytes)
-                .map_err(with_context(format!("img: cannot bind udp {addr}")))?;
+                .map_err(bind_error("img", "udp", addr))?;
             net::log_recv_buffer("img", config.recv_buffer_bytes, granted);
             Some((socket, granted))
         }
@@ -171,7 +178,7 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         Some(port) => {
             let addr = SocketAddr::new(config.bind, port);
             let (socket, granted) = net::bind_udp(addr, config.recv_buffer_bytes.min(4 << 20))
-                .map_err(with_context(format!("msg: cannot bind udp {addr}")))?;
+                .map_err(bind_error("msg", "udp", addr))?;
             net::log_recv_buffer("msg", config.recv_buffer_bytes.min(4 << 20), granted);
             Some((socket, granted))
         }
@@ -180,31 +187,44 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
     let tcp = match config.tcp_port {
         Some(port) => {
             let addr = SocketAddr::new(config.bind, port);
-            Some(
-                TcpListener::bind(addr)
-                    .map_err(with_context(format!("tcp: cannot bind tcp {addr}")))?,
-            )
+            Some(TcpListener::bind(addr).map_err(bind_error("tcp", "tcp", addr))?)
         }
         None => None,
     };
     let http_listener = match config.http {
-        Some(addr) => {
-            Some(http::bind(addr).map_err(with_context(format!("http: cannot bind tcp {addr}")))?)
-        }
+        Some(addr) => Some(http::bind(addr).map_err(bind_error("http", "tcp", addr))?),
         None => None,
     };
     let msg_log = match &config.msg_log {
         Some(path) => Some(
-            msg_service::MsgLog::open(path)
-                .map_err(with_context(format!("--msg-log {}", path.display())))?,
+            msg_service::MsgLog::open(path).map_err(|source| HubError::MsgLog {
+                path: path.clone(),
+                source,
+            })?,
         ),
         None => None,
     };
     let bound = BoundAddrs {
-        img: img.as_ref().map(|(s, _)| s.local_addr()).transpose()?,
-        msg: msg.as_ref().map(|(s, _)| s.local_addr()).transpose()?,
-        tcp: tcp.as_ref().map(|s| s.local_addr()).transpose()?,
-        http: http_listener.as_ref().map(|s| s.local_addr()).transpose()?,
+        img: img
+            .as_ref()
+            .map(|(s, _)| s.local_addr())
+            .transpose()
+            .map_err(local_addr("img"))?,
+        msg: msg
+            .as_ref()
+            .map(|(s, _)| s.local_addr())
+            .transpose()
+            .map_err(local_addr("msg"))?,
+        tcp: tcp
+            .as_ref()
+            .map(|s| s.local_addr())
+            .transpose()
+            .map_err(local_addr("tcp"))?,
+        http: http_listener
+            .as_ref()
+            .map(|s| s.local_addr())
+            .transpose()
+            .map_err(local_addr("http"))?,
     };
     let receive_buffers = ReceiveBuffers {
         img: img.as_ref().map(|&(_, granted)| granted),
@@ -216,7 +236,10 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
     let mut saver_thread = None;
     if let Some(dir) = &config.save_dir {
         let (saver, thread) = saver::spawn(dir, config.save_every, config.save_queue_bytes)
-            .map_err(with_context(format!("--save-dir {}", dir.display())))?;
+            .map_err(|source| HubError::SaveDir {
+                path: dir.clone(),
+                source,
+            })?;
         sinks.saver = Some(saver);
         saver_thread = Some(thread);
     }
@@ -231,11 +254,10 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
             other_threads.push(handle);
         }
     }
-    other_threads.push(stats::spawn_reporter(
-        stats.clone(),
-        config.stats_interval,
-        shutdown.clone(),
-    )?);
+    other_threads.push(
+        stats::spawn_reporter(stats.clone(), config.stats_interval, shutdown.clone())
+            .map_err(spawn_error("stats"))?,
+    );
 
     if let (Some(listener), Some(frames)) = (http_listener, frames) {
         let view = http::HttpView::new(
@@ -244,13 +266,18 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
             service_infos(&bound, &receive_buffers),
             config.http_max_viewers,
         );
-        other_threads.push(http::spawn(listener, Arc::new(view), shutdown.clone())?);
+        other_threads.push(
+            http::spawn(listener, Arc::new(view), shutdown.clone()).map_err(spawn_error("http"))?,
+        );
     }
 
     let mut services = Vec::new();
     let mut service_threads = Vec::new();
-    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new().name(name.into()).spawn(f)
+    let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(spawn_error(name))
     };
     if let Some((socket, _)) = img {
         let image = ImageConfig {
