@@ -189,14 +189,14 @@ fn serve(
         let wait = wait_until(decoder.poll_timeout(), Instant::now());
         read_timeout.set(wait, |t| stream.set_read_timeout(t))?;
         if shutdown.is_triggered() {
-            abort_cause = Some(io::Error::other("hub shutting down"));
+            abort_cause = Some(AbortCause::ShuttingDown);
             decoder.handle_abort();
         } else if let Some(into) = decoder.read_into() {
             match read_into(&stream, into) {
                 Ok(n) => decoder.handle_read(n, Instant::now()),
                 Err(e) if is_timeout(&e) => decoder.handle_timeout(Instant::now()),
                 Err(e) => {
-                    abort_cause = Some(e);
+                    abort_cause = Some(AbortCause::Read(e));
                     decoder.handle_abort();
                 }
             }
@@ -209,6 +209,15 @@ fn serve(
     Ok(())
 }
 
+/// Why the hub gave a connection up (for the log line of its end).
+#[derive(Debug, thiserror::Error)]
+enum AbortCause {
+    #[error("hub shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Read(io::Error),
+}
+
 /// Count, deliver and log what the decoder reported.
 fn on_event(
     event: TcpEvent,
@@ -217,7 +226,7 @@ fn on_event(
     stats: &Stats,
     sinks: &FrameSinks,
     frames: u64,
-    abort_cause: &Option<io::Error>,
+    abort_cause: &Option<AbortCause>,
 ) {
     let peer = source.addr;
     let counter = match event.outcome() {
