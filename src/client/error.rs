@@ -80,3 +80,45 @@ pub enum ImgConfigError {
     #[error("--show cannot preview a --jpeg file (it is never decoded)")]
     ShowJpeg,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::img::read_jpeg;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_jpeg_file_that_cannot_be_used_says_why_and_keeps_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.jpg");
+        let err = read_jpeg(&missing).unwrap_err();
+        let ClientError::ReadJpeg { path, source } = &err else {
+            panic!("not a read error: {err:?}");
+        };
+        assert_eq!(path, &missing);
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
+        assert!(err.source().is_some());
+        assert!(err.to_string().starts_with("cannot read "), "{err}");
+
+        let not_jpeg = dir.path().join("not.jpg");
+        std::fs::write(&not_jpeg, b"hello, world").unwrap();
+        let err = read_jpeg(&not_jpeg).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::NotJpeg { path } if path == &not_jpeg),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("is not a JPEG file"), "{err}");
+    }
+
+    #[test]
+    fn a_send_error_keeps_its_socket_error_as_the_source() {
+        let err = ClientError::from(SendError::Io(io::Error::other("boom")));
+        assert_eq!(err.to_string(), "socket error: boom");
+        // `transparent`: the wrapper adds no line of its own, so its source is SendError's.
+        assert!(
+            matches!(err, ClientError::Send(SendError::Io(_))),
+            "{err:?}"
+        );
+        assert_eq!(err.source().expect("the io::Error").to_string(), "boom");
+    }
+}
