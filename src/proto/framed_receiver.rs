@@ -14,29 +14,43 @@
 //! - latest frame wins: once a frame is delivered, older partial frames of the stream are
 //!   dropped and acked `Stale`, and chunks of older frames are answered `Stale`;
 //! - partial frames expire after `frame_timeout`; memory is bounded per stream (a few partial
-//!   frames) and in total (oldest partial dropped first).
+//!   frames) and in total, shared fairly between senders ([`super::memory`]: senders that
+//!   never completed a frame are evicted first, the heaviest address range first).
 //!
-//! A frame's buffer is allocated at its first chunk with room for the announced length
-//! (bounded by `max_frame_bytes` and charged to the budget) but not filled: chunks that come
-//! in order are appended, and a chunk past a gap zero-fills the gap first (the chunks that
-//! fill it later overwrite those zeros). So each byte is written once, by the one copy out
-//! of the datagram, and a buffer only takes physical memory as chunks arrive.
+//! Memory is charged for what arrived, never for what a header claims: a frame's chunks
+//! that come in order are appended to one buffer that grows with them ([`grow_for`]: at
+//! most twice what came, never past the frame's length); a chunk past a gap is kept on its
+//! own until the gap fills, and then moved into the buffer. Nothing is allocated, zeroed or
+//! booked for chunks that have not come, so a header claiming 16 MiB in 32768 chunks costs
+//! the one chunk that came, and the work per datagram is O(datagram) (the missing ranges
+//! of a nack are found from the chunks held, up to the nack's size, not by a walk over the
+//! claimed count).
+//!
+//! Replies obey [`super::reply_credit`]: an address gets at most as many bytes back as it
+//! sent until a frame from it has completed (then three times). A nack is cut to the
+//! ranges that fit (the sender resends those and polls again); an ack that does not fit is
+//! not sent (the sender probes again).
 //!
 //! Cost per datagram (the hub's receiving thread runs this for every one): one hash lookup
-//! of the sender, no allocation (one per frame: its buffer, and its ack), no lock.
+//! of the sender, no lock; an allocation only as a buffer grows (amortised doubling), for a
+//! chunk past a gap, and for an ack or nack.
 
+use super::memory::{grow_for, PartialMemory};
+use super::reply_credit::ReplyCredit;
 use super::Transmit;
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
 use crate::wire::jpeg::is_complete_jpeg;
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Bytes charged per partial frame on top of its buffer.
 const PARTIAL_OVERHEAD: usize = 256;
+/// Bytes charged per chunk held past a gap, on top of its payload (its map entry).
+const CHUNK_OVERHEAD: usize = 48;
 /// Finished frames remembered per stream, to re-ack resent chunks.
 const RECENT: usize = 64;
 
@@ -175,8 +189,12 @@ struct Partial {
     length: u32,
     count: u16,
     received: u16,
-    have: Vec<u64>,
+    /// Chunks `0..in_order` are in `buf`, in order.
+    in_order: u16,
     buf: Vec<u8>,
+    /// Chunks that came past a gap, until it fills.
+    later: BTreeMap<u16, Box<[u8]>>,
+    later_bytes: usize,
     started: Instant,
     last_seen: Instant,
 }
@@ -188,49 +206,68 @@ impl Partial {
             length: h.length,
             count: h.count,
             received: 0,
-            have: vec![0; (h.count as usize).div_ceil(64)],
-            buf: Vec::with_capacity(h.length as usize),
+            in_order: 0,
+            buf: Vec::new(),
+            later: BTreeMap::new(),
+            later_bytes: 0,
             started: now,
             last_seen: now,
         }
     }
 
-    /// Bytes charged to the budget: the announced length, whatever has been written yet.
+    /// Bytes charged to the budget: what the chunks that came take, never the claim.
     fn held(&self) -> usize {
-        self.length as usize + PARTIAL_OVERHEAD
+        self.buf.capacity()
+            + self.later_bytes
+            + self.later.len() * CHUNK_OVERHEAD
+            + PARTIAL_OVERHEAD
     }
 
-    /// Write chunk `index`, whose payload [`framed::parse`] checked to be exactly that
-    /// chunk's size (so chunks tile `0..length` and `buf` ends at a chunk boundary). In
-    /// order, it is appended; past a gap, the gap is zero-filled first; into a gap, it
-    /// overwrites the zeros. `buf` never grows past its capacity, so it is never moved.
+    /// Keep chunk `index` (not held yet), whose payload [`framed::parse`] checked to be
+    /// exactly that chunk's size. The next chunk in order is appended to `buf`, with any
+    /// that came before it past the gap; any other is kept on its own.
     fn write(&mut self, index: u16, payload: &[u8]) {
-        let start = framed::chunk_len(self.length, self.count) * index as usize;
-        if self.buf.len() < start {
-            self.buf.resize(start, 0);
+        let length = self.length as usize;
+        if index != self.in_order {
+            self.later_bytes += payload.len();
+            self.later.insert(index, payload.into());
+            return;
         }
-        if self.buf.len() == start {
-            self.buf.extend_from_slice(payload);
-        } else {
-            self.buf[start..start + payload.len()].copy_from_slice(payload);
+        grow_for(&mut self.buf, payload.len(), length);
+        self.buf.extend_from_slice(payload);
+        self.in_order += 1;
+        while let Some(entry) = self.later.first_entry() {
+            if *entry.key() != self.in_order {
+                break;
+            }
+            let chunk = entry.remove();
+            self.later_bytes -= chunk.len();
+            grow_for(&mut self.buf, chunk.len(), length);
+            self.buf.extend_from_slice(&chunk);
+            self.in_order += 1;
         }
     }
 
     fn has(&self, index: u16) -> bool {
-        self.have[index as usize / 64] & (1 << (index % 64)) != 0
+        index < self.in_order || self.later.contains_key(&index)
     }
 
-    /// Missing chunk ranges, `(start, len)`, in order.
-    fn missing(&self) -> Vec<(u16, u16)> {
-        let mut ranges: Vec<(u16, u16)> = Vec::new();
-        for i in 0..self.count {
-            if self.has(i) {
-                continue;
+    /// Missing chunk ranges, `(start, len)`, in order, at most `limit` of them: found from
+    /// the chunks held, so O(`limit`) and never O(count).
+    fn missing(&self, limit: usize) -> Vec<(u16, u16)> {
+        let mut ranges = Vec::new();
+        let mut next = self.in_order;
+        for &i in self.later.keys() {
+            if ranges.len() == limit {
+                return ranges;
             }
-            match ranges.last_mut() {
-                Some((s, l)) if *s + *l == i => *l += 1,
-                _ => ranges.push((i, 1)),
+            if i > next {
+                ranges.push((next, i - next));
             }
+            next = i + 1;
+        }
+        if ranges.len() < limit && next < self.count {
+            ranges.push((next, self.count - next));
         }
         ranges
     }
@@ -242,6 +279,8 @@ struct Stream {
     newest_delivered: Option<u32>,
     recent: VecDeque<(u32, AckStatus)>,
     last_seen: Instant,
+    /// What the address sent and got back, kept across restarts of its stream.
+    credit: ReplyCredit,
 }
 
 impl Stream {
@@ -252,6 +291,7 @@ impl Stream {
             newest_delivered: None,
             recent: VecDeque::new(),
             last_seen: now,
+            credit: ReplyCredit::default(),
         }
     }
 
@@ -260,11 +300,11 @@ impl Stream {
         &mut self,
         from: SocketAddr,
         reason: FramedDrop,
-        held: &mut usize,
+        memory: &mut PartialMemory,
         events: &mut VecDeque<FramedEvent>,
     ) {
         for p in self.partials.drain(..) {
-            *held -= p.held();
+            memory.release(from, p.held());
             events.push_back(FramedEvent::Dropped {
                 from,
                 frame: p.frame,
@@ -274,14 +314,44 @@ impl Stream {
             });
         }
     }
-}
 
-/// Whether [`FramedReceiver::on_data`] finished with a datagram.
-#[derive(PartialEq, Eq)]
-enum Step {
-    Done,
-    /// A new partial frame needs room in the budget first.
-    NeedRoom,
+    /// Remove partial `at` (keeping the others' order), reporting it dropped for `reason`.
+    fn drop_partial(
+        &mut self,
+        at: usize,
+        from: SocketAddr,
+        reason: FramedDrop,
+        memory: &mut PartialMemory,
+        events: &mut VecDeque<FramedEvent>,
+    ) {
+        let p = self.partials.remove(at);
+        memory.release(from, p.held());
+        events.push_back(FramedEvent::Dropped {
+            from,
+            frame: p.frame,
+            reason,
+            received: p.received,
+            count: p.count,
+        });
+    }
+
+    /// Index of the partial frame started first.
+    fn oldest_partial(&self) -> Option<usize> {
+        (0..self.partials.len()).min_by_key(|&i| self.partials[i].started)
+    }
+
+    /// Queue `payload` to `to` if the address's reply credit allows it.
+    fn reply(
+        &mut self,
+        transmits: &mut VecDeque<Transmit>,
+        to: SocketAddr,
+        validated: bool,
+        payload: Vec<u8>,
+    ) {
+        if self.credit.try_spend(payload.len(), validated) {
+            send(transmits, to, payload);
+        }
+    }
 }
 
 fn send(transmits: &mut VecDeque<Transmit>, to: SocketAddr, payload: Vec<u8>) {
@@ -300,7 +370,7 @@ pub fn newer(a: u32, b: u32) -> bool {
 pub struct FramedReceiver {
     config: FramedConfig,
     streams: HashMap<SocketAddr, Stream>,
-    held: usize,
+    memory: PartialMemory,
     /// Nothing expires before this (a lower bound: exact after `handle_timeout`; every
     /// datagram can only add a deadline `frame_timeout` after it, or push one later).
     wake_at: Option<Instant>,
@@ -311,9 +381,9 @@ pub struct FramedReceiver {
 impl FramedReceiver {
     pub fn new(config: FramedConfig) -> Self {
         FramedReceiver {
+            memory: PartialMemory::new(config.max_partial_bytes),
             config,
             streams: HashMap::new(),
-            held: 0,
             wake_at: None,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -342,7 +412,12 @@ impl FramedReceiver {
 
     /// Bytes charged to the partial-frame budget.
     pub fn partial_bytes(&self) -> usize {
-        self.held
+        self.memory.total()
+    }
+
+    /// Bytes charged to the partial-frame budget for `from`'s partial frames.
+    pub fn partial_bytes_of(&self, from: SocketAddr) -> usize {
+        self.memory.held_by(from)
     }
 
     /// Partial frames held, over all streams.
@@ -350,8 +425,9 @@ impl FramedReceiver {
         self.streams.values().map(|s| s.partials.len()).sum()
     }
 
-    fn send(&mut self, to: SocketAddr, payload: Vec<u8>) {
-        send(&mut self.transmits, to, payload);
+    /// Senders remembered.
+    pub fn senders(&self) -> usize {
+        self.streams.len()
     }
 
     fn reject(&mut self, from: SocketAddr, reason: FramedReject) {
@@ -370,7 +446,9 @@ impl FramedReceiver {
         let deadline = now + self.config.frame_timeout;
         self.wake_at = Some(self.wake_at.map_or(deadline, |w| w.min(deadline)));
         if u64::from(h.length) > self.config.max_frame_bytes {
-            self.send(
+            // no state: an ack (28 bytes) is shorter than any data datagram (32 and more)
+            send(
+                &mut self.transmits,
                 from,
                 framed::emit_ack(h.stream, h.frame, AckStatus::Rejected, h.ts_us),
             );
@@ -380,33 +458,23 @@ impl FramedReceiver {
         {
             self.forget_quietest_stream();
         }
-        // The sender is looked up once; only a new partial frame that needs room taken
-        // from other senders' partials leaves and comes back for a second lookup.
-        if self.on_data(from, &h, payload, now, false) == Step::NeedRoom {
-            let cost = h.length as usize + PARTIAL_OVERHEAD;
-            while self.held + cost > self.config.max_partial_bytes {
-                if !self.evict_oldest() {
-                    break;
-                }
-            }
-            self.on_data(from, &h, payload, now, true);
-        }
+        self.on_data(from, &h, payload, data.len(), now);
+        self.evict_until_within_budget();
     }
 
-    /// A parsed data chunk. With `room_made`, a new partial frame is started even over
-    /// the budget (everything that could be evicted was).
+    /// A parsed data chunk, in a datagram of `datagram_len` bytes.
     fn on_data(
         &mut self,
         from: SocketAddr,
         h: &DataHeader,
         payload: &[u8],
+        datagram_len: usize,
         now: Instant,
-        room_made: bool,
-    ) -> Step {
+    ) {
         let FramedReceiver {
             config,
             streams,
-            held,
+            memory,
             events,
             transmits,
             ..
@@ -416,14 +484,18 @@ impl FramedReceiver {
                 let stream = e.into_mut();
                 if stream.id != h.stream {
                     // the sender restarted
-                    stream.drop_partials(from, FramedDrop::Restarted, held, events);
+                    stream.drop_partials(from, FramedDrop::Restarted, memory, events);
+                    let credit = stream.credit;
                     *stream = Stream::new(h.stream, now);
+                    stream.credit = credit;
                 }
                 stream
             }
             Entry::Vacant(e) => e.insert(Stream::new(h.stream, now)),
         };
         stream.last_seen = now;
+        stream.credit.on_received(datagram_len);
+        let validated = memory.has_completed(from);
         // A chunk of a frame in progress, the usual case, is looked for first: such a frame
         // is never among the finished ones, nor older than the newest delivered (finishing
         // a frame removes it and every older partial), so the checks below cannot apply.
@@ -431,116 +503,84 @@ impl FramedReceiver {
             Some(at) => at,
             None => {
                 if let Some(&(_, status)) = stream.recent.iter().find(|(f, _)| *f == h.frame) {
-                    send(
-                        transmits,
-                        from,
-                        framed::emit_ack(h.stream, h.frame, status, h.ts_us),
-                    );
-                    return Step::Done;
+                    let ack = framed::emit_ack(h.stream, h.frame, status, h.ts_us);
+                    return stream.reply(transmits, from, validated, ack);
                 }
                 if stream.newest_delivered.is_some_and(|n| !newer(h.frame, n)) {
-                    send(
-                        transmits,
-                        from,
-                        framed::emit_ack(h.stream, h.frame, AckStatus::Stale, h.ts_us),
-                    );
-                    return Step::Done;
+                    let ack = framed::emit_ack(h.stream, h.frame, AckStatus::Stale, h.ts_us);
+                    return stream.reply(transmits, from, validated, ack);
                 }
-                let cost = h.length as usize + PARTIAL_OVERHEAD;
-                if cost > config.max_partial_bytes {
-                    send(
-                        transmits,
-                        from,
-                        framed::emit_ack(h.stream, h.frame, AckStatus::Rejected, h.ts_us),
-                    );
-                    events.push_back(FramedEvent::Rejected {
+                if h.length as usize + PARTIAL_OVERHEAD > config.max_partial_bytes {
+                    let ack = framed::emit_ack(h.stream, h.frame, AckStatus::Rejected, h.ts_us);
+                    stream.reply(transmits, from, validated, ack);
+                    return events.push_back(FramedEvent::Rejected {
                         from,
                         reason: FramedReject::TooLarge(h.length),
                     });
-                    return Step::Done;
                 }
                 // per stream: drop this stream's oldest partial when it has too many
                 let per_stream = config.max_partials_per_stream.max(1);
                 while stream.partials.len() >= per_stream {
-                    let (i, _) = stream
-                        .partials
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, p)| p.started)
-                        .expect("at least one partial");
-                    let p = stream.partials.swap_remove(i);
-                    *held -= p.held();
-                    events.push_back(FramedEvent::Dropped {
-                        from,
-                        frame: p.frame,
-                        reason: FramedDrop::Evicted,
-                        received: p.received,
-                        count: p.count,
-                    });
+                    let i = stream.oldest_partial().expect("at least one partial");
+                    stream.drop_partial(i, from, FramedDrop::Evicted, memory, events);
                 }
-                if *held + cost > config.max_partial_bytes && !room_made {
-                    return Step::NeedRoom;
-                }
-                stream.partials.push(Partial::new(h, now));
-                *held += cost;
+                let p = Partial::new(h, now);
+                memory.charge(from, p.held(), now);
+                stream.partials.push(p);
                 stream.partials.len() - 1
             }
         };
         let p = &mut stream.partials[at];
         if p.length != h.length || p.count != h.count {
-            events.push_back(FramedEvent::Rejected {
+            return events.push_back(FramedEvent::Rejected {
                 from,
                 reason: FramedReject::Mismatch,
             });
-            return Step::Done;
         }
         p.last_seen = now;
         if !p.has(h.index) {
+            let before = p.held();
             p.write(h.index, payload);
-            p.have[h.index as usize / 64] |= 1 << (h.index % 64);
             p.received += 1;
+            memory.recharge(from, before, p.held(), now);
         }
         if p.received == p.count {
             let p = stream.partials.swap_remove(at);
-            *held -= p.held();
+            memory.release(from, p.held());
             debug_assert_eq!(p.buf.len(), p.length as usize, "every chunk written");
-            Self::finish(from, h, p.buf, stream, held, events, transmits);
-            return Step::Done;
+            return Self::finish(from, h, p.buf, stream, memory, events, transmits);
         }
         if h.index == h.count - 1 || h.flags & framed::POLL != 0 {
-            let (received, missing) = (p.received, p.missing());
-            send(
-                transmits,
-                from,
-                framed::emit_nack(h.stream, h.frame, received, &missing),
-            );
+            // as many ranges as the reply credit allows, at least one
+            let room = stream.credit.available(validated);
+            let fit = room.saturating_sub(framed::NACK_HEADER_LEN) / 4;
+            let limit = fit.min(framed::MAX_NACK_RANGES);
+            if limit > 0 {
+                let missing = p.missing(limit);
+                let nack = framed::emit_nack(h.stream, h.frame, p.received, &missing);
+                stream.reply(transmits, from, validated, nack);
+            }
         }
-        Step::Done
     }
 
     /// Drop partial frames with no chunk for `frame_timeout`, and forget long-idle senders.
     pub fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.config.frame_timeout;
         let forget_after = self.forget_after();
-        let mut dropped = Vec::new();
         for (from, stream) in self.streams.iter_mut() {
-            stream.partials.retain(|p| {
-                let stale = now.saturating_duration_since(p.last_seen) >= timeout;
-                if stale {
-                    dropped.push((*from, p.frame, p.received, p.count, p.held()));
-                }
-                !stale
-            });
-        }
-        for (from, frame, received, count, held) in dropped {
-            self.held -= held;
-            self.events.push_back(FramedEvent::Dropped {
-                from,
-                frame,
-                reason: FramedDrop::Timeout,
-                received,
-                count,
-            });
+            while let Some(i) = stream
+                .partials
+                .iter()
+                .position(|p| now.saturating_duration_since(p.last_seen) >= timeout)
+            {
+                stream.drop_partial(
+                    i,
+                    *from,
+                    FramedDrop::Timeout,
+                    &mut self.memory,
+                    &mut self.events,
+                );
+            }
         }
         self.streams.retain(|_, s| {
             !s.partials.is_empty() || now.saturating_duration_since(s.last_seen) < forget_after
@@ -556,50 +596,44 @@ impl FramedReceiver {
             .min();
     }
 
-    /// Forget the least recently heard sender, to make room for a new one.
+    /// Forget the least recently heard sender, to make room for a new one: one that never
+    /// completed a frame before any that did.
     fn forget_quietest_stream(&mut self) {
+        let memory = &self.memory;
         let quietest = self
             .streams
             .iter()
-            .min_by_key(|(_, s)| s.last_seen)
+            .min_by_key(|(a, s)| (memory.has_completed(**a), s.last_seen))
             .map(|(a, _)| *a);
         if let Some(a) = quietest {
             if let Some(mut stream) = self.streams.remove(&a) {
-                stream.drop_partials(a, FramedDrop::Evicted, &mut self.held, &mut self.events);
+                stream.drop_partials(a, FramedDrop::Evicted, &mut self.memory, &mut self.events);
             }
         }
     }
 
-    /// Drop the oldest partial frame of all senders; false if there was none.
-    fn evict_oldest(&mut self) -> bool {
-        let oldest = self
-            .streams
-            .iter()
-            .flat_map(|(a, s)| {
-                s.partials
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, p)| (p.started, *a, i))
-            })
-            .min();
-        let Some((_, from, i)) = oldest else {
-            return false;
-        };
-        let p = self
-            .streams
-            .get_mut(&from)
-            .expect("present")
-            .partials
-            .swap_remove(i);
-        self.held -= p.held();
-        self.events.push_back(FramedEvent::Dropped {
-            from,
-            frame: p.frame,
-            reason: FramedDrop::Evicted,
-            received: p.received,
-            count: p.count,
-        });
-        true
+    /// While over the budget, drop the oldest partial frame of the sender the fair-share
+    /// policy picks ([`PartialMemory::victim`]).
+    fn evict_until_within_budget(&mut self) {
+        while self.memory.over_budget() {
+            let Some(from) = self.memory.victim() else {
+                return;
+            };
+            let stream = self
+                .streams
+                .get_mut(&from)
+                .expect("a charged sender is tracked");
+            let i = stream
+                .oldest_partial()
+                .expect("a charged sender has a partial");
+            stream.drop_partial(
+                i,
+                from,
+                FramedDrop::Evicted,
+                &mut self.memory,
+                &mut self.events,
+            );
+        }
     }
 
     /// Every chunk of a frame is in: check it, ack it, and deliver it.
@@ -608,7 +642,7 @@ impl FramedReceiver {
         h: &DataHeader,
         jpeg: Vec<u8>,
         stream: &mut Stream,
-        held: &mut usize,
+        memory: &mut PartialMemory,
         events: &mut VecDeque<FramedEvent>,
         transmits: &mut VecDeque<Transmit>,
     ) {
@@ -621,11 +655,13 @@ impl FramedReceiver {
         if stream.recent.len() > RECENT {
             stream.recent.pop_front();
         }
-        send(
-            transmits,
-            from,
-            framed::emit_ack(h.stream, h.frame, status, h.ts_us),
-        );
+        if status == AckStatus::Delivered {
+            // the address is validated: a whole frame came from it
+            memory.mark_completed(from);
+        }
+        let validated = memory.has_completed(from);
+        let ack = framed::emit_ack(h.stream, h.frame, status, h.ts_us);
+        stream.reply(transmits, from, validated, ack);
         if status == AckStatus::Rejected {
             return events.push_back(FramedEvent::Corrupt {
                 from,
@@ -637,28 +673,11 @@ impl FramedReceiver {
             Some(n) if newer(n, h.frame) => n,
             _ => h.frame,
         });
-        let mut stale = Vec::new();
-        stream.partials.retain(|p| {
-            let is_stale = newer(h.frame, p.frame);
-            if is_stale {
-                stale.push((p.frame, p.received, p.count, p.held()));
-            }
-            !is_stale
-        });
-        for (frame, received, count, p_held) in stale {
-            *held -= p_held;
-            send(
-                transmits,
-                from,
-                framed::emit_ack(h.stream, frame, AckStatus::Stale, 0),
-            );
-            events.push_back(FramedEvent::Dropped {
-                from,
-                frame,
-                reason: FramedDrop::Stale,
-                received,
-                count,
-            });
+        while let Some(i) = stream.partials.iter().position(|p| newer(h.frame, p.frame)) {
+            let frame = stream.partials[i].frame;
+            stream.drop_partial(i, from, FramedDrop::Stale, memory, events);
+            let ack = framed::emit_ack(h.stream, frame, AckStatus::Stale, 0);
+            stream.reply(transmits, from, validated, ack);
         }
         events.push_back(FramedEvent::Frame {
             from,

@@ -11,9 +11,15 @@
 //!   frame, so one lost datagram costs one frame, never the stream. A datagram that would
 //!   overrun the count marks the frame corrupt and is then looked at afresh.
 //! - a partial frame that gets no datagram for `frame_timeout` is dropped;
-//! - memory is bounded: bytes are allocated only as they arrive (never on a header's claim
-//!   alone), and past `max_partial_bytes` (or `max_partial_frames`) the oldest partial frame
-//!   is dropped.
+//! - memory is bounded: bytes are allocated and charged only as they arrive (never on a
+//!   header's claim: a header alone costs [`PARTIAL_OVERHEAD`], and a buffer stays under
+//!   twice what came, see [`grow_for`]), and past `max_partial_bytes` (or
+//!   `max_partial_frames`) a partial frame is dropped by the fair-share policy of
+//!   [`super::memory`]: senders that never completed a frame first, the heaviest address
+//!   range and then the heaviest sender in it first, so a flood of headers from many
+//!   sockets evicts only itself;
+//! - no amplification ([`super::reply_credit`]): the 14-byte ack goes only to a sender
+//!   whose frame took at least as many bytes.
 //!
 //! What the seed format cannot show: two chunks swapped by the network, or one lost and
 //! another of the same size duplicated, leave a frame of the right length with SOI and EOI.
@@ -23,6 +29,7 @@
 //! check. A frame in one datagram cannot be reordered and gets the SOI/EOI check only. The
 //! framed protocol carries chunk indices and needs none of this.
 
+use super::memory::{grow_for, PartialMemory};
 use super::Transmit;
 use crate::wire::jpeg::{self, is_complete_jpeg, JpegError};
 use crate::wire::seed_udp::{self, HeaderError, HeaderWidth, IMG_ACK};
@@ -169,7 +176,6 @@ impl fmt::Display for SeedEvent {
 struct Partial {
     expected: u64,
     buf: Vec<u8>,
-    started: Instant,
     last_seen: Instant,
 }
 
@@ -183,7 +189,7 @@ impl Partial {
 pub struct SeedReassembler {
     config: SeedConfig,
     partials: HashMap<SocketAddr, Partial>,
-    held: usize,
+    memory: PartialMemory,
     /// No partial frame times out before this (a lower bound: exact after
     /// `handle_timeout`, and a partial's deadline only moves later as datagrams come).
     wake_at: Option<Instant>,
@@ -194,9 +200,9 @@ pub struct SeedReassembler {
 impl SeedReassembler {
     pub fn new(config: SeedConfig) -> Self {
         SeedReassembler {
+            memory: PartialMemory::new(config.max_partial_bytes),
             config,
             partials: HashMap::new(),
-            held: 0,
             wake_at: None,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -243,11 +249,11 @@ impl SeedReassembler {
         partial.last_seen = now;
         let after = partial.held();
         let complete = partial.buf.len() as u64 == partial.expected;
-        self.held = self.held - before + after;
+        self.memory.recharge(from, before, after, now);
         if complete {
             let partial = self.remove_partial(from).expect("present");
             self.finish(from, partial.buf, partial.expected, true);
-        } else if self.held > self.config.max_partial_bytes {
+        } else {
             self.evict_until_within_budget();
         }
     }
@@ -287,7 +293,12 @@ impl SeedReassembler {
 
     /// Bytes currently charged to the partial-frame budget.
     pub fn partial_bytes(&self) -> usize {
-        self.held
+        self.memory.total()
+    }
+
+    /// Bytes charged to the partial-frame budget for `from`'s partial frame.
+    pub fn partial_bytes_of(&self, from: SocketAddr) -> usize {
+        self.memory.held_by(from)
     }
 
     /// Senders currently mid-frame.
@@ -324,15 +335,14 @@ impl SeedReassembler {
 
     fn start_partial(&mut self, from: SocketAddr, expected: u64, now: Instant) {
         while self.partials.len() >= self.config.max_partial_frames.max(1) {
-            self.evict_oldest();
+            self.evict_one();
         }
         let partial = Partial {
             expected,
             buf: Vec::new(),
-            started: now,
             last_seen: now,
         };
-        self.held += partial.held();
+        self.memory.charge(from, partial.held(), now);
         let deadline = now + self.config.frame_timeout;
         self.wake_at = Some(self.wake_at.map_or(deadline, |w| w.min(deadline)));
         self.partials.insert(from, partial);
@@ -359,17 +369,22 @@ impl SeedReassembler {
                 expected,
             });
         } else {
-            self.transmits.push_back(Transmit {
-                to: from,
-                payload: Cow::Borrowed(IMG_ACK),
-            });
+            // no amplification: the frame's own bytes came from `from`, at least as many
+            // as the ack unless the "JPEG" is shorter than it
+            if jpeg.len() >= IMG_ACK.len() {
+                self.transmits.push_back(Transmit {
+                    to: from,
+                    payload: Cow::Borrowed(IMG_ACK),
+                });
+            }
+            self.memory.mark_completed(from);
             self.events.push_back(SeedEvent::Frame { from, jpeg });
         }
     }
 
     fn remove_partial(&mut self, from: SocketAddr) -> Option<Partial> {
         let partial = self.partials.remove(&from)?;
-        self.held -= partial.held();
+        self.memory.release(from, partial.held());
         Some(partial)
     }
 
@@ -385,38 +400,18 @@ impl SeedReassembler {
     }
 
     fn evict_until_within_budget(&mut self) {
-        while self.held > self.config.max_partial_bytes && !self.partials.is_empty() {
-            self.evict_oldest();
+        while self.memory.over_budget() && !self.partials.is_empty() {
+            self.evict_one();
         }
     }
 
-    fn evict_oldest(&mut self) {
-        let oldest = self
-            .partials
-            .iter()
-            .min_by_key(|(_, p)| p.started)
-            .map(|(a, _)| *a);
-        if let Some(from) = oldest {
+    /// Drop the partial frame of the sender the fair-share policy picks
+    /// ([`PartialMemory::victim`]; every partial frame is charged at least its overhead).
+    fn evict_one(&mut self) {
+        if let Some(from) = self.memory.victim() {
             self.drop_partial(from, DropReason::Evicted);
         }
     }
-}
-
-/// Make room for `incoming` more bytes in a frame buffer that will end at `expected` bytes:
-/// allocate only as bytes arrive (the first allocation at most 64 datagrams' worth, then
-/// doubling), never past `expected`.
-fn grow_for(buf: &mut Vec<u8>, incoming: usize, expected: usize) {
-    let needed = buf.len() + incoming;
-    if needed <= buf.capacity() {
-        return;
-    }
-    let target = if buf.capacity() == 0 {
-        incoming.saturating_mul(64)
-    } else {
-        buf.capacity().saturating_mul(2)
-    };
-    let target = target.max(needed).min(expected.max(needed));
-    buf.reserve_exact(target - buf.len());
 }
 
 #[cfg(test)]

@@ -1,0 +1,82 @@
+//! Anti-amplification: never answer an address with more bytes than it sent us.
+//!
+//! A UDP source address is only a claim: a datagram can carry a victim's address, and a
+//! reply bigger than the request turns the hub into an amplifier aimed at the victim. QUIC's
+//! rule (RFC 9000, section 8) is the anchor: before an address is validated, send it at most
+//! a fixed multiple of what it sent. Here that multiple is 1 ([`UNVALIDATED_FACTOR`]): the
+//! hub's replies to an address never add up to more bytes than the datagrams it got from
+//! it. An address is validated once a frame from it has completed (a whole frame's bytes
+//! came from it, and the frame passed its check); the framed protocol has no token a
+//! sender must echo, so even then the replies stay within [`VALIDATED_FACTOR`] of what came
+//! in. A legitimate sender's replies are a few percent of its data (one 28-byte ack, and
+//! now and then a nack of at most 1044 bytes, per frame of 1400-byte chunks), far below
+//! either bound.
+//!
+//! This is byte accounting only, no rate: a [`ReplyCredit`] per sender address, kept where
+//! the receiver keeps that sender's state (so it is bounded with it).
+
+/// Reply bytes per byte received, before the address is validated.
+pub const UNVALIDATED_FACTOR: u64 = 1;
+/// Reply bytes per byte received, once it is.
+pub const VALIDATED_FACTOR: u64 = 3;
+
+/// Bytes received from one address and bytes sent back to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyCredit {
+    received: u64,
+    sent: u64,
+}
+
+impl ReplyCredit {
+    /// A datagram of `bytes` came from the address.
+    pub fn on_received(&mut self, bytes: usize) {
+        self.received = self.received.saturating_add(bytes as u64);
+    }
+
+    /// Bytes that may still be sent to the address.
+    pub fn available(&self, validated: bool) -> usize {
+        let factor = if validated {
+            VALIDATED_FACTOR
+        } else {
+            UNVALIDATED_FACTOR
+        };
+        let allowed = self.received.saturating_mul(factor);
+        usize::try_from(allowed.saturating_sub(self.sent)).unwrap_or(usize::MAX)
+    }
+
+    /// Spend `bytes` if they fit; false (and nothing spent) if not.
+    pub fn try_spend(&mut self, bytes: usize, validated: bool) -> bool {
+        if bytes > self.available(validated) {
+            return false;
+        }
+        self.sent += bytes as u64;
+        true
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_never_exceed_what_came_until_validated() {
+        let mut c = ReplyCredit::default();
+        assert!(!c.try_spend(1, false), "nothing came yet");
+        c.on_received(33);
+        assert_eq!(c.available(false), 33);
+        assert!(!c.try_spend(34, false));
+        assert!(c.try_spend(28, false));
+        assert!(!c.try_spend(6, false));
+        assert!(c.try_spend(5, false));
+        assert_eq!((c.sent(), c.received()), (33, 33));
+        assert_eq!(c.available(true), 66, "validated: three times what came");
+    }
+}
