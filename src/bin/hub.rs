@@ -86,6 +86,27 @@ struct Args {
     /// MJPEG viewers served at once with --http; more get a 503.
     #[arg(long, default_value_t = 16, value_name = "N")]
     http_max_viewers: usize,
+    // -- bounded disk and message budget (issue 11) --
+    /// With --msg-log, start a new file past this many bytes (FILE -> FILE.1 -> ... ->
+    /// FILE.N, the oldest dropped); at least 131072.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    msg_log_max_bytes: u64,
+    /// With --msg-log, rotated files kept (FILE.1 .. FILE.N); 0 starts FILE again.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    msg_log_keep: u32,
+    /// With --save-dir, the most bytes of frames the folder holds; the oldest are deleted
+    /// first (frames already there at start count).
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    save_max_bytes: u64,
+    /// Message bytes per second (each message counts its length + 64) shared equally by
+    /// the sending addresses; past its share a message is not recorded.
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
+    msg_budget_bytes_per_s: u64,
+    /// Message bytes one address may send at once beyond its share (at least one largest
+    /// datagram).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    msg_budget_burst_bytes: u64,
+    // -- end of issue 11 flags --
     /// Print the exit summary as one JSON object on stdout (for scripts, e.g. the loss
     /// sweep) instead of the text: per service its totals and each source's counts.
     #[arg(long)]
@@ -113,6 +134,11 @@ impl Args {
             stats_interval: Duration::from_millis(self.stats_interval_ms.max(100)),
             http: self.http,
             http_max_viewers: self.http_max_viewers,
+            msg_log_max_bytes: self.msg_log_max_bytes,
+            msg_log_keep: self.msg_log_keep,
+            save_max_bytes: self.save_max_bytes,
+            msg_budget_bytes_per_s: self.msg_budget_bytes_per_s,
+            msg_budget_burst_bytes: self.msg_budget_burst_bytes,
             ..HubConfig::default()
         }
     }

@@ -59,6 +59,12 @@ pub enum ConfigError {
     FrameTimeout,
     #[error("--save-every must be at least 1")]
     SaveEvery,
+    #[error("--msg-log-max-bytes must be at least {0} (one largest message)")]
+    MsgLogMaxBytes(u64),
+    #[error("--msg-budget-bytes-per-s must be positive")]
+    MsgBudget,
+    #[error("--save-max-bytes must be positive")]
+    SaveMaxBytes,
 }
 
 #[cfg(test)]

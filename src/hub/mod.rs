@@ -3,12 +3,14 @@
 //!
 //! - [`img_service`]: UDP image frames (the seed formats and `framed`, on one port), acked
 //!   per intact frame;
-//! - [`msg_service`]: UDP JSON messages, answered, optionally logged;
+//! - [`msg_service`]: UDP JSON messages, answered, optionally logged ([`msg_log`]: rotated
+//!   by size);
 //! - [`tcp_service`]: the seed TCP stream, a thread per connection;
 //! - [`source`]: who sent something ([`source::SourceId`]), the key every consumer shares;
 //! - [`net`]: socket setup the services share (large receive buffers) and a log limiter;
 //! - consumers, never blocking a receiver: [`stats`], [`saver`], [`display`] (fed through
-//!   [`sinks`] and [`crate::latest`]);
+//!   [`sinks`] and [`crate::latest`]); the saver keeps its folder within a cap
+//!   ([`save_dir`]);
 //! - [`http`]: the optional web view (`--http`): a live page, MJPEG streams, snapshots,
 //!   `/state` JSON and `/metrics`.
 //! - [`error`]: [`HubError`], why the hub could not start.
@@ -17,8 +19,10 @@ pub mod display;
 pub mod error;
 pub mod http;
 pub mod img_service;
+pub mod msg_log;
 pub mod msg_service;
 pub mod net;
+pub mod save_dir;
 pub mod saver;
 pub mod sinks;
 pub mod source;
@@ -52,9 +56,18 @@ pub struct HubConfig {
     pub max_partial_bytes: usize,
     pub recv_buffer_bytes: usize,
     pub msg_log: Option<PathBuf>,
+    /// `--msg-log` rotates past this many bytes (at least [`msg_log::MIN_MAX_BYTES`]).
+    pub msg_log_max_bytes: u64,
+    /// Rotated message logs kept (`FILE.1` … `FILE.N`).
+    pub msg_log_keep: u32,
+    /// The message budget all senders share, bytes per second, and each one's burst.
+    pub msg_budget_bytes_per_s: u64,
+    pub msg_budget_burst_bytes: u64,
     pub save_dir: Option<PathBuf>,
     pub save_every: u64,
     pub save_queue_bytes: usize,
+    /// `--save-dir` holds at most this many bytes of frames (oldest deleted first).
+    pub save_max_bytes: u64,
     pub display: bool,
     pub tcp_max_conns: usize,
     pub tcp_idle_timeout: Duration,
@@ -77,9 +90,14 @@ impl Default for HubConfig {
             max_partial_bytes: 64 << 20,
             recv_buffer_bytes: 8 << 20,
             msg_log: None,
+            msg_log_max_bytes: 64 << 20,
+            msg_log_keep: 4,
+            msg_budget_bytes_per_s: crate::proto::msg_receiver::DEFAULT_BUDGET_BYTES_PER_S,
+            msg_budget_burst_bytes: crate::proto::msg_receiver::DEFAULT_BUDGET_BURST_BYTES,
             save_dir: None,
             save_every: 1,
             save_queue_bytes: 256 << 20,
+            save_max_bytes: 1 << 30,
             display: false,
             tcp_max_conns: 16,
             tcp_idle_timeout: Duration::from_secs(30),
@@ -146,6 +164,15 @@ impl HubConfig {
         if self.save_every == 0 {
             return Err(ConfigError::SaveEvery);
         }
+        if self.msg_log_max_bytes < msg_log::MIN_MAX_BYTES {
+            return Err(ConfigError::MsgLogMaxBytes(msg_log::MIN_MAX_BYTES));
+        }
+        if self.msg_budget_bytes_per_s == 0 {
+            return Err(ConfigError::MsgBudget);
+        }
+        if self.save_max_bytes == 0 {
+            return Err(ConfigError::SaveMaxBytes);
+        }
         Ok(())
     }
 }
@@ -197,10 +224,12 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> Result<RunningHub, HubEr
     };
     let msg_log = match &config.msg_log {
         Some(path) => Some(
-            msg_service::MsgLog::open(path).map_err(|source| HubError::MsgLog {
-                path: path.clone(),
-                source,
-            })?,
+            msg_log::MsgLog::open(path, config.msg_log_max_bytes, config.msg_log_keep).map_err(
+                |source| HubError::MsgLog {
+                    path: path.clone(),
+                    source,
+                },
+            )?,
         ),
         None => None,
     };
@@ -235,11 +264,16 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> Result<RunningHub, HubEr
     let mut sinks = FrameSinks::default();
     let mut saver_thread = None;
     if let Some(dir) = &config.save_dir {
-        let (saver, thread) = saver::spawn(dir, config.save_every, config.save_queue_bytes)
-            .map_err(|source| HubError::SaveDir {
-                path: dir.clone(),
-                source,
-            })?;
+        let (saver, thread) = saver::spawn(
+            dir,
+            config.save_every,
+            config.save_queue_bytes,
+            config.save_max_bytes,
+        )
+        .map_err(|source| HubError::SaveDir {
+            path: dir.clone(),
+            source,
+        })?;
         sinks.saver = Some(saver);
         saver_thread = Some(thread);
     }
@@ -294,9 +328,13 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> Result<RunningHub, HubEr
     }
     if let Some((socket, _)) = msg {
         let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        let receiver = crate::proto::msg_receiver::MsgReceiver::with_budget(
+            config.msg_budget_bytes_per_s,
+            config.msg_budget_burst_bytes,
+        );
         service_threads.push(spawn(
             "msg",
-            Box::new(move || msg_service::run(socket, msg_log, stats, shutdown)),
+            Box::new(move || msg_service::run(socket, receiver, msg_log, stats, shutdown)),
         )?);
         services.push(Service::Msg);
     }

@@ -11,62 +11,35 @@
 //! The loop waits on nothing but the socket: per message it parses, counts (atomics), hands
 //! the text to the HTTP view under a lock it only tries to take (see
 //! [`Stats::try_set_last_message`]), and replies; with `--msg-log`, one `write` of the line.
+//!
+//! Bounded (issue 11): the receiver charges each sender's share of the message budget
+//! before parsing, and an over-budget datagram is neither parsed nor logged; the log
+//! rotates by size ([`super::msg_log`]). When the log cannot be written (disk full), the
+//! message is answered as not recorded, the outage is logged once, and the next message
+//! tries again: recording resumes by itself once there is room.
 
+use super::msg_log::{MsgLog, WriteOutage};
 use super::net::{is_timeout, LogLimiter};
 use super::source::Service;
 use super::stats::{SourceCache, Stats};
 use crate::proto::msg_receiver::{MsgReceiver, Received};
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
-use crate::wire::seed_msg::single_line;
 use crate::wire::MAX_UDP_PAYLOAD;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-/// The `--msg-log` file: one JSON object per line.
-pub struct MsgLog {
-    file: File,
-    line: Vec<u8>,
-}
-
-impl MsgLog {
-    /// Open `path` for appending, creating it if needed.
-    pub fn open(path: &Path) -> io::Result<MsgLog> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(MsgLog {
-            file,
-            line: Vec::with_capacity(256),
-        })
-    }
-
-    /// Append `{"ts": <unix seconds>, "from": "ip:port", "msg": <json_text>}` in one write.
-    pub fn append(&mut self, from: SocketAddr, json_text: &str) -> io::Result<()> {
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        self.line.clear();
-        writeln!(
-            self.line,
-            "{{\"ts\": {ts:.6}, \"from\": \"{from}\", \"msg\": {}}}",
-            single_line(json_text)
-        )?;
-        self.file.write_all(&self.line)
-    }
-
-    /// Push what was written to the disk.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-}
-
-/// Run the message service on `socket` until shutdown.
-pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, shutdown: Shutdown) {
-    let mut receiver = MsgReceiver::new();
+/// Run the message service on `socket` until shutdown, with `receiver`'s budget.
+pub fn run(
+    socket: UdpSocket,
+    mut receiver: MsgReceiver,
+    mut log_file: Option<MsgLog>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) {
+    let mut outage = WriteOutage::default();
+    let mut over_budget_logs = LogLimiter::new(1);
     let mut read_timeout = ReadTimeout::new();
     let mut sources = SourceCache::new(Service::Msg, stats.clone());
     let mut limiter = LogLimiter::new(10);
@@ -103,10 +76,9 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
                     None => Ok(()),
                     Some(log_file) => log_file.append(from, text),
                 };
-                if let Err(e) = &recorded {
-                    if let Some(suppressed) = limiter.allow(Instant::now()) {
-                        log::error!("msg: cannot write the message log: {e}{suppressed}");
-                    }
+                match &recorded {
+                    Err(e) => outage.failed("msg: --msg-log", e, Instant::now()),
+                    Ok(()) => outage.succeeded("msg: --msg-log"),
                 }
                 receiver.handle_recorded(recorded.is_ok());
                 if recorded.is_ok() {
@@ -115,6 +87,15 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
                     unpublished = (!stats.try_set_last_message(from, text, at_s))
                         .then(|| (from, text.to_owned(), at_s));
                     log::debug!("msg: from {from}: {text}");
+                }
+            }
+            Received::OverBudget => {
+                sources.get(from).rejected.fetch_add(1, Relaxed);
+                if let Some(suppressed) = over_budget_logs.allow(Instant::now()) {
+                    log::warn!(
+                        "msg: {from} is past its share of the message budget: \
+                         {n}-byte message not recorded{suppressed}"
+                    );
                 }
             }
             Received::Invalid(e) => {
@@ -136,36 +117,4 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
         }
     }
     log::debug!("msg: stopped");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_lines_are_json_objects_with_the_message_unchanged() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.jsonl");
-        let mut log = MsgLog::open(&path).unwrap();
-        let from: SocketAddr = "127.0.0.1:4242".parse().unwrap();
-        log.append(from, "[0, 0, 0, 1]").unwrap();
-        log.append(
-            from,
-            "{\"big\": 123456789012345678901234567890,\n \"s\": \"a\\nb\"}",
-        )
-        .unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
-        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-        assert_eq!(first["from"], "127.0.0.1:4242");
-        assert_eq!(first["msg"], serde_json::json!([0, 0, 0, 1]));
-        assert!(first["ts"].as_f64().unwrap() > 1.7e9);
-        assert!(
-            lines[1].contains("123456789012345678901234567890"),
-            "big number kept exactly"
-        );
-        let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
-        assert_eq!(second["msg"]["s"], "a\nb");
-    }
 }

@@ -13,10 +13,12 @@
 //!   framed one ([`framed_receiver`]) on one socket;
 //! - [`framed_sender`]: the client's side of the framed format;
 //! - [`seed_tcp`]: the seed TCP stream, one decoder per connection (nothing is sent back);
-//! - [`msg_receiver`]: the message port's replies, and log before ack;
+//! - [`msg_receiver`]: the message port's replies, and log before ack, within a budget;
 //! - [`memory`], [`reply_credit`]: what the image receivers charge per source: partial-frame
 //!   memory (fair shares) and reply bytes (no amplification).
+//! - [`budget`]: a token bucket, and one rate shared fairly by the sources using it.
 
+pub mod budget;
 pub mod framed_receiver;
 pub mod framed_sender;
 pub mod image_receiver;

@@ -11,13 +11,37 @@
 //!
 //! The message text is lent out of the datagram, not copied: the receiving thread does no
 //! allocation per message.
+//!
+//! Two rules keep one peer from costing the others (issue 11):
+//! - **A budget per source.** Every datagram is charged, before it is parsed, its length
+//!   plus [`LOG_LINE_OVERHEAD`] (about what its log line costs) against a
+//!   [`SharedBudget`] keyed by the sender's IP address: one total rate
+//!   (`--msg-budget-bytes-per-s`) shared equally by the addresses sending, each with a
+//!   burst (`--msg-budget-burst-bytes`). An over-budget datagram is not parsed and not
+//!   recorded ([`Received::OverBudget`]); it is answered [`LOG_FAILED_REPLY`] (it was not
+//!   recorded, which is what that reply says), under the rule below.
+//! - **No amplification.** A reply other than the answer to a recorded-or-not valid message
+//!   (the seed's `get the msg`, or [`LOG_FAILED_REPLY`], fixed by the seed's reply
+//!   semantics) is sent only if it is no longer than the datagram it answers; otherwise
+//!   none is sent. So junk, and over-budget floods, from a forged address never make the
+//!   hub send more bytes than it got.
 
+use super::budget::SharedBudget;
 use super::Transmit;
 use crate::wire::seed_msg::{parse_message, MsgError, LOG_FAILED_REPLY, MSG_ACK};
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+
+/// What a message costs beyond its own bytes, charged to its sender's budget: about the
+/// log line's `{"ts": …, "from": …, "msg": }` around it. It also makes the budget a rate
+/// of messages, not only of bytes.
+pub const LOG_LINE_OVERHEAD: u64 = 64;
+
+/// The message budget's defaults: 8 MiB/s shared by all senders, 1 MiB at once each.
+pub const DEFAULT_BUDGET_BYTES_PER_S: u64 = 8 << 20;
+pub const DEFAULT_BUDGET_BURST_BYTES: u64 = 1 << 20;
 
 /// What a datagram is.
 #[derive(Debug)]
@@ -25,21 +49,52 @@ pub enum Received<'a> {
     /// A valid message (its text, unchanged): record it, then call
     /// [`MsgReceiver::handle_recorded`]; its reply waits until then.
     Message(&'a str),
-    /// Not a message; its error reply ([`MsgError::reply`]) is queued.
+    /// Not a message; its error reply ([`MsgError::reply`]) is queued if it is no longer
+    /// than the datagram.
     Invalid(MsgError),
+    /// Past its sender's budget: not looked at, not to be recorded; [`LOG_FAILED_REPLY`] is
+    /// queued if it is no longer than the datagram.
+    OverBudget,
 }
 
 /// The message port's state. See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MsgReceiver {
     /// Senders of messages not yet reported recorded, oldest first.
     unrecorded: VecDeque<SocketAddr>,
     transmits: VecDeque<Transmit>,
+    budget: SharedBudget<IpAddr>,
+    withheld: u64,
+}
+
+impl Default for MsgReceiver {
+    fn default() -> Self {
+        Self::with_budget(DEFAULT_BUDGET_BYTES_PER_S, DEFAULT_BUDGET_BURST_BYTES)
+    }
 }
 
 impl MsgReceiver {
+    /// A receiver with the default budget.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A receiver whose senders share `bytes_per_s`, each spending at most `burst_bytes` at
+    /// once (a burst below one largest datagram plus [`LOG_LINE_OVERHEAD`] would refuse
+    /// the largest messages forever, so it is raised to that).
+    pub fn with_budget(bytes_per_s: u64, burst_bytes: u64) -> Self {
+        let min_burst = crate::wire::MAX_UDP_PAYLOAD as u64 + LOG_LINE_OVERHEAD;
+        MsgReceiver {
+            unrecorded: VecDeque::new(),
+            transmits: VecDeque::new(),
+            budget: SharedBudget::new(bytes_per_s, burst_bytes.max(min_burst)),
+            withheld: 0,
+        }
+    }
+
+    /// Replies not sent because they would have been longer than what they answered.
+    pub fn withheld_replies(&self) -> u64 {
+        self.withheld
     }
 
     /// Look at one datagram from `from`, received at `now`.
@@ -47,15 +102,20 @@ impl MsgReceiver {
         &mut self,
         from: SocketAddr,
         datagram: &'a [u8],
-        _now: Instant,
+        now: Instant,
     ) -> Received<'a> {
+        let cost = datagram.len() as u64 + LOG_LINE_OVERHEAD;
+        if !self.budget.try_take(&from.ip(), cost, now) {
+            self.reply_within(from, LOG_FAILED_REPLY, datagram.len());
+            return Received::OverBudget;
+        }
         match parse_message(datagram) {
             Ok(text) => {
                 self.unrecorded.push_back(from);
                 Received::Message(text)
             }
             Err(e) => {
-                self.reply(from, e.reply());
+                self.reply_within(from, e.reply(), datagram.len());
                 Received::Invalid(e)
             }
         }
@@ -81,6 +141,15 @@ impl MsgReceiver {
     /// [`MsgReceiver::handle_recorded`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         None
+    }
+
+    /// Queue `payload` only if it is no longer than the `received` bytes it answers.
+    fn reply_within(&mut self, to: SocketAddr, payload: &'static [u8], received: usize) {
+        if payload.len() <= received {
+            self.reply(to, payload);
+        } else {
+            self.withheld += 1;
+        }
     }
 
     fn reply(&mut self, to: SocketAddr, payload: &'static [u8]) {
@@ -141,12 +210,17 @@ mod tests {
     fn invalid_datagrams_get_their_short_error_reply_at_once() {
         let mut r = MsgReceiver::new();
         let now = Instant::now();
+        // padded to 64 bytes: a reply is never longer than the datagram it answers
+        let mut not_utf8 = vec![b'[', 0xFF, b']'];
+        not_utf8.resize(64, b' ');
+        let mut not_json = b"[0, 0,".to_vec();
+        not_json.resize(64, b' ');
         assert!(matches!(
-            r.handle_datagram(addr(2), &[b'[', 0xFF, b']'], now),
+            r.handle_datagram(addr(2), &not_utf8, now),
             Received::Invalid(MsgError::NotUtf8 { valid_up_to: 1 })
         ));
         assert!(matches!(
-            r.handle_datagram(addr(3), b"[0, 0,", now),
+            r.handle_datagram(addr(3), &not_json, now),
             Received::Invalid(MsgError::NotJson(_))
         ));
         let got = replies(&mut r);
@@ -175,5 +249,80 @@ mod tests {
                 (addr(2), LOG_FAILED_REPLY.to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn junk_shorter_than_its_error_reply_gets_no_reply() {
+        let mut r = MsgReceiver::new();
+        let now = Instant::now();
+        for junk in [&b""[..], b"[0, 0,", b"\xFF\xFE", b"hello hub"] {
+            assert!(matches!(
+                r.handle_datagram(addr(4), junk, now),
+                Received::Invalid(_)
+            ));
+        }
+        assert!(replies(&mut r).is_empty());
+        assert_eq!(r.withheld_replies(), 4);
+        // exactly as long as its reply: answered
+        let reply = b"error: message is not valid JSON";
+        let mut junk = b"nope".to_vec();
+        junk.resize(reply.len(), b' ');
+        r.handle_datagram(addr(4), &junk, now);
+        assert_eq!(replies(&mut r), vec![(addr(4), reply.to_vec())]);
+        // a valid message's answer is the seed's, whatever its length
+        r.handle_datagram(addr(4), b"1", now);
+        r.handle_recorded(true);
+        assert_eq!(replies(&mut r), vec![(addr(4), MSG_ACK.to_vec())]);
+    }
+
+    #[test]
+    fn a_flooding_address_is_cut_to_its_share_and_others_keep_being_heard() {
+        // 1 MB/s shared, 65,000-byte messages from 127.0.0.2 every ms, a small one from
+        // 127.0.0.1 every 10 ms, for 2 simulated seconds
+        let mut r = MsgReceiver::with_budget(1_000_000, 0);
+        let t0 = Instant::now();
+        let mut big = b"[".to_vec();
+        big.resize(64_999, b' ');
+        big.push(b']');
+        let flooder = SocketAddr::from(([127, 0, 0, 2], 5000));
+        let (mut flood_in, mut flood_out, mut quiet) = (0u64, 0u64, 0u64);
+        for ms in 0..2000u32 {
+            let now = t0 + std::time::Duration::from_millis(ms.into());
+            match r.handle_datagram(flooder, &big, now) {
+                Received::Message(_) => {
+                    flood_in += 1;
+                    r.handle_recorded(true);
+                }
+                Received::OverBudget => flood_out += 1,
+                Received::Invalid(e) => panic!("{e}"),
+            }
+            if ms % 10 == 0 {
+                assert!(
+                    matches!(
+                        r.handle_datagram(addr(1), b"[0, 0, 0, 1]", now),
+                        Received::Message(_)
+                    ),
+                    "the quiet sender refused at {ms} ms"
+                );
+                r.handle_recorded(true);
+                quiet += 1;
+            }
+        }
+        assert_eq!(quiet, 200);
+        // half of 1 MB/s for 2 s plus one burst (raised to one largest datagram)
+        assert!(
+            flood_in * 65_064 <= 1_000_000 + 65_571,
+            "{flood_in} recorded"
+        );
+        assert_eq!(flood_in + flood_out, 2000);
+        let got = replies(&mut r);
+        let acks = got.iter().filter(|(_, p)| p == MSG_ACK).count() as u64;
+        let failed = got.iter().filter(|(_, p)| p == LOG_FAILED_REPLY).count() as u64;
+        assert_eq!(acks, flood_in + quiet);
+        assert_eq!(failed, flood_out, "over budget: answered as not recorded");
+        assert!(got
+            .iter()
+            .filter(|(to, _)| *to == flooder)
+            .all(|(_, p)| p.len() <= big.len()));
     }
 }
