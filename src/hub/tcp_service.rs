@@ -177,10 +177,7 @@ fn serve(
         addr: peer,
     };
     let counters = stats.source(source);
-    let decoder_config = SeedTcpConfig {
-        max_frame_bytes: config.max_frame_bytes,
-        idle_timeout: config.idle_timeout,
-    };
+    let decoder_config = SeedTcpConfig::with_defaults(config.max_frame_bytes, config.idle_timeout);
     let mut decoder = SeedTcpDecoder::new(decoder_config, Instant::now());
     let mut read_timeout = ReadTimeout::new();
     // why the hub gave the connection up, for the log line of its end

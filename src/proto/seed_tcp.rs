@@ -10,6 +10,14 @@
 //!   the length prefix keeps the stream in sync;
 //! - the peer closing, no bytes for `idle_timeout`, or the hub giving up on the connection
 //!   end it ([`TcpEvent::Ended`], which says where in the stream it ended);
+//! - a slow peer cannot hold the connection: a header must be complete within
+//!   `header_timeout` (of the connection's start for the first one, of its first byte for
+//!   the others), and once a header is in, its frame must keep a minimum rate:
+//!   `frame_grace` after the header, the frame must hold `min_frame_rate` bytes for every
+//!   second since (so a header and then nothing ends at the grace, one byte now and then
+//!   soon after). Between frames only the idle timeout applies: a camera may pause;
+//! - every deadline is reported by [`SeedTcpDecoder::poll_timeout`] and acted on in
+//!   [`SeedTcpDecoder::handle_timeout`], with the time passed in;
 //! - memory grows only as bytes arrive, never on a header's claim alone: the frame buffer
 //!   starts at 64 KiB at most and at most doubles what has been read.
 //!
@@ -37,6 +45,27 @@ pub struct SeedTcpConfig {
     pub max_frame_bytes: u64,
     /// A connection with no bytes for this long is ended.
     pub idle_timeout: Duration,
+    /// A header must be complete this long after the connection started (the first) or
+    /// after its first byte (the others).
+    pub header_timeout: Duration,
+    /// How long after its header a frame may go before the minimum rate applies.
+    pub frame_grace: Duration,
+    /// Bytes per second a frame must keep after the grace (0: no minimum).
+    pub min_frame_rate: u64,
+}
+
+impl SeedTcpConfig {
+    /// The hub's defaults for the deadlines (5 s for a header, 2 s of grace, then 8 KiB/s:
+    /// a camera on a weak link sends far faster, a stalled one is cut within seconds).
+    pub fn with_defaults(max_frame_bytes: u64, idle_timeout: Duration) -> Self {
+        SeedTcpConfig {
+            max_frame_bytes,
+            idle_timeout,
+            header_timeout: Duration::from_secs(5),
+            frame_grace: Duration::from_secs(2),
+            min_frame_rate: 8 * 1024,
+        }
+    }
 }
 
 /// Where in the stream a connection ended.
@@ -57,6 +86,10 @@ pub enum EndReason {
     PeerClosed,
     /// No bytes for this long (the configured idle timeout).
     Idle(Duration),
+    /// A header was not complete within this long (the header timeout).
+    HeaderTimeout(Duration),
+    /// A frame fell below this many bytes per second after its grace period.
+    TooSlow { min_rate: u64 },
     /// The hub gave the connection up ([`SeedTcpDecoder::handle_abort`]: a read error, or
     /// the hub stopping).
     Aborted,
@@ -105,6 +138,12 @@ impl fmt::Display for TcpEvent {
                 match reason {
                     EndReason::PeerClosed => f.write_str("peer closed")?,
                     EndReason::Idle(t) => write!(f, "no data for {t:?}")?,
+                    EndReason::HeaderTimeout(t) => {
+                        write!(f, "the length header was not complete within {t:?}")?
+                    }
+                    EndReason::TooSlow { min_rate } => {
+                        write!(f, "the frame came slower than {min_rate} bytes/s")?
+                    }
                     EndReason::Aborted => f.write_str("connection given up")?,
                 }
                 match at {
@@ -131,8 +170,19 @@ pub enum ReadInto<'a> {
 }
 
 enum State {
-    Header { bytes: [u8; HEADER_LEN], got: usize },
-    Frame { buf: Vec<u8>, expected: usize },
+    /// `started`: when the header's deadline began (the connection's start for the first
+    /// header, its first byte for the others; `None` before that byte).
+    Header {
+        bytes: [u8; HEADER_LEN],
+        got: usize,
+        started: Option<Instant>,
+    },
+    /// `header_at`: when its header was complete, where the minimum rate counts from.
+    Frame {
+        buf: Vec<u8>,
+        expected: usize,
+        header_at: Instant,
+    },
     Ended,
 }
 
@@ -153,6 +203,7 @@ impl SeedTcpDecoder {
             state: State::Header {
                 bytes: [0; HEADER_LEN],
                 got: 0,
+                started: Some(now),
             },
             last_data: now,
             frames: 0,
@@ -175,8 +226,8 @@ impl SeedTcpDecoder {
     /// read into it with [`SeedTcpDecoder::handle_read`].
     pub fn read_into(&mut self) -> Option<ReadInto<'_>> {
         match &mut self.state {
-            State::Header { bytes, got } => Some(ReadInto::Header(&mut bytes[*got..])),
-            State::Frame { buf, expected } => {
+            State::Header { bytes, got, .. } => Some(ReadInto::Header(&mut bytes[*got..])),
+            State::Frame { buf, expected, .. } => {
                 let remaining = *expected - buf.len();
                 if buf.len() == buf.capacity() {
                     // grow only as bytes arrive: at most doubling what has been read
@@ -197,7 +248,12 @@ impl SeedTcpDecoder {
         }
         self.last_data = now;
         match &mut self.state {
-            State::Header { bytes, got } => {
+            State::Header {
+                bytes,
+                got,
+                started,
+            } => {
+                started.get_or_insert(now);
                 *got += n;
                 debug_assert!(*got <= HEADER_LEN, "read past the header");
                 *got = (*got).min(HEADER_LEN);
@@ -209,6 +265,7 @@ impl SeedTcpDecoder {
                         self.state = State::Frame {
                             buf: Vec::new(),
                             expected: len as usize,
+                            header_at: now,
                         }
                     }
                     Err(e) => {
@@ -217,7 +274,7 @@ impl SeedTcpDecoder {
                     }
                 }
             }
-            State::Frame { buf, expected } => {
+            State::Frame { buf, expected, .. } => {
                 debug_assert!(buf.len() <= *expected, "read past the frame");
                 if buf.len() < *expected {
                     return;
@@ -226,6 +283,7 @@ impl SeedTcpDecoder {
                 self.state = State::Header {
                     bytes: [0; HEADER_LEN],
                     got: 0,
+                    started: None,
                 };
                 if is_complete_jpeg(&jpeg) {
                     self.frames += 1;
@@ -270,17 +328,54 @@ impl SeedTcpDecoder {
         self.end(EndReason::Aborted);
     }
 
-    /// When [`SeedTcpDecoder::handle_timeout`] should next be called: when the idle
-    /// timeout runs out. `None` once the connection has ended.
+    /// When [`SeedTcpDecoder::handle_timeout`] should next be called: the earliest of the
+    /// idle timeout and the header's or frame's deadline. `None` once the connection has
+    /// ended.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (!self.is_ended()).then(|| self.last_data + self.config.idle_timeout)
+        self.next_deadline().map(|(t, _)| t)
     }
 
-    /// End the connection if it has had no bytes for `idle_timeout` as of `now`.
+    /// End the connection if, as of `now`, it has had no bytes for `idle_timeout`, its
+    /// header is late, or its frame has fallen below the minimum rate (whichever came
+    /// first names the reason).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|t| now >= t) {
-            self.end(EndReason::Idle(self.config.idle_timeout));
+        if let Some((t, reason)) = self.next_deadline() {
+            if now >= t {
+                self.end(reason);
+            }
         }
+    }
+
+    /// The earliest deadline and the reason the connection ends at it.
+    fn next_deadline(&self) -> Option<(Instant, EndReason)> {
+        let c = &self.config;
+        let idle = (
+            self.last_data + c.idle_timeout,
+            EndReason::Idle(c.idle_timeout),
+        );
+        let progress = match &self.state {
+            State::Ended => return None,
+            State::Header {
+                started: Some(t), ..
+            } => Some((
+                *t + c.header_timeout,
+                EndReason::HeaderTimeout(c.header_timeout),
+            )),
+            State::Frame { buf, header_at, .. } if c.min_frame_rate > 0 => {
+                // the time by which the bytes in hand are too few for the minimum rate
+                let earned_ns = buf.len() as u128 * 1_000_000_000 / u128::from(c.min_frame_rate);
+                let earned = Duration::from_nanos(u64::try_from(earned_ns).unwrap_or(u64::MAX));
+                let reason = EndReason::TooSlow {
+                    min_rate: c.min_frame_rate,
+                };
+                Some((*header_at + c.frame_grace + earned, reason))
+            }
+            _ => None,
+        };
+        Some(match progress {
+            Some(p) if p.0 < idle.0 => p,
+            _ => idle,
+        })
     }
 
     /// The next thing to report, oldest first.
@@ -293,7 +388,7 @@ impl SeedTcpDecoder {
             State::Ended => return,
             State::Header { got: 0, .. } => Position::BetweenFrames,
             State::Header { got, .. } => Position::InHeader { got: *got },
-            State::Frame { buf, expected } => Position::InFrame {
+            State::Frame { buf, expected, .. } => Position::InFrame {
                 got: buf.len(),
                 expected: *expected,
             },
@@ -315,6 +410,27 @@ mod tests {
             SeedTcpConfig {
                 max_frame_bytes: MAX,
                 idle_timeout: IDLE,
+                // out of the way of the tests of the other rules
+                header_timeout: IDLE * 10,
+                frame_grace: IDLE * 10,
+                min_frame_rate: 0,
+            },
+            now,
+        )
+    }
+
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+    const GRACE: Duration = Duration::from_secs(1);
+    const RATE: u64 = 1000;
+
+    fn strict(now: Instant) -> SeedTcpDecoder {
+        SeedTcpDecoder::new(
+            SeedTcpConfig {
+                max_frame_bytes: MAX,
+                idle_timeout: IDLE,
+                header_timeout: HEADER_TIMEOUT,
+                frame_grace: GRACE,
+                min_frame_rate: RATE,
             },
             now,
         )
@@ -484,6 +600,115 @@ mod tests {
             }]
         );
         assert_eq!(d.poll_timeout(), None);
+    }
+
+    /// A header and then nothing: the frame's deadline is the grace, well before the idle
+    /// timeout; the connection ends mid-frame, counted dropped.
+    #[test]
+    fn a_header_and_then_nothing_ends_at_the_grace() {
+        let t0 = Instant::now();
+        let mut d = strict(t0);
+        d.handle_bytes(b"1000            ", t0);
+        assert_eq!(d.poll_timeout(), Some(t0 + GRACE));
+        d.handle_timeout(t0 + GRACE - Duration::from_millis(1));
+        assert!(!d.is_ended(), "not yet");
+        d.handle_timeout(t0 + GRACE);
+        let got = events(&mut d);
+        assert_eq!(
+            got,
+            vec![TcpEvent::Ended {
+                reason: EndReason::TooSlow { min_rate: RATE },
+                at: Position::InFrame {
+                    got: 0,
+                    expected: 1000
+                }
+            }]
+        );
+        assert_eq!(got[0].outcome(), Some(Outcome::Dropped));
+        assert_eq!(
+            got[0].to_string(),
+            "the frame came slower than 1000 bytes/s mid-frame after 0 of 1000 bytes"
+        );
+    }
+
+    /// Each byte earns 1/RATE s past the grace: a trickle below the rate is cut, a frame at
+    /// the rate goes through, and after it the next header has its own deadline.
+    #[test]
+    fn a_frame_must_keep_the_minimum_rate_after_the_grace() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // a trickle: 100 bytes at the grace, then one byte a second
+        let mut d = strict(t0);
+        d.handle_bytes(b"1000            ", t0);
+        d.handle_bytes(&[0xFF; 100], t0 + ms(900));
+        assert_eq!(d.poll_timeout(), Some(t0 + GRACE + ms(100)));
+        d.handle_bytes(&[0xD8], t0 + ms(1050));
+        assert_eq!(
+            d.poll_timeout(),
+            Some(t0 + GRACE + ms(101)),
+            "one byte, 1 ms"
+        );
+        d.handle_timeout(t0 + GRACE + ms(101));
+        assert!(matches!(
+            events(&mut d)[..],
+            [TcpEvent::Ended {
+                reason: EndReason::TooSlow { .. },
+                at: Position::InFrame { got: 101, .. }
+            }]
+        ));
+        // just at the rate: 1000 bytes over GRACE + 1 s, each 100-byte step 1 ms early
+        let mut d = strict(t0);
+        d.handle_bytes(b"1000            ", t0);
+        let frame = jpeg(1000);
+        for (i, part) in frame.chunks(100).enumerate() {
+            let at = t0 + GRACE + ms(100 * i as u64) - ms(1);
+            d.handle_timeout(at);
+            assert!(!d.is_ended(), "cut at step {i}");
+            d.handle_bytes(part, at);
+        }
+        assert_eq!(events(&mut d), vec![TcpEvent::Frame(frame)]);
+        // between frames only the idle timeout applies
+        let done = t0 + GRACE + ms(899);
+        assert_eq!(d.poll_timeout(), Some(done + IDLE));
+    }
+
+    /// The first header must be complete within the header timeout of the connection's
+    /// start (a peer that connects and trickles is cut); a later one within the header
+    /// timeout of its first byte.
+    #[test]
+    fn a_header_must_be_complete_in_time() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = strict(t0);
+        d.handle_bytes(b"4", t0 + ms(1500));
+        assert_eq!(
+            d.poll_timeout(),
+            Some(t0 + HEADER_TIMEOUT),
+            "from the start"
+        );
+        d.handle_bytes(b"  ", t0 + HEADER_TIMEOUT - ms(1));
+        d.handle_timeout(t0 + HEADER_TIMEOUT);
+        let got = events(&mut d);
+        assert_eq!(
+            got,
+            vec![TcpEvent::Ended {
+                reason: EndReason::HeaderTimeout(HEADER_TIMEOUT),
+                at: Position::InHeader { got: 3 }
+            }]
+        );
+        assert_eq!(got[0].outcome(), None, "no frame was under way");
+        // the second header: from its first byte, not from the end of the first frame
+        let mut d = strict(t0);
+        d.handle_bytes(b"4               \xFF\xD8\xFF\xD9", t0);
+        assert!(matches!(events(&mut d)[..], [TcpEvent::Frame(_)]));
+        assert_eq!(d.poll_timeout(), Some(t0 + IDLE), "a pause between frames");
+        let t1 = t0 + ms(4000);
+        d.handle_bytes(b"4  ", t1);
+        assert_eq!(d.poll_timeout(), Some(t1 + HEADER_TIMEOUT));
+        d.handle_bytes(b"             ", t1 + HEADER_TIMEOUT - ms(1));
+        d.handle_timeout(t1 + HEADER_TIMEOUT);
+        assert!(!d.is_ended(), "complete in time");
+        assert_eq!(d.poll_timeout(), Some(t1 + HEADER_TIMEOUT - ms(1) + GRACE));
     }
 
     #[test]
