@@ -16,8 +16,10 @@
 //! Every wait in here is bounded: a client never blocks forever on a hub that is gone.
 
 pub mod handoff;
+#[cfg(feature = "opencv")]
 pub mod img;
 pub mod img_sender;
+pub mod mjpeg;
 pub mod msg;
 pub mod msg_sender;
 pub mod stats;

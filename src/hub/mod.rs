@@ -9,6 +9,8 @@
 //! - [`net`]: socket setup the services share (large receive buffers) and a log limiter;
 //! - consumers, never blocking a receiver: [`stats`], [`saver`], [`display`] (fed through
 //!   [`sinks`] and [`crate::latest`]);
+//! - taps for a program that embeds the hub ([`crate::api::Hub`]): [`FrameTap`] (newest
+//!   frame per source) and [`MessageTap`] (a bounded queue of messages);
 //! - [`http`]: the optional web view (`--http`): a live page, MJPEG streams, snapshots,
 //!   `/state` JSON and `/metrics`.
 
@@ -23,18 +25,21 @@ pub mod source;
 pub mod stats;
 pub mod tcp_service;
 
+use crate::latest::LatestByKey;
 use crate::proto::image_receiver::ImageConfig;
 use crate::shutdown::Shutdown;
 use saver::SaverThread;
 use sinks::FrameSinks;
-use source::Service;
+use source::{Service, SourceId};
 use stats::Stats;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Everything the hub can be told (the `hub` binary maps its flags onto this).
 #[derive(Clone, Debug)]
@@ -154,6 +159,107 @@ impl HubConfig {
 /// Bind every enabled service and start all threads. Binding errors (port in use, bad
 /// address, unwritable log or folder) are returned before any thread starts.
 pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
+    start_with_taps(config, Taps::default(), shutdown)
+}
+
+/// What a program embedding the hub takes frames and messages from, fed without ever
+/// blocking a receiver.
+#[derive(Clone, Default)]
+pub struct Taps {
+    /// The newest intact frame per source.
+    pub frames: Option<Arc<FrameTap>>,
+    /// Recorded messages, oldest dropped when the program falls behind.
+    pub messages: Option<Arc<MessageTap>>,
+}
+
+/// The newest frame per source, for one consumer that takes them all.
+pub type FrameTap = LatestByKey<SourceId, TappedFrame>;
+
+/// A frame as a tap holds it.
+#[derive(Clone, Debug)]
+pub struct TappedFrame {
+    /// 1-based, per source (the same number as the saved file's).
+    pub seq: u64,
+    pub jpeg: Arc<Vec<u8>>,
+    /// When the hub had the whole frame.
+    pub received: SystemTime,
+}
+
+/// A message as a tap holds it.
+#[derive(Clone, Debug)]
+pub struct TappedMessage {
+    pub from: SocketAddr,
+    /// The JSON text as it came.
+    pub json: String,
+    pub received: SystemTime,
+}
+
+/// A bounded queue of messages with one consumer: when it is full, the oldest message is
+/// dropped (and counted), so a program that falls behind never stalls the message service
+/// nor grows the hub's memory.
+pub struct MessageTap {
+    queue: Mutex<VecDeque<TappedMessage>>,
+    ready: Condvar,
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+impl MessageTap {
+    /// A queue of at most `capacity` messages (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        MessageTap {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<TappedMessage>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue a message; never waits (beyond a lock held for a push or pop).
+    pub fn offer(&self, from: SocketAddr, json: &str) {
+        let message = TappedMessage {
+            from,
+            json: json.to_owned(),
+            received: SystemTime::now(),
+        };
+        let dropped = {
+            let mut q = self.lock();
+            let dropped = (q.len() >= self.capacity).then(|| q.pop_front());
+            q.push_back(message);
+            dropped
+        };
+        if dropped.is_some() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ready.notify_one();
+    }
+
+    /// The oldest queued message, waiting at most `timeout` for one.
+    pub fn take(&self, timeout: Duration) -> Option<TappedMessage> {
+        let q = self.lock();
+        let (mut q, _) = self
+            .ready
+            .wait_timeout_while(q, timeout, |q| q.is_empty())
+            .unwrap_or_else(|e| e.into_inner());
+        q.pop_front()
+    }
+
+    /// Messages dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// [`start`], with `taps` fed every intact frame and recorded message.
+pub fn start_with_taps(
+    config: &HubConfig,
+    taps: Taps,
+    shutdown: Shutdown,
+) -> io::Result<RunningHub> {
     config.validate()?;
     let with_context =
         |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
@@ -224,6 +330,7 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         .as_ref()
         .map(|_| Arc::new(http::frames::LatestFrames::default()));
     sinks.frames = frames.clone();
+    sinks.tap = taps.frames;
     let mut other_threads = Vec::new();
     if config.display {
         if let Some((queue, handle)) = display::spawn(shutdown.clone()) {
@@ -266,10 +373,10 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> io::Result<RunningHub> {
         services.push(Service::Img);
     }
     if let Some((socket, _)) = msg {
-        let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        let (stats, shutdown, tap) = (stats.clone(), shutdown.clone(), taps.messages);
         service_threads.push(spawn(
             "msg",
-            Box::new(move || msg_service::run(socket, msg_log, stats, shutdown)),
+            Box::new(move || msg_service::run(socket, msg_log, tap, stats, shutdown)),
         )?);
         services.push(Service::Msg);
     }

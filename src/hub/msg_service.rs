@@ -65,7 +65,14 @@ impl MsgLog {
 }
 
 /// Run the message service on `socket` until shutdown.
-pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, shutdown: Shutdown) {
+/// With a `tap` (a program embedding the hub), every recorded message is also offered to it.
+pub fn run(
+    socket: UdpSocket,
+    mut log_file: Option<MsgLog>,
+    tap: Option<Arc<super::MessageTap>>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) {
     let mut receiver = MsgReceiver::new();
     let mut read_timeout = ReadTimeout::new();
     let mut sources = SourceCache::new(Service::Msg, stats.clone());
@@ -111,6 +118,9 @@ pub fn run(socket: UdpSocket, mut log_file: Option<MsgLog>, stats: Arc<Stats>, s
                 receiver.handle_recorded(recorded.is_ok());
                 if recorded.is_ok() {
                     sources.record_item(from, n);
+                    if let Some(tap) = &tap {
+                        tap.offer(from, text);
+                    }
                     let at_s = stats.uptime().as_secs_f64();
                     unpublished = (!stats.try_set_last_message(from, text, at_s))
                         .then(|| (from, text.to_owned(), at_s));
