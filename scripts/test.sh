@@ -15,12 +15,18 @@ bash scripts/setup.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The library without OpenCV and the CLI crates (what a Pi sending its camera's MJPEG
+# builds): it must build and lint clean on its own.
+cargo build -p udphub --no-default-features --lib
+cargo clippy -p udphub --no-default-features --lib -- -D warnings
+# The API docs: every link resolves, every public item of udphub::api documented.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo test --doc   # nextest does not run doctests; run them first so the summary below is last
     $XVFB cargo nextest run
 else
-    $XVFB cargo test
+    $XVFB cargo test   # doctests included
 fi
 
 # The Python package (clients/python) against the hub just built, in a virtual environment

@@ -12,16 +12,33 @@
 //!   capture and send threads around them.
 //! - [`relay`]: `udp-relay`, the lossy relay for testing links: a socket-free fault injector
 //!   and its socket loop.
-//! - [`media`]: everything OpenCV (capture, JPEG encode/decode, windows).
+//! - [`media`]: everything OpenCV (capture, JPEG encode/decode, windows); only with the
+//!   `opencv` feature (on by default).
 //! - [`latest`]: the one "latest frame wins" mailbox (the client's capture-to-send handoff,
 //!   the hub's display queue and its HTTP view's frames).
 //! - [`shutdown`]: the one flag every loop checks.
+//! - [`api`]: the library's front door, re-exported at the crate root: [`ImageSender`],
+//!   [`MsgSender`] and [`Hub`].
+//!
+//! # Cargo features
+//! - `opencv` (default): [`media`], the camera client's run loop and `hub --display`.
+//! - `cli` (default): the binaries (flag parsing, logging, Ctrl-C).
+//!
+//! `cargo build --no-default-features` builds the rest: the wire formats, the protocol
+//! state machines, the senders of JPEG bytes, the MJPEG splitter and the embeddable hub.
 
+pub mod api;
 pub mod client;
 pub mod hub;
 pub mod latest;
+#[cfg(feature = "opencv")]
 pub mod media;
 pub mod proto;
 pub mod relay;
 pub mod shutdown;
 pub mod wire;
+
+pub use api::{
+    Delivery, Frame, Hub, HubBuilder, ImageSender, ImageSenderBuilder, Message, MsgSender,
+    SendError,
+};

@@ -105,6 +105,8 @@ impl Shutdown {
     }
 
     /// Trigger this flag on Ctrl-C (SIGINT) and SIGTERM. Can be installed once per process.
+    /// (With the `cli` feature, which brings the `ctrlc` crate.)
+    #[cfg(feature = "cli")]
     pub fn install_signal_handler(&self) -> Result<(), ctrlc::Error> {
         let me = self.clone();
         ctrlc::set_handler(move || me.trigger())

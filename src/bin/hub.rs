@@ -2,8 +2,9 @@
 //! the seed clients and ours, acks them, and hands frames to statistics, disk, windows and
 //! the HTTP view.
 //!
-//! This file only maps command-line flags onto [`udphub::hub::HubConfig`], prints the bound
-//! addresses, waits for Ctrl-C/SIGTERM and prints the summary.
+//! This file only maps command-line flags onto [`udphub::hub::HubConfig`], starts the hub
+//! through the library's [`udphub::Hub`] (as any program embedding it would), prints the
+//! bound addresses, waits for Ctrl-C/SIGTERM and prints the summary.
 
 use clap::Parser;
 use std::io::Write;
@@ -11,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::hub::{self, HubConfig};
+use udphub::hub::HubConfig;
 use udphub::shutdown::Shutdown;
 
 /// Receive camera frames and telemetry from small devices.
@@ -152,8 +153,14 @@ fn main() -> ExitCode {
         eprintln!("hub: cannot install the Ctrl-C handler: {e}");
         return ExitCode::FAILURE;
     }
-    let running = match hub::start(&args.config(), shutdown.clone()) {
-        Ok(r) => r,
+    let started = udphub::Hub::builder()
+        .config(args.config())
+        .keep_frames(false)
+        .keep_messages(false)
+        .shutdown_flag(shutdown.clone())
+        .start();
+    let hub = match started {
+        Ok(h) => h,
         Err(e) => {
             eprintln!("hub: {e}");
             return ExitCode::FAILURE;
@@ -161,7 +168,7 @@ fn main() -> ExitCode {
     };
     {
         let mut out = std::io::stdout().lock();
-        let b = running.bound;
+        let b = hub.running().bound;
         for (name, proto, addr) in [
             ("img", "udp", b.img),
             ("msg", "udp", b.msg),
@@ -177,7 +184,7 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "hub: ready");
         let _ = out.flush();
     }
-    let report = running.wait();
+    let report = hub.wait();
     if args.json_summary {
         match serde_json::to_string(&report.summary) {
             Ok(json) => println!("{json}"),

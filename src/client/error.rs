@@ -5,7 +5,7 @@
 //! still gets the underlying error ([`std::error::Error::source`]) instead of only its
 //! text. The `Display` of every variant is the one line the binaries print after
 //! `img-client: ` / `msg-client: `, so it names the flag or the thing that failed.
-//! Errors of the layers below keep their own types ([`SendError`], [`MediaError`],
+//! Errors of the layers below keep their own types ([`SendError`], `MediaError`,
 //! [`MessageError`]) and are wrapped, not turned into strings.
 
 use std::io;
@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use super::img_sender::SendError;
 use super::msg_sender::MessageError;
+#[cfg(feature = "opencv")]
 use crate::media::MediaError;
 
 /// Why a client run could not start, or what ended it early.
@@ -38,6 +39,7 @@ pub enum ClientError {
     )]
     NotJpeg { path: PathBuf },
     /// The frame source (camera, video, images) failed to open, read or encode.
+    #[cfg(feature = "opencv")]
     #[error(transparent)]
     Media(#[from] MediaError),
     /// The socket to the hub cannot be opened.

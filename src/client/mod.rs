@@ -18,8 +18,10 @@
 
 pub mod error;
 pub mod handoff;
+#[cfg(feature = "opencv")]
 pub mod img;
 pub mod img_sender;
+pub mod mjpeg;
 pub mod msg;
 pub mod msg_sender;
 pub mod stats;

@@ -6,8 +6,12 @@
 
 use super::source::SourceId;
 use crate::latest::LatestByKey;
+#[cfg(feature = "opencv")]
 use crate::media::display::{display_available, pump_events, Window};
-use crate::shutdown::{Shutdown, POLL_INTERVAL};
+use crate::shutdown::Shutdown;
+#[cfg(feature = "opencv")]
+use crate::shutdown::POLL_INTERVAL;
+#[cfg(feature = "opencv")]
 use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +20,22 @@ use std::thread::JoinHandle;
 pub type DisplayQueue = LatestByKey<SourceId, Arc<Vec<u8>>>;
 
 /// Start the display thread, or return `None` (after saying why) when there is no display.
+/// Without the `opencv` feature there are no windows: says so once and returns `None`.
 pub fn spawn(shutdown: Shutdown) -> Option<(Arc<DisplayQueue>, JoinHandle<()>)> {
+    #[cfg(not(feature = "opencv"))]
+    {
+        let _ = shutdown;
+        log::warn!(
+            "--display: this hub was built without the `opencv` feature; running without windows"
+        );
+        None
+    }
+    #[cfg(feature = "opencv")]
+    spawn_windows(shutdown)
+}
+
+#[cfg(feature = "opencv")]
+fn spawn_windows(shutdown: Shutdown) -> Option<(Arc<DisplayQueue>, JoinHandle<()>)> {
     if !display_available() {
         log::warn!("--display: no display (DISPLAY and WAYLAND_DISPLAY are unset); running without windows");
         return None;
@@ -31,6 +50,7 @@ pub fn spawn(shutdown: Shutdown) -> Option<(Arc<DisplayQueue>, JoinHandle<()>)> 
     Some((queue, handle))
 }
 
+#[cfg(feature = "opencv")]
 fn show_loop(queue: &DisplayQueue, shutdown: &Shutdown) {
     let mut windows: HashMap<SourceId, Window> = HashMap::new();
     let mut failed_once = false;

@@ -11,6 +11,8 @@
 //! - consumers, never blocking a receiver: [`stats`], [`saver`], [`display`] (fed through
 //!   [`sinks`] and [`crate::latest`]); the saver keeps its folder within a cap
 //!   ([`save_dir`]);
+//! - taps for a program that embeds the hub ([`crate::api::Hub`]): [`FrameTap`] (newest
+//!   frame per source) and [`MessageTap`] (a bounded queue of messages);
 //! - [`http`]: the optional web view (`--http`): a live page, MJPEG streams, snapshots,
 //!   `/state` JSON and `/metrics`.
 //! - [`error`]: [`HubError`], why the hub could not start.
@@ -31,17 +33,20 @@ pub mod tcp_service;
 
 pub use error::{ConfigError, HubError};
 
+use crate::latest::LatestByKey;
 use crate::proto::image_receiver::ImageConfig;
 use crate::shutdown::Shutdown;
 use saver::SaverThread;
 use sinks::FrameSinks;
-use source::Service;
+use source::{Service, SourceId};
 use stats::Stats;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Everything the hub can be told (the `hub` binary maps its flags onto this).
 #[derive(Clone, Debug)]
@@ -180,6 +185,107 @@ impl HubConfig {
 /// Bind every enabled service and start all threads. Binding errors (port in use, bad
 /// address, unwritable log or folder) are returned before any thread starts.
 pub fn start(config: &HubConfig, shutdown: Shutdown) -> Result<RunningHub, HubError> {
+    start_with_taps(config, Taps::default(), shutdown)
+}
+
+/// What a program embedding the hub takes frames and messages from, fed without ever
+/// blocking a receiver.
+#[derive(Clone, Default)]
+pub struct Taps {
+    /// The newest intact frame per source.
+    pub frames: Option<Arc<FrameTap>>,
+    /// Recorded messages, oldest dropped when the program falls behind.
+    pub messages: Option<Arc<MessageTap>>,
+}
+
+/// The newest frame per source, for one consumer that takes them all.
+pub type FrameTap = LatestByKey<SourceId, TappedFrame>;
+
+/// A frame as a tap holds it.
+#[derive(Clone, Debug)]
+pub struct TappedFrame {
+    /// 1-based, per source (the same number as the saved file's).
+    pub seq: u64,
+    pub jpeg: Arc<Vec<u8>>,
+    /// When the hub had the whole frame.
+    pub received: SystemTime,
+}
+
+/// A message as a tap holds it.
+#[derive(Clone, Debug)]
+pub struct TappedMessage {
+    pub from: SocketAddr,
+    /// The JSON text as it came.
+    pub json: String,
+    pub received: SystemTime,
+}
+
+/// A bounded queue of messages with one consumer: when it is full, the oldest message is
+/// dropped (and counted), so a program that falls behind never stalls the message service
+/// nor grows the hub's memory.
+pub struct MessageTap {
+    queue: Mutex<VecDeque<TappedMessage>>,
+    ready: Condvar,
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+impl MessageTap {
+    /// A queue of at most `capacity` messages (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        MessageTap {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<TappedMessage>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue a message; never waits (beyond a lock held for a push or pop).
+    pub fn offer(&self, from: SocketAddr, json: &str) {
+        let message = TappedMessage {
+            from,
+            json: json.to_owned(),
+            received: SystemTime::now(),
+        };
+        let dropped = {
+            let mut q = self.lock();
+            let dropped = (q.len() >= self.capacity).then(|| q.pop_front());
+            q.push_back(message);
+            dropped
+        };
+        if dropped.is_some() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ready.notify_one();
+    }
+
+    /// The oldest queued message, waiting at most `timeout` for one.
+    pub fn take(&self, timeout: Duration) -> Option<TappedMessage> {
+        let q = self.lock();
+        let (mut q, _) = self
+            .ready
+            .wait_timeout_while(q, timeout, |q| q.is_empty())
+            .unwrap_or_else(|e| e.into_inner());
+        q.pop_front()
+    }
+
+    /// Messages dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// [`start`], with `taps` fed every intact frame and recorded message.
+pub fn start_with_taps(
+    config: &HubConfig,
+    taps: Taps,
+    shutdown: Shutdown,
+) -> Result<RunningHub, HubError> {
     config.validate()?;
     let bind_error = |service, transport, addr| {
         move |source| HubError::Bind {
@@ -281,6 +387,7 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> Result<RunningHub, HubEr
         .as_ref()
         .map(|_| Arc::new(http::frames::LatestFrames::default()));
     sinks.frames = frames.clone();
+    sinks.tap = taps.frames;
     let mut other_threads = Vec::new();
     if config.display {
         if let Some((queue, handle)) = display::spawn(shutdown.clone()) {
@@ -327,14 +434,14 @@ pub fn start(config: &HubConfig, shutdown: Shutdown) -> Result<RunningHub, HubEr
         services.push(Service::Img);
     }
     if let Some((socket, _)) = msg {
-        let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        let (stats, shutdown, tap) = (stats.clone(), shutdown.clone(), taps.messages);
         let receiver = crate::proto::msg_receiver::MsgReceiver::with_budget(
             config.msg_budget_bytes_per_s,
             config.msg_budget_burst_bytes,
         );
         service_threads.push(spawn(
             "msg",
-            Box::new(move || msg_service::run(socket, receiver, msg_log, stats, shutdown)),
+            Box::new(move || msg_service::run(socket, receiver, msg_log, tap, stats, shutdown)),
         )?);
         services.push(Service::Msg);
     }

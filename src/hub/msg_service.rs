@@ -31,10 +31,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Run the message service on `socket` until shutdown, with `receiver`'s budget.
+/// With a `tap` (a program embedding the hub), every recorded message is also offered to it.
 pub fn run(
     socket: UdpSocket,
     mut receiver: MsgReceiver,
     mut log_file: Option<MsgLog>,
+    tap: Option<Arc<super::MessageTap>>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) {
@@ -83,6 +85,9 @@ pub fn run(
                 receiver.handle_recorded(recorded.is_ok());
                 if recorded.is_ok() {
                     sources.record_item(from, n);
+                    if let Some(tap) = &tap {
+                        tap.offer(from, text);
+                    }
                     let at_s = stats.uptime().as_secs_f64();
                     unpublished = (!stats.try_set_last_message(from, text, at_s))
                         .then(|| (from, text.to_owned(), at_s));

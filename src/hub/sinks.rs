@@ -15,17 +15,35 @@ pub struct FrameSinks {
     pub display: Option<Arc<DisplayQueue>>,
     /// The newest frame per source for `hub --http` (streams and snapshots).
     pub frames: Option<Arc<LatestFrames>>,
+    /// The newest frame per source for a program that embeds the hub ([`crate::api::Hub`]).
+    pub tap: Option<Arc<super::FrameTap>>,
 }
 
 impl FrameSinks {
     /// Hand frame `seq` (1-based, per source) to every consumer. Never blocks.
     pub fn deliver(&self, source: SourceId, seq: u64, jpeg: Vec<u8>) {
-        if self.saver.is_none() && self.display.is_none() && self.frames.is_none() {
+        if self.saver.is_none()
+            && self.display.is_none()
+            && self.frames.is_none()
+            && self.tap.is_none()
+        {
             return;
         }
         let jpeg = Arc::new(jpeg);
         if let Some(saver) = &self.saver {
             saver.offer(source, seq, &jpeg);
+        }
+        if let Some(tap) = &self.tap {
+            let received = std::time::SystemTime::now();
+            let (jpeg, seq) = (jpeg.clone(), seq);
+            tap.put(
+                source,
+                super::TappedFrame {
+                    seq,
+                    jpeg,
+                    received,
+                },
+            );
         }
         if let Some(frames) = &self.frames {
             frames.put(source, jpeg.clone());

@@ -30,6 +30,8 @@ pub struct FramedUdpSender {
     /// A stop cut a flush short and the frames in flight were counted as stopped: nothing
     /// more is sent or reported.
     stopped: bool,
+    /// Chunks sent again, over every finished frame.
+    resent: u64,
 }
 
 impl FramedUdpSender {
@@ -54,11 +56,17 @@ impl FramedUdpSender {
             chunk_size: options.chunk_size,
             frame_deadline: options.ack_timeout,
             stopped: false,
+            resent: 0,
         })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.link.local_addr()
+    }
+
+    /// Chunks sent again so far, counted when their frame finished (acked or given up).
+    pub fn resent(&self) -> u64 {
+        self.resent
     }
 
     /// Send what the state machine has queued, wait for a reply or its next timer (at most
@@ -73,6 +81,7 @@ impl FramedUdpSender {
             link,
             proto,
             chunks,
+            resent: resent_total,
             ..
         } = self;
         let now = Instant::now();
@@ -101,6 +110,8 @@ impl FramedUdpSender {
             proto.handle_timeout(Instant::now());
         }
         while let Some(event) = proto.poll_event() {
+            let (SenderEvent::Acked { resent, .. } | SenderEvent::GaveUp { resent, .. }) = event;
+            *resent_total += u64::from(resent);
             out.push(match event {
                 SenderEvent::Acked { latency, .. } => FrameOutcome::Acked { rtt: latency },
                 SenderEvent::GaveUp { reason, .. } => {

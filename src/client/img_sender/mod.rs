@@ -45,7 +45,8 @@ use crate::wire::framed;
 use crate::wire::seed_udp::HeaderWidth;
 
 /// The wire protocol a frame goes out in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Protocol {
     /// udphub's framed UDP format: frame id and chunk index in every datagram, selective
     /// resends of missing chunks, up to --window frames in flight.
