@@ -672,3 +672,260 @@ proptest! {
         }
     }
 }
+
+// ---- abuse (issue 11): claims cost what came, fair shares, no amplification ----
+
+/// A real JPEG (the receiver's checks may look inside), `len` bytes.
+fn real_jpeg(len: usize, seed: u64) -> Vec<u8> {
+    crate::media::testjpeg::jpeg_of_len(len, seed).unwrap()
+}
+
+/// A data datagram claiming a frame of `length` bytes in `count` chunks, carrying chunk
+/// `index` with `payload` (which must be that chunk's size for it to parse).
+fn claim(from_stream: u32, index: u16, count: u16, length: u32, flags: u16) -> Vec<u8> {
+    let h = DataHeader {
+        flags,
+        stream: from_stream,
+        frame: 0,
+        index,
+        count,
+        length,
+        ts_us: 1,
+    };
+    let payload = vec![0x5A; framed::payload_len(length, count, index)];
+    let mut out = Vec::new();
+    framed::emit_data(&mut out, &h, &payload);
+    out
+}
+
+/// The `i`th attacking source, spread over 127.0.0.0/8 (40 /24s of 50 hosts, as many
+/// sockets per host as it takes).
+fn attacker(i: usize) -> SocketAddr {
+    let host = i % 2000;
+    SocketAddr::from((
+        [127, 1 + (host / 50) as u8, 0, 1 + (host % 50) as u8],
+        10_000 + (i / 2000) as u16,
+    ))
+}
+
+/// The camera's frame `frame` as 1400-byte chunks.
+fn camera_chunks(f: &[u8], frame: u32) -> Vec<Vec<u8>> {
+    let count = framed::chunk_count(f.len(), 1400) as u16;
+    (0..count)
+        .map(|i| {
+            let mut d = data(7, frame, i, count, f);
+            d[12..16].copy_from_slice(&frame.to_le_bytes());
+            d
+        })
+        .collect()
+}
+
+/// Frames delivered from `from`, draining the events.
+fn delivered_from(hub: &mut FramedReceiver, from: SocketAddr) -> Vec<u32> {
+    let mut v = Vec::new();
+    while let Some(e) = hub.poll_event() {
+        if let FramedEvent::Frame { from: f, frame, .. } = e {
+            if f == from {
+                v.push(frame);
+            }
+        }
+    }
+    v
+}
+
+/// The issue's first attack: from 2000 sources across 127.0.0.0/8, one datagram each
+/// whose header claims a 16 MiB frame, between every chunk of a camera's frames. Each
+/// claim costs the chunk that came (not 16 MiB), and the camera completes every frame.
+#[test]
+fn claims_of_16_mib_from_2000_sources_cost_what_came_and_the_camera_keeps_going() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let now = Instant::now();
+    let f = real_jpeg(67_000, 1);
+    let mut next_attacker = 0;
+    let mut sent = 0usize;
+    for frame in 0..30u32 {
+        for chunk in camera_chunks(&f, frame) {
+            hub.handle_datagram(CLIENT, &chunk, now);
+            for _ in 0..50 {
+                let d = claim(next_attacker as u32, 0, 16384, 16 << 20, 0);
+                hub.handle_datagram(attacker(next_attacker), &d, now);
+                next_attacker += 1;
+                sent += d.len();
+            }
+            // what the flood holds is bounded by what it sent, never by its claims
+            assert!(hub.partial_bytes() <= 2 * sent + 256 * next_attacker + 200_000);
+        }
+        let one = hub.partial_bytes_of(attacker(next_attacker - 1));
+        assert!(one <= 1024 + 256 + 48, "one claim holds {one} bytes");
+    }
+    assert_eq!(delivered_from(&mut hub, CLIENT), (0..30).collect::<Vec<_>>());
+    assert!(next_attacker >= 2000);
+    assert!(hub.senders() <= FramedConfig::default().max_streams);
+}
+
+/// The same claim on the *last* chunk (index 32767 of a 16 MiB frame): before, each one
+/// zero-filled a 16 MiB gap. Now each costs its chunk: after N such datagrams the partial
+/// bytes are at most N times (datagram + overhead), and the camera completes every frame.
+#[test]
+fn last_chunk_claims_cost_one_chunk_each_and_the_camera_keeps_going() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let now = Instant::now();
+    let f = real_jpeg(67_000, 2);
+    let (mut n, mut camera_bytes) = (0usize, 0usize);
+    let per_claim = claim(0, 32767, 32768, 16 << 20, 0).len() + 256 + 48;
+    for frame in 0..20u32 {
+        let chunks = camera_chunks(&f, frame);
+        for chunk in &chunks {
+            hub.handle_datagram(CLIENT, chunk, now);
+            camera_bytes += chunk.len();
+            for _ in 0..20 {
+                let d = claim(n as u32, 32767, 32768, 16 << 20, 0);
+                hub.handle_datagram(attacker(n), &d, now);
+                n += 1;
+                let flood_bytes = hub.partial_bytes() - hub.partial_bytes_of(CLIENT);
+                assert!(flood_bytes <= n * per_claim, "{flood_bytes} after {n}");
+                // the nack to each claim is no bigger than the claim (no amplification)
+                while let Some(t) = hub.poll_transmit() {
+                    if t.to != CLIENT {
+                        assert!(t.payload.len() <= d.len(), "{} > {}", t.payload.len(), d.len());
+                    }
+                }
+            }
+        }
+        // the camera's own partial never held more than twice what it sent of it
+        assert!(hub.partial_bytes_of(CLIENT) <= 2 * camera_bytes + 256);
+        camera_bytes = 0;
+    }
+    assert_eq!(delivered_from(&mut hub, CLIENT), (0..20).collect::<Vec<_>>());
+}
+
+/// Under real memory pressure (sources that send bytes, not just claims, far more than the
+/// budget): a camera that has delivered a frame before keeps its share and completes
+/// every frame; the flood evicts only its own partials.
+#[test]
+fn a_flood_that_sends_real_bytes_evicts_only_itself() {
+    let config = FramedConfig {
+        max_partial_bytes: 1 << 20,
+        ..FramedConfig::default()
+    };
+    let mut hub = FramedReceiver::new(config);
+    let now = Instant::now();
+    let f = real_jpeg(67_000, 3);
+    let mut n = 0;
+    let mut flood_evicted = 0;
+    for frame in 0..20u32 {
+        for chunk in camera_chunks(&f, frame) {
+            hub.handle_datagram(CLIENT, &chunk, now);
+            // 20 sources each send 10 in-order 1024-byte chunks of a 1 MiB frame
+            for _ in 0..20 {
+                for i in 0..10 {
+                    hub.handle_datagram(attacker(n), &claim(n as u32, i, 1024, 1 << 20, 0), now);
+                }
+                n += 1;
+            }
+            assert!(hub.partial_bytes() <= 1 << 20);
+        }
+        while let Some(e) = hub.poll_event() {
+            match e {
+                FramedEvent::Frame { from, frame: got, .. } => {
+                    assert_eq!((from, got), (CLIENT, frame))
+                }
+                FramedEvent::Dropped { from, .. } => {
+                    assert_ne!(from, CLIENT, "the camera's frame was evicted");
+                    flood_evicted += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(flood_evicted > 1000, "the flood did press the budget: {flood_evicted}");
+}
+
+/// A camera that has not completed a frame yet, in its own /24, beside a flood from one
+/// other /24 that fills the budget: the flood's range is the heavier, so it pays, and the
+/// camera's first frames complete.
+#[test]
+fn a_new_camera_in_its_own_range_keeps_its_share_of_a_flooded_budget() {
+    let config = FramedConfig {
+        max_partial_bytes: 512 << 10,
+        ..FramedConfig::default()
+    };
+    let mut hub = FramedReceiver::new(config);
+    let now = Instant::now();
+    let f = real_jpeg(67_000, 4);
+    let flood = |i: usize| SocketAddr::from(([127, 0, 9, 1 + (i % 50) as u8], 20_000 + i as u16));
+    let mut n = 0;
+    for frame in 0..3u32 {
+        for chunk in camera_chunks(&f, frame) {
+            hub.handle_datagram(CLIENT, &chunk, now);
+            for _ in 0..10 {
+                for i in 0..8 {
+                    hub.handle_datagram(flood(n), &claim(n as u32, i, 1024, 1 << 20, 0), now);
+                }
+                n += 1;
+            }
+        }
+        assert!(hub.partial_bytes() <= 512 << 10);
+    }
+    assert_eq!(delivered_from(&mut hub, CLIENT), vec![0, 1, 2]);
+}
+
+/// The issue's POLL amplification: a 33-byte datagram flagged POLL for a frame with 256
+/// chunks missing got a 1044-byte nack (31.6x) toward whatever address it claimed. Now an
+/// address that never completed a frame gets back at most what it sent, in total, however
+/// it asks; and the legitimate sender on a lossy link still gets every frame (the lossy
+/// simulations above run through the same credit).
+#[test]
+fn poll_replies_to_an_unvalidated_address_never_exceed_what_it_sent() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let now = Instant::now();
+    let victim = SocketAddr::from(([127, 3, 4, 5], 4444));
+    // one spoofed POLL: 513 chunks of 1 byte, only chunk 1 sent
+    let d = claim(9, 1, 513, 513, framed::POLL);
+    assert_eq!(d.len(), 33);
+    hub.handle_datagram(victim, &d, now);
+    let replies: Vec<super::Transmit> = std::iter::from_fn(|| hub.poll_transmit()).collect();
+    let total: usize = replies.iter().map(|t| t.payload.len()).sum();
+    assert!(total <= 33, "{total} bytes back for 33");
+    assert!(
+        matches!(framed::parse(&replies[0].payload), Ok(framed::Packet::Nack { ref missing, .. }) if !missing.is_empty()),
+        "still a useful nack: at least one range"
+    );
+    // then every other chunk, each polled: 256 gaps; the replies never add up to more
+    let (mut received, mut sent) = (33usize, total);
+    for i in (3..513).step_by(2) {
+        let d = claim(9, i, 513, 513, framed::POLL);
+        hub.handle_datagram(victim, &d, now);
+        received += d.len();
+        sent += std::iter::from_fn(|| hub.poll_transmit())
+            .map(|t| t.payload.len())
+            .sum::<usize>();
+        assert!(sent <= received, "{sent} sent for {received} received");
+    }
+    assert!(sent > received / 2, "the credit is used, not withheld: {sent}");
+}
+
+/// Once a frame from an address completed (validated), nacks are no longer cut to 1x: a
+/// camera that lost most chunks of a frame gets the full list back.
+#[test]
+fn a_validated_sender_gets_full_nacks() {
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let now = Instant::now();
+    let f = real_jpeg(67_000, 5);
+    for chunk in camera_chunks(&f, 0) {
+        hub.handle_datagram(CLIENT, &chunk, now);
+    }
+    assert_eq!(delivered_from(&mut hub, CLIENT), vec![0]);
+    while hub.poll_transmit().is_some() {}
+    let chunks = camera_chunks(&f, 1);
+    let last = chunks.len() - 1;
+    for i in (0..last).step_by(2).chain([last]) {
+        hub.handle_datagram(CLIENT, &chunks[i], now);
+    }
+    let nacks = acks(&mut hub);
+    let want: Vec<(u16, u16)> = (1..last as u16).step_by(2).map(|i| (i, 1)).collect();
+    assert!(
+        matches!(&nacks[..], [framed::Packet::Nack { missing, .. }] if *missing == want),
+        "{nacks:?}"
+    );
+}
