@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::net::UdpSocket;
 
 /// Wait for one reply and check it is an error reply: starts with `error:`, at most 64 bytes.
+/// (Junk shorter than its error reply gets none: see the test below.)
 fn expect_error_reply(sock: &UdpSocket, hub: std::net::SocketAddr, what: &str) {
     let reply = recv_reply(sock, hub, what);
     assert!(
@@ -85,20 +86,44 @@ fn unusable_datagrams_get_short_error_replies_and_the_port_keeps_working() {
     oversized.resize(MAX_UDP_PAYLOAD, b' '); // an array that is never closed
     assert_eq!(oversized.len(), MAX_UDP_PAYLOAD);
 
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    let short: Vec<(&str, Vec<u8>)> = vec![
         ("non-UTF-8 bytes", vec![0xFF, 0xFE, 0x80, 0x00, 0xC3]),
         ("UTF-8 cut inside a character", b"[\"\xE5\xB0\"]".to_vec()),
         ("invalid JSON", b"[0, 0, 0,".to_vec()),
         ("two JSON values", b"[1] [2]".to_vec()),
         ("plain text", b"hello hub".to_vec()),
-        ("an empty datagram", Vec::new()),
-        ("a 65507-byte datagram (unterminated JSON)", oversized),
     ];
-    for (what, bad) in cases {
-        send(&sock, msg, &bad);
+    // A reply is never longer than the junk it answers (no amplification, issue 11): the
+    // same junk padded with spaces to 64 bytes gets its error reply.
+    let mut cases: Vec<(String, Vec<u8>)> = short
+        .iter()
+        .map(|(what, bad)| {
+            let mut padded = bad.clone();
+            padded.resize(64, b' ');
+            (format!("{what}, padded to 64 bytes"), padded)
+        })
+        .collect();
+    cases.push((
+        "a 65507-byte datagram (unterminated JSON)".into(),
+        oversized,
+    ));
+    for (what, bad) in &cases {
+        send(&sock, msg, bad);
         expect_error_reply(&sock, msg, what);
         send(&sock, msg, b"[0, 0, 0, 1]");
         expect_reply(&sock, msg, MSG_ACK, &format!("valid message after {what}"));
+    }
+    // ...and shorter than its reply it gets none: the next reply is the valid message's ack
+    // (one socket thread answers in order)
+    for (what, bad) in short.iter().chain([&("an empty datagram", Vec::new())]) {
+        send(&sock, msg, bad);
+        send(&sock, msg, b"[0, 0, 0, 1]");
+        expect_reply(
+            &sock,
+            msg,
+            MSG_ACK,
+            &format!("no reply to {what}, then the ack"),
+        );
     }
 
     let (status, _) = hub.stop("INT");

@@ -44,6 +44,8 @@ pub struct MsgLog {
     file: Option<File>,
     /// Bytes in the live file, whole lines only.
     len: u64,
+    /// Not a regular file (`/dev/stdout`, a FIFO, `/dev/full`): never renamed or cut.
+    special: bool,
     line: Vec<u8>,
 }
 
@@ -57,6 +59,7 @@ impl MsgLog {
             keep,
             file: None,
             len: 0,
+            special: false,
             line: Vec::with_capacity(256),
         };
         log.reopen()?;
@@ -68,7 +71,9 @@ impl MsgLog {
             .create(true)
             .append(true)
             .open(&self.path)?;
-        self.len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        self.special = !meta.is_file();
+        self.len = meta.len();
         Ok(self.file.insert(file))
     }
 
@@ -90,7 +95,7 @@ impl MsgLog {
         if self.file.is_none() {
             self.reopen()?;
         }
-        if self.len > 0 && self.len + line_len > self.max_bytes {
+        if !self.special && self.len > 0 && self.len + line_len > self.max_bytes {
             self.rotate()?;
         }
         let len = self.len;
@@ -103,7 +108,7 @@ impl MsgLog {
                 Ok(())
             }
             Err(e) => {
-                if file.set_len(len).is_err() {
+                if self.special || file.set_len(len).is_err() {
                     self.file = None;
                 }
                 Err(e)
