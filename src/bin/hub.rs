@@ -73,6 +73,11 @@ struct Args {
     /// TCP connections served at once; further ones are refused.
     #[arg(long, default_value_t = 16)]
     tcp_max_conns: usize,
+    /// TCP connections from one IP address at most; further ones from it are closed at
+    /// once (a connection that has delivered no frame yet also gives way to a newcomer
+    /// when all --tcp-max-conns are open).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    tcp_max_conns_per_addr: usize,
     /// Close a TCP connection that sends nothing for this long.
     #[arg(long, default_value_t = 30_000)]
     tcp_idle_timeout_ms: u64,
@@ -131,6 +136,7 @@ impl Args {
             save_every: self.save_every,
             display: self.display,
             tcp_max_conns: self.tcp_max_conns,
+            tcp_max_conns_per_addr: self.tcp_max_conns_per_addr,
             tcp_idle_timeout: Duration::from_millis(self.tcp_idle_timeout_ms.max(1)),
             stats_interval: Duration::from_millis(self.stats_interval_ms.max(100)),
             http: self.http,

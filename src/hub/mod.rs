@@ -75,6 +75,8 @@ pub struct HubConfig {
     pub save_max_bytes: u64,
     pub display: bool,
     pub tcp_max_conns: usize,
+    /// TCP stream connections from one IP address at most.
+    pub tcp_max_conns_per_addr: usize,
     pub tcp_idle_timeout: Duration,
     pub stats_interval: Duration,
     /// Where the HTTP view listens; `None` (the default) turns it off.
@@ -105,6 +107,7 @@ impl Default for HubConfig {
             save_max_bytes: 1 << 30,
             display: false,
             tcp_max_conns: 16,
+            tcp_max_conns_per_addr: 4,
             tcp_idle_timeout: Duration::from_secs(30),
             stats_interval: Duration::from_secs(5),
             http: None,
@@ -449,6 +452,7 @@ pub fn start_with_taps(
         let tcp_config = tcp_service::TcpConfig {
             max_frame_bytes: config.max_frame_bytes,
             max_conns: config.tcp_max_conns,
+            max_conns_per_addr: config.tcp_max_conns_per_addr,
             idle_timeout: config.tcp_idle_timeout,
         };
         let (stats, sinks, shutdown) = (stats.clone(), sinks.clone(), shutdown.clone());

@@ -1,16 +1,20 @@
 //! The TCP stream service (seed 000): per connection, a 16-byte ASCII length, then that many
 //! JPEG bytes, repeated until the peer closes.
 //!
-//! A thread per connection, at most `max_conns` at once, each a thin loop around the
-//! socket-free decoder [`crate::proto::seed_tcp`], which holds every rule of the stream (the
-//! header, buffer growth, the JPEG check, what is counted, the idle timeout): the loop
-//! lends the decoder's buffer to the socket's read (the frame's bytes are not zeroed
+//! A thread per connection, at most `max_conns` at once and `max_conns_per_addr` from one
+//! IP address ([`ConnTable`]: past the per-address limit a connection is closed at once;
+//! when every place is taken, a newcomer takes the place of the longest-open connection
+//! that has not delivered a frame yet, and only when all of them have is it closed). Each
+//! connection is a thin loop around the socket-free decoder [`crate::proto::seed_tcp`],
+//! which holds every rule of the stream (the header, buffer growth, the JPEG check, what is
+//! counted, the idle timeout, the header deadline and the minimum rate of a frame): the
+//! loop lends the decoder's buffer to the socket's read (the frame's bytes are not zeroed
 //! first), passes the time in, and acts on its events. A bad header, an oversized length, a
-//! peer closing mid-frame or going quiet for `idle_timeout` ends that connection (with a log
-//! line), never the service. A frame that is not a complete JPEG is counted corrupt and
-//! skipped: the length prefix keeps the stream in sync.
+//! peer closing mid-frame, going quiet or too slow ends that connection (with a log line,
+//! rate-limited over all connections), never the service. A frame that is not a complete
+//! JPEG is counted corrupt and skipped: the length prefix keeps the stream in sync.
 
-use super::net::is_timeout;
+use super::net::{is_timeout, ConnSlot, ConnTable, SharedLogLimiter};
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{Counters, Stats};
@@ -21,7 +25,7 @@ use crate::proto::Outcome;
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown, POLL_INTERVAL};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,9 +35,14 @@ use std::time::{Duration, Instant};
 pub struct TcpConfig {
     pub max_frame_bytes: u64,
     pub max_conns: usize,
+    /// Connections from one IP address at most (below `max_conns`).
+    pub max_conns_per_addr: usize,
     /// A connection with no bytes for this long is closed.
     pub idle_timeout: Duration,
 }
+
+/// Log lines per second of the TCP service, over all its connections.
+const LOG_LINES_PER_SECOND: u32 = 10;
 
 /// Accept connections on `listener` until shutdown; joins its connection threads before it
 /// returns.
@@ -58,7 +67,8 @@ pub fn run(
                 let _ = TcpStream::connect_timeout(&wake_address(local), Duration::from_secs(1));
             })
     };
-    let active = Arc::new(AtomicUsize::new(0));
+    let table = ConnTable::new(config.max_conns, config.max_conns_per_addr);
+    let log = Arc::new(SharedLogLimiter::new(LOG_LINES_PER_SECOND));
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !shutdown.is_triggered() {
         let (stream, peer) = match listener.accept() {
@@ -73,35 +83,58 @@ pub fn run(
             break;
         }
         conns.retain(|h| !h.is_finished());
-        if active.load(Relaxed) >= config.max_conns {
-            log::warn!(
-                "tcp: refusing {peer}: {} connections already open (--tcp-max-conns)",
-                config.max_conns
-            );
-            continue;
-        }
-        active.fetch_add(1, Relaxed);
-        let (config, stats, sinks, shutdown, active) = (
+        let slot = match table.admit(&stream, peer, Instant::now()) {
+            Ok((slot, evicted)) => {
+                if let (Some(old), Some(s)) = (evicted, log.allow()) {
+                    log::warn!(
+                        "tcp: {old} cut to make room for {peer}: it had delivered no frame{s}"
+                    );
+                }
+                slot
+            }
+            Err(why) => {
+                if let Some(s) = log.allow() {
+                    log::warn!(
+                        "tcp: refusing {peer}: {why} (--tcp-max-conns {}, --tcp-max-conns-per-addr {}){s}",
+                        config.max_conns,
+                        config.max_conns_per_addr
+                    );
+                }
+                continue; // dropping the stream closes it
+            }
+        };
+        let (config, stats, sinks, shutdown, log) = (
             config.clone(),
             stats.clone(),
             sinks.clone(),
             shutdown.clone(),
-            active.clone(),
+            log.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name(format!("tcp {peer}"))
             .spawn(move || {
-                log::info!("tcp: {peer} connected");
-                if let Err(e) = serve(stream, peer, &config, &stats, &sinks, &shutdown) {
-                    log::warn!("tcp: {peer}: {e}; connection closed");
+                if let Some(s) = log.allow() {
+                    log::info!("tcp: {peer} connected{s}");
                 }
-                active.fetch_sub(1, Relaxed);
+                let conn = Conn {
+                    peer,
+                    slot: &slot,
+                    log: &log,
+                };
+                if let Err(e) = serve(stream, &conn, &config, &stats, &sinks, &shutdown) {
+                    if let Some(s) = log.allow() {
+                        log::warn!("tcp: {peer}: {e}; connection closed{s}");
+                    }
+                }
+                drop(slot);
             });
         match spawned {
             Ok(h) => conns.push(h),
             Err(e) => log::error!("tcp: cannot start a thread for {peer}: {e}"),
         }
     }
+    // cut every connection: a thread waits at most one read timeout anyway
+    table.shutdown_all();
     for h in conns {
         let _ = h.join();
     }
@@ -161,11 +194,19 @@ fn read_into(mut stream: &TcpStream, into: ReadInto<'_>) -> io::Result<usize> {
     }
 }
 
+/// One connection as its thread sees it.
+struct Conn<'a> {
+    peer: SocketAddr,
+    /// Its place in the service's table: evictable until its first frame.
+    slot: &'a ConnSlot,
+    log: &'a SharedLogLimiter,
+}
+
 /// Serve one connection until it ends; the decoder's events say how (an error here is the
 /// socket's setup failing).
 fn serve(
     stream: TcpStream,
-    peer: SocketAddr,
+    conn: &Conn<'_>,
     config: &TcpConfig,
     stats: &Stats,
     sinks: &FrameSinks,
@@ -174,7 +215,7 @@ fn serve(
     stream.set_nodelay(true)?;
     let source = SourceId {
         service: Service::Tcp,
-        addr: peer,
+        addr: conn.peer,
     };
     let counters = stats.source(source);
     let decoder_config = SeedTcpConfig::with_defaults(config.max_frame_bytes, config.idle_timeout);
@@ -190,6 +231,12 @@ fn serve(
             decoder.handle_abort();
         } else if let Some(into) = decoder.read_into() {
             match read_into(&stream, into) {
+                Ok(_) if conn.slot.was_evicted() => {
+                    abort_cause = Some(io::Error::other(
+                        "cut to make room for a new connection: no frame delivered yet",
+                    ));
+                    decoder.handle_abort();
+                }
                 Ok(n) => decoder.handle_read(n, Instant::now()),
                 Err(e) if is_timeout(&e) => decoder.handle_timeout(Instant::now()),
                 Err(e) => {
@@ -200,7 +247,11 @@ fn serve(
         }
         while let Some(event) = decoder.poll_event() {
             let frames = decoder.frames();
-            on_event(event, source, &counters, stats, sinks, frames, &abort_cause);
+            if frames == 1 {
+                // it delivers: no newcomer may take its place
+                conn.slot.set_evictable(false, Instant::now());
+            }
+            on_event(event, conn, &counters, stats, sinks, frames, &abort_cause);
         }
     }
     Ok(())
@@ -218,14 +269,18 @@ enum AbortCause {
 /// Count, deliver and log what the decoder reported.
 fn on_event(
     event: TcpEvent,
-    source: SourceId,
+    conn: &Conn<'_>,
     counters: &Counters,
     stats: &Stats,
     sinks: &FrameSinks,
     frames: u64,
     abort_cause: &Option<AbortCause>,
 ) {
-    let peer = source.addr;
+    let peer = conn.peer;
+    let source = SourceId {
+        service: Service::Tcp,
+        addr: peer,
+    };
     let counter = match event.outcome() {
         Some(Outcome::Frame) => {
             if let TcpEvent::Frame(jpeg) = event {
@@ -242,22 +297,25 @@ fn on_event(
     if let Some(c) = counter {
         c.fetch_add(1, Relaxed);
     }
+    let Some(s) = conn.log.allow() else {
+        return;
+    };
     match (&event, abort_cause) {
-        (TcpEvent::Corrupt { .. }, _) => log::warn!("tcp: {peer}: {event}"),
+        (TcpEvent::Corrupt { .. }, _) => log::warn!("tcp: {peer}: {event}{s}"),
         (
             TcpEvent::Ended {
                 reason: EndReason::PeerClosed,
                 at: Position::BetweenFrames,
             },
             _,
-        ) => log::info!("tcp: {peer} closed after {frames} frames"),
+        ) => log::info!("tcp: {peer} closed after {frames} frames{s}"),
         (
             TcpEvent::Ended {
                 reason: EndReason::Aborted,
                 ..
             },
             Some(cause),
-        ) => log::warn!("tcp: {peer}: {event} ({cause}); connection closed"),
-        _ => log::warn!("tcp: {peer}: {event}; connection closed"),
+        ) => log::warn!("tcp: {peer}: {event} ({cause}); connection closed{s}"),
+        _ => log::warn!("tcp: {peer}: {event}; connection closed{s}"),
     }
 }
