@@ -232,9 +232,7 @@ fn serve(
         } else if let Some(into) = decoder.read_into() {
             match read_into(&stream, into) {
                 Ok(_) if conn.slot.was_evicted() => {
-                    abort_cause = Some(io::Error::other(
-                        "cut to make room for a new connection: no frame delivered yet",
-                    ));
+                    abort_cause = Some(AbortCause::Evicted);
                     decoder.handle_abort();
                 }
                 Ok(n) => decoder.handle_read(n, Instant::now()),
@@ -262,6 +260,8 @@ fn serve(
 enum AbortCause {
     #[error("hub shutting down")]
     ShuttingDown,
+    #[error("cut to make room for a new connection: no frame delivered yet")]
+    Evicted,
     #[error(transparent)]
     Read(io::Error),
 }

@@ -758,7 +758,10 @@ fn claims_of_16_mib_from_2000_sources_cost_what_came_and_the_camera_keeps_going(
         let one = hub.partial_bytes_of(attacker(next_attacker - 1));
         assert!(one <= 1024 + 256 + 48, "one claim holds {one} bytes");
     }
-    assert_eq!(delivered_from(&mut hub, CLIENT), (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        delivered_from(&mut hub, CLIENT),
+        (0..30).collect::<Vec<_>>()
+    );
     assert!(next_attacker >= 2000);
     assert!(hub.senders() <= FramedConfig::default().max_streams);
 }
@@ -787,7 +790,12 @@ fn last_chunk_claims_cost_one_chunk_each_and_the_camera_keeps_going() {
                 // the nack to each claim is no bigger than the claim (no amplification)
                 while let Some(t) = hub.poll_transmit() {
                     if t.to != CLIENT {
-                        assert!(t.payload.len() <= d.len(), "{} > {}", t.payload.len(), d.len());
+                        assert!(
+                            t.payload.len() <= d.len(),
+                            "{} > {}",
+                            t.payload.len(),
+                            d.len()
+                        );
                     }
                 }
             }
@@ -796,7 +804,10 @@ fn last_chunk_claims_cost_one_chunk_each_and_the_camera_keeps_going() {
         assert!(hub.partial_bytes_of(CLIENT) <= 2 * camera_bytes + 256);
         camera_bytes = 0;
     }
-    assert_eq!(delivered_from(&mut hub, CLIENT), (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        delivered_from(&mut hub, CLIENT),
+        (0..20).collect::<Vec<_>>()
+    );
 }
 
 /// Under real memory pressure (sources that send bytes, not just claims, far more than the
@@ -827,7 +838,9 @@ fn a_flood_that_sends_real_bytes_evicts_only_itself() {
         }
         while let Some(e) = hub.poll_event() {
             match e {
-                FramedEvent::Frame { from, frame: got, .. } => {
+                FramedEvent::Frame {
+                    from, frame: got, ..
+                } => {
                     assert_eq!((from, got), (CLIENT, frame))
                 }
                 FramedEvent::Dropped { from, .. } => {
@@ -838,7 +851,10 @@ fn a_flood_that_sends_real_bytes_evicts_only_itself() {
             }
         }
     }
-    assert!(flood_evicted > 1000, "the flood did press the budget: {flood_evicted}");
+    assert!(
+        flood_evicted > 1000,
+        "the flood did press the budget: {flood_evicted}"
+    );
 }
 
 /// A camera that has not completed a frame yet, in its own /24, beside a flood from one
@@ -902,7 +918,10 @@ fn poll_replies_to_an_unvalidated_address_never_exceed_what_it_sent() {
             .sum::<usize>();
         assert!(sent <= received, "{sent} sent for {received} received");
     }
-    assert!(sent > received / 2, "the credit is used, not withheld: {sent}");
+    assert!(
+        sent > received / 2,
+        "the credit is used, not withheld: {sent}"
+    );
 }
 
 /// Once a frame from an address completed (validated), nacks are no longer cut to 1x: a
