@@ -675,6 +675,18 @@ proptest! {
 
 // ---- abuse (issue 11): claims cost what came, fair shares, no amplification ----
 
+/// Virtual time that moves 10 us per datagram, so "least recently heard" means something.
+struct Clock(Instant);
+impl Clock {
+    fn new() -> Clock {
+        Clock(Instant::now())
+    }
+    fn tick(&mut self) -> Instant {
+        self.0 += Duration::from_micros(10);
+        self.0
+    }
+}
+
 /// A real JPEG (the receiver's checks may look inside), `len` bytes.
 fn real_jpeg(len: usize, seed: u64) -> Vec<u8> {
     crate::media::testjpeg::jpeg_of_len(len, seed).unwrap()
@@ -739,16 +751,16 @@ fn delivered_from(hub: &mut FramedReceiver, from: SocketAddr) -> Vec<u32> {
 #[test]
 fn claims_of_16_mib_from_2000_sources_cost_what_came_and_the_camera_keeps_going() {
     let mut hub = FramedReceiver::new(FramedConfig::default());
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 1);
     let mut next_attacker = 0;
     let mut sent = 0usize;
     for frame in 0..30u32 {
         for chunk in camera_chunks(&f, frame) {
-            hub.handle_datagram(CLIENT, &chunk, now);
+            hub.handle_datagram(CLIENT, &chunk, clock.tick());
             for _ in 0..50 {
                 let d = claim(next_attacker as u32, 0, 16384, 16 << 20, 0);
-                hub.handle_datagram(attacker(next_attacker), &d, now);
+                hub.handle_datagram(attacker(next_attacker), &d, clock.tick());
                 next_attacker += 1;
                 sent += d.len();
             }
@@ -758,7 +770,10 @@ fn claims_of_16_mib_from_2000_sources_cost_what_came_and_the_camera_keeps_going(
         let one = hub.partial_bytes_of(attacker(next_attacker - 1));
         assert!(one <= 1024 + 256 + 48, "one claim holds {one} bytes");
     }
-    assert_eq!(delivered_from(&mut hub, CLIENT), (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        delivered_from(&mut hub, CLIENT),
+        (0..30).collect::<Vec<_>>()
+    );
     assert!(next_attacker >= 2000);
     assert!(hub.senders() <= FramedConfig::default().max_streams);
 }
@@ -769,25 +784,30 @@ fn claims_of_16_mib_from_2000_sources_cost_what_came_and_the_camera_keeps_going(
 #[test]
 fn last_chunk_claims_cost_one_chunk_each_and_the_camera_keeps_going() {
     let mut hub = FramedReceiver::new(FramedConfig::default());
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 2);
     let (mut n, mut camera_bytes) = (0usize, 0usize);
     let per_claim = claim(0, 32767, 32768, 16 << 20, 0).len() + 256 + 48;
     for frame in 0..20u32 {
         let chunks = camera_chunks(&f, frame);
         for chunk in &chunks {
-            hub.handle_datagram(CLIENT, chunk, now);
+            hub.handle_datagram(CLIENT, chunk, clock.tick());
             camera_bytes += chunk.len();
             for _ in 0..20 {
                 let d = claim(n as u32, 32767, 32768, 16 << 20, 0);
-                hub.handle_datagram(attacker(n), &d, now);
+                hub.handle_datagram(attacker(n), &d, clock.tick());
                 n += 1;
                 let flood_bytes = hub.partial_bytes() - hub.partial_bytes_of(CLIENT);
                 assert!(flood_bytes <= n * per_claim, "{flood_bytes} after {n}");
                 // the nack to each claim is no bigger than the claim (no amplification)
                 while let Some(t) = hub.poll_transmit() {
                     if t.to != CLIENT {
-                        assert!(t.payload.len() <= d.len(), "{} > {}", t.payload.len(), d.len());
+                        assert!(
+                            t.payload.len() <= d.len(),
+                            "{} > {}",
+                            t.payload.len(),
+                            d.len()
+                        );
                     }
                 }
             }
@@ -796,7 +816,10 @@ fn last_chunk_claims_cost_one_chunk_each_and_the_camera_keeps_going() {
         assert!(hub.partial_bytes_of(CLIENT) <= 2 * camera_bytes + 256);
         camera_bytes = 0;
     }
-    assert_eq!(delivered_from(&mut hub, CLIENT), (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        delivered_from(&mut hub, CLIENT),
+        (0..20).collect::<Vec<_>>()
+    );
 }
 
 /// Under real memory pressure (sources that send bytes, not just claims, far more than the
@@ -809,17 +832,22 @@ fn a_flood_that_sends_real_bytes_evicts_only_itself() {
         ..FramedConfig::default()
     };
     let mut hub = FramedReceiver::new(config);
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 3);
     let mut n = 0;
     let mut flood_evicted = 0;
+    // frame 0 before the flood: from then on the camera is a source that completed one
     for frame in 0..20u32 {
         for chunk in camera_chunks(&f, frame) {
-            hub.handle_datagram(CLIENT, &chunk, now);
-            // 20 sources each send 10 in-order 1024-byte chunks of a 1 MiB frame
+            hub.handle_datagram(CLIENT, &chunk, clock.tick());
+            if frame == 0 {
+                continue;
+            }
+            // 20 sources each send 10 in-order 1024-byte chunks of a 256 KiB frame
             for _ in 0..20 {
                 for i in 0..10 {
-                    hub.handle_datagram(attacker(n), &claim(n as u32, i, 1024, 1 << 20, 0), now);
+                    let d = claim(n as u32, i, 256, 256 << 10, 0);
+                    hub.handle_datagram(attacker(n), &d, clock.tick());
                 }
                 n += 1;
             }
@@ -827,7 +855,9 @@ fn a_flood_that_sends_real_bytes_evicts_only_itself() {
         }
         while let Some(e) = hub.poll_event() {
             match e {
-                FramedEvent::Frame { from, frame: got, .. } => {
+                FramedEvent::Frame {
+                    from, frame: got, ..
+                } => {
                     assert_eq!((from, got), (CLIENT, frame))
                 }
                 FramedEvent::Dropped { from, .. } => {
@@ -838,7 +868,10 @@ fn a_flood_that_sends_real_bytes_evicts_only_itself() {
             }
         }
     }
-    assert!(flood_evicted > 1000, "the flood did press the budget: {flood_evicted}");
+    assert!(
+        flood_evicted > 1000,
+        "the flood did press the budget: {flood_evicted}"
+    );
 }
 
 /// A camera that has not completed a frame yet, in its own /24, beside a flood from one
@@ -851,16 +884,17 @@ fn a_new_camera_in_its_own_range_keeps_its_share_of_a_flooded_budget() {
         ..FramedConfig::default()
     };
     let mut hub = FramedReceiver::new(config);
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 4);
     let flood = |i: usize| SocketAddr::from(([127, 0, 9, 1 + (i % 50) as u8], 20_000 + i as u16));
     let mut n = 0;
     for frame in 0..3u32 {
         for chunk in camera_chunks(&f, frame) {
-            hub.handle_datagram(CLIENT, &chunk, now);
+            hub.handle_datagram(CLIENT, &chunk, clock.tick());
             for _ in 0..10 {
                 for i in 0..8 {
-                    hub.handle_datagram(flood(n), &claim(n as u32, i, 1024, 1 << 20, 0), now);
+                    let d = claim(n as u32, i, 256, 256 << 10, 0);
+                    hub.handle_datagram(flood(n), &d, clock.tick());
                 }
                 n += 1;
             }
@@ -902,7 +936,10 @@ fn poll_replies_to_an_unvalidated_address_never_exceed_what_it_sent() {
             .sum::<usize>();
         assert!(sent <= received, "{sent} sent for {received} received");
     }
-    assert!(sent > received / 2, "the credit is used, not withheld: {sent}");
+    assert!(
+        sent > received / 2,
+        "the credit is used, not withheld: {sent}"
+    );
 }
 
 /// Once a frame from an address completed (validated), nacks are no longer cut to 1x: a
@@ -910,17 +947,17 @@ fn poll_replies_to_an_unvalidated_address_never_exceed_what_it_sent() {
 #[test]
 fn a_validated_sender_gets_full_nacks() {
     let mut hub = FramedReceiver::new(FramedConfig::default());
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 5);
     for chunk in camera_chunks(&f, 0) {
-        hub.handle_datagram(CLIENT, &chunk, now);
+        hub.handle_datagram(CLIENT, &chunk, clock.tick());
     }
     assert_eq!(delivered_from(&mut hub, CLIENT), vec![0]);
     while hub.poll_transmit().is_some() {}
     let chunks = camera_chunks(&f, 1);
     let last = chunks.len() - 1;
     for i in (0..last).step_by(2).chain([last]) {
-        hub.handle_datagram(CLIENT, &chunks[i], now);
+        hub.handle_datagram(CLIENT, &chunks[i], clock.tick());
     }
     let nacks = acks(&mut hub);
     let want: Vec<(u16, u16)> = (1..last as u16).step_by(2).map(|i| (i, 1)).collect();
