@@ -675,6 +675,18 @@ proptest! {
 
 // ---- abuse (issue 11): claims cost what came, fair shares, no amplification ----
 
+/// Virtual time that moves 10 us per datagram, so "least recently heard" means something.
+struct Clock(Instant);
+impl Clock {
+    fn new() -> Clock {
+        Clock(Instant::now())
+    }
+    fn tick(&mut self) -> Instant {
+        self.0 += Duration::from_micros(10);
+        self.0
+    }
+}
+
 /// A real JPEG (the receiver's checks may look inside), `len` bytes.
 fn real_jpeg(len: usize, seed: u64) -> Vec<u8> {
     crate::media::testjpeg::jpeg_of_len(len, seed).unwrap()
@@ -739,16 +751,16 @@ fn delivered_from(hub: &mut FramedReceiver, from: SocketAddr) -> Vec<u32> {
 #[test]
 fn claims_of_16_mib_from_2000_sources_cost_what_came_and_the_camera_keeps_going() {
     let mut hub = FramedReceiver::new(FramedConfig::default());
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 1);
     let mut next_attacker = 0;
     let mut sent = 0usize;
     for frame in 0..30u32 {
         for chunk in camera_chunks(&f, frame) {
-            hub.handle_datagram(CLIENT, &chunk, now);
+            hub.handle_datagram(CLIENT, &chunk, clock.tick());
             for _ in 0..50 {
                 let d = claim(next_attacker as u32, 0, 16384, 16 << 20, 0);
-                hub.handle_datagram(attacker(next_attacker), &d, now);
+                hub.handle_datagram(attacker(next_attacker), &d, clock.tick());
                 next_attacker += 1;
                 sent += d.len();
             }
@@ -772,18 +784,18 @@ fn claims_of_16_mib_from_2000_sources_cost_what_came_and_the_camera_keeps_going(
 #[test]
 fn last_chunk_claims_cost_one_chunk_each_and_the_camera_keeps_going() {
     let mut hub = FramedReceiver::new(FramedConfig::default());
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 2);
     let (mut n, mut camera_bytes) = (0usize, 0usize);
     let per_claim = claim(0, 32767, 32768, 16 << 20, 0).len() + 256 + 48;
     for frame in 0..20u32 {
         let chunks = camera_chunks(&f, frame);
         for chunk in &chunks {
-            hub.handle_datagram(CLIENT, chunk, now);
+            hub.handle_datagram(CLIENT, chunk, clock.tick());
             camera_bytes += chunk.len();
             for _ in 0..20 {
                 let d = claim(n as u32, 32767, 32768, 16 << 20, 0);
-                hub.handle_datagram(attacker(n), &d, now);
+                hub.handle_datagram(attacker(n), &d, clock.tick());
                 n += 1;
                 let flood_bytes = hub.partial_bytes() - hub.partial_bytes_of(CLIENT);
                 assert!(flood_bytes <= n * per_claim, "{flood_bytes} after {n}");
@@ -820,17 +832,22 @@ fn a_flood_that_sends_real_bytes_evicts_only_itself() {
         ..FramedConfig::default()
     };
     let mut hub = FramedReceiver::new(config);
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 3);
     let mut n = 0;
     let mut flood_evicted = 0;
+    // frame 0 before the flood: from then on the camera is a source that completed one
     for frame in 0..20u32 {
         for chunk in camera_chunks(&f, frame) {
-            hub.handle_datagram(CLIENT, &chunk, now);
-            // 20 sources each send 10 in-order 1024-byte chunks of a 1 MiB frame
+            hub.handle_datagram(CLIENT, &chunk, clock.tick());
+            if frame == 0 {
+                continue;
+            }
+            // 20 sources each send 10 in-order 1024-byte chunks of a 256 KiB frame
             for _ in 0..20 {
                 for i in 0..10 {
-                    hub.handle_datagram(attacker(n), &claim(n as u32, i, 1024, 1 << 20, 0), now);
+                    let d = claim(n as u32, i, 256, 256 << 10, 0);
+                    hub.handle_datagram(attacker(n), &d, clock.tick());
                 }
                 n += 1;
             }
@@ -867,16 +884,17 @@ fn a_new_camera_in_its_own_range_keeps_its_share_of_a_flooded_budget() {
         ..FramedConfig::default()
     };
     let mut hub = FramedReceiver::new(config);
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 4);
     let flood = |i: usize| SocketAddr::from(([127, 0, 9, 1 + (i % 50) as u8], 20_000 + i as u16));
     let mut n = 0;
     for frame in 0..3u32 {
         for chunk in camera_chunks(&f, frame) {
-            hub.handle_datagram(CLIENT, &chunk, now);
+            hub.handle_datagram(CLIENT, &chunk, clock.tick());
             for _ in 0..10 {
                 for i in 0..8 {
-                    hub.handle_datagram(flood(n), &claim(n as u32, i, 1024, 1 << 20, 0), now);
+                    let d = claim(n as u32, i, 256, 256 << 10, 0);
+                    hub.handle_datagram(flood(n), &d, clock.tick());
                 }
                 n += 1;
             }
@@ -929,17 +947,17 @@ fn poll_replies_to_an_unvalidated_address_never_exceed_what_it_sent() {
 #[test]
 fn a_validated_sender_gets_full_nacks() {
     let mut hub = FramedReceiver::new(FramedConfig::default());
-    let now = Instant::now();
+    let mut clock = Clock::new();
     let f = real_jpeg(67_000, 5);
     for chunk in camera_chunks(&f, 0) {
-        hub.handle_datagram(CLIENT, &chunk, now);
+        hub.handle_datagram(CLIENT, &chunk, clock.tick());
     }
     assert_eq!(delivered_from(&mut hub, CLIENT), vec![0]);
     while hub.poll_transmit().is_some() {}
     let chunks = camera_chunks(&f, 1);
     let last = chunks.len() - 1;
     for i in (0..last).step_by(2).chain([last]) {
-        hub.handle_datagram(CLIENT, &chunks[i], now);
+        hub.handle_datagram(CLIENT, &chunks[i], clock.tick());
     }
     let nacks = acks(&mut hub);
     let want: Vec<(u16, u16)> = (1..last as u16).step_by(2).map(|i| (i, 1)).collect();

@@ -240,3 +240,89 @@ mod tests {
         assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_millis(1000)));
     }
 }
+
+/// Issue 11's seed attack through the whole image port: 8-byte headers claiming 16 MiB,
+/// each followed by three 1024-byte chunks, from 2000 sockets across 127.0.0.0/8, between
+/// the datagrams of a seed chunked camera.
+#[cfg(test)]
+mod abuse_tests {
+    use super::*;
+    use crate::wire::seed_udp::{emit_length_header, seed_chunks, HeaderWidth, IMG_ACK};
+
+    fn attacker(i: usize) -> SocketAddr {
+        let host = i % 2000;
+        SocketAddr::from((
+            [127, 1 + (host / 50) as u8, 0, 1 + (host % 50) as u8],
+            10_000 + (i / 2000) as u16,
+        ))
+    }
+
+    fn seed_datagrams(f: &[u8]) -> Vec<Vec<u8>> {
+        let mut d = vec![emit_length_header(f.len() as i64, HeaderWidth::Eight).unwrap()];
+        d.extend(seed_chunks(f, 1024).map(<[u8]>::to_vec));
+        d
+    }
+
+    /// The flood holds what it sent (at most twice, for buffer growth, plus the per-frame
+    /// overhead), never its 16 MiB claims; a camera that has delivered a frame keeps
+    /// completing every frame, though the flood outnumbers the partial-frame count limit.
+    #[test]
+    fn seed_header_claims_from_2000_sockets_cost_what_came_and_the_camera_keeps_going() {
+        let mut r = ImageReceiver::new(ImageConfig::default());
+        let mut t = Instant::now();
+        let camera: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let f = crate::media::testjpeg::jpeg_of_len(66_000, 1).unwrap();
+        let header = emit_length_header(16 << 20, HeaderWidth::Eight).unwrap();
+        let junk = [0x5Au8; 1024];
+        let (mut n, mut frames, mut acks) = (0usize, 0, 0);
+        for frame in 0..20 {
+            for d in seed_datagrams(&f) {
+                t += Duration::from_micros(10);
+                r.handle_datagram(camera, &d, t);
+                if frame == 0 {
+                    continue; // the camera's first frame before the flood
+                }
+                for _ in 0..5 {
+                    let a = attacker(n);
+                    r.handle_datagram(a, &header, t);
+                    for _ in 0..3 {
+                        r.handle_datagram(a, &junk, t);
+                    }
+                    n += 1;
+                    let one = r.seed.partial_bytes_of(a);
+                    assert!(one <= 2 * 3 * 1024 + 256, "{one} bytes for 3 KiB sent");
+                }
+            }
+            while let Some(e) = r.poll_event() {
+                if let ImageEvent::Seed(SeedEvent::Frame { from, .. }) = e {
+                    assert_eq!(from, camera);
+                    frames += 1;
+                }
+            }
+            while let Some(tr) = r.poll_transmit() {
+                assert_eq!((tr.to, &*tr.payload), (camera, IMG_ACK));
+                acks += 1;
+            }
+            assert!(r.partial_bytes() <= 1024 * (4096 + 256) + 2 * 66_000 + 256);
+        }
+        assert!(n > 2000, "{n} attacking sockets");
+        assert_eq!((frames, acks), (20, 20));
+    }
+
+    /// A single-datagram "JPEG" shorter than the 14-byte ack is not answered with the ack
+    /// (no amplification); a real one is.
+    #[test]
+    fn a_seed_ack_is_never_longer_than_the_frame_it_answers() {
+        let mut r = ImageReceiver::new(ImageConfig::default());
+        let now = Instant::now();
+        let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        r.handle_datagram(from, &[0xFF, 0xD8, 0x00, 0xFF, 0xD9], now);
+        let replies: usize = std::iter::from_fn(|| r.poll_transmit())
+            .map(|t| t.payload.len())
+            .sum();
+        assert!(replies <= 5, "{replies} bytes back for 5");
+        let jpeg = crate::media::testjpeg::jpeg_of_len(3000, 1).unwrap();
+        r.handle_datagram(from, &jpeg, now);
+        assert_eq!(r.poll_transmit().map(|t| t.payload), Some(IMG_ACK.into()));
+    }
+}
