@@ -357,7 +357,7 @@ fn state_and_metrics_count_what_was_sent() {
         send(&tel, hub.msg(), m.as_bytes());
         expect_reply(&tel, hub.msg(), MSG_ACK, "message ack");
     }
-    send(&tel, hub.msg(), b"{not json");
+    send(&tel, hub.msg(), format!("{:<64}", "{not json").as_bytes()); // padded: shorter junk gets no reply
     let _ = recv_reply(&tel, hub.msg(), "error reply");
     let tel_addr = tel.local_addr().unwrap();
 
