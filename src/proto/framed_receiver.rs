@@ -184,6 +184,24 @@ impl fmt::Display for FramedEvent {
     }
 }
 
+/// Give a dropped partial frame's memory back and report it as dropped for `reason`.
+fn report_dropped(
+    p: Partial,
+    from: SocketAddr,
+    reason: FramedDrop,
+    memory: &mut PartialMemory,
+    events: &mut VecDeque<FramedEvent>,
+) {
+    memory.release(from, p.held());
+    events.push_back(FramedEvent::Dropped {
+        from,
+        frame: p.frame,
+        reason,
+        received: p.received,
+        count: p.count,
+    });
+}
+
 struct Partial {
     frame: u32,
     length: u32,
@@ -304,14 +322,7 @@ impl Stream {
         events: &mut VecDeque<FramedEvent>,
     ) {
         for p in self.partials.drain(..) {
-            memory.release(from, p.held());
-            events.push_back(FramedEvent::Dropped {
-                from,
-                frame: p.frame,
-                reason,
-                received: p.received,
-                count: p.count,
-            });
+            report_dropped(p, from, reason, memory, events);
         }
     }
 
@@ -325,14 +336,7 @@ impl Stream {
         events: &mut VecDeque<FramedEvent>,
     ) {
         let p = self.partials.remove(at);
-        memory.release(from, p.held());
-        events.push_back(FramedEvent::Dropped {
-            from,
-            frame: p.frame,
-            reason,
-            received: p.received,
-            count: p.count,
-        });
+        report_dropped(p, from, reason, memory, events);
     }
 
     /// Index of the partial frame started first.
