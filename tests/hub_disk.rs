@@ -13,7 +13,8 @@ use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The log lines of `path` (every one must be a JSON object).
 fn log_lines(path: &Path) -> Vec<Value> {
@@ -301,6 +302,14 @@ fn a_full_disk_is_answered_as_not_recorded_and_recording_resumes_by_itself() {
     }
     send(&sock, hub.img(), &frame);
     expect_reply(&sock, hub.img(), IMG_ACK, "frame 1");
+    // the saver writes on a thread of its own after the ack: frame 1 is on disk before the
+    // disk fills (CI once filled it first, and frame 1 failed too)
+    let first = saves.join(saved_name("udp", sock.local_addr().unwrap(), 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !first.exists() {
+        assert!(Instant::now() < deadline, "frame 1 was never saved");
+        thread::sleep(Duration::from_millis(5));
+    }
 
     // the disk fills. The log's last page may still hold a few lines (tmpfs allocates
     // whole pages): they are recorded until a line needs a new page. From then on every
