@@ -5,9 +5,12 @@
 //! so its speed is measured on the frames `scripts/bench.sh` sends (encoded here the same
 //! way as in `examples/bench.rs`), plus the plain 640x480 test pattern:
 //! `cargo run --release --example jpeg_walk_speed`, or with JPEG files as arguments.
-//! Each frame is validated alone many times, each run timed on its own; the median (robust
-//! to other processes taking the CPU on a shared machine) and the minimum are printed, in
-//! µs per frame and MB/s of JPEG bytes. `--save DIR` writes the frames, so that a profiler
+//! Each frame is validated alone many times, each run timed on its own, interleaved with
+//! the same number of runs of libjpeg-turbo's entropy decode of the same bytes
+//! (`jpeg_read_coefficients`: Huffman decoding only, no IDCT; `udphub_testkit::libjpeg`);
+//! the minimum and the median (robust to other processes taking the CPU on a shared
+//! machine) of each are printed in µs per frame, with the ratio of the minimums
+//! (walk / libjpeg: below 1 the walk is the cheaper). `--save DIR` writes the frames, so that a profiler
 //! (`valgrind --tool=callgrind --toggle-collect='*validate*'`) can be run on the files
 //! with `--runs 1` without counting the encoding.
 
@@ -50,31 +53,57 @@ fn main() -> Result<(), String> {
             std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
+    println!(
+        "{:<28} {:>8}  {:>21}  {:>21}  {:>6}  runs",
+        "frame", "bytes", "walk µs min/median", "libjpeg µs min/median", "ratio"
+    );
     for (name, bytes) in &frames {
         validate(bytes).map_err(|e| format!("{name}: {e}"))?;
+        udphub_testkit::libjpeg::read_coefficients(bytes).map_err(|e| format!("{name}: {e}"))?;
         let runs = args
             .runs
             .unwrap_or((100_000_000 / bytes.len().max(1)).clamp(25, 2000));
-        let mut times: Vec<Duration> = (0..runs)
-            .map(|_| {
-                let t = Instant::now();
+        // Interleaved, so that whatever else the machine does falls on both alike.
+        let mut walk = Vec::with_capacity(runs);
+        let mut libjpeg = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            walk.push(time(|| {
                 std::hint::black_box(validate(std::hint::black_box(bytes)).ok());
-                t.elapsed()
-            })
-            .collect();
-        times.sort();
-        let (min, median) = (times[0], times[times.len() / 2]);
-        let mbs = |d: Duration| bytes.len() as f64 / d.as_secs_f64() / 1e6;
+            }));
+            libjpeg.push(time(|| {
+                std::hint::black_box(
+                    udphub_testkit::libjpeg::read_coefficients(std::hint::black_box(bytes)).ok(),
+                );
+            }));
+        }
+        let (walk_min, walk_median) = min_median(&mut walk);
+        let (lib_min, lib_median) = min_median(&mut libjpeg);
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
-            "{name:<28} {:>8} bytes  median {:>9.1} µs ({:>5.0} MB/s)  min {:>9.1} µs ({:>5.0} MB/s)  {runs} runs",
+            "{name:<28} {:>8}  {:>10.1} {:>10.1}  {:>10.1} {:>10.1}  {:>6.2}  {runs}  ({:.0} MB/s walk)",
             bytes.len(),
-            median.as_secs_f64() * 1e6,
-            mbs(median),
-            min.as_secs_f64() * 1e6,
-            mbs(min),
+            us(walk_min),
+            us(walk_median),
+            us(lib_min),
+            us(lib_median),
+            walk_min.as_secs_f64() / lib_min.as_secs_f64(),
+            bytes.len() as f64 / walk_min.as_secs_f64() / 1e6,
         );
     }
     Ok(())
+}
+
+/// How long `f` takes once.
+fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+/// The minimum and the median of `times`.
+fn min_median(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort();
+    (times[0], times[times.len() / 2])
 }
 
 /// The frames of `scripts/bench.sh` (as `examples/bench.rs` encodes them) and the plain

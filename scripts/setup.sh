@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages udphub needs to build and test (OpenCV headers for the
 # `opencv` crate, clang/libclang for its binding generator, Xvfb for optional headless
-# window tests, chromium for the browser test of the hub's web page, python3-venv for the
+# window tests, libjpeg62-turbo-dev for the libjpeg reference timing of the JPEG walk
+# (testkit), chromium for the browser test of the hub's web page, python3-venv for the
 # virtual environment of the Python package's tests). Idempotent: does nothing when
 # everything is already there.
 set -euo pipefail
 
-packages=(libopencv-dev clang libclang-dev g++ pkg-config xvfb xauth python3 python3-venv chromium)
+packages=(libopencv-dev libjpeg62-turbo-dev clang libclang-dev g++ pkg-config xvfb xauth python3 python3-venv chromium)
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup.sh: cargo not found; install a Rust toolchain (https://rustup.rs) and retry" >&2

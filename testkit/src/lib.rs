@@ -8,7 +8,9 @@
 //! - [`hub`]: a `hub` process on OS-chosen loopback ports: started, its bound addresses read
 //!   from its `hub: … listening on …` lines up to `hub: ready`, stopped with SIGINT or
 //!   SIGTERM and killed if it does not exit in time;
-//! - [`frames`]: the benchmark frames written to disk, for `img-client --jpeg`.
+//! - [`frames`]: the benchmark frames written to disk, for `img-client --jpeg`;
+//! - [`libjpeg`]: libjpeg-turbo's entropy decode, the yardstick `examples/jpeg_walk_speed`
+//!   times the hub's JPEG walk against.
 //!
 //! Why a crate of its own and not a module of the library: these helpers start processes,
 //! send signals and give up after deadlines; none of it belongs in the API a
@@ -21,6 +23,7 @@
 
 pub mod frames;
 pub mod hub;
+pub mod libjpeg;
 pub mod process;
 
 pub use hub::{HubProcess, Ports, Signal, Stopped};
