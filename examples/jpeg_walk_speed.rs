@@ -1,4 +1,4 @@
-//! `jpeg_walk_speed`: how long `udphub::wire::jpeg::validate` (the entropy walk the hub
+//! `jpeg_walk_speed`: how long `udphub::jpegcheck::validate` (the entropy walk the hub
 //! runs on every chunked seed frame before acking it) takes per frame, in release mode.
 //!
 //! Why: the walk adds straight to the per-frame latency of the stop-and-wait seed protocol,
@@ -17,9 +17,9 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use udphub::jpegcheck::validate;
 use udphub::media::testjpeg::{noise_jpeg, noisy_pattern_jpeg};
 use udphub::media::{jpeg, FrameSource, PatternSource};
-use udphub::wire::jpeg::validate;
 
 #[derive(Parser, Debug)]
 struct Args {

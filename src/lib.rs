@@ -3,6 +3,9 @@
 //! The crate is laid out by what a piece of code is for:
 //! - [`wire`]: every byte format on the network (the seed formats and ours), each with
 //!   `parse` and `emit` and tests against literal bytes. No sockets, no state.
+//! - [`jpegcheck`]: the JPEG payload check: SOI/EOI, and a walk of the markers and the
+//!   Huffman-coded data without decoding pixels. The seed chunked format has no checksum,
+//!   so this walk is what rejects a frame whose datagrams were swapped, lost or duplicated.
 //! - [`proto`]: the protocol state machines (reassembly, timeouts). They own no socket and
 //!   no clock: feed them datagrams and the time, they say what to send and what completed.
 //! - [`hub`]: the `hub` server: one thin socket thread per service, and the consumers
@@ -30,6 +33,7 @@
 pub mod api;
 pub mod client;
 pub mod hub;
+pub mod jpegcheck;
 pub mod latest;
 #[cfg(feature = "opencv")]
 pub mod media;

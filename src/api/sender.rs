@@ -12,9 +12,9 @@ use crate::client::img_sender::{
 };
 use crate::client::msg_sender::{self, check_message, MsgOutcome};
 use crate::client::resolve_hub;
+use crate::jpegcheck::is_complete_jpeg;
 use crate::shutdown::Shutdown;
 use crate::wire::framed;
-use crate::wire::jpeg::is_complete_jpeg;
 
 /// What became of one frame or message.
 #[derive(Clone, Debug, PartialEq, Eq)]

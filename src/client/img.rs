@@ -32,9 +32,9 @@ use super::stats::{
     img_status_line, img_summary, spawn_status_printer, ImgStats, RateMeter, SharedImgStats,
 };
 use crate::hub::net::LogLimiter;
+use crate::jpegcheck::is_complete_jpeg;
 use crate::media::{self, jpeg, FrameSource};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
-use crate::wire::jpeg::is_complete_jpeg;
 
 /// Where frames come from.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,7 @@
 //! share).
 //!
 //! The hub checks frames it reassembles from the seed's chunked format by walking their
-//! Huffman-coded data ([`crate::wire::jpeg::validate`]), because a frame with two chunks
+//! Huffman-coded data ([`crate::jpegcheck::validate`]), because a frame with two chunks
 //! swapped still has the right length, SOI and EOI. So tests that send seed frames must send
 //! real JPEGs, and many of them need an exact size (a multiple of the 1024-byte chunk, one
 //! byte over it, the largest datagram...). [`jpeg_of_len`] makes one: seeded noise (which
@@ -233,7 +233,7 @@ pub fn noise_jpeg(target: usize) -> Result<(Vec<u8>, i32, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::jpeg::validate;
+    use crate::jpegcheck::validate;
 
     #[test]
     fn exact_lengths_valid_and_decodable() {

@@ -38,8 +38,8 @@
 use super::memory::{grow_for, PartialMemory};
 use super::reply_credit::ReplyCredit;
 use super::Transmit;
+use crate::jpegcheck::is_complete_jpeg;
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
-use crate::wire::jpeg::is_complete_jpeg;
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -23,7 +23,7 @@
 //!
 //! What the seed format cannot show: two chunks swapped by the network, or one lost and
 //! another of the same size duplicated, leave a frame of the right length with SOI and EOI.
-//! So a frame assembled from several datagrams must also pass [`jpeg::validate`], a walk of
+//! So a frame assembled from several datagrams must also pass [`jpegcheck::validate`], a walk of
 //! its Huffman-coded data (about 0.1 to 0.7 ms for a 640x480 frame) that finds data out of
 //! place; a JPEG kind it does not walk (progressive, arithmetic) falls back to the SOI/EOI
 //! check. A frame in one datagram cannot be reordered and gets the SOI/EOI check only. The
@@ -31,7 +31,7 @@
 
 use super::memory::{grow_for, PartialMemory};
 use super::Transmit;
-use crate::wire::jpeg::{self, is_complete_jpeg, JpegError};
+use crate::jpegcheck::{self, is_complete_jpeg, JpegError};
 use crate::wire::seed_udp::{self, HeaderError, HeaderWidth, IMG_ACK};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -355,7 +355,7 @@ impl SeedReassembler {
         let verdict = if !is_complete_jpeg(&jpeg) {
             Err(Corruption::NotJpeg)
         } else if assembled {
-            match jpeg::validate(&jpeg) {
+            match jpegcheck::validate(&jpeg) {
                 Ok(_) | Err(JpegError::Unsupported(_)) => Ok(()),
                 Err(e) => Err(Corruption::BadData(e)),
             }

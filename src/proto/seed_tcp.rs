@@ -29,7 +29,7 @@
 //! bytes already in hand through the same path.
 
 use super::Outcome;
-use crate::wire::jpeg::is_complete_jpeg;
+use crate::jpegcheck::is_complete_jpeg;
 use crate::wire::seed_tcp::{parse_header, HeaderError, HEADER_LEN};
 use std::collections::VecDeque;
 use std::fmt;

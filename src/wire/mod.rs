@@ -10,10 +10,11 @@
 //! - [`seed_tcp`]: the TCP stream of seed 000 (16-byte ASCII length, then the JPEG).
 //! - [`framed`]: udphub's own UDP image format: frame id and chunk index in every datagram,
 //!   acks and nacks (missing chunk ranges), so frames survive loss and reordering.
-//! - [`jpeg`]: the minimal structural check that a byte string is a complete JPEG.
+//!
+//! The JPEG payload check (SOI/EOI and the entropy walk) is not a wire format: it is
+//! [`crate::jpegcheck`].
 
 pub mod framed;
-pub mod jpeg;
 pub mod seed_msg;
 pub mod seed_tcp;
 pub mod seed_udp;

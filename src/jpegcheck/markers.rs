@@ -1,0 +1,217 @@
+//! JPEG marker codes by name, their display names, and the segment walk: marker by marker
+//! from SOI to EOI, handing each segment to its parser ([`super::segments`]) and each scan's
+//! entropy-coded data to [`super::entropy`].
+//!
+//! A marker is the byte [`PREFIX`] (`FF`) followed by one of the codes below (ITU T.81
+//! table B.1); the other files name markers by these constants, never by number.
+
+use super::entropy::{walk_scan, Huffman};
+use super::segments::{parse_dht, parse_dqt, parse_dri, Frame, FrameError, Scan};
+use super::{JpegError, JpegInfo};
+use std::fmt;
+
+/// The byte every marker starts with (and, stuffed with a `00` after it, a data byte).
+pub(super) const PREFIX: u8 = 0xFF;
+
+/// Start of frame, baseline DCT (Huffman).
+pub(super) const SOF0: u8 = 0xC0;
+/// Start of frame, extended sequential DCT (Huffman).
+pub(super) const SOF1: u8 = 0xC1;
+/// Start of frame, progressive DCT (Huffman).
+pub(super) const SOF2: u8 = 0xC2;
+/// Start of frame, lossless (Huffman).
+pub(super) const SOF3: u8 = 0xC3;
+/// Define Huffman tables.
+pub(super) const DHT: u8 = 0xC4;
+/// Start of frame, differential sequential DCT (Huffman, hierarchical).
+pub(super) const SOF5: u8 = 0xC5;
+/// Start of frame, differential progressive DCT (Huffman, hierarchical).
+pub(super) const SOF6: u8 = 0xC6;
+/// Start of frame, differential lossless (Huffman, hierarchical).
+pub(super) const SOF7: u8 = 0xC7;
+/// Reserved for JPEG extensions.
+pub(super) const JPG: u8 = 0xC8;
+/// Start of frame, extended sequential DCT (arithmetic).
+pub(super) const SOF9: u8 = 0xC9;
+/// Start of frame, progressive DCT (arithmetic).
+pub(super) const SOF10: u8 = 0xCA;
+/// Start of frame, lossless (arithmetic).
+pub(super) const SOF11: u8 = 0xCB;
+/// Define arithmetic coding conditioning.
+pub(super) const DAC: u8 = 0xCC;
+/// Start of frame, differential sequential DCT (arithmetic).
+pub(super) const SOF13: u8 = 0xCD;
+/// Start of frame, differential progressive DCT (arithmetic).
+pub(super) const SOF14: u8 = 0xCE;
+/// Start of frame, differential lossless (arithmetic).
+pub(super) const SOF15: u8 = 0xCF;
+/// Restart marker 0; RST`n` is `RST0 + n`, n in 0..=7.
+pub(super) const RST0: u8 = 0xD0;
+/// Restart marker 7, the last.
+pub(super) const RST7: u8 = 0xD7;
+/// Start of image.
+pub(super) const SOI: u8 = 0xD8;
+/// End of image.
+pub(super) const EOI: u8 = 0xD9;
+/// Start of scan.
+pub(super) const SOS: u8 = 0xDA;
+/// Define quantization tables.
+pub(super) const DQT: u8 = 0xDB;
+/// Define number of lines.
+pub(super) const DNL: u8 = 0xDC;
+/// Define restart interval.
+pub(super) const DRI: u8 = 0xDD;
+/// Define hierarchical progression.
+pub(super) const DHP: u8 = 0xDE;
+/// Expand reference components (hierarchical).
+pub(super) const EXP: u8 = 0xDF;
+/// Application segment 0; APP`n` is `APP0 + n`, n in 0..=15.
+pub(super) const APP0: u8 = 0xE0;
+/// Application segment 15, the last.
+pub(super) const APP15: u8 = 0xEF;
+/// Comment.
+pub(super) const COM: u8 = 0xFE;
+
+/// Displays a marker code as its name and bytes, e.g. `RST3 (FF D3)`.
+pub(super) struct Marker(pub(super) u8);
+
+impl fmt::Display for Marker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        match m {
+            SOF0..=SOF15 if !matches!(m, DHT | JPG | DAC) => write!(f, "SOF{}", m - SOF0)?,
+            DHT => f.write_str("DHT")?,
+            DAC => f.write_str("DAC")?,
+            RST0..=RST7 => write!(f, "RST{}", m - RST0)?,
+            SOI => f.write_str("SOI")?,
+            EOI => f.write_str("EOI")?,
+            SOS => f.write_str("SOS")?,
+            DQT => f.write_str("DQT")?,
+            DNL => f.write_str("DNL")?,
+            DRI => f.write_str("DRI")?,
+            APP0..=APP15 => write!(f, "APP{}", m - APP0)?,
+            COM => f.write_str("COM")?,
+            _ => f.write_str("marker")?,
+        }
+        write!(f, " (FF {m:02X})")
+    }
+}
+
+/// The segment walk behind [`validate`](super::validate): marker by marker from SOI to EOI,
+/// each segment parsed by [`super::segments`] and each scan walked by [`super::entropy`].
+/// `range_checks` turns the coefficient range checks on or off (off: structure only, which
+/// the tests use to measure what the structure alone catches).
+pub(super) fn walk_segments(bytes: &[u8], range_checks: bool) -> Result<JpegInfo, JpegError> {
+    if !bytes.starts_with(&super::SOI) {
+        return Err(JpegError::NotJpeg);
+    }
+    let mut huff = [[Huffman::EMPTY; 4], [Huffman::EMPTY; 4]];
+    let mut quant: [Option<[u16; 64]>; 4] = [None; 4];
+    let mut frame: Option<Frame> = None;
+    let mut restart_interval: u16 = 0;
+    let mut first_interval: Option<u16> = None;
+    let mut coded = [false; 4];
+    let mut pos = 2;
+    // Right after entropy-coded data, the marker must follow at once; between marker
+    // segments, FF fill bytes may come first (the standard allows them, libjpeg skips them).
+    let mut after_scan = false;
+    loop {
+        let Some(&b) = bytes.get(pos) else {
+            return Err(JpegError::MissingEoi);
+        };
+        if b != PREFIX {
+            return Err(JpegError::ExpectedMarker {
+                offset: pos,
+                found: b,
+            });
+        }
+        while !after_scan && bytes.get(pos + 1) == Some(&PREFIX) {
+            pos += 1;
+        }
+        after_scan = false;
+        let Some(&marker) = bytes.get(pos + 1) else {
+            return Err(JpegError::MissingEoi);
+        };
+        let unexpected = JpegError::UnexpectedMarker {
+            marker,
+            offset: pos,
+        };
+        match marker {
+            EOI => {
+                let Some(frame) = frame.as_ref().filter(|_| first_interval.is_some()) else {
+                    return Err(unexpected);
+                };
+                if let Some(c) = (0..frame.count).find(|&i| !coded[i]) {
+                    return Err(JpegError::ComponentNotCoded {
+                        id: frame.comps[c].id,
+                    });
+                }
+                let end = pos + 2;
+                if end != bytes.len() {
+                    return Err(JpegError::TrailingBytes {
+                        bytes: bytes.len() - end,
+                    });
+                }
+                return Ok(JpegInfo {
+                    width: frame.width,
+                    height: frame.height,
+                    components: frame.count as u8,
+                    restart_interval: first_interval.unwrap_or(0),
+                });
+            }
+            SOF2 | SOF6 | SOF10 | SOF14 => {
+                return Err(JpegError::Unsupported("progressive JPEG"));
+            }
+            SOF3 | SOF7 | SOF11 | SOF15 => return Err(JpegError::Unsupported("lossless JPEG")),
+            SOF5 | DHP | EXP => return Err(JpegError::Unsupported("hierarchical JPEG")),
+            SOF9 | DAC | SOF13 => {
+                return Err(JpegError::Unsupported("arithmetic-coded JPEG"));
+            }
+            DNL => return Err(JpegError::Unsupported("DNL marker")),
+            SOF0 | SOF1 | DHT | SOS | DQT | DRI | APP0..=APP15 | COM => {}
+            _ => return Err(unexpected),
+        }
+        // A marker segment: 2-byte big-endian length, counting itself.
+        let Some(len) = bytes.get(pos + 2..pos + 4) else {
+            return Err(JpegError::Truncated { offset: pos });
+        };
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let end = pos + 2 + len;
+        if len < 2 || end > bytes.len() {
+            return Err(JpegError::Truncated { offset: pos });
+        }
+        let seg = &bytes[pos + 4..end];
+        let bad = |reason| JpegError::BadSegment {
+            marker,
+            offset: pos,
+            reason,
+        };
+        match marker {
+            DHT => parse_dht(seg, &mut huff).map_err(bad)?,
+            DQT => parse_dqt(seg, &mut quant).map_err(bad)?,
+            SOF0 | SOF1 => {
+                if frame.is_some() {
+                    return Err(bad("a second frame header"));
+                }
+                frame = Some(Frame::parse(seg, marker).map_err(|e| match e {
+                    FrameError::Bad(reason) => bad(reason),
+                    FrameError::Unsupported(what) => JpegError::Unsupported(what),
+                })?);
+            }
+            DRI => restart_interval = parse_dri(seg).map_err(bad)?,
+            SOS => {
+                let Some(frame) = frame.as_ref() else {
+                    return Err(bad("scan before the frame header (SOF)"));
+                };
+                let scan = Scan::parse(seg, frame, &mut coded, &huff, &quant, range_checks)
+                    .map_err(bad)?;
+                first_interval.get_or_insert(restart_interval);
+                pos = walk_scan(bytes, end, frame, scan, restart_interval)?;
+                after_scan = true;
+                continue;
+            }
+            _ => {} // APPn, COM
+        }
+        pos = end;
+    }
+}
