@@ -34,7 +34,7 @@ impl BitWriter {
             self.n += 1;
             if self.n == 8 {
                 self.out.push(self.acc as u8);
-                if self.acc == 0xFF {
+                if self.acc == u32::from(PREFIX) {
                     self.out.push(0);
                 }
                 (self.acc, self.n) = (0, 0);
