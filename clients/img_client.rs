@@ -1,6 +1,7 @@
 //! `img-client`: the camera side (e.g. a Raspberry Pi). Captures frames from a camera, a
-//! video file, images or a test pattern, encodes them as JPEG and streams them to the hub
-//! in one of the seed wire formats, waiting (bounded) for each ack.
+//! video file, images or a test pattern and encodes them as JPEG, or reads ready JPEG
+//! frames from an MJPEG stream (`--mjpeg -`, e.g. piped from `rpicam-vid`; this source needs
+//! no OpenCV), and streams them to the hub, waiting (bounded) for each ack.
 //!
 //! This file only maps flags onto [`udphub::client::img::ImgClientConfig`] and prints the
 //! result; the work is in [`udphub::client::img`].
@@ -23,7 +24,7 @@ use udphub::wire::seed_udp::HeaderWidth;
 /// all was acked. Logging: RUST_LOG (info by default).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
-#[command(group(ArgGroup::new("source").args(["camera", "video", "image", "pattern", "jpeg"])))]
+#[command(group(ArgGroup::new("source").args(["camera", "video", "image", "pattern", "jpeg", "mjpeg"])))]
 struct Args {
     /// Capture from camera N. This is the default source (camera 0); a camera that cannot
     /// be opened is an error (try --pattern or --video).
@@ -43,6 +44,12 @@ struct Args {
     /// path without the encoder.
     #[arg(long, value_name = "FILE", conflicts_with = "show")]
     jpeg: Option<PathBuf>,
+    /// Send the JPEG frames of this MJPEG stream (concatenated JPEGs, as `rpicam-vid --codec
+    /// mjpeg -o -` or `ffmpeg -f mjpeg -` write them) as they arrive, without decoding; "-"
+    /// reads stdin. Bytes between frames are skipped and a cut-short frame is dropped, both
+    /// counted in the summary. Stops at the end of the stream. Needs no OpenCV.
+    #[arg(long, value_name = "PATH|-", conflicts_with_all = ["show", "fps"])]
+    mjpeg: Option<PathBuf>,
     /// Width every frame is resized to before encoding.
     #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(i32).range(1..))]
     width: i32,
@@ -109,7 +116,9 @@ fn parse_header_bytes(s: &str) -> Result<usize, String> {
 
 impl Args {
     fn config(&self) -> Result<ImgClientConfig, ClientError> {
-        let source = if let Some(path) = &self.jpeg {
+        let source = if let Some(path) = &self.mjpeg {
+            SourceSpec::Mjpeg(path.clone())
+        } else if let Some(path) = &self.jpeg {
             SourceSpec::Jpeg(path.clone())
         } else if let Some(path) = &self.video {
             SourceSpec::Video(path.clone())

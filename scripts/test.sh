@@ -19,14 +19,21 @@ cargo clippy --all-targets -- -D warnings
 # builds): it must build and lint clean on its own.
 cargo build -p udphub --no-default-features --lib
 cargo clippy -p udphub --no-default-features --lib -- -D warnings
+# img-client without OpenCV (`--mjpeg` is its source), in a target dir of its own so it does
+# not replace the full build's binary; the MJPEG end-to-end tests run once more with it below.
+NOCV_TARGET="$(realpath -m "${CARGO_TARGET_DIR:-target}")/nocv"
+cargo build -p udphub --no-default-features --features cli --bin img-client --target-dir "$NOCV_TARGET"
+cargo clippy -p udphub --no-default-features --features cli --bins --target-dir "$NOCV_TARGET" -- -D warnings
 # The API docs: every link resolves, every public item of udphub::api documented.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo test --doc   # nextest does not run doctests; run them first so the summary below is last
     $XVFB cargo nextest run
+    UDPHUB_IMG_CLIENT_BIN="$NOCV_TARGET/debug/img-client" cargo nextest run --test mjpeg
 else
     $XVFB cargo test   # doctests included
+    UDPHUB_IMG_CLIENT_BIN="$NOCV_TARGET/debug/img-client" cargo test --test mjpeg
 fi
 
 # The Python package (clients/python) against the hub just built, in a virtual environment

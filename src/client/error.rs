@@ -38,6 +38,15 @@ pub enum ClientError {
         path.display()
     )]
     NotJpeg { path: PathBuf },
+    /// A `--mjpeg` stream cannot be opened or read.
+    #[error("cannot read the MJPEG stream {}: {source}", path.display())]
+    ReadMjpeg { path: PathBuf, source: io::Error },
+    /// The source needs OpenCV (capture, decode or encode) and this build has none.
+    #[error(
+        "this img-client was built without OpenCV (cargo feature `opencv`): {what} needs it; \
+         send JPEG bytes as they are with --mjpeg - (a camera's MJPEG on stdin) or --jpeg FILE"
+    )]
+    NeedsOpenCv { what: &'static str },
     /// The frame source (camera, video, images) failed to open, read or encode.
     #[cfg(feature = "opencv")]
     #[error(transparent)]
@@ -81,6 +90,13 @@ pub enum ImgConfigError {
     AckTimeout,
     #[error("--show cannot preview a --jpeg file (it is never decoded)")]
     ShowJpeg,
+    #[error("--show cannot preview an --mjpeg stream (its frames are never decoded)")]
+    ShowMjpeg,
+    #[error(
+        "--fps does not apply to --mjpeg: the camera sets the rate, and frames the link \
+         cannot take are replaced by newer ones"
+    )]
+    FpsMjpeg,
 }
 
 #[cfg(test)]

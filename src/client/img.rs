@@ -10,6 +10,13 @@
 //! thread runs at all (waking one per frame would be all it did). So what is measured with
 //! it is the network path alone (the benchmark, `examples/bench.rs`, relies on that).
 //!
+//! An `--mjpeg` stream (stdin, a file or a FIFO: what `rpicam-vid --codec mjpeg -o -`
+//! writes) is split into frames by [`super::mjpeg`] on the capture thread and each frame's
+//! bytes are sent unchanged; from stdin or a FIFO it is a live source (latest frame wins:
+//! the pipe is always drained, so the camera never stalls and the picture never lags),
+//! from a regular file every frame is sent. Without the `opencv` feature only `--jpeg` and
+//! `--mjpeg` exist: the other sources are an error that says so.
+//!
 //! The run ends when `--frames` frames were sent, when a video ends, on a fatal error, or
 //! when the caller's [`Shutdown`] is triggered (Ctrl-C). A frame whose ack is being waited
 //! for at that moment gets at most two more poll slices ([`super::udp_link::STOP_POLL`]: one
@@ -18,6 +25,7 @@
 //! triggered from here: the run has its own stop flag, which the caller's flag (and the end
 //! of sending, and ESC in the preview) sets.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -28,11 +36,13 @@ use std::time::{Duration, Instant};
 use super::error::{ClientError, ImgConfigError};
 use super::handoff::{Handoff, Mode, Take};
 use super::img_sender::{open_sender, FrameOutcome, ImgSender, Protocol, SenderOptions};
+use super::mjpeg::{MjpegReader, SplitCounts, DEFAULT_MAX_FRAME_BYTES};
 use super::stats::{
     img_status_line, img_summary, spawn_status_printer, ImgStats, RateMeter, SharedImgStats,
 };
 use crate::hub::net::LogLimiter;
 use crate::jpegcheck::is_complete_jpeg;
+#[cfg(feature = "opencv")]
 use crate::media::{self, jpeg, FrameSource};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 
@@ -49,20 +59,45 @@ pub enum SourceSpec {
     Pattern,
     /// A JPEG file sent as it is (no decode, no re-encode), the same bytes every frame.
     Jpeg(PathBuf),
+    /// A concatenated MJPEG stream (`-`: stdin, or a file or FIFO path), each frame's bytes
+    /// sent as they are.
+    Mjpeg(PathBuf),
 }
 
 impl SourceSpec {
     /// Live sources produce frames in real time whether or not they are sent.
+    /// So are MJPEG streams from stdin or a FIFO (a camera writing into a pipe); an MJPEG
+    /// regular file is sent frame for frame.
     pub fn is_live(&self) -> bool {
-        matches!(self, SourceSpec::Camera(_) | SourceSpec::Pattern)
+        match self {
+            SourceSpec::Camera(_) | SourceSpec::Pattern => true,
+            SourceSpec::Mjpeg(path) => {
+                path.as_os_str() == "-" || !std::fs::metadata(path).is_ok_and(|m| m.is_file())
+            }
+            _ => false,
+        }
+    }
+
+    /// What the source is called in an error of a build without OpenCV.
+    #[cfg(not(feature = "opencv"))]
+    fn needs_opencv(&self) -> Option<&'static str> {
+        match self {
+            SourceSpec::Camera(_) => Some("a camera (the default source)"),
+            SourceSpec::Video(_) => Some("--video"),
+            SourceSpec::Image(_) => Some("--image"),
+            SourceSpec::Pattern => Some("--pattern"),
+            SourceSpec::Jpeg(_) | SourceSpec::Mjpeg(_) => None,
+        }
     }
 
     /// Open the source; a camera that cannot be opened is an error that suggests
     /// `--pattern` and `--video` (never a silent switch to fake frames). A
-    /// [`SourceSpec::Jpeg`] yields no pixels (it is sent as it is): use [`read_jpeg`].
+    /// [`SourceSpec::Jpeg`] or [`SourceSpec::Mjpeg`] yields no pixels (it is sent as it
+    /// is): use [`read_jpeg`] or [`open_mjpeg`].
+    #[cfg(feature = "opencv")]
     pub fn open(&self, width: i32, height: i32) -> media::Result<Box<dyn FrameSource>> {
         Ok(match self {
-            SourceSpec::Jpeg(path) => {
+            SourceSpec::Jpeg(path) | SourceSpec::Mjpeg(path) => {
                 return Err(media::MediaError::InvalidInput(format!(
                     "{} is sent as it is, not decoded into frames",
                     path.display()
@@ -141,6 +176,14 @@ impl ImgClientConfig {
         if self.show && matches!(self.source, SourceSpec::Jpeg(_)) {
             return Err(ImgConfigError::ShowJpeg);
         }
+        if matches!(self.source, SourceSpec::Mjpeg(_)) {
+            if self.show {
+                return Err(ImgConfigError::ShowMjpeg);
+            }
+            if self.fps.is_some() {
+                return Err(ImgConfigError::FpsMjpeg);
+            }
+        }
         Ok(())
     }
 }
@@ -160,12 +203,84 @@ pub fn read_jpeg(path: &Path) -> Result<Vec<u8>, ClientError> {
     Ok(bytes)
 }
 
+/// An `--mjpeg` stream: `-` is stdin. Reads wake at least every [`POLL_INTERVAL`] to look
+/// at `stop` (on Unix), so a camera pipe that goes quiet never keeps a run from ending.
+pub fn open_mjpeg(path: &Path, stop: &Shutdown) -> Result<MjpegReader<MjpegInput>, ClientError> {
+    let input: Box<dyn ReadFd> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(path).map_err(|source| ClientError::ReadMjpeg {
+                path: path.to_owned(),
+                source,
+            })?,
+        )
+    };
+    Ok(MjpegReader::new(
+        MjpegInput {
+            input,
+            stop: stop.clone(),
+        },
+        DEFAULT_MAX_FRAME_BYTES,
+    ))
+}
+
+/// A readable byte stream with a file descriptor to wait on.
+#[cfg(unix)]
+pub trait ReadFd: Read + std::os::fd::AsRawFd + Send {}
+#[cfg(unix)]
+impl<T: Read + std::os::fd::AsRawFd + Send> ReadFd for T {}
+/// A readable byte stream.
+#[cfg(not(unix))]
+pub trait ReadFd: Read + Send {}
+#[cfg(not(unix))]
+impl<T: Read + Send> ReadFd for T {}
+
+/// The bytes of an `--mjpeg` stream, read so that a set `stop` ends a read that is
+/// waiting (an [`std::io::ErrorKind::Interrupted`]-free error of kind `Other`, "stopped").
+pub struct MjpegInput {
+    input: Box<dyn ReadFd>,
+    stop: Shutdown,
+}
+
+impl Read for MjpegInput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        loop {
+            if self.stop.is_triggered() {
+                return Err(std::io::Error::other("stopped"));
+            }
+            let mut fd = libc::pollfd {
+                fd: self.input.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let wait_ms = POLL_INTERVAL.as_millis().clamp(1, 1000) as libc::c_int;
+            // SAFETY: one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut fd, 1, wait_ms) };
+            if ready > 0 {
+                break;
+            }
+            if ready < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+        self.input.read(buf)
+    }
+}
+
 /// Where the capture thread's JPEG frames come from.
 enum Producer {
     /// Frames read from a source, resized and encoded.
+    #[cfg(feature = "opencv")]
     Encode(Box<dyn FrameSource>),
     /// The same JPEG bytes every frame (`--jpeg`), shared rather than copied.
     Fixed(Arc<Vec<u8>>),
+    /// Frames split from an `--mjpeg` stream, sent as they are.
+    Mjpeg(Box<MjpegReader<MjpegInput>>),
 }
 
 fn lock(stats: &SharedImgStats) -> MutexGuard<'_, ImgStats> {
@@ -177,9 +292,18 @@ fn lock(stats: &SharedImgStats) -> MutexGuard<'_, ImgStats> {
 /// `Err`; an error during the run ends it and is reported in [`ImgReport::error`].
 pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, ClientError> {
     config.validate()?;
+    let stop = Shutdown::new();
     let producer = match &config.source {
         SourceSpec::Jpeg(path) => Producer::Fixed(Arc::new(read_jpeg(path)?)),
+        SourceSpec::Mjpeg(path) => Producer::Mjpeg(Box::new(open_mjpeg(path, &stop)?)),
+        #[cfg(feature = "opencv")]
         other => Producer::Encode(other.open(config.width, config.height)?),
+        #[cfg(not(feature = "opencv"))]
+        other => {
+            return Err(ClientError::NeedsOpenCv {
+                what: other.needs_opencv().unwrap_or("this source"),
+            })
+        }
     };
     let sender = open_sender(config.protocol, config.hub, &config.sender).map_err(|source| {
         ClientError::OpenSocket {
@@ -188,6 +312,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
         }
     })?;
     let what = match &producer {
+        #[cfg(feature = "opencv")]
         Producer::Encode(source) => format!(
             "{} -> {} over {}, {}x{} JPEG quality {}",
             source.describe(),
@@ -207,12 +332,21 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
             config.hub,
             config.protocol
         ),
+        Producer::Mjpeg(_) => format!(
+            "MJPEG stream {} (frames sent as they are) -> {} over {}",
+            match &config.source {
+                SourceSpec::Mjpeg(path) if path.as_os_str() == "-" => "from stdin".to_string(),
+                SourceSpec::Mjpeg(path) => path.display().to_string(),
+                _ => String::new(),
+            },
+            config.hub,
+            config.protocol
+        ),
     };
     log::info!("sending {what}");
     let rtt_meaning = config.protocol.rtt_meaning();
 
     let stats: SharedImgStats = Arc::new(Mutex::new(ImgStats::default()));
-    let stop = Shutdown::new();
     let mode = if config.source.is_live() {
         Mode::LatestWins
     } else {
@@ -234,6 +368,10 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
             quality: config.quality,
             fps: config.fps,
             show: config.show,
+            mjpeg_path: match &config.source {
+                SourceSpec::Mjpeg(path) => Some(path.clone()),
+                _ => None,
+            },
         };
         let (out, stats, stop, done) = (
             handoff.clone(),
@@ -299,18 +437,26 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
     let send_result = send.join().unwrap_or(Err(ClientError::Panicked {
         what: "send thread",
     }));
-    let capture_result = capture.map_or(Ok(()), |c| {
+    let capture_result = capture.map_or(Ok(None), |c| {
         c.join().unwrap_or(Err(ClientError::Panicked {
             what: "capture thread",
         }))
     });
+    let (capture_result, split) = match capture_result {
+        Ok(split) => (Ok(()), split),
+        Err(e) => (Err(e), None),
+    };
     if let Some(status) = status {
         let _ = status.join();
     }
     let elapsed = started.elapsed();
     let stats = lock(&stats).clone();
+    let mut summary = img_summary(&what, &stats, elapsed, rtt_meaning);
+    if let Some(split) = split {
+        summary.push_str(&mjpeg_summary_line(&split));
+    }
     Ok(ImgReport {
-        summary: img_summary(&what, &stats, elapsed, rtt_meaning),
+        summary,
         stats,
         elapsed,
         error: send_result.err().or(capture_result.err()),
@@ -348,6 +494,15 @@ impl Input {
     }
 }
 
+/// The summary's line about an `--mjpeg` stream: what was read and what was skipped.
+fn mjpeg_summary_line(split: &SplitCounts) -> String {
+    format!(
+        "mjpeg input: {} frames read, {} bytes between frames skipped, {} cut-short or \
+         oversized frames dropped\n",
+        split.frames, split.garbage_bytes, split.dropped_frames
+    )
+}
+
 /// The capture thread's settings.
 struct CaptureJob {
     width: i32,
@@ -355,17 +510,23 @@ struct CaptureJob {
     quality: i32,
     fps: Option<f64>,
     show: bool,
+    /// The `--mjpeg` path, for its read errors.
+    mjpeg_path: Option<PathBuf>,
 }
 
-/// Read, resize, encode and hand over frames (or hand over the `--jpeg` bytes again) until
-/// the source ends, the sender hangs up or `stop` is set.
+/// Read, resize, encode and hand over frames (or hand over the `--jpeg` bytes again, or the
+/// frames of an `--mjpeg` stream) until the source ends, the sender hangs up or `stop` is
+/// set. Returns what the MJPEG splitter counted, for an `--mjpeg` stream.
 fn capture_loop(
     mut producer: Producer,
     job: &CaptureJob,
     out: &Handoff<Arc<Vec<u8>>>,
     stats: &SharedImgStats,
     stop: &Shutdown,
-) -> Result<(), ClientError> {
+) -> Result<Option<SplitCounts>, ClientError> {
+    #[cfg(not(feature = "opencv"))]
+    let _ = (job.width, job.height, job.quality, job.show, stats);
+    #[cfg(feature = "opencv")]
     let mut preview = if job.show { open_preview() } else { None };
     let period = job.fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
     let mut due = Instant::now();
@@ -378,40 +539,56 @@ fn capture_loop(
             // Never catch up with a burst after a slow frame.
             due = (due + period).max(Instant::now());
         }
-        let source = match &mut producer {
-            Producer::Encode(source) => source,
-            Producer::Fixed(jpeg) => {
-                if !out.put(Arc::clone(jpeg), stop) {
+        let jpeg = match &mut producer {
+            #[cfg(feature = "opencv")]
+            Producer::Encode(source) => {
+                let frame = match source.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => {
+                        log::info!("{} ended", source.describe());
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let frame = media::into_size(frame, job.width, job.height)?;
+                let t0 = Instant::now();
+                let jpeg = jpeg::encode(&frame, job.quality)?;
+                lock(stats).encode.record(t0.elapsed());
+                if let Some(window) = &mut preview {
+                    if show_preview(window, &frame) {
+                        log::info!("ESC pressed in the preview window; stopping");
+                        stop.trigger();
+                    }
+                }
+                Arc::new(jpeg)
+            }
+            Producer::Fixed(jpeg) => Arc::clone(jpeg),
+            Producer::Mjpeg(reader) => match reader.next_frame() {
+                Ok(Some(frame)) => Arc::new(frame),
+                Ok(None) => {
+                    log::info!("the MJPEG stream ended");
                     break;
                 }
-                continue;
-            }
+                Err(_) if stop.is_triggered() => break,
+                Err(source) => {
+                    return Err(ClientError::ReadMjpeg {
+                        path: job.mjpeg_path.clone().unwrap_or_default(),
+                        source,
+                    })
+                }
+            },
         };
-        let frame = match source.next_frame() {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                log::info!("{} ended", source.describe());
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let frame = media::into_size(frame, job.width, job.height)?;
-        let t0 = Instant::now();
-        let jpeg = jpeg::encode(&frame, job.quality)?;
-        lock(stats).encode.record(t0.elapsed());
-        if let Some(window) = &mut preview {
-            if show_preview(window, &frame) {
-                log::info!("ESC pressed in the preview window; stopping");
-                stop.trigger();
-            }
-        }
-        if !out.put(Arc::new(jpeg), stop) {
+        if !out.put(jpeg, stop) {
             break;
         }
     }
-    Ok(())
+    Ok(match producer {
+        Producer::Mjpeg(reader) => Some(reader.counts()),
+        _ => None,
+    })
 }
 
+#[cfg(feature = "opencv")]
 /// The preview window, or `None` (said once on stderr) when there is no display.
 fn open_preview() -> Option<media::Window> {
     if !media::display_available() {
@@ -430,6 +607,7 @@ fn open_preview() -> Option<media::Window> {
     }
 }
 
+#[cfg(feature = "opencv")]
 /// Show `frame`; true when ESC was pressed (the seed client's way to quit).
 fn show_preview(window: &mut media::Window, frame: &media::Mat) -> bool {
     if let Err(e) = window.show(frame) {
@@ -514,7 +692,7 @@ fn record(s: &mut ImgStats, outcomes: Vec<FrameOutcome>, limiter: &mut LogLimite
     not_sent
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "opencv"))]
 mod tests {
     use super::*;
     use crate::wire::seed_udp::IMG_ACK;

@@ -18,7 +18,6 @@
 
 pub mod error;
 pub mod handoff;
-#[cfg(feature = "opencv")]
 pub mod img;
 pub mod img_sender;
 pub mod mjpeg;
