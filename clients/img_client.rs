@@ -21,7 +21,8 @@ use udphub::wire::seed_udp::HeaderWidth;
 ///
 /// Prints a status line every second on stderr and a summary on stdout when it ends (after
 /// --frames frames, at the end of a --video, or on Ctrl-C). Exits non-zero when no frame at
-/// all was acked. Logging: RUST_LOG (info by default).
+/// all was acked (--protocol tcp, which has no ack: written). Logging: RUST_LOG (info by
+/// default).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 #[command(group(ArgGroup::new("source").args(["camera", "video", "image", "pattern", "jpeg", "mjpeg"])))]
@@ -193,9 +194,14 @@ fn main() -> ExitCode {
     if report.success() {
         return ExitCode::SUCCESS;
     }
-    if report.stats.counts.acked == 0 {
+    if report.stats.counts.acked + report.stats.counts.written == 0 {
+        let word = if config.protocol.has_ack() {
+            "acked"
+        } else {
+            "written"
+        };
         eprintln!(
-            "img-client: no frame was acked: is the hub running at {}? (for --protocol tcp, \
+            "img-client: no frame was {word}: is the hub running at {}? (for --protocol tcp, \
              --hub must name its TCP port)",
             config.hub
         );

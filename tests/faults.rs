@@ -54,6 +54,7 @@ fn send_frames(
                 FrameOutcome::Acked { .. } => acked += 1,
                 FrameOutcome::Lost(_) => lost += 1,
                 FrameOutcome::NotSent => panic!("frame not sent"),
+                FrameOutcome::Written { .. } => panic!("{protocol:?} has an ack"),
             }
         }
     };

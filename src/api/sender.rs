@@ -270,6 +270,10 @@ fn delivery_of(outcome: FrameOutcome, resends: u64) -> Delivery {
         FrameOutcome::Acked { rtt } => Delivery::acked(rtt, resends),
         FrameOutcome::Lost(reason) => Delivery::lost(reason.to_string(), resends),
         FrameOutcome::NotSent => Delivery::lost("not sent".into(), resends),
+        // (the framed sender behind ImageSender always has an ack; this is the TCP stream's)
+        FrameOutcome::Written { .. } => {
+            Delivery::lost("written, but the protocol has no ack".into(), resends)
+        }
     }
 }
 

@@ -21,7 +21,7 @@
 //! when the caller's [`Shutdown`] is triggered (Ctrl-C). A frame whose ack is being waited
 //! for at that moment gets at most two more poll slices ([`super::udp_link::STOP_POLL`]: one
 //! in its send, one in the flush of a framed window) for it, and counts as lost (stopped) if
-//! none comes, so every sent frame is counted as acked or lost. The caller's flag is never
+//! none comes, so every sent frame is counted as acked (tcp: written) or lost. The caller's flag is never
 //! triggered from here: the run has its own stop flag, which the caller's flag (and the end
 //! of sending, and ESC in the preview) sets.
 
@@ -148,9 +148,10 @@ pub struct ImgReport {
 }
 
 impl ImgReport {
-    /// A run succeeds when nothing failed and at least one frame was acked.
+    /// A run succeeds when nothing failed and at least one frame was acked (over the seed
+    /// TCP stream, which has no ack: written).
     pub fn success(&self) -> bool {
-        self.error.is_none() && self.stats.counts.acked > 0
+        self.error.is_none() && self.stats.counts.acked + self.stats.counts.written > 0
     }
 }
 
@@ -344,7 +345,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
         ),
     };
     log::info!("sending {what}");
-    let rtt_meaning = config.protocol.rtt_meaning();
+    let has_ack = config.protocol.has_ack();
 
     let stats: SharedImgStats = Arc::new(Mutex::new(ImgStats::default()));
     let mode = if config.source.is_live() {
@@ -420,7 +421,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
         spawn_status_printer(interval, stop, move || {
             let s = lock(&stats);
             let fps = meter.rate(Instant::now(), s.counts.sent);
-            img_status_line(&s.counts, fps, s.rtt.percentile(50.0))
+            img_status_line(&s.counts, has_ack, fps, s.rtt.percentile(50.0))
         })
         .map_err(|e| log::warn!("no status lines: {e}"))
         .ok()
@@ -451,7 +452,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
     }
     let elapsed = started.elapsed();
     let stats = lock(&stats).clone();
-    let mut summary = img_summary(&what, &stats, elapsed, rtt_meaning);
+    let mut summary = img_summary(&what, &stats, elapsed, has_ack);
     if let Some(split) = split {
         summary.push_str(&mjpeg_summary_line(&split));
     }
@@ -679,6 +680,10 @@ fn record(s: &mut ImgStats, outcomes: Vec<FrameOutcome>, limiter: &mut LogLimite
             FrameOutcome::Acked { rtt } => {
                 s.counts.acked += 1;
                 s.rtt.record(rtt);
+            }
+            FrameOutcome::Written { took } => {
+                s.counts.written += 1;
+                s.rtt.record(took);
             }
             FrameOutcome::Lost(reason) => {
                 s.counts.lost += 1;

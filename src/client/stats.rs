@@ -248,10 +248,12 @@ impl SamplesSummary {
 /// The camera client's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImgCounts {
-    /// Frames handed to the network (acked + lost).
+    /// Frames handed to the network (acked + written + lost).
     pub sent: u64,
-    /// Frames the hub acked (tcp: written completely).
+    /// Frames the hub acked (UDP formats; the seed TCP stream has no ack).
     pub acked: u64,
+    /// TCP: frames the kernel took completely. Not a delivery: the stream has no ack.
+    pub written: u64,
     /// Frames without an ack within the ack timeout, or whose sending failed.
     pub lost: u64,
     /// JPEG bytes of the frames sent (headers not included).
@@ -275,33 +277,63 @@ pub struct ImgStats {
 /// Shared handle to [`ImgStats`].
 pub type SharedImgStats = Arc<Mutex<ImgStats>>;
 
-/// One status line: `img-client: sent 120, acked 119, lost 1 | 29.8 fps | rtt p50 3.20 ms`.
-pub fn img_status_line(c: &ImgCounts, fps: f64, rtt_p50: Option<Duration>) -> String {
+impl ImgCounts {
+    /// What the summary calls a frame that went through: acked, or (`has_ack` false, the
+    /// seed TCP stream) written; and how many there were.
+    fn through(&self, has_ack: bool) -> (&'static str, u64) {
+        if has_ack {
+            ("acked", self.acked)
+        } else {
+            ("written", self.written)
+        }
+    }
+}
+
+/// One status line: `img-client: sent 120, acked 119, lost 1 | 29.8 fps | rtt p50 3.20 ms`
+/// (`has_ack` false, the seed TCP stream: `written` for `acked`, `write` for `rtt`).
+pub fn img_status_line(
+    c: &ImgCounts,
+    has_ack: bool,
+    fps: f64,
+    rtt_p50: Option<Duration>,
+) -> String {
+    let (word, through) = c.through(has_ack);
     let mut line = format!(
-        "img-client: sent {}, acked {}, lost {}",
-        c.sent, c.acked, c.lost
+        "img-client: sent {}, {word} {through}, lost {}",
+        c.sent, c.lost
     );
     if c.skipped > 0 {
         let _ = write!(line, ", skipped {}", c.skipped);
     }
-    let _ = write!(line, " | {fps:.1} fps | rtt p50 {}", fmt_ms(rtt_p50));
+    let timed = if has_ack { "rtt" } else { "write" };
+    let _ = write!(line, " | {fps:.1} fps | {timed} p50 {}", fmt_ms(rtt_p50));
     line
 }
 
-/// The camera client's final summary (stdout).
-pub fn img_summary(what: &str, stats: &ImgStats, elapsed: Duration, rtt_meaning: &str) -> String {
+/// The camera client's final summary (stdout). `has_ack` false (the seed TCP stream, which
+/// has no ack): frames are counted as written, never as acked, and the summary says why.
+pub fn img_summary(what: &str, stats: &ImgStats, elapsed: Duration, has_ack: bool) -> String {
     let c = &stats.counts;
+    let (word, through) = c.through(has_ack);
     let mut out = format!("img-client: summary: {what}\n");
     let _ = writeln!(
         out,
-        "  frames: sent {}, acked {}, lost {}, skipped {}",
-        c.sent, c.acked, c.lost, c.skipped
+        "  frames: sent {}, {word} {through}, lost {}, skipped {}",
+        c.sent, c.lost, c.skipped
     );
-    let _ = writeln!(
-        out,
-        "  acks: late {} (drained), ignored datagrams {}",
-        c.late_acks, c.ignored
-    );
+    if has_ack {
+        let _ = writeln!(
+            out,
+            "  acks: late {} (drained), ignored datagrams {}",
+            c.late_acks, c.ignored
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  (the seed TCP stream has no ack: written means the kernel took the whole \
+             frame, not that the hub received it)"
+        );
+    }
     let per_frame = c.bytes.checked_div(c.sent).unwrap_or(0);
     let _ = writeln!(
         out,
@@ -312,15 +344,20 @@ pub fn img_summary(what: &str, stats: &ImgStats, elapsed: Duration, rtt_meaning:
     );
     let _ = writeln!(
         out,
-        "  rate: {:.1} fps acked, {:.1} fps sent, over {:.2} s",
-        per_second(c.acked, elapsed),
+        "  rate: {:.1} fps {word}, {:.1} fps sent, over {:.2} s",
+        per_second(through, elapsed),
         per_second(c.sent, elapsed),
         elapsed.as_secs_f64()
     );
     let p = stats.rtt.percentiles(&[50.0, 99.0]);
+    let (timed, meaning) = if has_ack {
+        ("rtt", "first datagram sent to ack received")
+    } else {
+        ("write", "time the kernel took to accept each frame")
+    };
     let _ = writeln!(
         out,
-        "  rtt: p50 {}, p99 {}, max {} ({rtt_meaning})",
+        "  {timed}: p50 {}, p99 {}, max {} ({meaning})",
         fmt_ms(p[0]),
         fmt_ms(p[1]),
         fmt_ms(stats.rtt.max())
@@ -340,7 +377,10 @@ pub fn img_summary(what: &str, stats: &ImgStats, elapsed: Duration, rtt_meaning:
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImgSummary {
     pub sent: u64,
+    /// Frames the hub acked (0 over the seed TCP stream, which has no ack).
     pub acked: u64,
+    /// Seed TCP stream: frames the kernel took whole (not a delivery).
+    pub written: u64,
     pub lost: u64,
     pub skipped: u64,
     pub bytes: u64,
@@ -348,7 +388,10 @@ pub struct ImgSummary {
     pub ignored: u64,
     pub elapsed_s: f64,
     pub fps_acked: f64,
+    pub fps_written: f64,
     pub fps_sent: f64,
+    /// The `rtt` samples' meaning: the ack round trip, or (seed TCP stream) the write time.
+    pub rtt_is_write_time: bool,
     pub rtt: SamplesSummary,
     pub encode: SamplesSummary,
     /// Why the run ended early, if it did.
@@ -361,6 +404,7 @@ impl ImgSummary {
         ImgSummary {
             sent: c.sent,
             acked: c.acked,
+            written: c.written,
             lost: c.lost,
             skipped: c.skipped,
             bytes: c.bytes,
@@ -368,6 +412,8 @@ impl ImgSummary {
             ignored: c.ignored,
             elapsed_s: elapsed.as_secs_f64(),
             fps_acked: per_second(c.acked, elapsed),
+            fps_written: per_second(c.written, elapsed),
+            rtt_is_write_time: c.written > 0 && c.acked == 0,
             fps_sent: per_second(c.sent, elapsed),
             rtt: SamplesSummary::of(&stats.rtt),
             encode: SamplesSummary::of(&stats.encode),
@@ -571,6 +617,7 @@ mod tests {
             counts: ImgCounts {
                 sent: 20,
                 acked: 19,
+                written: 0,
                 lost: 1,
                 bytes: 200_000,
                 skipped: 3,
@@ -581,12 +628,12 @@ mod tests {
         };
         stats.rtt.record(ms(2));
         stats.encode.record(ms(4));
-        let status = img_status_line(&stats.counts, 29.84, stats.rtt.percentile(50.0));
+        let status = img_status_line(&stats.counts, true, 29.84, stats.rtt.percentile(50.0));
         assert_eq!(
             status,
             "img-client: sent 20, acked 19, lost 1, skipped 3 | 29.8 fps | rtt p50 2.00 ms"
         );
-        let s = img_summary("pattern -> hub", &stats, ms(2000), "ack round trip");
+        let s = img_summary("pattern -> hub", &stats, ms(2000), true);
         assert!(
             s.starts_with("img-client: summary: pattern -> hub\n"),
             "{s}"
@@ -608,7 +655,7 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("  rtt: p50 2.00 ms, p99 2.00 ms, max 2.00 ms (ack round trip)\n"),
+            s.contains("  rtt: p50 2.00 ms, p99 2.00 ms, max 2.00 ms (first datagram sent to ack received)\n"),
             "{s}"
         );
         assert!(
@@ -618,8 +665,37 @@ mod tests {
     }
 
     #[test]
+    fn without_an_ack_the_summary_says_written_never_acked() {
+        let mut stats = ImgStats::default();
+        stats.counts.sent = 10;
+        stats.counts.written = 9;
+        stats.counts.lost = 1;
+        stats.rtt.record(ms(3));
+        let status = img_status_line(&stats.counts, false, 10.0, stats.rtt.percentile(50.0));
+        assert_eq!(
+            status,
+            "img-client: sent 10, written 9, lost 1 | 10.0 fps | write p50 3.00 ms"
+        );
+        let s = img_summary("pattern -> hub", &stats, ms(1000), false);
+        assert!(!s.contains("acked") && !s.contains("acks:"), "{s}");
+        assert!(
+            s.contains("  frames: sent 10, written 9, lost 1, skipped 0\n"),
+            "{s}"
+        );
+        assert!(s.contains("has no ack"), "{s}");
+        assert!(s.contains("  rate: 9.0 fps written, 10.0 fps sent"), "{s}");
+        assert!(s.contains("  write: p50 3.00 ms"), "{s}");
+        let json = serde_json::to_value(ImgSummary::of(&stats, ms(1000), None)).unwrap();
+        assert_eq!(
+            (json["acked"].as_u64(), json["written"].as_u64()),
+            (Some(0), Some(9))
+        );
+        assert_eq!(json["rtt_is_write_time"], true);
+    }
+
+    #[test]
     fn img_summary_without_frames_has_no_nan() {
-        let s = img_summary("x", &ImgStats::default(), Duration::ZERO, "rtt");
+        let s = img_summary("x", &ImgStats::default(), Duration::ZERO, true);
         assert!(s.contains("frames: sent 0, acked 0, lost 0"), "{s}");
         assert!(s.contains("rtt: p50 -, p99 -, max -"), "{s}");
         assert!(!s.contains("NaN") && !s.contains("inf"), "{s}");

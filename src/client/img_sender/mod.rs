@@ -12,8 +12,8 @@
 //!   format, a thin loop around the socket-free [`crate::proto::framed_sender`] state
 //!   machine (frame ids, selective resends, a window of frames in flight).
 //! - [`seed_tcp`] ([`SeedTcpSender`], [`Protocol::Tcp`]): seed 000's TCP stream, a 16-byte
-//!   ASCII length and the JPEG. That protocol has no ack: a frame counts as acked once
-//!   fully written. Connections are made with a timeout, writes have a timeout, and a failed
+//!   ASCII length and the JPEG. That protocol has no ack: a frame counts as *written*
+//!   ([`FrameOutcome::Written`]) once the kernel took all of it, never as acked. Connections are made with a timeout, writes have a timeout, and a failed
 //!   connection is retried with a bounded exponential [`seed_tcp::Backoff`].
 //!
 //! The byte formats come from [`crate::wire`]; nothing here defines one. The UDP senders
@@ -60,14 +60,10 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// What an RTT sample of this protocol measures, for the summary.
-    pub fn rtt_meaning(self) -> &'static str {
-        match self {
-            Protocol::Framed | Protocol::Chunked | Protocol::Single => {
-                "first datagram sent to ack received"
-            }
-            Protocol::Tcp => "tcp: time to write the frame; this protocol has no ack",
-        }
+    /// Whether the hub confirms each frame. The seed TCP stream has no ack: its frames are
+    /// counted as written (handed to the kernel), which says nothing about delivery.
+    pub fn has_ack(self) -> bool {
+        self != Protocol::Tcp
     }
 }
 
@@ -113,8 +109,11 @@ impl Default for SenderOptions {
 /// What became of one frame.
 #[derive(Debug)]
 pub enum FrameOutcome {
-    /// The hub acked it (tcp: it was fully written); `rtt` runs from its first byte sent.
+    /// The hub acked it; `rtt` runs from its first byte sent.
     Acked { rtt: Duration },
+    /// TCP: the kernel took all of it in `took`. The seed stream has no ack, so whether the
+    /// hub received it is not known.
+    Written { took: Duration },
     /// It was sent (or sending was tried) but not acked.
     Lost(LostReason),
     /// Not sent at all: `stop` was triggered before it could be.

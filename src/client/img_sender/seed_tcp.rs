@@ -1,6 +1,7 @@
 //! Seed 000's TCP stream as a sender: [`SeedTcpSender`] writes a 16-byte ASCII length and
 //! the JPEG for each frame ([`crate::wire::seed_tcp`]). The protocol has no ack, so a frame
-//! counts as acked once fully written, its "RTT" the time the write took.
+//! counts as written ([`FrameOutcome::Written`]) once the kernel took all of it, with the
+//! time the write took; never as acked.
 //!
 //! Nothing waits unbounded: a connection attempt has the connect timeout, a write that makes
 //! no progress for the ack timeout fails (the stream, out of step, is dropped and made again),
@@ -182,8 +183,8 @@ impl ImgSender for SeedTcpSender {
         let written = write_all_two(stream, &header, jpeg, self.options.ack_timeout, stop);
         let reason = match written {
             Ok(()) => {
-                return Ok(vec![FrameOutcome::Acked {
-                    rtt: started.elapsed(),
+                return Ok(vec![FrameOutcome::Written {
+                    took: started.elapsed(),
                 }])
             }
             Err(WriteFailed::Io(e)) => LostReason::SendFailed(e),
@@ -254,7 +255,10 @@ mod tests {
         for frame in [&a, &b] {
             let [outcome] =
                 <[FrameOutcome; 1]>::try_from(sender.send_frame(frame, &stop).unwrap()).unwrap();
-            assert!(matches!(outcome, FrameOutcome::Acked { .. }), "{outcome:?}");
+            assert!(
+                matches!(outcome, FrameOutcome::Written { .. }),
+                "{outcome:?}"
+            );
         }
         sender.finish();
         let all = rx.recv_timeout(LONG).unwrap();
