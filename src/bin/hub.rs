@@ -92,6 +92,12 @@ struct Args {
     /// MJPEG viewers served at once with --http; more get a 503.
     #[arg(long, default_value_t = 16, value_name = "N")]
     http_max_viewers: usize,
+    /// HTTP connections from one IP address at most (a browser opens up to 6); more get a
+    /// 503. A connection that has not sent a whole request head also gives way to a newcomer
+    /// when all --http-max-viewers + 32 places are taken.
+    #[arg(long, default_value_t = 8, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_conns_per_addr: usize,
     // -- bounded disk and message budget (issue 11) --
     /// With --msg-log, start a new file past this many bytes (FILE -> FILE.1 -> ... ->
     /// FILE.N, the oldest dropped); at least 131072.
@@ -141,6 +147,7 @@ impl Args {
             stats_interval: Duration::from_millis(self.stats_interval_ms.max(100)),
             http: self.http,
             http_max_viewers: self.http_max_viewers,
+            http_max_conns_per_addr: self.http_max_conns_per_addr,
             msg_log_max_bytes: self.msg_log_max_bytes,
             msg_log_keep: self.msg_log_keep,
             save_max_bytes: self.save_max_bytes,

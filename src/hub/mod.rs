@@ -83,6 +83,8 @@ pub struct HubConfig {
     pub http: Option<SocketAddr>,
     /// `/stream` viewers served at once; more get a 503.
     pub http_max_viewers: usize,
+    /// HTTP connections from one IP address at most; more get a 503.
+    pub http_max_conns_per_addr: usize,
 }
 
 impl Default for HubConfig {
@@ -112,6 +114,7 @@ impl Default for HubConfig {
             stats_interval: Duration::from_secs(5),
             http: None,
             http_max_viewers: 16,
+            http_max_conns_per_addr: 8,
         }
     }
 }
@@ -409,6 +412,7 @@ pub fn start_with_taps(
             frames,
             service_infos(&bound, &receive_buffers),
             config.http_max_viewers,
+            config.http_max_conns_per_addr,
         );
         other_threads.push(
             http::spawn(listener, Arc::new(view), shutdown.clone()).map_err(spawn_error("http"))?,

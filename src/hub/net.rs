@@ -1,7 +1,8 @@
 //! Socket setup shared by the services: binding UDP with a large receive buffer (socket2,
 //! because std cannot set SO_RCVBUF), a log limiter so a flood of bad datagrams or of
 //! connections cannot flood the log ([`LogLimiter`], and [`SharedLogLimiter`] for the
-//! per-connection threads), and the connection table of the TCP services ([`ConnTable`]).
+//! per-connection threads), the connection table of the TCP services ([`ConnTable`]) and
+//! the thread that wakes their blocking `accept` at shutdown ([`spawn_accept_waker`]).
 //!
 //! The connection policy, the same for the TCP stream port and the HTTP view: at most
 //! `max_total` connections, and at most `max_per_addr` from one IP address; a connection
@@ -19,7 +20,10 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::shutdown::Shutdown;
 
 /// Bind a UDP socket on `addr`, ask for a `recv_buffer` byte receive buffer, and return it
 /// with the size the kernel actually granted (Linux reports twice the usable size, and caps
@@ -140,6 +144,35 @@ impl std::fmt::Display for Suppressed {
             n => write!(f, " ({n} similar lines suppressed)"),
         }
     }
+}
+
+/// `accept()` cannot time out: this thread waits for `shutdown`, then connects once to the
+/// listener bound to `local` so that its accept loop wakes and sees the flag. Join it after
+/// the loop ends.
+pub fn spawn_accept_waker(
+    service: &str,
+    local: SocketAddr,
+    shutdown: Shutdown,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("{service}-waker"))
+        .spawn(move || {
+            while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
+            let _ = TcpStream::connect_timeout(&reachable(local), Duration::from_secs(1));
+        })
+}
+
+/// Where to connect to reach a listener bound to `local` (an unspecified address is
+/// reached through loopback).
+fn reachable(local: SocketAddr) -> SocketAddr {
+    let mut a = local;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
 }
 
 /// Why [`ConnTable::admit`] turned a connection away.

@@ -14,7 +14,7 @@
 //! rate-limited over all connections), never the service. A frame that is not a complete
 //! JPEG is counted corrupt and skipped: the length prefix keeps the stream in sync.
 
-use super::net::{is_timeout, ConnSlot, ConnTable, SharedLogLimiter};
+use super::net::{is_timeout, spawn_accept_waker, ConnSlot, ConnTable, SharedLogLimiter};
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{Counters, Stats};
@@ -57,16 +57,7 @@ pub fn run(
         Ok(a) => a,
         Err(e) => return log::error!("tcp: no local address: {e}"),
     };
-    // accept() cannot time out; a tiny thread wakes it with a connection at shutdown
-    let waker = {
-        let shutdown = shutdown.clone();
-        std::thread::Builder::new()
-            .name("tcp-waker".into())
-            .spawn(move || {
-                while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
-                let _ = TcpStream::connect_timeout(&wake_address(local), Duration::from_secs(1));
-            })
-    };
+    let waker = spawn_accept_waker("tcp", local, shutdown.clone());
     let table = ConnTable::new(config.max_conns, config.max_conns_per_addr);
     let log = Arc::new(SharedLogLimiter::new(LOG_LINES_PER_SECOND));
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
@@ -85,7 +76,8 @@ pub fn run(
         conns.retain(|h| !h.is_finished());
         let slot = match table.admit(&stream, peer, Instant::now()) {
             Ok((slot, evicted)) => {
-                if let (Some(old), Some(s)) = (evicted, log.allow()) {
+                // (the limiter is asked only when there is a line to log)
+                if let Some((old, s)) = evicted.and_then(|old| Some((old, log.allow()?))) {
                     log::warn!(
                         "tcp: {old} cut to make room for {peer}: it had delivered no frame{s}"
                     );
@@ -142,19 +134,6 @@ pub fn run(
         let _ = w.join();
     }
     log::debug!("tcp: stopped");
-}
-
-/// Where to connect to reach a listener bound to `local` (an unspecified address is
-/// reached through loopback).
-fn wake_address(local: SocketAddr) -> SocketAddr {
-    let mut a = local;
-    if a.ip().is_unspecified() {
-        a.set_ip(match a {
-            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    a
 }
 
 /// Append up to `max` bytes read from `stream` to `buf`, into its spare capacity (which the

@@ -111,6 +111,12 @@ impl HubProcess {
     /// hub to exit (kill -9 and panic otherwise), and return its exit status and
     /// everything it wrote to stdout.
     pub fn stop(self, signal: &str) -> (ExitStatus, String) {
+        let (status, stdout, _) = self.stop_with_stderr(signal);
+        (status, stdout)
+    }
+
+    /// [`HubProcess::stop`], with everything the hub wrote to stderr as well.
+    pub fn stop_with_stderr(self, signal: &str) -> (ExitStatus, String, String) {
         let signal = match signal {
             "INT" => Signal::Int,
             "TERM" => Signal::Term,
@@ -126,7 +132,7 @@ impl HubProcess {
                 stopped.status, stopped.stderr
             );
         }
-        (stopped.status, stopped.stdout)
+        (stopped.status, stopped.stdout, stopped.stderr)
     }
 }
 

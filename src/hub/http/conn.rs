@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Headers accepted in one request; more gets 431.
 const MAX_HEADERS: usize = 64;
-/// Once a request has begun, its head must be complete within this, or 408.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection's first request head must be complete within this of the accept, a later
+/// one within this of its first byte; otherwise 408.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A kept-alive connection with no new request for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A response, or one frame of a stream, that the client has not taken within this long
@@ -56,6 +57,10 @@ pub enum ReadError {
 pub struct Connection {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// When the connection was accepted: the first head's deadline runs from here.
+    accepted: Instant,
+    /// Request heads read so far.
+    requests: u64,
 }
 
 impl Connection {
@@ -68,6 +73,8 @@ impl Connection {
         Ok(Connection {
             stream,
             buf: Vec::with_capacity(1024),
+            accepted: Instant::now(),
+            requests: 0,
         })
     }
 
@@ -81,15 +88,23 @@ impl Connection {
     }
 
     /// Read the next request head. A request body is never read: a request that announces
-    /// one is answered and its connection closed.
+    /// one is answered and its connection closed. The first head must be complete within
+    /// [`HEAD_TIMEOUT`] of the accept (a connection that sends nothing, or a byte now and
+    /// then, gets a 408 then); a kept-alive connection may then wait [`IDLE_TIMEOUT`] for
+    /// its next request, whose head has [`HEAD_TIMEOUT`] from its first byte.
     pub fn read_request(&mut self, shutdown: &Shutdown) -> Result<Request, ReadError> {
         let waiting_since = Instant::now();
-        let mut head_started = (!self.buf.is_empty()).then_some(waiting_since);
+        let mut head_started = if self.requests == 0 {
+            Some(self.accepted)
+        } else {
+            (!self.buf.is_empty()).then_some(waiting_since)
+        };
         let mut chunk = [0u8; 4096];
         loop {
             if !self.buf.is_empty() {
                 if let Some((request, len)) = parse(&self.buf)? {
                     self.buf.drain(..len);
+                    self.requests += 1;
                     return Ok(request);
                 }
             }

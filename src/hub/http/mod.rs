@@ -7,8 +7,14 @@
 //! - `/state` (JSON) and `/metrics` (Prometheus text): the hub's counters.
 //!
 //! Threads, no runtime: one accept thread and one thread per connection, at most
-//! `max_viewers` streaming plus [`MAX_OTHER_CONNS`] others; past that a connection gets a
-//! 503. Nothing here can slow a receiver: frames reach the view through [`frames`] ("latest
+//! `max_viewers` plus [`MAX_OTHER_CONNS`] connections, and at most `max_conns_per_addr` from
+//! one IP address, kept in a [`ConnTable`] (the policy is in [`crate::hub::net`]): a
+//! connection that has not yet sent a whole request head (or sits idle between kept-alive
+//! requests) gives its place to a newcomer when the table is full, and a request head must
+//! be complete within [`conn::HEAD_TIMEOUT`] of the connection's accept (later ones: of
+//! their first byte). So slow or silent connections, however many and from however many
+//! addresses, cannot keep a legitimate request out; a connection turned away gets a 503,
+//! and every refusal or eviction log line is rate-limited. Nothing here can slow a receiver: frames reach the view through [`frames`] ("latest
 //! frame wins"), counters are read from the lock-free statistics. On shutdown every
 //! connection socket is shut down, which ends even a write blocked on a stalled viewer, and
 //! all threads are joined.
@@ -25,20 +31,23 @@ mod routes;
 
 pub use report::ServiceInfo;
 
+use crate::hub::net::{spawn_accept_waker, ConnSlot, ConnTable, Refused, SharedLogLimiter};
 use crate::hub::stats::Stats;
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use frames::LatestFrames;
-use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connections served at once besides the streaming viewers (page loads, `/state` polls,
 /// snapshots, scrapes, idle kept-alive connections).
 pub const MAX_OTHER_CONNS: usize = 32;
+
+/// Log lines per second of the HTTP view, over all its connections.
+const LOG_LINES_PER_SECOND: u32 = 10;
 
 /// What the HTTP view reads, shared by its threads.
 pub struct HttpView {
@@ -46,6 +55,7 @@ pub struct HttpView {
     frames: Arc<LatestFrames>,
     services: Vec<ServiceInfo>,
     max_viewers: usize,
+    max_conns_per_addr: usize,
     viewers: AtomicUsize,
     rates: Mutex<report::Rates>,
 }
@@ -58,12 +68,14 @@ impl HttpView {
         frames: Arc<LatestFrames>,
         services: Vec<ServiceInfo>,
         max_viewers: usize,
+        max_conns_per_addr: usize,
     ) -> Self {
         HttpView {
             stats,
             frames,
             services,
             max_viewers,
+            max_conns_per_addr,
             viewers: AtomicUsize::new(0),
             rates: Mutex::new(report::Rates::default()),
         }
@@ -117,37 +129,24 @@ pub fn spawn(
         .spawn(move || accept_loop(listener, view, shutdown))
 }
 
-/// The connections being served, so shutdown can cut them.
-#[derive(Default)]
-struct OpenConns {
-    next_id: u64,
-    streams: HashMap<u64, TcpStream>,
-}
-
 fn accept_loop(listener: TcpListener, view: Arc<HttpView>, shutdown: Shutdown) {
     let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => return log::error!("http: no local address: {e}"),
     };
-    // accept() cannot time out; a tiny thread wakes it with a connection at shutdown
-    let waker = {
-        let shutdown = shutdown.clone();
-        std::thread::Builder::new()
-            .name("http-waker".into())
-            .spawn(move || {
-                while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
-                let _ = TcpStream::connect_timeout(&reachable(local), Duration::from_secs(1));
-            })
-    };
+    let waker = spawn_accept_waker("http", local, shutdown.clone());
     let max_conns = view.max_viewers + MAX_OTHER_CONNS;
-    let open = Arc::new(Mutex::new(OpenConns::default()));
+    let table = ConnTable::new(max_conns, view.max_conns_per_addr);
+    let log = Arc::new(SharedLogLimiter::new(LOG_LINES_PER_SECOND));
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     while !shutdown.is_triggered() {
         let (stream, peer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => {
                 // e.g. out of file descriptors: wait a little rather than spin or give up
-                log::warn!("http: accept failed: {e}");
+                if let Some(s) = log.allow() {
+                    log::warn!("http: accept failed: {e}{s}");
+                }
                 shutdown.wait_timeout(POLL_INTERVAL);
                 continue;
             }
@@ -156,45 +155,41 @@ fn accept_loop(listener: TcpListener, view: Arc<HttpView>, shutdown: Shutdown) {
             break;
         }
         threads.retain(|h| !h.is_finished());
-        if threads.len() >= max_conns {
-            log::warn!("http: refusing {peer}: {max_conns} connections already open");
-            refuse(stream, max_conns);
-            continue;
-        }
-        let id = {
-            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-            let Ok(clone) = stream.try_clone() else {
+        let slot = match table.admit(&stream, peer, Instant::now()) {
+            Ok((slot, evicted)) => {
+                // (the limiter is asked only when there is a line to log)
+                if let Some((old, s)) = evicted.and_then(|old| Some((old, log.allow()?))) {
+                    log::warn!(
+                        "http: {old} cut to make room for {peer}: it had not sent a whole \
+                         request head{s}"
+                    );
+                }
+                slot
+            }
+            Err(why) => {
+                if let Some(s) = log.allow() {
+                    log::warn!(
+                        "http: refusing {peer}: {why} (--http-max-viewers {} + {MAX_OTHER_CONNS}, \
+                         --http-max-conns-per-addr {}){s}",
+                        view.max_viewers,
+                        view.max_conns_per_addr
+                    );
+                }
+                refuse(stream, why);
                 continue;
-            };
-            open.next_id += 1;
-            let id = open.next_id;
-            open.streams.insert(id, clone);
-            id
+            }
         };
-        let (view, shutdown, open) = (view.clone(), shutdown.clone(), open.clone());
+        let (view, shutdown) = (view.clone(), shutdown.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("http {peer}"))
-            .spawn(move || {
-                serve(stream, peer, &view, &shutdown);
-                open.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .streams
-                    .remove(&id);
-            });
+            .spawn(move || serve(stream, peer, &slot, &view, &shutdown));
         match spawned {
             Ok(h) => threads.push(h),
             Err(e) => log::error!("http: cannot start a thread for {peer}: {e}"),
         }
     }
     // unblock every connection (a viewer may be inside a write to a stalled client)
-    for s in open
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .streams
-        .values()
-    {
-        let _ = s.shutdown(std::net::Shutdown::Both);
-    }
+    table.shutdown_all();
     for h in threads {
         let _ = h.join();
     }
@@ -204,46 +199,46 @@ fn accept_loop(listener: TcpListener, view: Arc<HttpView>, shutdown: Shutdown) {
     log::debug!("http: stopped");
 }
 
-/// Where to connect to reach a listener bound to `local` (an unspecified address is
-/// reached through loopback).
-fn reachable(local: SocketAddr) -> SocketAddr {
-    let mut a = local;
-    if a.ip().is_unspecified() {
-        a.set_ip(match a {
-            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    a
-}
-
-/// Answer a connection past the limit with a 503, without reading its request.
-fn refuse(mut stream: TcpStream, max_conns: usize) {
+/// Answer a connection turned away with a 503, without reading its request (the write is
+/// bounded: a peer that reads nothing costs the accept loop at most 0.2 s).
+fn refuse(mut stream: TcpStream, why: Refused) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
     let _ = conn::respond_error(
         &mut stream,
         503,
-        &format!("the hub's web view is serving {max_conns} connections already; try again"),
+        &format!("the hub's web view is refusing this connection: {why}; try again"),
         &[("Retry-After", "1")],
         false,
         false,
     );
 }
 
-/// Serve the requests of one connection until it closes.
-fn serve(stream: TcpStream, peer: SocketAddr, view: &HttpView, shutdown: &Shutdown) {
+/// Serve the requests of one connection until it closes. While it waits for a request head
+/// its place in the table may go to a newcomer (`slot` evictable); while a request is
+/// served, it may not.
+fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: &ConnSlot,
+    view: &HttpView,
+    shutdown: &Shutdown,
+) {
     let mut conn = match conn::Connection::new(stream, POLL_INTERVAL) {
         Ok(c) => c,
         Err(e) => return log::debug!("http: {peer}: {e}"),
     };
     loop {
+        slot.set_evictable(true, Instant::now());
         let request = match conn.read_request(shutdown) {
             Ok(r) => r,
             Err(conn::ReadError::Closed) => return,
             Err(conn::ReadError::Respond(status)) => {
                 log::debug!("http: {peer}: bad request, answered {status}");
                 let detail = match status {
-                    408 => "the request head did not arrive in time".to_string(),
+                    408 => format!(
+                        "the request head did not arrive within {} s",
+                        conn::HEAD_TIMEOUT.as_secs()
+                    ),
                     431 => format!(
                         "the request head is over {} bytes or has too many headers",
                         conn::MAX_HEAD_BYTES
@@ -255,6 +250,7 @@ fn serve(stream: TcpStream, peer: SocketAddr, view: &HttpView, shutdown: &Shutdo
                 return conn.linger_close();
             }
         };
+        slot.set_evictable(false, Instant::now());
         log::debug!("http: {peer}: {} {}", request.method, request.target);
         match routes::handle(&mut conn, &request, view, shutdown) {
             Ok(true) if request.keep_alive => continue,
