@@ -399,6 +399,109 @@ impl SourceCache {
     }
 }
 
+/// Sources named one by one in each periodic report; the other active ones are summed up
+/// in one line per service, so a flood of new sources adds a bounded number of lines.
+pub const REPORT_TOP_SOURCES: usize = 5;
+
+/// One source's change over a report interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Delta {
+    items: u64,
+    bytes: u64,
+    corrupt: u64,
+    dropped: u64,
+    rejected: u64,
+}
+
+impl Delta {
+    fn between(before: &Snapshot, now: &Snapshot) -> Delta {
+        Delta {
+            items: now.items.saturating_sub(before.items),
+            bytes: now.bytes.saturating_sub(before.bytes),
+            corrupt: now.corrupt.saturating_sub(before.corrupt),
+            dropped: now.dropped.saturating_sub(before.dropped),
+            rejected: now.rejected.saturating_sub(before.rejected),
+        }
+    }
+
+    fn is_quiet(&self) -> bool {
+        *self == Delta::default()
+    }
+
+    fn add(&mut self, o: &Delta) {
+        self.items += o.items;
+        self.bytes += o.bytes;
+        self.corrupt += o.corrupt;
+        self.dropped += o.dropped;
+        self.rejected += o.rejected;
+    }
+
+    /// `12.0 frames/s, 800.0 kB/s, +0 corrupt, +0 dropped, +0 rejected` over `interval`.
+    fn rates(&self, service: Service, interval: Duration) -> String {
+        let secs = interval.as_secs_f64().max(1e-9);
+        format!(
+            "{:.1} {}/s, {}/s, +{} corrupt, +{} dropped, +{} rejected",
+            self.items as f64 / secs,
+            service.item(),
+            human_bytes((self.bytes as f64 / secs) as u64),
+            self.corrupt,
+            self.dropped,
+            self.rejected,
+        )
+    }
+}
+
+/// The periodic report's lines for the sources' snapshots `now`, against `previous` (the
+/// snapshots of the last report, updated here; sources gone from `now` are forgotten). The
+/// [`REPORT_TOP_SOURCES`] busiest sources that changed (most items, then most bytes, then
+/// most errors) get a line each; the other active ones one line per service:
+/// `img: + 1995 other sources: …`. Quiet sources get none.
+fn report_lines(
+    previous: &mut HashMap<SourceId, Snapshot>,
+    now: Vec<(SourceId, Snapshot)>,
+    interval: Duration,
+) -> Vec<String> {
+    let mut active: Vec<(SourceId, Delta, u64)> = Vec::new();
+    let mut seen = HashMap::with_capacity(now.len());
+    for (id, snap) in now {
+        let delta = Delta::between(&previous.get(&id).copied().unwrap_or_default(), &snap);
+        if !delta.is_quiet() {
+            active.push((id, delta, snap.items));
+        }
+        seen.insert(id, snap);
+    }
+    *previous = seen;
+    active.sort_by(|a, b| {
+        let errors = |d: &Delta| d.corrupt + d.dropped + d.rejected;
+        (b.1.items, b.1.bytes, errors(&b.1), a.0).cmp(&(a.1.items, a.1.bytes, errors(&a.1), b.0))
+    });
+    let rest = active.split_off(active.len().min(REPORT_TOP_SOURCES));
+    let mut lines: Vec<String> = active
+        .iter()
+        .map(|(id, d, total)| format!("{id}: {} ({total} total)", d.rates(id.service, interval)))
+        .collect();
+    let mut others: Vec<(Service, usize, Delta)> = Vec::new();
+    for (id, d, _) in &rest {
+        match others.iter_mut().find(|(s, _, _)| *s == id.service) {
+            Some((_, n, sum)) => {
+                *n += 1;
+                sum.add(d);
+            }
+            None => others.push((id.service, 1, *d)),
+        }
+    }
+    others.sort_by_key(|(s, _, _)| s.name());
+    for (service, n, sum) in others {
+        let noun = if n == 1 { "source" } else { "sources" };
+        lines.push(format!(
+            "{}: + {n} other {noun}: {}",
+            service.name(),
+            sum.rates(service, interval)
+        ));
+    }
+    lines
+}
+
 /// Log every active source's rates every `interval` until shutdown.
 pub fn spawn_reporter(
     stats: Arc<Stats>,
@@ -410,28 +513,8 @@ pub fn spawn_reporter(
         .spawn(move || {
             let mut previous: HashMap<SourceId, Snapshot> = HashMap::new();
             while !shutdown.wait_timeout(interval) {
-                for (id, now) in stats.snapshot() {
-                    let before = previous.insert(id, now).unwrap_or_default();
-                    if now.items == before.items
-                        && now.corrupt == before.corrupt
-                        && now.dropped == before.dropped
-                        && now.rejected == before.rejected
-                    {
-                        continue; // quiet source
-                    }
-                    let items = now.items - before.items;
-                    log::info!(
-                        "{id}: {:.1} {}/s, {}/s ({} total), +{} corrupt, +{} dropped, +{} rejected",
-                        items as f64 / interval.as_secs_f64(),
-                        id.service.item(),
-                        human_bytes(
-                            ((now.bytes - before.bytes) as f64 / interval.as_secs_f64()) as u64
-                        ),
-                        now.items,
-                        now.corrupt - before.corrupt,
-                        now.dropped - before.dropped,
-                        now.rejected - before.rejected,
-                    );
+                for line in report_lines(&mut previous, stats.snapshot(), interval) {
+                    log::info!("{line}");
                 }
             }
         })
@@ -440,6 +523,55 @@ pub fn spawn_reporter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_names_the_busiest_sources_and_sums_up_the_rest() {
+        let src = |service, port| SourceId {
+            service,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let snap = |items, bytes| Snapshot {
+            items,
+            bytes,
+            ..Snapshot::default()
+        };
+        let secs = Duration::from_secs(5);
+        let mut previous = HashMap::new();
+        // 2000 image sources with 1 frame each, a camera with 50, a quiet one, a sensor
+        let mut now: Vec<_> = (1..=2000)
+            .map(|p| (src(Service::Img, p), snap(1, 1000)))
+            .collect();
+        now.push((src(Service::Img, 9000), snap(50, 5_000_000)));
+        now.push((src(Service::Msg, 7000), snap(10, 500)));
+        let lines = report_lines(&mut previous, now.clone(), secs);
+        assert_eq!(lines.len(), REPORT_TOP_SOURCES + 1, "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            "udp 127.0.0.1:9000: 10.0 frames/s, 1.0 MB/s, +0 corrupt, +0 dropped, +0 rejected \
+             (50 total)"
+        );
+        assert!(
+            lines[1].starts_with("udp 127.0.0.1:7000: 2.0 messages/s"),
+            "{}",
+            lines[1]
+        );
+        // sources 1..=3 by the tie-break on the id, then the other 1997 in one line
+        assert!(
+            lines[2].starts_with("udp 127.0.0.1:1: 0.2 frames/s"),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(
+            lines[5],
+            "img: + 1997 other sources: 399.4 frames/s, 399.4 kB/s, +0 corrupt, +0 dropped, \
+             +0 rejected"
+        );
+        // nothing changed: nothing to say; a source gone is forgotten
+        assert!(report_lines(&mut previous, now.clone(), secs).is_empty());
+        now.truncate(10);
+        assert!(report_lines(&mut previous, now, secs).is_empty());
+        assert_eq!(previous.len(), 10);
+    }
 
     #[test]
     fn counts_per_source_and_sums_per_service() {
