@@ -191,13 +191,10 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// A fake JPEG (`FF D8` … `FF D9`) of `len` bytes; the kernel does not look inside.
+/// A JPEG-shaped frame of `len` bytes (filler for coded data); the kernel does not look
+/// inside.
 fn fake_frame(len: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = (0..len.max(4)).map(|i| (i % 251) as u8).collect();
-    let n = v.len();
-    v[..2].copy_from_slice(&[0xFF, 0xD8]);
-    v[n - 2..].copy_from_slice(&[0xFF, 0xD9]);
-    v
+    udphub::jpegcheck::filler_jpeg(len, 0)
 }
 
 /// The datagrams of one frame (or one message), built once, and the ack that answers it.

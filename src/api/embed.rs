@@ -383,11 +383,8 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(20);
 
-    fn fake_jpeg(len: usize, fill: u8) -> Vec<u8> {
-        let mut v = vec![fill; len];
-        v[..2].copy_from_slice(&[0xFF, 0xD8]);
-        v[len - 2..].copy_from_slice(&[0xFF, 0xD9]);
-        v
+    fn fake_jpeg(len: usize, seed: u8) -> Vec<u8> {
+        crate::jpegcheck::filler_jpeg(len, u64::from(seed))
     }
 
     #[test]
@@ -442,8 +439,8 @@ mod tests {
         let mut frames = hub.frames();
         let frame = frames.recv_timeout(LONG).expect("a frame");
         assert_eq!(
-            (frame.seq, frame.jpeg[2]),
-            (5, 4),
+            (frame.seq, *frame.jpeg == fake_jpeg(300, 4)),
+            (5, true),
             "only the newest is kept"
         );
         assert!(frames.recv_timeout(Duration::ZERO).is_none());
@@ -454,8 +451,11 @@ mod tests {
     fn bad_input_is_refused_with_a_clear_error_before_sending() {
         let mut cam = ImageSender::connect("127.0.0.1:9").unwrap();
         let err = cam.send_jpeg(b"not a jpeg").unwrap_err();
-        assert!(matches!(err, SendError::NotJpeg { len: 10 }), "{err}");
+        assert!(matches!(err, SendError::NotJpeg { len: 10, .. }), "{err}");
         assert!(err.to_string().contains("FF D8"), "{err}");
+        // SOI, a byte, EOI: shaped like a JPEG, but no image
+        let err = cam.send_jpeg(&[0xFF, 0xD8, 0x00, 0xFF, 0xD9]).unwrap_err();
+        assert!(err.to_string().contains("not one JPEG"), "{err}");
         let err = ImageSender::connect("no-port-here").unwrap_err();
         assert!(err.to_string().contains("HOST:PORT"), "{err}");
         let err = ImageSender::builder("127.0.0.1:9")

@@ -12,7 +12,7 @@ use crate::client::img_sender::{
 };
 use crate::client::msg_sender::{self, check_message, MsgOutcome};
 use crate::client::resolve_hub;
-use crate::jpegcheck::is_complete_jpeg;
+use crate::jpegcheck::check_structure;
 use crate::shutdown::Shutdown;
 use crate::wire::framed;
 
@@ -58,11 +58,13 @@ impl Delivery {
 /// a [`Delivery`] with `acked: false`, not an error).
 #[derive(Debug)]
 pub enum SendError {
-    /// The bytes are not a complete JPEG (they must start with `FF D8` and end with
-    /// `FF D9`): the hub would refuse them, so they are not sent.
+    /// The bytes are not structurally one JPEG ([`crate::jpegcheck::check_structure`]:
+    /// SOI, a frame header, a scan, EOI): the hub would refuse them, so they are not sent.
     NotJpeg {
         /// Length of the refused bytes.
         len: usize,
+        /// What the check found.
+        why: crate::jpegcheck::JpegError,
     },
     /// The frame is larger than the protocol can carry.
     TooLarge {
@@ -78,10 +80,9 @@ pub enum SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::NotJpeg { len } => write!(
-                f,
-                "{len} bytes are not a complete JPEG (must start with FF D8 and end with FF D9)"
-            ),
+            SendError::NotJpeg { len, why } => {
+                write!(f, "{len} bytes are not one JPEG ({why}): not sent")
+            }
             SendError::TooLarge { len } => {
                 write!(f, "a {len}-byte frame is too large for the framed protocol")
             }
@@ -121,7 +122,7 @@ fn resolve(hub: &str) -> io::Result<SocketAddr> {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let hub = udphub::Hub::builder().img_port(0).no_msg().no_tcp().start()?;
 /// # let addr = hub.img_addr().unwrap().to_string();
-/// let jpeg: Vec<u8> = [&[0xFF, 0xD8][..], &[0u8; 1000], &[0xFF, 0xD9]].concat();
+/// let jpeg = udphub::jpegcheck::filler_jpeg(1000, 1); // or a camera's JPEG bytes
 /// let mut sender = udphub::ImageSender::connect(&addr)?; // e.g. "pc.local:9999"
 /// let delivery = sender.send_jpeg(&jpeg)?;
 /// assert!(delivery.acked, "{delivery:?}");
@@ -233,10 +234,13 @@ impl ImageSender {
     }
 
     /// Send one JPEG's bytes unchanged and (window 1) wait for its ack, at most the ack
-    /// timeout. Bytes that are not a complete JPEG are refused before anything is sent.
+    /// timeout. Bytes that are not structurally one JPEG are refused before anything is sent.
     pub fn send_jpeg(&mut self, jpeg: &[u8]) -> Result<Delivery, SendError> {
-        if !is_complete_jpeg(jpeg) {
-            return Err(SendError::NotJpeg { len: jpeg.len() });
+        if let Err(why) = check_structure(jpeg) {
+            return Err(SendError::NotJpeg {
+                len: jpeg.len(),
+                why,
+            });
         }
         let resent_before = self.sender.resent();
         let outcomes = self.sender.send_frame(jpeg, &self.stop)?;

@@ -1,6 +1,7 @@
 //! JPEG marker codes by name, their display names, and the segment walk: marker by marker
 //! from SOI to EOI, handing each segment to its parser ([`super::segments`]) and each scan's
-//! entropy-coded data to [`super::entropy`].
+//! entropy-coded data to [`super::entropy`] (or, for the structure check, skipping it to
+//! the next marker).
 //!
 //! A marker is the byte [`PREFIX`] (`FF`) followed by one of the codes below (ITU T.81
 //! table B.1); the other files name markers by these constants, never by number.
@@ -97,11 +98,25 @@ impl fmt::Display for Marker {
     }
 }
 
-/// The segment walk behind [`validate`](super::validate): marker by marker from SOI to EOI,
-/// each segment parsed by [`super::segments`] and each scan walked by [`super::entropy`].
-/// `range_checks` turns the coefficient range checks on or off (off: structure only, which
-/// the tests use to measure what the structure alone catches).
-pub(super) fn walk_segments(bytes: &[u8], range_checks: bool) -> Result<JpegInfo, JpegError> {
+/// How deep [`walk_segments`] looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Depth {
+    /// The markers and segments only ([`check_structure`](super::check_structure)): a
+    /// scan's entropy-coded data is skipped to the next marker, progressive frames are
+    /// accepted, and Huffman tables need not be present (MJPEG from webcams leaves them out).
+    Structure,
+    /// The whole walk ([`validate`](super::validate)): every scan's Huffman-coded data is
+    /// walked; `range_checks` turns the coefficient range checks on or off (off: the tests
+    /// measure what the code structure alone catches).
+    Entropy { range_checks: bool },
+}
+
+/// The segment walk behind [`validate`](super::validate) and
+/// [`check_structure`](super::check_structure): marker by marker from SOI to EOI, each
+/// segment parsed by [`super::segments`] and (at [`Depth::Entropy`]) each scan walked by
+/// [`super::entropy`].
+pub(super) fn walk_segments(bytes: &[u8], depth: Depth) -> Result<JpegInfo, JpegError> {
+    let structure_only = depth == Depth::Structure;
     if !bytes.starts_with(&super::SOI) {
         return Err(JpegError::NotJpeg);
     }
@@ -141,7 +156,8 @@ pub(super) fn walk_segments(bytes: &[u8], range_checks: bool) -> Result<JpegInfo
                 let Some(frame) = frame.as_ref().filter(|_| first_interval.is_some()) else {
                     return Err(unexpected);
                 };
-                if let Some(c) = (0..frame.count).find(|&i| !coded[i]) {
+                let all_coded = (0..frame.count).find(|&i| !coded[i] && !structure_only);
+                if let Some(c) = all_coded {
                     return Err(JpegError::ComponentNotCoded {
                         id: frame.comps[c].id,
                     });
@@ -159,6 +175,7 @@ pub(super) fn walk_segments(bytes: &[u8], range_checks: bool) -> Result<JpegInfo
                     restart_interval: first_interval.unwrap_or(0),
                 });
             }
+            SOF2 if structure_only => {}
             SOF2 | SOF6 | SOF10 | SOF14 => {
                 return Err(JpegError::Unsupported("progressive JPEG"));
             }
@@ -189,7 +206,7 @@ pub(super) fn walk_segments(bytes: &[u8], range_checks: bool) -> Result<JpegInfo
         match marker {
             DHT => parse_dht(seg, &mut huff).map_err(bad)?,
             DQT => parse_dqt(seg, &mut quant).map_err(bad)?,
-            SOF0 | SOF1 => {
+            SOF0 | SOF1 | SOF2 => {
                 if frame.is_some() {
                     return Err(bad("a second frame header"));
                 }
@@ -203,15 +220,62 @@ pub(super) fn walk_segments(bytes: &[u8], range_checks: bool) -> Result<JpegInfo
                 let Some(frame) = frame.as_ref() else {
                     return Err(bad("scan before the frame header (SOF)"));
                 };
-                let scan = Scan::parse(seg, frame, &mut coded, &huff, &quant, range_checks)
-                    .map_err(bad)?;
                 first_interval.get_or_insert(restart_interval);
-                pos = walk_scan(bytes, end, frame, scan, restart_interval)?;
+                pos = match depth {
+                    Depth::Structure => {
+                        check_scan_header(seg, frame.count).map_err(bad)?;
+                        skip_entropy(bytes, end)?
+                    }
+                    Depth::Entropy { range_checks } => {
+                        let scan = Scan::parse(seg, frame, &mut coded, &huff, &quant, range_checks)
+                            .map_err(bad)?;
+                        walk_scan(bytes, end, frame, scan, restart_interval)?
+                    }
+                };
                 after_scan = true;
                 continue;
             }
             _ => {} // APPn, COM
         }
         pos = end;
+    }
+}
+
+/// The structure check's look at a scan header: 1..=4 components, each of the frame's
+/// count at most, and a length that matches (the component ids, tables and progression
+/// fields are the decoder's business).
+fn check_scan_header(seg: &[u8], frame_components: usize) -> Result<(), &'static str> {
+    let Some(&count) = seg.first() else {
+        return Err("empty scan header");
+    };
+    let count = usize::from(count);
+    if !(1..=frame_components.min(4)).contains(&count) {
+        return Err("number of scan components must be 1..=4 and at most the frame's");
+    }
+    if seg.len() != 1 + 2 * count + 3 {
+        return Err("length does not match the number of components");
+    }
+    Ok(())
+}
+
+/// Skip a scan's entropy-coded data from `from`: the offset of the marker that ends it.
+/// In coded data `FF` is followed by `00` (a stuffed data byte), a restart marker, fill
+/// `FF`s, or the marker that ends the scan; the data must end with such a marker.
+fn skip_entropy(bytes: &[u8], from: usize) -> Result<usize, JpegError> {
+    let mut pos = from;
+    loop {
+        let Some(at) = bytes
+            .get(pos..)
+            .and_then(|b| b.iter().position(|&x| x == PREFIX))
+        else {
+            return Err(JpegError::MissingEoi);
+        };
+        let ff = pos + at;
+        match bytes.get(ff + 1) {
+            None => return Err(JpegError::MissingEoi),
+            Some(0x00) | Some(RST0..=RST7) => pos = ff + 2,
+            Some(&PREFIX) => pos = ff + 1,
+            Some(_) => return Ok(ff),
+        }
     }
 }

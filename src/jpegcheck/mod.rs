@@ -10,10 +10,13 @@
 //! full entropy walk: Huffman and quantization tables, DC predictors), hence its own
 //! module rather than one under [`crate::wire`].
 //!
-//! Two levels:
+//! Three levels:
 //! - [`is_complete_jpeg`]: starts with the SOI marker `FF D8` and ends with the EOI marker
 //!   `FF D9`. This catches truncated, misaligned and foreign data in nanoseconds, but not
 //!   a frame whose middle is wrong.
+//! - [`check_structure`]: the marker segments in order (SOI, a frame header with sane
+//!   dimensions, a scan, EOI), the coded data skipped to its end marker; what the hub asks
+//!   of every frame in the formats that keep bytes in order (framed, single, TCP).
 //! - [`validate`]: walks the marker segments and the Huffman-coded data of a sequential
 //!   JPEG (what OpenCV / libjpeg write) without decoding pixels, so reordered, duplicated
 //!   or lost data shows up as an undefined Huffman code, a coefficient past the end of a
@@ -33,7 +36,7 @@ mod test_encoder;
 #[cfg(test)]
 mod tests;
 
-use markers::Marker;
+use markers::{Depth, Marker};
 use std::fmt;
 
 /// Start-of-image marker.
@@ -239,5 +242,62 @@ impl std::error::Error for JpegError {}
 ///
 /// Allocates nothing; uses about 12 KiB of stack for the tables.
 pub fn validate(bytes: &[u8]) -> Result<JpegInfo, JpegError> {
-    markers::walk_segments(bytes, true)
+    markers::walk_segments(bytes, Depth::Entropy { range_checks: true })
+}
+
+/// Whether `bytes` is structurally one JPEG: SOI, then marker segments each whole, a frame
+/// header (baseline, extended or progressive) with a width and height of at least 1 and 1
+/// to 4 components, at least one scan after it, and EOI as the last two bytes. A scan's
+/// coded data is skipped to the marker that ends it, not decoded: this is a single pass
+/// that looks at each byte once, for formats whose transport already keeps the bytes in
+/// order (framed, single datagrams, the TCP stream), where [`validate`]'s entropy walk
+/// would add nothing. Huffman tables need not be present (many webcams' MJPEG frames use
+/// the standard tables without including them).
+///
+/// It refuses what is not an image at all (`FF D8 00 FF D9`, text between SOI and EOI, a
+/// frame cut short and padded), so a peer cannot have such bytes delivered and saved as
+/// frames.
+pub fn check_structure(bytes: &[u8]) -> Result<JpegInfo, JpegError> {
+    markers::walk_segments(bytes, Depth::Structure)
+}
+
+/// The shortest [`filler_jpeg`]: SOI, a frame header, a scan header and EOI.
+pub const FILLER_MIN_LEN: usize = FILLER_HEAD.len() + EOI.len();
+
+/// SOI; SOF0 for an 8x8 one-component frame (length 11: precision 8, height 8, width 8, one
+/// component, id 1, sampling 1x1, table 0); SOS for that component (length 8: one
+/// component, id 1, tables 0/0, spectral 0..63, approximation 0).
+const FILLER_HEAD: [u8; 25] = [
+    0xFF, 0xD8, // SOI
+    0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x08, 0x00, 0x08, 0x01, 0x01, 0x11, 0x00, // SOF0
+    0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00, // SOS
+];
+
+/// A JPEG of exactly `len` bytes (at least [`FILLER_MIN_LEN`]; shorter is padded to it)
+/// that passes [`check_structure`] but whose coded data is pseudo-random filler (never an
+/// `FF`), different for each `seed`: it decodes to nothing meaningful and fails
+/// [`validate`]. For testing and measuring a transport without an encoder.
+///
+/// ```
+/// let frame = udphub::jpegcheck::filler_jpeg(5000, 1);
+/// assert_eq!(frame.len(), 5000);
+/// assert!(udphub::jpegcheck::check_structure(&frame).is_ok());
+/// ```
+pub fn filler_jpeg(len: usize, seed: u64) -> Vec<u8> {
+    let len = len.max(FILLER_MIN_LEN);
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&FILLER_HEAD);
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15 ^ len as u64;
+    while v.len() < len - EOI.len() {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let n = (len - EOI.len() - v.len()).min(8);
+        v.extend(z.to_le_bytes()[..n].iter().map(|&b| b.min(0xFE)));
+    }
+    v.extend_from_slice(&EOI);
+    v
 }

@@ -4,7 +4,9 @@
 //! prints what fraction of corruptions is caught; `examples/jpeg_walk_speed.rs` is the
 //! timing tool.
 
-use super::markers::{self, walk_segments, DHT, PREFIX, RST0, RST7, SOF0, SOF3, SOF9, SOS};
+use super::markers::{
+    self, walk_segments, Depth, DHT, PREFIX, RST0, RST7, SOF0, SOF2, SOF3, SOF9, SOS,
+};
 use super::test_encoder::Synth;
 use super::*;
 use crate::media::jpeg::{decode, encode};
@@ -137,7 +139,7 @@ fn caught(jpeg: &[u8], variants: Variants, range_checks: bool) -> Caught {
             continue;
         }
         c.tried += 1;
-        if walk_segments(&v, range_checks).is_err() {
+        if walk_segments(&v, Depth::Entropy { range_checks }).is_err() {
             c.rejected += 1;
         } else if same_pixels(jpeg, &v) {
             c.harmless += 1;
@@ -854,4 +856,102 @@ fn measure_caught_fractions() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// check_structure
+// ---------------------------------------------------------------------------------------
+
+/// SOI, SOF0 (8x8, one component), SOS, `data`, EOI.
+fn structural(data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0xFF, 0xD8];
+    v.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x08, 0x00, 0x08, 0x01]);
+    v.extend_from_slice(&[0x01, 0x11, 0x00]);
+    v.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00]);
+    v.extend_from_slice(data);
+    v.extend_from_slice(&[0xFF, 0xD9]);
+    v
+}
+
+#[test]
+fn structure_accepts_markers_in_order_with_stuffing_and_restarts_in_the_data() {
+    let info = check_structure(&structural(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56]));
+    assert_eq!(
+        info,
+        Ok(JpegInfo {
+            width: 8,
+            height: 8,
+            components: 1,
+            restart_interval: 0
+        })
+    );
+    // fill bytes before the closing marker are allowed
+    assert!(check_structure(&structural(&[0x12, 0xFF, 0xFF])).is_ok());
+    // and the structural filler used by the transport tests passes, but not the full walk
+    for len in [FILLER_MIN_LEN, 100, 70_000] {
+        let f = filler_jpeg(len, 3);
+        assert_eq!(f.len(), len);
+        assert!(check_structure(&f).is_ok(), "{len}");
+        assert!(len == FILLER_MIN_LEN || f != filler_jpeg(len, 4), "{len}");
+    }
+    assert!(validate(&filler_jpeg(5000, 1)).is_err());
+}
+
+#[test]
+fn structure_refuses_what_is_not_an_image() {
+    // the 5-byte "JPEG" of the flood: SOI, a data byte, EOI
+    assert_eq!(
+        check_structure(&[0xFF, 0xD8, 0x00, 0xFF, 0xD9]),
+        Err(JpegError::ExpectedMarker {
+            offset: 2,
+            found: 0x00
+        })
+    );
+    // SOI then EOI: no frame, no scan
+    assert!(matches!(
+        check_structure(&[0xFF, 0xD8, 0xFF, 0xD9]),
+        Err(JpegError::UnexpectedMarker { marker: 0xD9, .. })
+    ));
+    // a frame header but no scan
+    let mut no_scan = structural(&[]);
+    no_scan.drain(15..25);
+    assert!(check_structure(&no_scan).is_err());
+    // the scan before the frame header
+    let mut v = vec![0xFF, 0xD8];
+    v.extend_from_slice(&[
+        0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00, 0x11,
+    ]);
+    v.extend_from_slice(&[0xFF, 0xD9]);
+    assert!(check_structure(&v).is_err());
+    // width 0
+    let mut w0 = structural(&[0x11]);
+    w0[9..11].copy_from_slice(&[0, 0]);
+    assert!(check_structure(&w0).is_err());
+    // bytes after EOI; no EOI at all
+    let mut trailing = structural(&[0x11]);
+    trailing.push(0);
+    assert_eq!(
+        check_structure(&trailing),
+        Err(JpegError::TrailingBytes { bytes: 1 })
+    );
+    let cut = structural(&[0x11]);
+    assert_eq!(
+        check_structure(&cut[..cut.len() - 2]),
+        Err(JpegError::MissingEoi)
+    );
+    // a segment length running past the end
+    let mut long = structural(&[]);
+    long[5] = 0x40;
+    assert!(check_structure(&long).is_err());
+}
+
+#[test]
+fn structure_accepts_progressive_frames_that_the_full_walk_leaves_alone() {
+    let mut p = structural(&[0x11, 0x22]);
+    p[3] = SOF2;
+    assert!(check_structure(&p).is_ok());
+    assert_eq!(
+        validate(&p),
+        Err(JpegError::Unsupported("progressive JPEG"))
+    );
 }

@@ -38,7 +38,7 @@
 use super::memory::{grow_for, PartialMemory};
 use super::reply_credit::ReplyCredit;
 use super::Transmit;
-use crate::jpegcheck::is_complete_jpeg;
+use crate::jpegcheck::check_structure;
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
@@ -650,7 +650,7 @@ impl FramedReceiver {
         events: &mut VecDeque<FramedEvent>,
         transmits: &mut VecDeque<Transmit>,
     ) {
-        let status = if is_complete_jpeg(&jpeg) {
+        let status = if check_structure(&jpeg).is_ok() {
             AckStatus::Delivered
         } else {
             AckStatus::Rejected

@@ -352,15 +352,23 @@ impl SeedReassembler {
     /// Deliver and ack `jpeg` if it passes the check (see the module comment; `assembled`:
     /// it came in several datagrams), or report it corrupt.
     fn finish(&mut self, from: SocketAddr, jpeg: Vec<u8>, expected: u64, assembled: bool) {
+        let structure = |jpeg: &[u8]| {
+            jpegcheck::check_structure(jpeg)
+                .map(drop)
+                .map_err(Corruption::BadData)
+        };
         let verdict = if !is_complete_jpeg(&jpeg) {
             Err(Corruption::NotJpeg)
         } else if assembled {
+            // the full walk where chunks could be out of order; what it cannot walk
+            // (progressive frames) must at least have the structure of a JPEG
             match jpegcheck::validate(&jpeg) {
-                Ok(_) | Err(JpegError::Unsupported(_)) => Ok(()),
+                Ok(_) => Ok(()),
+                Err(JpegError::Unsupported(_)) => structure(&jpeg),
                 Err(e) => Err(Corruption::BadData(e)),
             }
         } else {
-            Ok(())
+            structure(&jpeg)
         };
         if let Err(reason) = verdict {
             self.events.push_back(SeedEvent::Corrupt {
@@ -611,15 +619,31 @@ mod tests {
         }
     }
 
-    /// A frame in one datagram gets the SOI/EOI check only (it cannot be reordered), so
-    /// bytes that are no JPEG inside still pass there, while the same bytes in chunks do not.
+    /// A frame in one datagram gets the structure check only (it cannot be reordered), so
+    /// filler for coded data passes there, while the same bytes in chunks do not; bytes
+    /// that merely start with SOI and end with EOI pass neither.
     #[test]
     fn coded_data_is_walked_only_for_frames_in_several_datagrams() {
         let now = Instant::now();
-        let mut f = vec![0x5A; 3000];
-        f[..2].copy_from_slice(&[0xFF, 0xD8]);
-        f[2998..].copy_from_slice(&[0xFF, 0xD9]);
         let mut r = SeedReassembler::new(SeedConfig::default());
+        let mut shaped = vec![0x5A; 3000];
+        shaped[..2].copy_from_slice(&[0xFF, 0xD8]);
+        shaped[2998..].copy_from_slice(&[0xFF, 0xD9]);
+        r.handle_datagram(addr(1), &shaped, now);
+        let run = drain(&mut r);
+        assert!(run.frames.is_empty() && run.acks.is_empty());
+        assert!(
+            matches!(
+                run.other[..],
+                [SeedEvent::Corrupt {
+                    reason: Corruption::BadData(JpegError::ExpectedMarker { .. }),
+                    ..
+                }]
+            ),
+            "{:?}",
+            run.other
+        );
+        let f = crate::jpegcheck::filler_jpeg(3000, 0x5A);
         r.handle_datagram(addr(1), &f, now);
         assert_eq!(drain(&mut r).frames, vec![(addr(1), f.clone())]);
         feed(&mut r, addr(1), &seed_datagrams(&f), now);
@@ -629,7 +653,7 @@ mod tests {
             matches!(
                 run.other[..],
                 [SeedEvent::Corrupt {
-                    reason: Corruption::BadData(JpegError::ExpectedMarker { .. }),
+                    reason: Corruption::BadData(JpegError::BadSegment { .. }),
                     ..
                 }]
             ),

@@ -29,7 +29,7 @@
 //! bytes already in hand through the same path.
 
 use super::Outcome;
-use crate::jpegcheck::is_complete_jpeg;
+use crate::jpegcheck::check_structure;
 use crate::wire::seed_tcp::{parse_header, HeaderError, HEADER_LEN};
 use std::collections::VecDeque;
 use std::fmt;
@@ -285,7 +285,7 @@ impl SeedTcpDecoder {
                     got: 0,
                     started: None,
                 };
-                if is_complete_jpeg(&jpeg) {
+                if check_structure(&jpeg).is_ok() {
                     self.frames += 1;
                     self.events.push_back(TcpEvent::Frame(jpeg));
                 } else {
@@ -401,6 +401,7 @@ impl SeedTcpDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jpegcheck::FILLER_MIN_LEN;
 
     const MAX: u64 = 1 << 20;
     const IDLE: Duration = Duration::from_secs(5);
@@ -436,12 +437,16 @@ mod tests {
         )
     }
 
-    /// A "JPEG" the SOI/EOI check accepts: FF D8, filler, FF D9.
+    /// A JPEG the structure check accepts, with filler for coded data.
     fn jpeg(len: usize) -> Vec<u8> {
-        let mut j = vec![0x5A; len];
-        j[..2].copy_from_slice(&[0xFF, 0xD8]);
-        j[len - 2..].copy_from_slice(&[0xFF, 0xD9]);
-        j
+        crate::jpegcheck::filler_jpeg(len, 0x5A)
+    }
+
+    /// The seed's 16-byte ASCII header (the length, left-aligned, space-padded), then `jpeg`.
+    fn with_header(jpeg: &[u8]) -> Vec<u8> {
+        let mut v = format!("{:<16}", jpeg.len()).into_bytes();
+        v.extend_from_slice(jpeg);
+        v
     }
 
     fn events(d: &mut SeedTcpDecoder) -> Vec<TcpEvent> {
@@ -451,15 +456,14 @@ mod tests {
     #[test]
     fn frames_in_one_write_and_split_at_every_byte() {
         let t0 = Instant::now();
-        let mut stream = b"6               ".to_vec();
-        stream.extend_from_slice(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9]);
-        stream.extend_from_slice(b"   4            \xFF\xD8\xFF\xD9");
+        let (a, b) = (jpeg(40), jpeg(FILLER_MIN_LEN));
+        let mut stream = with_header(&a);
+        // the seed's header may have spaces before the number too
+        stream.extend_from_slice(b"   27           ");
+        stream.extend_from_slice(&b);
         let mut d = decoder(t0);
         d.handle_bytes(&stream, t0);
-        let want = vec![
-            TcpEvent::Frame(vec![0xFF, 0xD8, 1, 2, 0xFF, 0xD9]),
-            TcpEvent::Frame(vec![0xFF, 0xD8, 0xFF, 0xD9]),
-        ];
+        let want = vec![TcpEvent::Frame(a), TcpEvent::Frame(b)];
         assert_eq!(events(&mut d), want);
         assert_eq!(d.frames(), 2);
         let mut d = decoder(t0);
@@ -484,18 +488,23 @@ mod tests {
         let mut d = decoder(t0);
         d.handle_bytes(b"4               \x00\xD8\xFF\xD9", t0);
         d.handle_bytes(b"4               \xFF\xD8\xFF\x00", t0);
+        // SOI and EOI around nothing, or around a byte: no frame header, no scan
         d.handle_bytes(b"4               \xFF\xD8\xFF\xD9", t0);
+        d.handle_bytes(b"5               \xFF\xD8\x00\xFF\xD9", t0);
+        d.handle_bytes(&with_header(&jpeg(30)), t0);
         let got = events(&mut d);
         assert_eq!(
             got,
             vec![
                 TcpEvent::Corrupt { len: 4 },
                 TcpEvent::Corrupt { len: 4 },
-                TcpEvent::Frame(vec![0xFF, 0xD8, 0xFF, 0xD9]),
+                TcpEvent::Corrupt { len: 4 },
+                TcpEvent::Corrupt { len: 5 },
+                TcpEvent::Frame(jpeg(30)),
             ]
         );
         assert_eq!(got[0].outcome(), Some(Outcome::Corrupt));
-        assert_eq!(got[2].outcome(), Some(Outcome::Frame));
+        assert_eq!(got[4].outcome(), Some(Outcome::Frame));
         assert_eq!(d.frames(), 1);
         assert!(!d.is_ended());
     }
@@ -512,7 +521,7 @@ mod tests {
         ] {
             let mut d = decoder(t0);
             let mut stream = header.to_vec();
-            stream.extend_from_slice(b"4               \xFF\xD8\xFF\xD9");
+            stream.extend_from_slice(&with_header(&jpeg(30)));
             d.handle_bytes(&stream, t0);
             let got = events(&mut d);
             assert_eq!(got, vec![TcpEvent::BadHeader(want)]);
@@ -699,7 +708,7 @@ mod tests {
         assert_eq!(got[0].outcome(), None, "no frame was under way");
         // the second header: from its first byte, not from the end of the first frame
         let mut d = strict(t0);
-        d.handle_bytes(b"4               \xFF\xD8\xFF\xD9", t0);
+        d.handle_bytes(&with_header(&jpeg(30)), t0);
         assert!(matches!(events(&mut d)[..], [TcpEvent::Frame(_)]));
         assert_eq!(d.poll_timeout(), Some(t0 + IDLE), "a pause between frames");
         let t1 = t0 + ms(4000);
@@ -715,7 +724,7 @@ mod tests {
     fn abort_between_frames_loses_nothing() {
         let t0 = Instant::now();
         let mut d = decoder(t0);
-        d.handle_bytes(b"4               \xFF\xD8\xFF\xD9", t0);
+        d.handle_bytes(&with_header(&jpeg(30)), t0);
         d.handle_abort();
         let got = events(&mut d);
         assert_eq!(

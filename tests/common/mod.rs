@@ -164,29 +164,14 @@ pub fn real_jpeg(len: usize, seed: u64) -> Vec<u8> {
     restamp(base, seed)
 }
 
-/// A fake JPEG of exactly `len` bytes (`len >= 4`): FF D8, pseudo-random bytes, FF D9.
-/// The random bytes never contain 0xFF, so no chunk of it can look like a whole JPEG or
-/// contain a stray marker. Different seeds give different contents. Only the SOI/EOI check
-/// passes it: fine for the framed format, TCP and whole-frame datagrams, but the hub
-/// refuses it in the seed's chunked format (use [`real_jpeg`]).
+/// A JPEG of exactly `len` bytes (at least [`udphub::jpegcheck::FILLER_MIN_LEN`], 27;
+/// shorter is padded to it) whose coded data is pseudo-random filler without `FF`
+/// ([`udphub::jpegcheck::filler_jpeg`]), different for each seed: no chunk of it can look
+/// like a whole JPEG or hold a stray marker. It has the structure the hub asks of every
+/// frame, so the framed format, TCP and whole-frame datagrams deliver it; the seed's
+/// chunked format walks the coded data too and refuses it (use [`real_jpeg`]).
 pub fn fake_jpeg(len: usize, seed: u64) -> Vec<u8> {
-    assert!(len >= 4, "a fake JPEG needs at least its 4 marker bytes");
-    let mut state = seed
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(len as u64)
-        | 1;
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&[0xFF, 0xD8]);
-    while out.len() < len - 2 {
-        // xorshift64*
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        out.push((r >> 32) as u8 % 0xFF);
-    }
-    out.extend_from_slice(&[0xFF, 0xD9]);
-    out
+    udphub::jpegcheck::filler_jpeg(len, seed)
 }
 
 /// The seed's length header, `struct.pack('l', n)`: 8 bytes little-endian on 64-bit Linux.

@@ -279,13 +279,10 @@ mod testing {
     /// running out.
     pub const LONG: Duration = Duration::from_secs(10);
 
-    /// `len` bytes that start and end like a JPEG (the senders do not look inside).
+    /// A JPEG of `len` bytes (at least [`crate::jpegcheck::FILLER_MIN_LEN`]) with filler
+    /// for coded data (the senders do not look inside).
     pub fn fake_jpeg(len: usize) -> Vec<u8> {
-        let mut v: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        v[..2].copy_from_slice(&[0xFF, 0xD8]);
-        let n = v.len();
-        v[n - 2..].copy_from_slice(&[0xFF, 0xD9]);
-        v
+        crate::jpegcheck::filler_jpeg(len, 0)
     }
 
     pub fn options(ack_ms: u64) -> SenderOptions {
