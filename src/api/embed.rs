@@ -168,10 +168,10 @@ impl HubBuilder {
 /// let hub = udphub::Hub::builder().img_port(0).msg_port(0).no_tcp().start()?;
 /// let mut frames = hub.frames();
 /// # let mut cam = udphub::ImageSender::connect(&hub.img_addr().unwrap().to_string())?;
-/// # cam.send_jpeg(&[0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9])?;
+/// # cam.send_jpeg(&udphub::jpegcheck::filler_jpeg(100, 1))?;
 /// if let Some(frame) = frames.recv_timeout(Duration::from_secs(5)) {
 ///     println!("{} frame {}: {} bytes", frame.source, frame.seq, frame.jpeg.len());
-/// #   assert_eq!(frame.jpeg.len(), 7);
+/// #   assert_eq!(frame.jpeg.len(), 100);
 /// }
 /// let report = hub.shutdown();
 /// print!("{}", report.summary.text());
