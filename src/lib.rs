@@ -37,6 +37,7 @@ pub mod jpegcheck;
 pub mod latest;
 #[cfg(feature = "opencv")]
 pub mod media;
+pub mod mqtt;
 pub mod proto;
 pub mod relay;
 pub mod shutdown;

@@ -119,6 +119,24 @@ struct Args {
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     msg_budget_burst_bytes: u64,
     // -- end of issue 11 flags --
+    /// Publish to this MQTT broker: mqtt://[user[:password]@]host[:port] (port 1883 by
+    /// default). Telemetry, frame events, a retained JPEG and state per source, and this
+    /// hub's status (see the README's MQTT section). A broker that is away is retried; the
+    /// hub never waits for it.
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// With --mqtt, read the password from this file (its first line) rather than the URL.
+    #[arg(long, value_name = "FILE")]
+    mqtt_password_file: Option<PathBuf>,
+    /// With --mqtt, the first topic level(s).
+    #[arg(long, default_value = "udphub", value_name = "PREFIX")]
+    mqtt_prefix: String,
+    /// With --mqtt, this hub's id in topics and payloads (default: the host name).
+    #[arg(long, value_name = "ID")]
+    mqtt_id: Option<String>,
+    /// With --mqtt, retained JPEGs per source per second at most (0: none).
+    #[arg(long, default_value_t = 1.0, value_name = "FPS")]
+    mqtt_jpeg_fps: f64,
     /// Print the exit summary as one JSON object on stdout (for scripts, e.g. the loss
     /// sweep) instead of the text: per service its totals and each source's counts.
     #[arg(long)]
@@ -166,10 +184,17 @@ fn main() -> ExitCode {
         eprintln!("hub: cannot install the Ctrl-C handler: {e}");
         return ExitCode::FAILURE;
     }
+    let mqtt = match mqtt_config(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("hub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = udphub::Hub::builder()
         .config(args.config())
-        .keep_frames(false)
-        .keep_messages(false)
+        .keep_frames(mqtt.is_some())
+        .keep_messages(mqtt.is_some())
         .shutdown_flag(shutdown.clone())
         .start();
     let hub = match started {
@@ -197,7 +222,16 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "hub: ready");
         let _ = out.flush();
     }
+    let bridge = match mqtt.map(|m| start_bridge(m, &hub, &shutdown)).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("hub: mqtt: {e}");
+            hub.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
     let report = hub.wait();
+    let mqtt_line = bridge.map(stop_bridge);
     if args.json_summary {
         match serde_json::to_string(&report.summary) {
             Ok(json) => println!("{json}"),
@@ -209,6 +243,112 @@ fn main() -> ExitCode {
     } else {
         print!("{}", report.summary.text());
     }
+    if let Some(line) = mqtt_line {
+        if args.json_summary {
+            eprintln!("hub: {line}");
+        } else {
+            println!("  {line}");
+        }
+    }
     let _ = std::io::stdout().flush();
     ExitCode::SUCCESS
+}
+
+#[cfg(feature = "mqtt")]
+type MqttSettings = udphub::mqtt::bridge::MqttConfig;
+#[cfg(not(feature = "mqtt"))]
+type MqttSettings = std::convert::Infallible;
+
+/// The `--mqtt*` flags, checked; `None` without `--mqtt`.
+fn mqtt_config(args: &Args) -> Result<Option<MqttSettings>, String> {
+    let Some(url) = &args.mqtt else {
+        return Ok(None);
+    };
+    #[cfg(not(feature = "mqtt"))]
+    {
+        let _ = url;
+        Err("this hub was built without the `mqtt` cargo feature: --mqtt is not available".into())
+    }
+    #[cfg(feature = "mqtt")]
+    {
+        use udphub::mqtt::{self, publisher::PublisherConfig, BrokerUrl};
+        let mut broker = BrokerUrl::parse(url).map_err(|e| format!("--mqtt {e}"))?;
+        if let Some(file) = &args.mqtt_password_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("--mqtt-password-file {}: {e}", file.display()))?;
+            broker.password = Some(text.lines().next().unwrap_or("").to_string());
+        }
+        if !args.mqtt_prefix.split('/').all(mqtt::is_topic_level) {
+            return Err(format!(
+                "--mqtt-prefix {:?}: topic levels separated by '/', none empty, no '+' or '#'",
+                args.mqtt_prefix
+            ));
+        }
+        let hub_id = args.mqtt_id.clone().unwrap_or_else(mqtt::host_name);
+        if !mqtt::is_topic_level(&hub_id) {
+            return Err(format!(
+                "--mqtt-id {hub_id:?}: one topic level: not empty, no '/', '+' or '#'"
+            ));
+        }
+        if !(args.mqtt_jpeg_fps.is_finite() && args.mqtt_jpeg_fps >= 0.0) {
+            return Err(format!(
+                "--mqtt-jpeg-fps {}: must be 0 or more",
+                args.mqtt_jpeg_fps
+            ));
+        }
+        Ok(Some(mqtt::bridge::MqttConfig {
+            broker,
+            publisher: PublisherConfig {
+                prefix: args.mqtt_prefix.clone(),
+                hub_id,
+                jpeg_fps: args.mqtt_jpeg_fps,
+            },
+        }))
+    }
+}
+
+#[cfg(feature = "mqtt")]
+struct RunningBridge(udphub::mqtt::bridge::Bridge, udphub::mqtt::BrokerUrl);
+#[cfg(not(feature = "mqtt"))]
+type RunningBridge = std::convert::Infallible;
+
+#[cfg(feature = "mqtt")]
+fn start_bridge(
+    config: MqttSettings,
+    hub: &udphub::Hub,
+    shutdown: &Shutdown,
+) -> std::io::Result<RunningBridge> {
+    let broker = config.broker.clone();
+    println!(
+        "hub: mqtt publishing to {broker} under {}/",
+        config.publisher.prefix
+    );
+    let bridge = udphub::mqtt::bridge::Bridge::spawn(
+        config,
+        hub.frames(),
+        hub.messages(),
+        shutdown.clone(),
+    )?;
+    Ok(RunningBridge(bridge, broker))
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn start_bridge(
+    config: MqttSettings,
+    _hub: &udphub::Hub,
+    _shutdown: &Shutdown,
+) -> std::io::Result<RunningBridge> {
+    match config {}
+}
+
+/// Wait for the bridge to flush and stop; its summary line.
+#[cfg(feature = "mqtt")]
+fn stop_bridge(bridge: RunningBridge) -> String {
+    let RunningBridge(bridge, broker) = bridge;
+    bridge.join().summary_line(&broker)
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn stop_bridge(bridge: RunningBridge) -> String {
+    match bridge {}
 }

@@ -9,6 +9,7 @@
 //!   from its `hub: … listening on …` lines up to `hub: ready`, stopped with SIGINT or
 //!   SIGTERM and killed if it does not exit in time;
 //! - [`frames`]: the benchmark frames written to disk, for `img-client --jpeg`;
+//! - [`broker`]: a Mosquitto broker of a test's own, on a loopback port;
 //! - [`libjpeg`]: libjpeg-turbo's entropy decode, the yardstick `examples/jpeg_walk_speed`
 //!   times the hub's JPEG walk against.
 //!
@@ -21,6 +22,7 @@
 //! waited for and what the child printed: the callers are tests (which panic with it) and
 //! benchmark drivers (which report it per case).
 
+pub mod broker;
 pub mod frames;
 pub mod hub;
 pub mod libjpeg;

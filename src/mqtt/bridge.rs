@@ -1,0 +1,290 @@
+//! The threads between the hub and the broker: `mqtt-msgs` and `mqtt-frames` take what the
+//! hub's taps hold and feed the [`Publisher`], whose publications go to the `rumqttc`
+//! client without waiting (`try_publish`: a full client queue drops the publication and
+//! counts it); `mqtt-net` drives the client's connection, reconnects with a backoff
+//! (0.1 s doubling to 5 s) and tells the publisher when a connection is made, so that
+//! `online` and the retained states are published again.
+//!
+//! On shutdown `offline` is published, the client disconnects, and the connection gets at
+//! most [`FLUSH_TIMEOUT`] to send what is queued.
+
+use super::publisher::{Kind, Payload, Publish, Publisher, PublisherConfig, Qos};
+use super::BrokerUrl;
+use crate::api::{Frames, Messages};
+use crate::hub::source::{Service, SourceId};
+use crate::shutdown::{Shutdown, POLL_INTERVAL};
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{Client, Connection, Event, MqttOptions};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Publications the client holds while the broker is slow or away; past that, dropped.
+pub const CLIENT_QUEUE: usize = 1024;
+/// How long a stopping bridge lets the connection send what is queued.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Keep-alive: the broker publishes the last will this long (x1.5) after the hub vanished
+/// without closing its connection (a closed connection is noticed at once).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Everything `hub --mqtt` needs.
+#[derive(Clone, Debug)]
+pub struct MqttConfig {
+    pub broker: BrokerUrl,
+    pub publisher: PublisherConfig,
+}
+
+/// What the bridge did, shared with whoever reports it.
+#[derive(Debug, Default)]
+pub struct MqttCounters {
+    /// Publications the connection sent to the broker.
+    pub sent: AtomicU64,
+    /// Publications dropped because the client's queue was full (the broker slow or down).
+    pub dropped: AtomicU64,
+    /// Of those, telemetry messages (QoS 1).
+    pub dropped_telemetry: AtomicU64,
+    /// Connections made (the first one included).
+    pub connections: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+impl MqttCounters {
+    /// `mqtt: 120 sent, 3 dropped (1 telemetry), 2 connections`.
+    pub fn summary_line(&self, broker: &BrokerUrl) -> String {
+        format!(
+            "mqtt {broker}: {} publications sent, {} dropped ({} of them telemetry) while the \
+             broker was slow or away, {} connections",
+            self.sent.load(Relaxed),
+            self.dropped.load(Relaxed),
+            self.dropped_telemetry.load(Relaxed),
+            self.connections.load(Relaxed)
+        )
+    }
+}
+
+/// The running bridge.
+pub struct Bridge {
+    threads: Vec<JoinHandle<()>>,
+    counters: Arc<MqttCounters>,
+}
+
+struct Shared {
+    publisher: Mutex<Publisher>,
+    client: Client,
+    counters: Arc<MqttCounters>,
+}
+
+impl Shared {
+    /// Let the publisher act on its timers, then hand what it has to the client.
+    fn flush(&self, act: impl FnOnce(&mut Publisher)) {
+        let mut p = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        act(&mut p);
+        if p.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            p.handle_timeout(Instant::now());
+        }
+        while let Some(publish) = p.poll_publish() {
+            self.send(publish);
+        }
+    }
+
+    fn send(&self, publish: Publish) {
+        let kind = Kind::of_topic(&publish.topic);
+        let qos = match publish.qos {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        };
+        let payload = match publish.payload {
+            Payload::Text(t) => t.into_bytes(),
+            // (the client takes owned bytes: one copy per published picture, at most
+            // --mqtt-jpeg-fps per source)
+            Payload::Jpeg(j) => j.as_ref().clone(),
+        };
+        let properties = PublishProperties {
+            user_properties: publish.properties,
+            ..Default::default()
+        };
+        let sent = self.client.try_publish_with_properties(
+            publish.topic,
+            qos,
+            publish.retain,
+            payload,
+            properties,
+        );
+        if sent.is_err() {
+            self.counters.dropped.fetch_add(1, Relaxed);
+            if kind == Kind::Telemetry {
+                self.counters.dropped_telemetry.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+impl Bridge {
+    /// Connect (in the background) and publish what `frames` and `messages` yield until
+    /// `shutdown`. Fails only if a thread cannot be started.
+    pub fn spawn(
+        config: MqttConfig,
+        mut frames: Frames,
+        mut messages: Messages,
+        shutdown: Shutdown,
+    ) -> io::Result<Bridge> {
+        let publisher = Publisher::new(config.publisher.clone());
+        let mut options = MqttOptions::new(
+            format!("udphub-{}", config.publisher.hub_id),
+            config.broker.host.clone(),
+            config.broker.port,
+        );
+        options.set_keep_alive(KEEP_ALIVE);
+        options.set_request_channel_capacity(CLIENT_QUEUE);
+        options.set_clean_start(true);
+        if let Some(user) = &config.broker.user {
+            options.set_credentials(
+                user.clone(),
+                config.broker.password.clone().unwrap_or_default(),
+            );
+        }
+        let will = publisher.last_will();
+        options.set_last_will(LastWill::new(
+            will.topic,
+            will.payload.as_bytes().to_vec(),
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
+        let (client, connection) = Client::new(options, CLIENT_QUEUE);
+        let counters = Arc::new(MqttCounters::default());
+        let shared = Arc::new(Shared {
+            publisher: Mutex::new(publisher),
+            client,
+            counters: counters.clone(),
+        });
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f)
+        };
+        {
+            let (shared, shutdown, broker) =
+                (shared.clone(), shutdown.clone(), config.broker.clone());
+            threads.push(spawn(
+                "mqtt-net",
+                Box::new(move || drive(connection, &shared, &shutdown, &broker)),
+            )?);
+        }
+        {
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            threads.push(spawn(
+                "mqtt-msgs",
+                Box::new(move || loop {
+                    match messages.recv_timeout(POLL_INTERVAL) {
+                        Some(m) => {
+                            let name = SourceId {
+                                service: Service::Msg,
+                                addr: m.source,
+                            }
+                            .slug();
+                            let now = Instant::now();
+                            shared.flush(|p| p.handle_message(&name, &m.json, m.received, now));
+                        }
+                        // (None at shutdown only once the queue is empty)
+                        None if shutdown.is_triggered() => return,
+                        None => shared.flush(|_| {}),
+                    }
+                }),
+            )?);
+        }
+        {
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            threads.push(spawn(
+                "mqtt-frames",
+                Box::new(move || {
+                    while !shutdown.is_triggered() {
+                        match frames.recv_timeout(POLL_INTERVAL) {
+                            Some(f) => shared.flush(|p| {
+                                p.handle_frame(
+                                    &f.source.slug(),
+                                    f.seq,
+                                    &f.jpeg,
+                                    f.received,
+                                    Instant::now(),
+                                )
+                            }),
+                            None => shared.flush(|_| {}),
+                        }
+                    }
+                }),
+            )?);
+        }
+        Ok(Bridge { threads, counters })
+    }
+
+    /// The counters, live.
+    pub fn counters(&self) -> Arc<MqttCounters> {
+        self.counters.clone()
+    }
+
+    /// Wait for the threads (they end within [`FLUSH_TIMEOUT`] of the shutdown).
+    pub fn join(self) -> Arc<MqttCounters> {
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.counters
+    }
+}
+
+/// The connection's loop: poll the client's event loop, note connections and sends, back
+/// off after a failure; at shutdown, publish `offline`, disconnect and flush.
+fn drive(mut connection: Connection, shared: &Shared, shutdown: &Shutdown, broker: &BrokerUrl) {
+    let counters = &shared.counters;
+    let mut backoff = Duration::from_millis(100);
+    let mut failures_logged = 0u32;
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        if stop_deadline.is_none() && shutdown.is_triggered() {
+            shared.flush(|p| p.handle_stopping());
+            let _ = shared.client.try_disconnect();
+            stop_deadline = Some(Instant::now() + FLUSH_TIMEOUT);
+        }
+        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
+            return;
+        }
+        match connection.recv_timeout(POLL_INTERVAL) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                counters.connections.fetch_add(1, Relaxed);
+                counters.connected.store(true, Relaxed);
+                backoff = Duration::from_millis(100);
+                failures_logged = 0;
+                log::info!("mqtt: connected to {broker}");
+                shared.flush(|p| p.handle_connected());
+            }
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_)))) => {
+                counters.sent.fetch_add(1, Relaxed);
+            }
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) if stop_deadline.is_some() => {
+                return;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                if stop_deadline.is_some() {
+                    return;
+                }
+                let was = counters.connected.swap(false, Relaxed);
+                // one line when the connection is lost or the first attempts fail, then one
+                // every time the backoff reaches its ceiling
+                if was || failures_logged < 1 || backoff >= Duration::from_secs(5) {
+                    log::warn!(
+                        "mqtt: {broker}: {e}; the hub goes on, retrying in {:.1} s",
+                        backoff.as_secs_f64()
+                    );
+                    failures_logged += 1;
+                }
+                shutdown.wait_timeout(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(rumqttc::v5::RecvTimeoutError::Timeout) => {}
+            Err(rumqttc::v5::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
