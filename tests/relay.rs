@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use udphub::relay::{FaultConfig, Relay, RelayHandle, RelayLimits, RelayStats};
+use udphub::relay::{FaultConfig, LinkConfig, Relay, RelayHandle, RelayLimits, RelayStats};
 use udphub::shutdown::Shutdown;
 
 /// The longest wait for a reply that must come, or for a count to be reached.
@@ -363,6 +363,40 @@ fn reorder_delay_and_jitter_without_loss_deliver_each_datagram_exactly_once() {
     }
 }
 
+/// A limit on the replies only: the burst reaches the echo server whole, and only the way
+/// back drops at its full queue (each direction has its own link).
+#[test]
+fn a_rate_limit_on_one_direction_leaves_the_other_alone() {
+    const SENT: u64 = 40;
+    let echo = EchoServer::start();
+    let narrow = FaultConfig {
+        link: Some(LinkConfig {
+            rate_mbit: 0.1,
+            queue_bytes: 1500,
+        }),
+        ..no_faults()
+    };
+    let relay = start_relay(echo.addr, no_faults(), narrow);
+    let c = client();
+    for i in 0..SENT as u32 {
+        c.send_to(&payload(i), relay.addr()).unwrap();
+    }
+    relay.wait_for("every echo past the return link", |s| {
+        s.to_client.received == SENT && s.to_client.forwarded >= 1
+    });
+    let stats = relay.stop();
+    assert_eq!(echo.received(), SENT, "{stats:?}");
+    assert_eq!(stats.to_upstream.forwarded, SENT);
+    assert_eq!(stats.to_upstream.queue_drops, 0);
+    let back = stats.to_client;
+    assert!(back.queue_drops > 0, "{stats:?}");
+    assert_eq!(
+        back.forwarded + back.queue_drops + back.errors,
+        SENT,
+        "{stats:?}"
+    );
+}
+
 #[test]
 fn invalid_faults_are_refused_at_start() {
     let bad = FaultConfig {
@@ -447,6 +481,55 @@ impl RelayProcess {
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// Read the "listening on udp ADDR -> UPSTREAM" and "ready" lines; the address clients
+    /// send to.
+    fn wait_ready(&mut self, upstream: &str) -> SocketAddr {
+        let first = self.next_line().expect("a listening line");
+        let rest = first
+            .strip_prefix("udp-relay: listening on udp ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let (addr, up) = rest.split_once(" -> ").expect("ADDR -> UPSTREAM");
+        let addr: SocketAddr = addr.parse().unwrap();
+        assert_eq!(up, upstream);
+        assert_ne!(addr.port(), 0);
+        assert_eq!(self.next_line().as_deref(), Some("udp-relay: ready"));
+        addr
+    }
+
+    /// Send SIGINT, wait (bounded) for a successful exit and return all it printed.
+    fn interrupt(&mut self) -> String {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "udp-relay still running {TIMEOUT:?} after SIGINT; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        while self.next_line().is_some() {}
+        assert!(status.success(), "{status}; stderr:\n{}", self.stderr());
+        self.seen.join("\n")
+    }
+}
+
+/// The counter `name` (e.g. "queue drops") of the summary line starting with `prefix`
+/// (e.g. "udp-relay: to upstream: ") in the relay's output.
+fn counter(out: &str, prefix: &str, name: &str) -> u64 {
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line {prefix:?} in {out}"));
+    line.split(", ")
+        .find_map(|field| field.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name:?} in {line:?}"))
 }
 
 impl Drop for RelayProcess {
@@ -463,39 +546,13 @@ fn binary_relays_and_prints_its_counts_on_sigint() {
     let echo = EchoServer::start();
     let upstream = echo.addr.to_string();
     let mut p = RelayProcess::start(&["--listen", "127.0.0.1:0", "--upstream", &upstream]);
-
-    let first = p.next_line().expect("a listening line");
-    let rest = first
-        .strip_prefix("udp-relay: listening on udp ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    let (addr, up) = rest.split_once(" -> ").expect("ADDR -> UPSTREAM");
-    let addr: SocketAddr = addr.parse().unwrap();
-    assert_eq!(up, upstream);
-    assert_ne!(addr.port(), 0);
-    assert_eq!(p.next_line().as_deref(), Some("udp-relay: ready"));
+    let addr = p.wait_ready(&upstream);
 
     let c = client();
     c.send_to(b"hello through the relay", addr).unwrap();
     assert_eq!(recv(&c), b"hello through the relay");
 
-    let pid = p.child.id().to_string();
-    let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "udp-relay still running {TIMEOUT:?} after SIGINT; stderr:\n{}",
-            p.stderr()
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
-    while p.next_line().is_some() {}
-    assert!(status.success(), "{status}; stderr:\n{}", p.stderr());
-    let out = p.seen.join("\n");
+    let out = p.interrupt();
     assert!(
         out.contains("udp-relay: to upstream: received 1, forwarded 1, dropped 0"),
         "{out}"
@@ -504,6 +561,75 @@ fn binary_relays_and_prints_its_counts_on_sigint() {
         out.contains("udp-relay: to client: received 1, forwarded 1, dropped 0"),
         "{out}"
     );
+}
+
+/// A burst into a 0.1 Mbit/s link with a 3000-byte queue: the relay reads every datagram,
+/// and each one either reaches the echo server or is counted as a queue drop (never lost
+/// unaccounted). The burst of 50 datagrams of 1000 bytes is sent in far less than the 4 s
+/// the link needs for it, so the queue must overflow.
+#[test]
+fn binary_rate_limit_counts_every_datagram_as_delivered_or_queue_dropped() {
+    const SENT: u64 = 50;
+    let echo = EchoServer::start();
+    let upstream = echo.addr.to_string();
+    let mut p = RelayProcess::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--rate-mbit",
+        "0.1",
+        "--queue-bytes",
+        "3000",
+    ]);
+    let addr = p.wait_ready(&upstream);
+    let c = client();
+    let data = vec![0x5Au8; 1000];
+    for _ in 0..SENT {
+        c.send_to(&data, addr).unwrap();
+    }
+    // Two echoes back: the relay has looped past the whole burst (the second leaves the
+    // link one serialization time after the first).
+    assert_eq!(recv(&c), data);
+    assert_eq!(recv(&c), data);
+
+    let out = p.interrupt();
+    let up = "udp-relay: to upstream: ";
+    let forwarded = counter(&out, up, "forwarded");
+    let queue_drops = counter(&out, up, "queue drops");
+    assert_eq!(counter(&out, up, "received"), SENT, "{out}");
+    assert_eq!(counter(&out, up, "errors"), 0, "{out}");
+    assert_eq!(forwarded + queue_drops, SENT, "{out}");
+    assert!(queue_drops > 0, "the queue overflowed: {out}");
+    let deadline = Instant::now() + TIMEOUT;
+    while echo.received() < forwarded && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(echo.received() + queue_drops, SENT, "{out}");
+}
+
+#[test]
+fn binary_refuses_a_bad_rate_or_queue() {
+    for (flags, expect) in [
+        (&["--rate-mbit", "0"][..], "--rate-mbit"),
+        (&["--rate-mbit", "inf"][..], "positive"),
+        (&["--rate-mbit=-3"][..], "--rate-mbit"),
+        (
+            &["--rate-mbit", "8", "--queue-bytes", "1499"][..],
+            "at least 1500",
+        ),
+        (&["--queue-bytes", "4000"][..], "--rate-mbit"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_udp-relay"))
+            .args(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{flags:?}: {err}");
+    }
 }
 
 #[test]

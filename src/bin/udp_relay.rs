@@ -1,20 +1,23 @@
 //! `udp-relay`: a lossy UDP relay for testing links. Put it between a UDP client and the
 //! hub to see how a protocol behaves on a bad Wi-Fi link: it drops, duplicates, reorders and
-//! delays datagrams with a seeded generator, in both directions.
+//! delays datagrams with a seeded generator, in both directions, and can limit the bandwidth
+//! (a narrow link with a queue) without network namespaces.
 //!
-//! This file only maps command-line flags onto [`udphub::relay::FaultConfig`]s, prints the
-//! bound address, waits for Ctrl-C/SIGTERM and prints the counts per direction.
+//! This file only maps command-line flags onto [`udphub::relay::FaultConfig`]s (and their
+//! [`udphub::relay::LinkConfig`]s), prints the bound address, waits for Ctrl-C/SIGTERM and
+//! prints the counts per direction.
 
 use clap::Parser;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::relay::{FaultConfig, Relay};
+use udphub::relay::link::{DEFAULT_QUEUE_BYTES, MIN_QUEUE_BYTES};
+use udphub::relay::{FaultConfig, LinkConfig, Relay};
 use udphub::shutdown::{Shutdown, POLL_INTERVAL};
 
-/// Relay UDP datagrams between clients and a server, dropping, duplicating, reordering and
-/// delaying them on purpose.
+/// Relay UDP datagrams between clients and a server, dropping, duplicating, reordering,
+/// delaying and rate-limiting them on purpose.
 ///
 /// Each client gets its own source port toward the upstream, so the server sees one sender
 /// per client. Prints "udp-relay: listening on udp ADDR -> UPSTREAM", then
@@ -48,9 +51,19 @@ struct Args {
     /// Seed of the fault decisions; the same seed and traffic give the same faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Inject faults only toward the upstream; replies pass untouched.
+    /// Inject faults only toward the upstream; replies pass untouched (no rate limit either).
     #[arg(long)]
     upstream_only: bool,
+    /// Limit each direction to a link of this many Mbit/s (> 0), after the faults above:
+    /// datagrams leave one after the other, each (payload + 28 bytes of IPv4/UDP headers) * 8
+    /// / rate after the one before, and wait in a queue of --queue-bytes meanwhile.
+    #[arg(long, value_parser = rate_mbit)]
+    rate_mbit: Option<f64>,
+    /// The rate-limited link's queue, in bytes (payload + 28 per datagram, at least 1500;
+    /// default 65536): a datagram that would overflow it is dropped and counted as a queue
+    /// drop, apart from --loss. Needs --rate-mbit.
+    #[arg(long, requires = "rate_mbit", value_parser = queue_bytes)]
+    queue_bytes: Option<usize>,
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -59,6 +72,26 @@ fn probability(s: &str) -> Result<f64, String> {
         Ok(p)
     } else {
         Err(format!("must be between 0 and 1, got {p}"))
+    }
+}
+
+fn rate_mbit(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if r.is_finite() && r > 0.0 {
+        Ok(r)
+    } else {
+        Err(format!("must be a positive number of Mbit/s, got {r}"))
+    }
+}
+
+fn queue_bytes(s: &str) -> Result<usize, String> {
+    let q: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if q >= MIN_QUEUE_BYTES {
+        Ok(q)
+    } else {
+        Err(format!(
+            "must be at least {MIN_QUEUE_BYTES} bytes (one full datagram), got {q}"
+        ))
     }
 }
 
@@ -72,6 +105,10 @@ fn main() -> ExitCode {
         delay: Duration::from_millis(args.delay_ms),
         jitter: Duration::from_millis(args.jitter_ms),
         seed: args.seed,
+        link: args.rate_mbit.map(|rate_mbit| LinkConfig {
+            rate_mbit,
+            queue_bytes: args.queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES),
+        }),
     };
     let to_client = if args.upstream_only {
         FaultConfig::default()

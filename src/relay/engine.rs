@@ -1,14 +1,18 @@
 //! The relay thread: owns the listening socket, one upstream socket per client, the two
-//! fault injectors and the queue of delayed datagrams, and moves datagrams between them.
+//! fault injectors, the queue of delayed datagrams and the two bandwidth limits, and moves
+//! datagrams between them (faults first, then the delay, then the link, then the socket).
 //!
 //! One thread serves every socket: it waits in `poll(2)` (see [`super::poll`]) for at most
-//! the time to the next delayed datagram or held-back release, and never more than
-//! [`POLL_INTERVAL`], so it notices the shutdown flag in time and never spins. Sockets are
+//! the time to the next delayed datagram, held-back release or link departure (rounded up
+//! to a millisecond, so a limited link sends in bursts of at most 1 ms at the right average
+//! rate: departure times come from the link model, not from when the thread woke), and
+//! never more than [`POLL_INTERVAL`], so it notices the shutdown flag in time and never spins. Sockets are
 //! non-blocking; each readable one is drained in batches of [`BATCH`]. Datagrams are read
 //! into one scratch buffer and copied into recycled buffers, so the steady state allocates
 //! nothing (except for duplicates).
 
 use super::fault::{Emit, FaultConfig, FaultInjector};
+use super::link::Link;
 use super::poll::Poller;
 use super::{DirectionStats, RelayLimits, RelayStats};
 use crate::hub::net::{bind_udp, is_timeout, log_recv_buffer, LogLimiter};
@@ -84,9 +88,11 @@ struct Client {
     last_active: Instant,
 }
 
-/// One direction: its fault decisions and what happened to the copies it let through.
+/// One direction: its fault decisions, its bandwidth limit, and what happened to the copies
+/// it let through.
 struct Direction {
     injector: FaultInjector<Packet>,
+    link: Option<Link<Packet>>,
     forwarded: u64,
     errors: u64,
     /// Received but never fed to the injector (no client mapping could be had).
@@ -97,6 +103,10 @@ impl Direction {
     fn new(config: FaultConfig) -> io::Result<Self> {
         Ok(Direction {
             injector: FaultInjector::new(config)?,
+            link: match config.link {
+                Some(l) => Some(Link::new(l).map_err(super::FaultConfigError::Link)?),
+                None => None,
+            },
             forwarded: 0,
             errors: 0,
             refused: 0,
@@ -112,6 +122,7 @@ impl Direction {
             duplicated: c.duplicated,
             reordered: c.reordered,
             errors: self.errors + self.refused,
+            queue_drops: self.link.as_ref().map_or(0, |l| l.counts().queue_drops),
         }
     }
 }
@@ -213,6 +224,7 @@ impl Engine {
             let now = Instant::now();
             self.on_timers(now);
             self.release_due(now);
+            self.release_links(now);
             let check_every = EXPIRY_CHECK.min(self.limits.client_idle_timeout / 2);
             if now.saturating_duration_since(self.last_expiry) >= check_every {
                 self.last_expiry = now;
@@ -226,13 +238,18 @@ impl Engine {
         stats
     }
 
-    /// How long the next wait may last: until the next delayed copy or hold limit is due,
-    /// and never longer than the shutdown poll interval.
+    /// How long the next wait may last: until the next delayed copy, hold limit or link
+    /// departure is due, and never longer than the shutdown poll interval.
     fn next_timeout(&self, now: Instant) -> Duration {
         let next = self
             .dirs
             .iter()
             .filter_map(|d| d.injector.next_deadline())
+            .chain(
+                self.dirs
+                    .iter()
+                    .filter_map(|d| d.link.as_ref().and_then(Link::poll_timeout)),
+            )
             .chain(self.queue.peek().map(|q| q.at))
             .min();
         match next {
@@ -366,7 +383,7 @@ impl Engine {
         self.dirs[dir as usize]
             .injector
             .feed(packet, now, &mut emits);
-        self.dispatch(dir, &mut emits);
+        self.dispatch(dir, &mut emits, now);
         self.emits = emits;
     }
 
@@ -375,15 +392,15 @@ impl Engine {
         let mut emits = std::mem::take(&mut self.emits);
         for dir in [Dir::ToUpstream, Dir::ToClient] {
             self.dirs[dir as usize].injector.on_timer(now, &mut emits);
-            self.dispatch(dir, &mut emits);
+            self.dispatch(dir, &mut emits, now);
         }
         self.emits = emits;
     }
 
-    fn dispatch(&mut self, dir: Dir, emits: &mut Vec<Emit<Packet>>) {
+    fn dispatch(&mut self, dir: Dir, emits: &mut Vec<Emit<Packet>>, now: Instant) {
         for e in emits.drain(..) {
             match e.at {
-                None => self.send(dir, e.datagram),
+                None => self.onto_link(dir, e.datagram, now),
                 Some(at) => {
                     self.seq += 1;
                     self.queue.push(Queued {
@@ -397,11 +414,36 @@ impl Engine {
         }
     }
 
-    /// Send every delayed copy that is due at `now`, earliest first.
+    /// Pass every delayed copy that is due at `now` on, earliest first.
     fn release_due(&mut self, now: Instant) {
         while self.queue.peek().is_some_and(|q| q.at <= now) {
             if let Some(q) = self.queue.pop() {
-                self.send(q.dir, q.packet);
+                self.onto_link(q.dir, q.packet, now);
+            }
+        }
+    }
+
+    /// A copy past its faults and delay reaches the bandwidth limit of `dir` at `now` (or
+    /// is sent at once if there is none). A copy the full link queue refuses is counted there.
+    fn onto_link(&mut self, dir: Dir, packet: Packet, now: Instant) {
+        let Some(link) = self.dirs[dir as usize].link.as_mut() else {
+            return self.send(dir, packet);
+        };
+        let len = packet.data.len();
+        if let Err(dropped) = link.push(packet, len, now) {
+            self.recycle(dropped.data);
+        }
+    }
+
+    /// Send what has left the bandwidth limits by `now`.
+    fn release_links(&mut self, now: Instant) {
+        for dir in [Dir::ToUpstream, Dir::ToClient] {
+            while let Some(p) = self.dirs[dir as usize]
+                .link
+                .as_mut()
+                .and_then(|l| l.poll_departure(now))
+            {
+                self.send(dir, p);
             }
         }
     }
@@ -462,7 +504,7 @@ impl Engine {
         let mut emits = std::mem::take(&mut self.emits);
         for dir in [Dir::ToUpstream, Dir::ToClient] {
             self.dirs[dir as usize].injector.flush(now, &mut emits);
-            self.dispatch(dir, &mut emits);
+            self.dispatch(dir, &mut emits, now);
         }
         self.emits = emits;
         if !self.queue.is_empty() {
@@ -472,7 +514,16 @@ impl Engine {
             );
         }
         while let Some(q) = self.queue.pop() {
-            self.send(q.dir, q.packet);
+            self.onto_link(q.dir, q.packet, now);
+        }
+        for dir in [Dir::ToUpstream, Dir::ToClient] {
+            let Some(mut link) = self.dirs[dir as usize].link.take() else {
+                continue;
+            };
+            for p in link.drain() {
+                self.send(dir, p);
+            }
+            self.dirs[dir as usize].link = Some(link);
         }
     }
 

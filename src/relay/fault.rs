@@ -15,7 +15,12 @@
 //!    (jitter is drawn per copy, so jitter alone can reorder too, as on a real link).
 //!
 //! With `delay` and `jitter` both zero every emitted copy is for "now" (`at == None`).
+//!
+//! A bandwidth limit ([`FaultConfig::link`]) comes after all four: the relay's engine feeds
+//! each copy to a [`super::link::Link`] when its delay has passed. The injector only
+//! carries and validates that setting.
 
+use super::link::{LinkConfig, LinkConfigError};
 use super::rng::SplitMix64;
 use std::fmt;
 use std::io;
@@ -43,6 +48,8 @@ pub struct FaultConfig {
     pub jitter: Duration,
     /// Seed of the generator; the same seed gives the same decisions.
     pub seed: u64,
+    /// A narrow link after the four stages (its rate and queue); `None`: no limit.
+    pub link: Option<LinkConfig>,
 }
 
 impl FaultConfig {
@@ -63,6 +70,9 @@ impl FaultConfig {
                 jitter: self.jitter,
             });
         }
+        if let Some(link) = &self.link {
+            link.validate().map_err(FaultConfigError::Link)?;
+        }
         Ok(())
     }
 
@@ -73,6 +83,7 @@ impl FaultConfig {
             && self.reorder == 0.0
             && self.delay.is_zero()
             && self.jitter.is_zero()
+            && self.link.is_none()
     }
 
     /// How long a datagram may be held for reordering: `max(delay + jitter, MIN_HOLD)`.
@@ -87,7 +98,11 @@ impl fmt::Display for FaultConfig {
             f,
             "loss {}, duplicate {}, reorder {}, delay {:?}, jitter {:?}, seed {}",
             self.loss, self.duplicate, self.reorder, self.delay, self.jitter, self.seed
-        )
+        )?;
+        match &self.link {
+            Some(link) => write!(f, ", link {link}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -98,6 +113,8 @@ pub enum FaultConfigError {
     Probability { name: &'static str, value: f64 },
     /// `delay + jitter` above [`MAX_DELAY`].
     Delay { delay: Duration, jitter: Duration },
+    /// A bandwidth limit with a bad rate or too small a queue.
+    Link(LinkConfigError),
 }
 
 impl fmt::Display for FaultConfigError {
@@ -113,6 +130,7 @@ impl fmt::Display for FaultConfigError {
                 f,
                 "delay + jitter must be at most {MAX_DELAY:?}, got {delay:?} + {jitter:?}"
             ),
+            FaultConfigError::Link(e) => write!(f, "link: {e}"),
         }
     }
 }
@@ -456,6 +474,13 @@ mod tests {
                     ..config()
                 },
                 "delay",
+            ),
+            (
+                FaultConfig {
+                    link: Some(LinkConfig::new(0.0)),
+                    ..config()
+                },
+                "rate",
             ),
         ] {
             let err = FaultInjector::<u32>::new(c).err().expect("refused");

@@ -4,6 +4,8 @@
 //! integration tests drive it).
 //!
 //! - [`fault`]: the fault decisions, socket-free and clock-free so they are tested exactly;
+//! - [`link`]: the optional bandwidth limit after the faults (rate and bottleneck queue),
+//!   socket-free and clock-free too;
 //! - [`rng`]: the seeded generator behind them (same seed, same decisions);
 //! - `engine`: the one relay thread (sockets, client mappings, the delay queue);
 //! - `poll`: waiting on all of the relay's sockets at once.
@@ -19,10 +21,12 @@
 
 mod engine;
 pub mod fault;
+pub mod link;
 mod poll;
 pub mod rng;
 
 pub use fault::{Emit, FaultConfig, FaultConfigError, FaultCounts, FaultInjector};
+pub use link::{Link, LinkConfig, LinkConfigError, LinkCounts};
 
 use crate::shutdown::Shutdown;
 use std::fmt;
@@ -34,8 +38,9 @@ use std::time::Duration;
 
 /// What happened to the datagrams of one direction.
 ///
-/// Once the relay has stopped, `received + duplicated == forwarded + dropped + errors`
-/// (while it runs, the difference is what is still delayed or held).
+/// Once the relay has stopped,
+/// `received + duplicated == forwarded + dropped + queue_drops + errors`
+/// (while it runs, the difference is what is still delayed, held or queued for the link).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirectionStats {
     /// Datagrams read from the sending side.
@@ -50,19 +55,24 @@ pub struct DirectionStats {
     pub reordered: u64,
     /// Copies that could not be relayed: no free client mapping, or a send that failed.
     pub errors: u64,
+    /// Copies dropped at the tail of a full bandwidth-limit queue ([`FaultConfig::link`]),
+    /// apart from the random `dropped`.
+    pub queue_drops: u64,
 }
 
 impl fmt::Display for DirectionStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "received {}, forwarded {}, dropped {}, duplicated {}, reordered {}, errors {}",
+            "received {}, forwarded {}, dropped {}, duplicated {}, reordered {}, errors {}, \
+             queue drops {}",
             self.received,
             self.forwarded,
             self.dropped,
             self.duplicated,
             self.reordered,
-            self.errors
+            self.errors,
+            self.queue_drops
         )
     }
 }
