@@ -230,8 +230,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // the bridge ends with the hub (same flag) and flushes first, so the summary has its
+    // final counts
+    if let Some(bridge) = bridge {
+        stop_bridge(bridge);
+    }
     let report = hub.wait();
-    let mqtt_line = bridge.map(stop_bridge);
     if args.json_summary {
         match serde_json::to_string(&report.summary) {
             Ok(json) => println!("{json}"),
@@ -242,13 +246,6 @@ fn main() -> ExitCode {
         }
     } else {
         print!("{}", report.summary.text());
-    }
-    if let Some(line) = mqtt_line {
-        if args.json_summary {
-            eprintln!("hub: {line}");
-        } else {
-            println!("  {line}");
-        }
     }
     let _ = std::io::stdout().flush();
     ExitCode::SUCCESS
@@ -308,7 +305,7 @@ fn mqtt_config(args: &Args) -> Result<Option<MqttSettings>, String> {
 }
 
 #[cfg(feature = "mqtt")]
-struct RunningBridge(udphub::mqtt::bridge::Bridge, udphub::mqtt::BrokerUrl);
+type RunningBridge = udphub::mqtt::bridge::Bridge;
 #[cfg(not(feature = "mqtt"))]
 type RunningBridge = std::convert::Infallible;
 
@@ -329,7 +326,10 @@ fn start_bridge(
         hub.messages(),
         shutdown.clone(),
     )?;
-    Ok(RunningBridge(bridge, broker))
+    hub.running()
+        .stats
+        .attach_mqtt(broker.to_string(), bridge.counters());
+    Ok(bridge)
 }
 
 #[cfg(not(feature = "mqtt"))]
@@ -341,14 +341,13 @@ fn start_bridge(
     match config {}
 }
 
-/// Wait for the bridge to flush and stop; its summary line.
+/// Wait (after the shutdown) for the bridge to flush and stop.
 #[cfg(feature = "mqtt")]
-fn stop_bridge(bridge: RunningBridge) -> String {
-    let RunningBridge(bridge, broker) = bridge;
-    bridge.join().summary_line(&broker)
+fn stop_bridge(bridge: RunningBridge) {
+    bridge.join();
 }
 
 #[cfg(not(feature = "mqtt"))]
-fn stop_bridge(bridge: RunningBridge) -> String {
+fn stop_bridge(bridge: RunningBridge) {
     match bridge {}
 }

@@ -110,6 +110,8 @@ pub struct Stats {
     started: Instant,
     sources: Mutex<HashMap<SourceId, Arc<Counters>>>,
     last_message: Mutex<LastMessage>,
+    /// With `--mqtt`: the broker (as shown) and the bridge's counters.
+    mqtt: Mutex<Option<(String, Arc<crate::mqtt::MqttCounters>)>>,
 }
 
 impl Stats {
@@ -118,7 +120,19 @@ impl Stats {
             started: Instant::now(),
             sources: Mutex::new(HashMap::new()),
             last_message: Mutex::new(LastMessage::default()),
+            mqtt: Mutex::new(None),
         })
+    }
+
+    /// Report the MQTT bridge's `counters` (publishing to `broker`) with the hub's own.
+    pub fn attach_mqtt(&self, broker: String, counters: Arc<crate::mqtt::MqttCounters>) {
+        *self.mqtt.lock().unwrap_or_else(|e| e.into_inner()) = Some((broker, counters));
+    }
+
+    /// The MQTT bridge's counters now, if one is attached.
+    pub fn mqtt_state(&self) -> Option<crate::mqtt::MqttState> {
+        let m = self.mqtt.lock().unwrap_or_else(|e| e.into_inner());
+        m.as_ref().map(|(broker, c)| c.state(broker))
     }
 
     pub fn uptime(&self) -> Duration {
@@ -235,6 +249,7 @@ impl Stats {
             uptime_s: self.uptime().as_secs_f64(),
             services,
             saved: None,
+            mqtt: self.mqtt_state(),
         }
     }
 }
@@ -249,6 +264,9 @@ pub struct HubSummary {
     pub services: Vec<ServiceSummary>,
     /// With `--save-dir`: what the saver wrote.
     pub saved: Option<SaverReport>,
+    /// With `--mqtt`: what the bridge published and dropped.
+    #[serde(default)]
+    pub mqtt: Option<crate::mqtt::MqttState>,
 }
 
 /// One service in the [`HubSummary`]: its totals and each of its sources.
@@ -317,6 +335,9 @@ impl HubSummary {
                 "  saved: {} frames ({} skipped while the disk was behind, {} failed)",
                 s.saved, s.skipped, s.failed
             );
+        }
+        if let Some(m) = &self.mqtt {
+            let _ = writeln!(out, "  {}", m.line());
         }
         out
     }

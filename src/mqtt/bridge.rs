@@ -9,7 +9,7 @@
 //! most [`FLUSH_TIMEOUT`] to send what is queued.
 
 use super::publisher::{Kind, Payload, Publish, Publisher, PublisherConfig, Qos};
-use super::BrokerUrl;
+use super::{BrokerUrl, MqttCounters};
 use crate::api::{Frames, Messages};
 use crate::hub::source::{Service, SourceId};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
@@ -17,7 +17,7 @@ use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{Client, Connection, Event, MqttOptions};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,34 +35,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 pub struct MqttConfig {
     pub broker: BrokerUrl,
     pub publisher: PublisherConfig,
-}
-
-/// What the bridge did, shared with whoever reports it.
-#[derive(Debug, Default)]
-pub struct MqttCounters {
-    /// Publications the connection sent to the broker.
-    pub sent: AtomicU64,
-    /// Publications dropped because the client's queue was full (the broker slow or down).
-    pub dropped: AtomicU64,
-    /// Of those, telemetry messages (QoS 1).
-    pub dropped_telemetry: AtomicU64,
-    /// Connections made (the first one included).
-    pub connections: AtomicU64,
-    pub connected: AtomicBool,
-}
-
-impl MqttCounters {
-    /// `mqtt: 120 sent, 3 dropped (1 telemetry), 2 connections`.
-    pub fn summary_line(&self, broker: &BrokerUrl) -> String {
-        format!(
-            "mqtt {broker}: {} publications sent, {} dropped ({} of them telemetry) while the \
-             broker was slow or away, {} connections",
-            self.sent.load(Relaxed),
-            self.dropped.load(Relaxed),
-            self.dropped_telemetry.load(Relaxed),
-            self.connections.load(Relaxed)
-        )
-    }
 }
 
 /// The running bridge.

@@ -17,7 +17,61 @@
 pub mod bridge;
 pub mod publisher;
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// What the MQTT bridge did, shared (lock-free) with whoever reports it: the hub's `/state`,
+/// `/metrics` and exit summary.
+#[derive(Debug, Default)]
+pub struct MqttCounters {
+    /// Publications the connection sent to the broker.
+    pub sent: AtomicU64,
+    /// Publications dropped because the client's queue was full (the broker slow or down).
+    pub dropped: AtomicU64,
+    /// Of those, telemetry messages (QoS 1).
+    pub dropped_telemetry: AtomicU64,
+    /// Connections made (the first one included).
+    pub connections: AtomicU64,
+    /// Whether a connection is up now.
+    pub connected: AtomicBool,
+}
+
+impl MqttCounters {
+    /// The counters now, for `broker` (shown without its password).
+    pub fn state(&self, broker: &str) -> MqttState {
+        MqttState {
+            broker: broker.to_string(),
+            connected: self.connected.load(Relaxed),
+            sent: self.sent.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            dropped_telemetry: self.dropped_telemetry.load(Relaxed),
+            connections: self.connections.load(Relaxed),
+        }
+    }
+}
+
+/// [`MqttCounters`] at one moment, as `/state` and the exit summary show them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttState {
+    pub broker: String,
+    pub connected: bool,
+    pub sent: u64,
+    pub dropped: u64,
+    pub dropped_telemetry: u64,
+    pub connections: u64,
+}
+
+impl MqttState {
+    /// `mqtt mqtt://host:1883: 120 publications sent, 3 dropped (1 of them telemetry) …`.
+    pub fn line(&self) -> String {
+        format!(
+            "mqtt {}: {} publications sent, {} dropped ({} of them telemetry) while the \
+             broker was slow or away, {} connections",
+            self.broker, self.sent, self.dropped, self.dropped_telemetry, self.connections
+        )
+    }
+}
 
 /// Where the broker is, from `mqtt://[user[:password]@]host[:port]` (port 1883 by default).
 #[derive(Clone, PartialEq, Eq)]

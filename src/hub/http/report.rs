@@ -45,6 +45,8 @@ pub struct State {
     /// Image sources (UDP senders and TCP connections), by service then address.
     pub sources: Vec<SourceState>,
     pub messages: MessagesState,
+    /// With `--mqtt`: the bridge's counters (`null` without).
+    pub mqtt: Option<crate::mqtt::MqttState>,
 }
 
 #[derive(Debug, Serialize)]
@@ -225,6 +227,7 @@ pub fn build(
         http,
         sources,
         messages,
+        mqtt: stats.mqtt_state(),
     }
 }
 
@@ -365,6 +368,39 @@ pub fn metrics(state: &State) -> String {
         "Most /stream viewers at once (--http-max-viewers).",
         vec![(String::new(), state.http.max_viewers as f64)],
     );
+    if let Some(m) = &state.mqtt {
+        let one = |v: u64| vec![(String::new(), v as f64)];
+        family(
+            "udphub_mqtt_connected",
+            "gauge",
+            "1 while the connection to the MQTT broker (--mqtt) is up.",
+            one(u64::from(m.connected)),
+        );
+        family(
+            "udphub_mqtt_published_total",
+            "counter",
+            "Publications sent to the MQTT broker.",
+            one(m.sent),
+        );
+        family(
+            "udphub_mqtt_dropped_total",
+            "counter",
+            "Publications dropped while the broker was slow or away (kind: all, telemetry).",
+            vec![
+                ("{kind=\"all\"}".to_string(), m.dropped as f64),
+                (
+                    "{kind=\"telemetry\"}".to_string(),
+                    m.dropped_telemetry as f64,
+                ),
+            ],
+        );
+        family(
+            "udphub_mqtt_connections_total",
+            "counter",
+            "Connections made to the MQTT broker.",
+            one(m.connections),
+        );
+    }
     out
 }
 
