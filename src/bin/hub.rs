@@ -119,7 +119,7 @@ struct Args {
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     msg_budget_burst_bytes: u64,
     // -- end of issue 11 flags --
-    /// Publish to this MQTT broker: mqtt://[user[:password]@]host[:port] (port 1883 by
+    /// Publish to this MQTT broker: `mqtt://[user[:password]@]host[:port]` (port 1883 by
     /// default). Telemetry, frame events, a retained JPEG and state per source, and this
     /// hub's status (see the README's MQTT section). A broker that is away is retried; the
     /// hub never waits for it.

@@ -11,7 +11,7 @@
 //! one IP address, kept in a [`ConnTable`] (the policy is in [`crate::hub::net`]): a
 //! connection that has not yet sent a whole request head (or sits idle between kept-alive
 //! requests) gives its place to a newcomer when the table is full, and a request head must
-//! be complete within [`conn::HEAD_TIMEOUT`] of the connection's accept (later ones: of
+//! be complete within 5 s (`conn::HEAD_TIMEOUT`) of the connection's accept (later ones: of
 //! their first byte). So slow or silent connections, however many and from however many
 //! addresses, cannot keep a legitimate request out; a connection turned away gets a 503,
 //! and every refusal or eviction log line is rate-limited. Nothing here can slow a receiver: frames reach the view through [`frames`] ("latest
