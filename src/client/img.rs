@@ -72,7 +72,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Camera(_) | SourceSpec::Pattern => true,
             SourceSpec::Mjpeg(path) => {
-                path.as_os_str() == "-" || !std::fs::metadata(path).is_ok_and(|m| m.is_file())
+                is_stdin(path) || !std::fs::metadata(path).is_ok_and(|m| m.is_file())
             }
             _ => false,
         }
@@ -204,10 +204,15 @@ pub fn read_jpeg(path: &Path) -> Result<Vec<u8>, ClientError> {
     Ok(bytes)
 }
 
+/// Whether an `--mjpeg` path names stdin (`-`).
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 /// An `--mjpeg` stream: `-` is stdin. Reads wake at least every [`POLL_INTERVAL`] to look
 /// at `stop` (on Unix), so a camera pipe that goes quiet never keeps a run from ending.
 pub fn open_mjpeg(path: &Path, stop: &Shutdown) -> Result<MjpegReader<MjpegInput>, ClientError> {
-    let input: Box<dyn ReadFd> = if path.as_os_str() == "-" {
+    let input: Box<dyn ReadFd> = if is_stdin(path) {
         Box::new(std::io::stdin())
     } else {
         Box::new(
@@ -336,7 +341,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
         Producer::Mjpeg(_) => format!(
             "MJPEG stream {} (frames sent as they are) -> {} over {}",
             match &config.source {
-                SourceSpec::Mjpeg(path) if path.as_os_str() == "-" => "from stdin".to_string(),
+                SourceSpec::Mjpeg(path) if is_stdin(path) => "from stdin".to_string(),
                 SourceSpec::Mjpeg(path) => path.display().to_string(),
                 _ => String::new(),
             },

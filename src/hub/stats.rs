@@ -424,41 +424,24 @@ impl SourceCache {
 /// in one line per service, so a flood of new sources adds a bounded number of lines.
 pub const REPORT_TOP_SOURCES: usize = 5;
 
-/// One source's change over a report interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Delta {
-    items: u64,
-    bytes: u64,
-    corrupt: u64,
-    dropped: u64,
-    rejected: u64,
-}
-
-impl Delta {
-    fn between(before: &Snapshot, now: &Snapshot) -> Delta {
-        Delta {
-            items: now.items.saturating_sub(before.items),
-            bytes: now.bytes.saturating_sub(before.bytes),
-            corrupt: now.corrupt.saturating_sub(before.corrupt),
-            dropped: now.dropped.saturating_sub(before.dropped),
-            rejected: now.rejected.saturating_sub(before.rejected),
+impl Snapshot {
+    /// The counts that changed from `before` to `self`, as a snapshot of the interval
+    /// (its `span_s` and `last_s` are 0).
+    fn since(&self, before: &Snapshot) -> Snapshot {
+        Snapshot {
+            items: self.items.saturating_sub(before.items),
+            bytes: self.bytes.saturating_sub(before.bytes),
+            corrupt: self.corrupt.saturating_sub(before.corrupt),
+            dropped: self.dropped.saturating_sub(before.dropped),
+            rejected: self.rejected.saturating_sub(before.rejected),
+            span_s: 0.0,
+            last_s: 0.0,
         }
     }
 
-    fn is_quiet(&self) -> bool {
-        *self == Delta::default()
-    }
-
-    fn add(&mut self, o: &Delta) {
-        self.items += o.items;
-        self.bytes += o.bytes;
-        self.corrupt += o.corrupt;
-        self.dropped += o.dropped;
-        self.rejected += o.rejected;
-    }
-
-    /// `12.0 frames/s, 800.0 kB/s, +0 corrupt, +0 dropped, +0 rejected` over `interval`.
-    fn rates(&self, service: Service, interval: Duration) -> String {
+    /// An interval's counts ([`Snapshot::since`]) as rates over `interval`: `12.0 frames/s,
+    /// 800.0 kB/s, +0 corrupt, +0 dropped, +0 rejected`.
+    fn interval_rates(&self, service: Service, interval: Duration) -> String {
         let secs = interval.as_secs_f64().max(1e-9);
         format!(
             "{:.1} {}/s, {}/s, +{} corrupt, +{} dropped, +{} rejected",
@@ -482,26 +465,31 @@ fn report_lines(
     now: Vec<(SourceId, Snapshot)>,
     interval: Duration,
 ) -> Vec<String> {
-    let mut active: Vec<(SourceId, Delta, u64)> = Vec::new();
+    let mut active: Vec<(SourceId, Snapshot, u64)> = Vec::new();
     let mut seen = HashMap::with_capacity(now.len());
     for (id, snap) in now {
-        let delta = Delta::between(&previous.get(&id).copied().unwrap_or_default(), &snap);
-        if !delta.is_quiet() {
+        let delta = snap.since(&previous.get(&id).copied().unwrap_or_default());
+        if delta != Snapshot::default() {
             active.push((id, delta, snap.items));
         }
         seen.insert(id, snap);
     }
     *previous = seen;
     active.sort_by(|a, b| {
-        let errors = |d: &Delta| d.corrupt + d.dropped + d.rejected;
+        let errors = |d: &Snapshot| d.corrupt + d.dropped + d.rejected;
         (b.1.items, b.1.bytes, errors(&b.1), a.0).cmp(&(a.1.items, a.1.bytes, errors(&a.1), b.0))
     });
     let rest = active.split_off(active.len().min(REPORT_TOP_SOURCES));
     let mut lines: Vec<String> = active
         .iter()
-        .map(|(id, d, total)| format!("{id}: {} ({total} total)", d.rates(id.service, interval)))
+        .map(|(id, d, total)| {
+            format!(
+                "{id}: {} ({total} total)",
+                d.interval_rates(id.service, interval)
+            )
+        })
         .collect();
-    let mut others: Vec<(Service, usize, Delta)> = Vec::new();
+    let mut others: Vec<(Service, usize, Snapshot)> = Vec::new();
     for (id, d, _) in &rest {
         match others.iter_mut().find(|(s, _, _)| *s == id.service) {
             Some((_, n, sum)) => {
@@ -517,7 +505,7 @@ fn report_lines(
         lines.push(format!(
             "{}: + {n} other {noun}: {}",
             service.name(),
-            sum.rates(service, interval)
+            sum.interval_rates(service, interval)
         ));
     }
     lines
