@@ -66,6 +66,10 @@ struct Args {
     /// baseline always runs.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Pace the flat-out UDP floods to this many datagrams per second (default: as fast
+    /// as one attacker thread sends).
+    #[arg(long)]
+    pps: Option<f64>,
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/abuse.json")]
     out: PathBuf,
@@ -168,7 +172,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         eprintln!("abuse_bench: {name}: {what} ({secs} s) ...");
         let mut v = json!({"case": name, "what": what, "secs": secs});
-        match measure(&bins, name, span, &small_jpeg) {
+        match measure(&bins, name, span, &small_jpeg, args.pps) {
             Ok(m) => {
                 for (k, x) in m.as_object().expect("an object") {
                     v[k] = x.clone();
@@ -195,6 +199,7 @@ fn run(args: &Args) -> Result<(), String> {
     let doc = json!({
         "secs_per_case": secs,
         "quick": args.quick,
+        "pps": args.pps,
         "seconds": total,
         "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "table": table,
@@ -236,7 +241,13 @@ fn add_ratios(results: &mut [Value]) {
 }
 
 /// One case: a fresh hub, the legitimate clients, the attack, and the hub's costs.
-fn measure(bins: &Bins, case: &str, span: Duration, small_jpeg: &[u8]) -> Result<Value, String> {
+fn measure(
+    bins: &Bins,
+    case: &str,
+    span: Duration,
+    small_jpeg: &[u8],
+    pace: Option<f64>,
+) -> Result<Value, String> {
     let tmp = tempfile::Builder::new()
         .prefix("abuse-bench-")
         .tempdir()
@@ -311,7 +322,7 @@ fn measure(bins: &Bins, case: &str, span: Duration, small_jpeg: &[u8]) -> Result
     let t0 = Instant::now();
     let (attack, http_polls) = thread::scope(|s| {
         let poller = s.spawn(|| poll_state(http, &stop));
-        let attacker = s.spawn(|| attack(case, ports, &stop, span, small_jpeg));
+        let attacker = s.spawn(|| attack(case, ports, &stop, span, small_jpeg, pace));
         // The case's fixed time; the attack threads return soon after the flag is set.
         thread::sleep(span);
         stop.store(true, Ordering::SeqCst);
@@ -415,7 +426,9 @@ fn attack(
     stop: &AtomicBool,
     span: Duration,
     small_jpeg: &[u8],
+    pace: Option<f64>,
 ) -> Result<Attack, String> {
+    let flat = pace.map(|pps| (pps, u64::MAX));
     let img = ports.img.ok_or("no image port")?;
     match case {
         "none" => Ok(Attack::default()),
@@ -427,7 +440,7 @@ fn attack(
             };
             let socks = many_udp(MANY)?;
             let payload = vec![0u8; framed::payload_len(CLAIM, CLAIM_CHUNKS, index)];
-            Ok(flood(&socks, img, stop, None, |k, out| {
+            Ok(flood(&socks, img, stop, flat, |k, out| {
                 let h = framed::DataHeader {
                     flags: 0,
                     stream: 0x5eed_0000 + (k % MANY as u64) as u32,
@@ -446,7 +459,7 @@ fn attack(
             let header = seed_udp::emit_length_header(CLAIM as i64, seed_udp::HeaderWidth::Eight)
                 .map_err(|e| format!("seed header: {e:?}"))?;
             let chunk = vec![0x55u8; seed_udp::CHUNK_SIZE];
-            Ok(flood(&socks, img, stop, None, |k, out| {
+            Ok(flood(&socks, img, stop, flat, |k, out| {
                 // Per socket: the header, then three chunks, then the next socket.
                 out.extend_from_slice(if k % 4 == 0 { &header } else { &chunk });
                 ((k / 4) % MANY as u64) as usize
@@ -461,14 +474,14 @@ fn attack(
             json.resize(65_000 - tail.len(), b'x');
             json.extend_from_slice(tail);
             debug_assert!(serde_json::from_slice::<Value>(&json).is_ok());
-            Ok(flood(&socks, msg, stop, None, |_, out| {
+            Ok(flood(&socks, msg, stop, flat, |_, out| {
                 out.extend_from_slice(&json);
                 0
             }))
         }
         "tiny-jpeg" => {
             let socks = vec![udp_on(IpAddr::V4(Ipv4Addr::LOCALHOST))?];
-            Ok(flood(&socks, img, stop, None, |_, out| {
+            Ok(flood(&socks, img, stop, flat, |_, out| {
                 out.extend_from_slice(&[0xFF, 0xD8, 0x00, 0xFF, 0xD9]);
                 0
             }))
@@ -478,7 +491,7 @@ fn attack(
             // 512 one-byte chunks; the even ones are sent (without POLL) first, so 256
             // ranges stay missing; then every datagram re-sends an even chunk with POLL.
             const COUNT: u16 = 512;
-            Ok(flood(&socks, img, stop, None, |k, out| {
+            Ok(flood(&socks, img, stop, flat, |k, out| {
                 let even = (k % (COUNT as u64 / 2)) as u16 * 2;
                 let h = framed::DataHeader {
                     flags: if k < COUNT as u64 / 2 {
