@@ -36,7 +36,7 @@
 //! chunk past a gap, and for an ack or nack.
 
 use super::memory::{grow_for, PartialMemory};
-use super::reply_credit::ReplyCredit;
+use super::reply_credit::{ReplyCredit, UnvalidatedReplies};
 use super::Transmit;
 use crate::jpegcheck::check_structure;
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
@@ -345,14 +345,18 @@ impl Stream {
     }
 
     /// Queue `payload` to `to` if the address's reply credit allows it.
-    fn reply(
-        &mut self,
-        transmits: &mut VecDeque<Transmit>,
-        to: SocketAddr,
-        validated: bool,
-        payload: Vec<u8>,
-    ) {
-        if self.credit.try_spend(payload.len(), validated) {
+    /// Send `payload` to `to` if both its own credit and (unvalidated) the shared
+    /// unvalidated reply rate allow it.
+    fn reply(&mut self, out: &mut Replies, to: SocketAddr, validated: bool, payload: Vec<u8>) {
+        let Replies {
+            transmits,
+            unvalidated,
+            now,
+        } = out;
+        if self.credit.available(validated) >= payload.len()
+            && unvalidated.allow(payload.len(), validated, *now)
+            && self.credit.try_spend(payload.len(), validated)
+        {
             send(transmits, to, payload);
         }
     }
@@ -365,12 +369,23 @@ fn send(transmits: &mut VecDeque<Transmit>, to: SocketAddr, payload: Vec<u8>) {
     });
 }
 
+/// Where replies go, and the shared rate that replies to unvalidated addresses pay.
+struct Replies<'a> {
+    transmits: &'a mut VecDeque<Transmit>,
+    unvalidated: &'a mut UnvalidatedReplies,
+    now: Instant,
+}
+
 /// `a` is newer than `b` in wrapping (serial number) order.
 pub fn newer(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
+/// When the sender table is full, 1/`FORGET_BATCH` of it is forgotten at once.
+const FORGET_BATCH: usize = 16;
+
 /// The hub's framed-protocol state. See the module documentation.
+
 pub struct FramedReceiver {
     config: FramedConfig,
     streams: HashMap<SocketAddr, Stream>,
@@ -380,6 +395,7 @@ pub struct FramedReceiver {
     wake_at: Option<Instant>,
     events: VecDeque<FramedEvent>,
     transmits: VecDeque<Transmit>,
+    unvalidated: UnvalidatedReplies,
 }
 
 impl FramedReceiver {
@@ -391,6 +407,7 @@ impl FramedReceiver {
             wake_at: None,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
+            unvalidated: UnvalidatedReplies::default(),
         }
     }
 
@@ -429,6 +446,11 @@ impl FramedReceiver {
         self.streams.values().map(|s| s.partials.len()).sum()
     }
 
+    /// Replies to unvalidated addresses held back by their shared rate.
+    pub fn unvalidated_replies_refused(&self) -> u64 {
+        self.unvalidated.refused()
+    }
+
     /// Senders remembered.
     pub fn senders(&self) -> usize {
         self.streams.len()
@@ -460,7 +482,7 @@ impl FramedReceiver {
         }
         if self.streams.len() >= self.config.max_streams.max(1) && !self.streams.contains_key(&from)
         {
-            self.forget_quietest_stream();
+            self.forget_quietest_streams();
         }
         self.on_data(from, &h, payload, data.len(), now);
         self.evict_until_within_budget();
@@ -481,8 +503,14 @@ impl FramedReceiver {
             memory,
             events,
             transmits,
+            unvalidated,
             ..
         } = self;
+        let mut out = Replies {
+            transmits,
+            unvalidated,
+            now,
+        };
         let stream = match streams.entry(from) {
             Entry::Occupied(e) => {
                 let stream = e.into_mut();
@@ -508,15 +536,15 @@ impl FramedReceiver {
             None => {
                 if let Some(&(_, status)) = stream.recent.iter().find(|(f, _)| *f == h.frame) {
                     let ack = framed::emit_ack(h.stream, h.frame, status, h.ts_us);
-                    return stream.reply(transmits, from, validated, ack);
+                    return stream.reply(&mut out, from, validated, ack);
                 }
                 if stream.newest_delivered.is_some_and(|n| !newer(h.frame, n)) {
                     let ack = framed::emit_ack(h.stream, h.frame, AckStatus::Stale, h.ts_us);
-                    return stream.reply(transmits, from, validated, ack);
+                    return stream.reply(&mut out, from, validated, ack);
                 }
                 if h.length as usize + PARTIAL_OVERHEAD > config.max_partial_bytes {
                     let ack = framed::emit_ack(h.stream, h.frame, AckStatus::Rejected, h.ts_us);
-                    stream.reply(transmits, from, validated, ack);
+                    stream.reply(&mut out, from, validated, ack);
                     return events.push_back(FramedEvent::Rejected {
                         from,
                         reason: FramedReject::TooLarge(h.length),
@@ -552,7 +580,7 @@ impl FramedReceiver {
             let p = stream.partials.swap_remove(at);
             memory.release(from, p.held());
             debug_assert_eq!(p.buf.len(), p.length as usize, "every chunk written");
-            return Self::finish(from, h, p.buf, stream, memory, events, transmits);
+            return Self::finish(from, h, p.buf, stream, memory, events, &mut out);
         }
         if h.index == h.count - 1 || h.flags & framed::POLL != 0 {
             // as many ranges as the reply credit allows, at least one
@@ -562,7 +590,7 @@ impl FramedReceiver {
             if limit > 0 {
                 let missing = p.missing(limit);
                 let nack = framed::emit_nack(h.stream, h.frame, p.received, &missing);
-                stream.reply(transmits, from, validated, nack);
+                stream.reply(&mut out, from, validated, nack);
             }
         }
     }
@@ -600,16 +628,22 @@ impl FramedReceiver {
             .min();
     }
 
-    /// Forget the least recently heard sender, to make room for a new one: one that never
-    /// completed a frame before any that did.
-    fn forget_quietest_stream(&mut self) {
+    /// Make room for a new sender: forget the least recently heard ones, those that never
+    /// completed a frame before any that did. A batch (1/[`FORGET_BATCH`] of the table) goes
+    /// at once, so a flood of new sources costs one O(n) selection per n/16 of them
+    /// (amortised O(1) per datagram), never a scan of every sender per datagram.
+    fn forget_quietest_streams(&mut self) {
         let memory = &self.memory;
-        let quietest = self
+        let mut order: Vec<((bool, Instant), SocketAddr)> = self
             .streams
             .iter()
-            .min_by_key(|(a, s)| (memory.has_completed(**a), s.last_seen))
-            .map(|(a, _)| *a);
-        if let Some(a) = quietest {
+            .map(|(a, s)| ((memory.has_completed(*a), s.last_seen), *a))
+            .collect();
+        let n = (order.len() / FORGET_BATCH).clamp(1, order.len().max(1));
+        if order.len() > n {
+            order.select_nth_unstable(n - 1);
+        }
+        for (_, a) in order.into_iter().take(n) {
             if let Some(mut stream) = self.streams.remove(&a) {
                 stream.drop_partials(a, FramedDrop::Evicted, &mut self.memory, &mut self.events);
             }
@@ -648,7 +682,7 @@ impl FramedReceiver {
         stream: &mut Stream,
         memory: &mut PartialMemory,
         events: &mut VecDeque<FramedEvent>,
-        transmits: &mut VecDeque<Transmit>,
+        out: &mut Replies,
     ) {
         let status = if check_structure(&jpeg).is_ok() {
             AckStatus::Delivered
@@ -665,7 +699,7 @@ impl FramedReceiver {
         }
         let validated = memory.has_completed(from);
         let ack = framed::emit_ack(h.stream, h.frame, status, h.ts_us);
-        stream.reply(transmits, from, validated, ack);
+        stream.reply(out, from, validated, ack);
         if status == AckStatus::Rejected {
             return events.push_back(FramedEvent::Corrupt {
                 from,
@@ -681,7 +715,7 @@ impl FramedReceiver {
             let frame = stream.partials[i].frame;
             stream.drop_partial(i, from, FramedDrop::Stale, memory, events);
             let ack = framed::emit_ack(h.stream, frame, AckStatus::Stale, 0);
-            stream.reply(transmits, from, validated, ack);
+            stream.reply(out, from, validated, ack);
         }
         events.push_back(FramedEvent::Frame {
             from,

@@ -12,13 +12,55 @@
 //! now and then a nack of at most 1044 bytes, per frame of 1400-byte chunks), far below
 //! either bound.
 //!
-//! This is byte accounting only, no rate: a [`ReplyCredit`] per sender address, kept where
-//! the receiver keeps that sender's state (so it is bounded with it).
+//! A [`ReplyCredit`] per sender address is byte accounting, no rate, kept where the
+//! receiver keeps that sender's state (so it is bounded with it). Beside it one rate for
+//! all unvalidated addresses together, [`UnvalidatedReplies`]: every reply is a `sendto`,
+//! as costly for the hub as a receive, so a flood from thousands of new addresses (each
+//! within its own credit) would otherwise double the hub's per-datagram work and crowd out
+//! validated senders; together they get [`UNVALIDATED_REPLY_BYTES_PER_S`].
+
+use crate::proto::budget::TokenBucket;
+use std::time::Instant;
 
 /// Reply bytes per byte received, before the address is validated.
 pub const UNVALIDATED_FACTOR: u64 = 1;
 /// Reply bytes per byte received, once it is.
 pub const VALIDATED_FACTOR: u64 = 3;
+
+/// Reply bytes per second to all unvalidated addresses together: about 2,000 acks or
+/// short nacks a second, far more than the first frames of legitimate new senders need.
+pub const UNVALIDATED_REPLY_BYTES_PER_S: u64 = 64 * 1024;
+/// What unvalidated addresses may be sent at once, in a burst.
+pub const UNVALIDATED_REPLY_BURST: u64 = 16 * 1024;
+
+/// The one reply rate shared by every address not validated yet. Validated addresses never
+/// pay it.
+#[derive(Clone, Debug, Default)]
+pub struct UnvalidatedReplies {
+    /// Made full at the first reply (so no clock is read here).
+    bucket: Option<TokenBucket>,
+    refused: u64,
+}
+
+impl UnvalidatedReplies {
+    /// Whether a reply of `bytes` to an address (`validated` or not) may go at `now`.
+    pub fn allow(&mut self, bytes: usize, validated: bool, now: Instant) -> bool {
+        if validated {
+            return true;
+        }
+        let ok = self
+            .bucket
+            .get_or_insert_with(|| TokenBucket::new(UNVALIDATED_REPLY_BURST, now))
+            .try_take(bytes as u64, UNVALIDATED_REPLY_BYTES_PER_S, now);
+        self.refused += u64::from(!ok);
+        ok
+    }
+
+    /// Replies to unvalidated addresses not sent because the shared rate was used up.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
 
 /// Bytes received from one address and bytes sent back to it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +107,28 @@ impl ReplyCredit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn unvalidated_addresses_share_one_reply_rate() {
+        let t0 = Instant::now();
+        let mut gate = UnvalidatedReplies::default();
+        let sent = (0..10_000).filter(|_| gate.allow(32, false, t0)).count();
+        assert_eq!(
+            sent as u64,
+            UNVALIDATED_REPLY_BURST / 32,
+            "the burst, then nothing"
+        );
+        assert!(gate.allow(1044, true, t0), "validated addresses never wait");
+        let t1 = t0 + Duration::from_secs(1);
+        let sent = (0..10_000).filter(|_| gate.allow(32, false, t1)).count();
+        assert_eq!(
+            sent as u64,
+            UNVALIDATED_REPLY_BURST / 32,
+            "refilled up to the burst"
+        );
+        assert_eq!(gate.refused(), 2 * (10_000 - UNVALIDATED_REPLY_BURST / 32));
+    }
 
     #[test]
     fn replies_never_exceed_what_came_until_validated() {
