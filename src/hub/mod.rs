@@ -212,6 +212,8 @@ pub type FrameTap = LatestByKey<SourceId, TappedFrame>;
 pub struct TappedFrame {
     /// 1-based, per source (the same number as the saved file's).
     pub seq: u64,
+    /// The name the source is shown as, if it gave one.
+    pub name: Option<Arc<str>>,
     pub jpeg: Arc<Vec<u8>>,
     /// When the hub had the whole frame.
     pub received: SystemTime,

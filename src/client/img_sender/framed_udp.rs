@@ -41,6 +41,7 @@ impl FramedUdpSender {
             chunk_size: options.chunk_size,
             window: options.window,
             frame_deadline: options.ack_timeout,
+            name: options.name.clone(),
             ..SenderConfig::default()
         };
         Ok(FramedUdpSender {
