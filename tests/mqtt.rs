@@ -165,10 +165,12 @@ fn two_hubs_publish_every_message_once_the_picture_and_their_status() {
     let jpeg = real_jpeg(20_000, 7);
     let file = frames_dir.path().join("f.jpg");
     std::fs::write(&file, &jpeg).unwrap();
-    for hub in [&hub_a, &hub_b] {
+    for (hub, name) in [(&hub_a, "cam-a"), (&hub_b, "cam-b")] {
         let run = run_client(
             env!("CARGO_BIN_EXE_img-client"),
             &[
+                "--name",
+                name,
                 "--jpeg",
                 file.to_str().unwrap(),
                 "--frames",
@@ -204,6 +206,14 @@ fn two_hubs_publish_every_message_once_the_picture_and_their_status() {
         assert!(got.iter().all(|s| s.property("received_us").is_some()));
     }
     let pictures: Vec<&Seen> = seen.iter().filter(|p| p.topic.ends_with("/jpeg")).collect();
+    let mut picture_topics: Vec<&str> = pictures.iter().map(|p| p.topic.as_str()).collect();
+    picture_topics.sort();
+    picture_topics.dedup();
+    assert_eq!(
+        picture_topics,
+        ["udphub/cam-a/jpeg", "udphub/cam-b/jpeg"],
+        "a named camera's topics use its name"
+    );
     assert!(
         pictures.iter().all(|p| p.payload == jpeg),
         "the pictures are the JPEG sent"
