@@ -41,6 +41,8 @@ pub struct Frame {
 pub struct Message {
     /// The sender's address.
     pub source: SocketAddr,
+    /// The name the sender gave (framed messages, `msg-client --name`), as shown.
+    pub name: Option<String>,
     /// The JSON text as it came (valid JSON: the hub checked it).
     pub json: String,
     /// When the hub received it.
@@ -350,6 +352,7 @@ impl Messages {
             if let Some(m) = tap.take(wait) {
                 return Some(Message {
                     source: m.from,
+                    name: m.name.as_deref().map(str::to_owned),
                     json: m.json,
                     received: m.received,
                 });

@@ -223,6 +223,8 @@ pub struct TappedFrame {
 #[derive(Clone, Debug)]
 pub struct TappedMessage {
     pub from: SocketAddr,
+    /// The name the sender is shown as (framed messages), if any.
+    pub name: Option<Arc<str>>,
     /// The JSON text as it came.
     pub json: String,
     pub received: SystemTime,
@@ -254,9 +256,10 @@ impl MessageTap {
     }
 
     /// Queue a message; never waits (beyond a lock held for a push or pop).
-    pub fn offer(&self, from: SocketAddr, json: &str) {
+    pub fn offer(&self, from: SocketAddr, name: Option<Arc<str>>, json: &str) {
         let message = TappedMessage {
             from,
+            name,
             json: json.to_owned(),
             received: SystemTime::now(),
         };

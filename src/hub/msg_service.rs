@@ -90,7 +90,7 @@ pub fn run(
                 if recorded.is_ok() {
                     sources.record_item(from, n);
                     if let Some(tap) = &tap {
-                        tap.offer(from, text);
+                        tap.offer(from, shown.clone(), text);
                     }
                     let at_s = stats.uptime().as_secs_f64();
                     unpublished = (!stats.try_set_last_message(from, text, at_s))

@@ -152,11 +152,11 @@ impl Bridge {
                 Box::new(move || loop {
                     match messages.recv_timeout(POLL_INTERVAL) {
                         Some(m) => {
-                            let name = SourceId {
+                            let source = SourceId {
                                 service: Service::Msg,
                                 addr: m.source,
-                            }
-                            .slug();
+                            };
+                            let name = topic_source(m.name.as_deref(), &source);
                             let now = Instant::now();
                             shared.flush(|p| p.handle_message(&name, &m.json, m.received, now));
                         }
