@@ -12,6 +12,7 @@
 //!   Those replies carry no message id; how late replies are kept from being taken for the
 //!   next message's, and the limit of that, is described in [`super::udp_link`]. No resend:
 //!   a seed server would record a resent message twice.
+//!
 //! Messages are checked here before sending ([`check_message`]), with
 //! the same parser the hub uses, so a message that leaves is one the hub accepts.
 
