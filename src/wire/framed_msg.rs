@@ -256,10 +256,9 @@ mod tests {
             [b'U', b'H', b'F', b'M', 1, 1, 1, 0, 7, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(r.len(), REPLY_LEN);
-        assert!(
-            REPLY_LEN < MIN_MESSAGE_LEN,
-            "a reply is never longer than a message"
-        );
+        let shortest = emit_message(7, 9, &SourceName::parse("a").unwrap(), b"1");
+        assert_eq!(shortest.len(), MIN_MESSAGE_LEN);
+        assert!(r.len() < shortest.len(), "a reply is never longer than a message");
         assert_eq!(
             parse_reply(&r),
             Ok(Reply {
