@@ -52,3 +52,5 @@
 //!   clock goes back (a Pi without a real-time clock, booted before NTP) is refused until its
 //!   clock passes the newest initiation the hub saw from it, or the hub restarts (the hub keeps
 //!   those timestamps in memory only). WireGuard has the same rule.
+
+pub mod keys;
