@@ -53,4 +53,5 @@
 //!   clock passes the newest initiation the hub saw from it, or the hub restarts (the hub keeps
 //!   those timestamps in memory only). WireGuard has the same rule.
 
+pub mod authorized;
 pub mod keys;
