@@ -55,3 +55,4 @@
 
 pub mod authorized;
 pub mod keys;
+pub mod replay;
