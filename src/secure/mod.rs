@@ -56,3 +56,4 @@
 pub mod authorized;
 pub mod keys;
 pub mod replay;
+pub mod wire;
