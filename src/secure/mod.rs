@@ -56,4 +56,5 @@
 pub mod authorized;
 pub mod keys;
 pub mod replay;
+pub mod session;
 pub mod wire;

@@ -10,7 +10,7 @@
 //! | kind | Python `struct` | total | what |
 //! |---|---|---|---|
 //! | 1 init (device → hub) | [`INIT_STRUCT`] | [`INIT_LEN`] = 116 | `sender I`, Noise IK message 1 (108 bytes: ephemeral key, encrypted static key, encrypted 12-byte TAI64N timestamp) |
-//! | 2 response (hub → device) | [`RESPONSE_STRUCT`] | [`RESPONSE_LEN`] = 60 | `sender I, receiver I`, Noise IK message 2 (48 bytes: ephemeral key, empty encrypted payload) |
+//! | 2 response (hub → device) | [`RESPONSE_STRUCT`] | [`RESPONSE_LEN`] = 64 | `sender I, receiver I`, Noise IK message 2 (52 bytes: ephemeral key, encrypted payload = `sender` again, so the clear index is authenticated) |
 //! | 3 transport (both ways) | [`TRANSPORT_STRUCT`] + ciphertext | 16 + plaintext + 16 | `receiver I, counter Q`, then ChaCha20-Poly1305 of the plaintext under nonce `counter` |
 //!
 //! `sender`/`receiver` are session indices each side picks at random for itself (WireGuard's
@@ -25,8 +25,8 @@ pub const PREFIX_LEN: usize = 4;
 
 /// The Noise IK message 1 with [`TIMESTAMP_LEN`] bytes of payload: 32 + (32 + 16) + (12 + 16).
 pub const INIT_NOISE_LEN: usize = 108;
-/// The Noise IK message 2 with an empty payload: 32 + 16.
-pub const RESPONSE_NOISE_LEN: usize = 48;
+/// The Noise IK message 2 with the responder's index as its payload: 32 + (4 + 16).
+pub const RESPONSE_NOISE_LEN: usize = 52;
 /// The initiation's payload: a TAI64N timestamp.
 pub const TIMESTAMP_LEN: usize = 12;
 /// The AEAD tag.
@@ -42,7 +42,7 @@ pub const MAX_PLAINTEXT: usize = 65535 - TAG_LEN;
 
 /// Python `struct` formats.
 pub const INIT_STRUCT: &str = "<3sBI108s";
-pub const RESPONSE_STRUCT: &str = "<3sBII48s";
+pub const RESPONSE_STRUCT: &str = "<3sBII52s";
 pub const TRANSPORT_STRUCT: &str = "<3sBIQ";
 
 const KIND_INIT: u8 = 1;
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(INIT_LEN, 116);
-        assert_eq!(RESPONSE_LEN, 60);
+        assert_eq!(RESPONSE_LEN, 64);
         assert_eq!(TRANSPORT_OVERHEAD, 32);
         const { assert!(RESPONSE_LEN < INIT_LEN) };
     }
