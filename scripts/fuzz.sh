@@ -23,7 +23,12 @@ mkdir -p target
 failed=0
 for t in "${TARGETS[@]}"; do
     log="target/fuzz-$t.log"
-    if nice cargo +nightly fuzz run "$t" -- -max_total_time="$SECS" >"$log" 2>&1; then
+    # corpus/T grows between runs (not committed); seeds/T (committed) holds valid inputs
+    # the fuzzer could not find by itself, e.g. a real initiation for `responder`.
+    mkdir -p "corpus/$t"
+    dirs=("corpus/$t")
+    [[ -d "seeds/$t" ]] && dirs+=("seeds/$t")
+    if nice cargo +nightly fuzz run "$t" "${dirs[@]}" -- -max_total_time="$SECS" >"$log" 2>&1; then
         runs=$(grep -oE 'Done [0-9]+ runs' "$log" | tail -1 | grep -oE '[0-9]+' || echo '?')
         echo "fuzz $t: ${runs} executions in ${SECS} s, no crash"
     else

@@ -489,6 +489,7 @@ pub struct Responder {
     sessions: HashMap<u32, Session>,
     peers: HashMap<PublicKey, Peer>,
     handshakes: Handshakes,
+    max_sessions: usize,
 }
 
 impl fmt::Debug for Responder {
@@ -503,12 +504,23 @@ impl fmt::Debug for Responder {
 
 impl Responder {
     pub fn new(my_private: PrivateKey, keys: Arc<AuthorizedKeys>) -> Responder {
+        Responder::with_max_sessions(my_private, keys, MAX_SESSIONS)
+    }
+
+    /// [`Responder::new`] holding at most `max_sessions` (at least 1) sessions: past that a
+    /// new handshake drops a replaced session first, else the oldest.
+    pub fn with_max_sessions(
+        my_private: PrivateKey,
+        keys: Arc<AuthorizedKeys>,
+        max_sessions: usize,
+    ) -> Responder {
         Responder {
             my_private,
             keys,
             sessions: HashMap::new(),
             peers: HashMap::new(),
             handshakes: Handshakes::default(),
+            max_sessions: max_sessions.max(1),
         }
     }
 
@@ -539,7 +551,7 @@ impl Responder {
         self.handshakes
     }
 
-    /// Sessions held (at most [`MAX_SESSIONS`]).
+    /// Sessions held (at most [`MAX_SESSIONS`], or the number given).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
@@ -610,9 +622,6 @@ impl Responder {
             .into_stateless_transport_mode()
             .map_err(|_| Reason::BadHandshake)?;
 
-        if self.sessions.len() >= MAX_SESSIONS {
-            self.evict_one();
-        }
         let peer = self.peers.entry(key).or_default();
         peer.newest = ts;
         if let Some(old) = peer.previous.take() {
@@ -625,6 +634,9 @@ impl Responder {
             }
         }
         peer.current = Some(local);
+        while self.sessions.len() >= self.max_sessions {
+            self.evict_one();
+        }
         self.sessions.insert(
             local,
             Session {

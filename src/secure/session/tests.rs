@@ -440,3 +440,54 @@ fn the_hub_refuses_a_response_and_the_device_an_initiation() {
     assert_eq!(refused(feed(&mut r, b"hello", s.t0)), Reason::Malformed);
     assert_eq!(refused(feed(&mut r, b"", s.t0)), Reason::Malformed);
 }
+
+#[test]
+fn sessions_are_bounded_replaced_ones_go_first_then_the_oldest() {
+    let (hub_private, hub_public) = generate().unwrap();
+    let devices: Vec<(PrivateKey, PublicKey)> = (0..4).map(|_| generate().unwrap()).collect();
+    let names = ["d0", "d1", "d2", "d3"];
+    let entries: Vec<(PublicKey, &str)> = devices
+        .iter()
+        .zip(names)
+        .map(|((_, p), n)| (*p, n))
+        .collect();
+    let mut r = Responder::with_max_sessions(hub_private, authorized(&entries), 3);
+    let t0 = Instant::now();
+    let mut inits: Vec<Initiator> = vec![];
+    for (n, (k, _)) in devices.iter().take(2).enumerate() {
+        let now = t0 + Duration::from_millis(n as u64);
+        let mut i = Initiator::new(k.clone(), hub_public, now);
+        handshake(&mut i, &mut r, now);
+        inits.push(i);
+    }
+    // d0 again: its old session becomes the replaced one (3 sessions now).
+    let now = t0 + Duration::from_millis(10);
+    let mut d0b = Initiator::new(devices[0].0.clone(), hub_public, now);
+    handshake(&mut d0b, &mut r, now);
+    assert_eq!(r.session_count(), 3);
+    // d2: over the bound, the replaced d0 session goes first.
+    let now = t0 + Duration::from_millis(20);
+    let mut d2 = Initiator::new(devices[2].0.clone(), hub_public, now);
+    handshake(&mut d2, &mut r, now);
+    assert_eq!(r.session_count(), 3);
+    let old_d0 = inits[0].seal(b"x", now).unwrap();
+    assert_eq!(refused(feed(&mut r, &old_d0, now)), Reason::UnknownSession);
+    // d3: no replaced session left, the oldest (d1) goes.
+    let now = t0 + Duration::from_millis(30);
+    let mut d3 = Initiator::new(devices[3].0.clone(), hub_public, now);
+    handshake(&mut d3, &mut r, now);
+    assert_eq!(r.session_count(), 3);
+    let d1 = inits[1].seal(b"x", now).unwrap();
+    assert_eq!(refused(feed(&mut r, &d1, now)), Reason::UnknownSession);
+    for i in [&mut d0b, &mut d2, &mut d3] {
+        let d = i.seal(b"still here", now).unwrap();
+        opened(feed(&mut r, &d, now));
+    }
+}
+
+#[test]
+fn state_machines_can_move_to_another_thread() {
+    fn is_send<T: Send>() {}
+    is_send::<Initiator>();
+    is_send::<Responder>();
+}
