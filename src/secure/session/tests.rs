@@ -491,3 +491,66 @@ fn state_machines_can_move_to_another_thread() {
     is_send::<Initiator>();
     is_send::<Responder>();
 }
+
+/// Not a test: the cost of sealing and opening, for the benchmark budget. Run with
+/// `cargo test --release --no-default-features --lib seal_open_rate -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn seal_open_rate() {
+    let s = setup();
+    let (mut i, mut r) = (s.initiator(), s.responder());
+    let t = Instant::now();
+    let n_hs = 200;
+    for k in 0..n_hs {
+        let now = s.t0 + Duration::from_millis(k);
+        let mut x = Initiator::new(s.dev_private.clone(), s.hub_public, now);
+        handshake(&mut x, &mut r, now);
+    }
+    let per_hs = t.elapsed() / n_hs as u32;
+    let now = s.t0 + Duration::from_secs(1);
+    i = Initiator::new(s.dev_private.clone(), s.hub_public, now);
+    handshake(&mut i, &mut r, now);
+    for size in [1432usize, 65_032] {
+        let plain = vec![0x5a; size];
+        let n = (200_000_000 / size).max(1000);
+        let t = Instant::now();
+        let mut ds = Vec::with_capacity(1000);
+        let mut opened_bytes = 0usize;
+        for k in 0..n {
+            ds.push(i.seal(&plain, now).unwrap());
+            if ds.len() == 1000 || k == n - 1 {
+                for d in ds.drain(..) {
+                    if let Outcome::Opened { plaintext, .. } = r.handle_datagram(from(), &d, now) {
+                        opened_bytes += plaintext.len();
+                    }
+                }
+            }
+        }
+        let el = t.elapsed();
+        assert_eq!(opened_bytes, n * size);
+        println!(
+            "seal+open {size} B: {:.2} us per datagram, {:.0} MB/s",
+            el.as_secs_f64() * 1e6 / n as f64,
+            (n * size) as f64 / el.as_secs_f64() / 1e6
+        );
+    }
+    println!("handshake (both sides): {per_hs:?}");
+}
+
+#[test]
+fn a_forged_response_does_not_spoil_the_handshake() {
+    let s = setup();
+    let (mut i, mut r) = (s.initiator(), s.responder());
+    let init = i.poll_transmit(s.t0).unwrap();
+    let Outcome::Reply(resp) = feed(&mut r, &init, s.t0) else {
+        panic!()
+    };
+    // An injector that read the initiation's index off the air answers first with garbage
+    // (snow restores its handshake state after a failed read).
+    let sender = u32::from_le_bytes(init[4..8].try_into().unwrap());
+    let forged = wire::emit_response(1234, sender, &[0x42; wire::RESPONSE_NOISE_LEN]);
+    assert_eq!(i.handle_datagram(&forged, s.t0), Err(Reason::BadHandshake));
+    assert!(!i.is_established());
+    assert_eq!(i.handle_datagram(&resp, s.t0).unwrap(), None);
+    assert!(i.is_established());
+}
