@@ -498,7 +498,7 @@ fn state_machines_can_move_to_another_thread() {
 #[ignore]
 fn seal_open_rate() {
     let s = setup();
-    let (mut i, mut r) = (s.initiator(), s.responder());
+    let mut r = s.responder();
     let t = Instant::now();
     let n_hs = 200;
     for k in 0..n_hs {
@@ -508,7 +508,7 @@ fn seal_open_rate() {
     }
     let per_hs = t.elapsed() / n_hs as u32;
     let now = s.t0 + Duration::from_secs(1);
-    i = Initiator::new(s.dev_private.clone(), s.hub_public, now);
+    let mut i = Initiator::new(s.dev_private.clone(), s.hub_public, now);
     handshake(&mut i, &mut r, now);
     for size in [1432usize, 65_032] {
         let plain = vec![0x5a; size];
