@@ -40,6 +40,7 @@ pub mod media;
 pub mod mqtt;
 pub mod proto;
 pub mod relay;
+pub mod secure;
 pub mod shutdown;
 pub mod wire;
 
