@@ -2,9 +2,12 @@
 //! ([`super::seed_reassembly`]) and the framed format ([`super::framed_receiver`]), told
 //! apart by a datagram's first bytes (the framed magic `UHFR`; a seed datagram is a 4- or
 //! 8-byte header, a JPEG starting `FF D8`, or data of a frame in progress from its sender,
-//! which keeps going to the seed reassembler).
+//! which keeps going to the seed reassembler). With keys ([`ImageReceiver::with_security`])
+//! secure datagrams go to [`super::secure_image`], and unauthenticated ones are refused
+//! except from the trusted ranges.
 
 use super::framed_receiver::{FramedConfig, FramedEvent, FramedReceiver};
+use super::secure_image::{Refusal, SecureImage, SecurityConfig};
 use super::seed_reassembly::{SeedConfig, SeedEvent, SeedReassembler};
 pub use super::Outcome;
 use super::Transmit;
@@ -38,11 +41,17 @@ impl Default for ImageConfig {
 pub enum ImageEvent {
     Seed(SeedEvent),
     Framed(FramedEvent),
+    /// A datagram dropped without a reply (keys required: see [`super::secure_image`]).
+    Refused {
+        from: SocketAddr,
+        reason: Refusal,
+    },
 }
 
 impl ImageEvent {
     pub fn from(&self) -> SocketAddr {
         match self {
+            ImageEvent::Refused { from, .. } => *from,
             ImageEvent::Seed(
                 SeedEvent::Frame { from, .. }
                 | SeedEvent::Corrupt { from, .. }
@@ -67,7 +76,8 @@ impl ImageEvent {
             ImageEvent::Seed(SeedEvent::Dropped { .. })
             | ImageEvent::Framed(FramedEvent::Dropped { .. }) => Outcome::Dropped,
             ImageEvent::Seed(SeedEvent::Rejected { .. })
-            | ImageEvent::Framed(FramedEvent::Rejected { .. }) => Outcome::Rejected,
+            | ImageEvent::Framed(FramedEvent::Rejected { .. })
+            | ImageEvent::Refused { .. } => Outcome::Rejected,
         }
     }
 
@@ -85,13 +95,14 @@ impl ImageEvent {
 
     /// Events that happen on every lost seed header (stray data) are too many to log at
     /// warning level.
+    /// Refusals of unauthenticated datagrams, too (a flood of them must not fill the log).
     pub fn is_noise(&self) -> bool {
         matches!(
             self,
             ImageEvent::Seed(SeedEvent::Rejected {
                 reason: super::seed_reassembly::Rejection::Stray { .. },
                 ..
-            })
+            }) | ImageEvent::Refused { .. }
         )
     }
 }
@@ -101,6 +112,9 @@ impl fmt::Display for ImageEvent {
         match self {
             ImageEvent::Seed(e) => e.fmt(f),
             ImageEvent::Framed(e) => e.fmt(f),
+            ImageEvent::Refused { from, reason } => {
+                write!(f, "refused a datagram from {from}: {}", reason.as_str())
+            }
         }
     }
 }
@@ -109,6 +123,7 @@ impl fmt::Display for ImageEvent {
 pub struct ImageReceiver {
     seed: SeedReassembler,
     framed: FramedReceiver,
+    secure: Option<SecureImage>,
 }
 
 impl ImageReceiver {
@@ -120,16 +135,35 @@ impl ImageReceiver {
                 max_partial_bytes: config.max_partial_bytes,
                 ..SeedConfig::default()
             }),
-            framed: FramedReceiver::new(FramedConfig {
-                max_frame_bytes: config.max_frame_bytes,
-                frame_timeout: config.frame_timeout,
-                max_partial_bytes: config.max_partial_bytes,
-                ..FramedConfig::default()
-            }),
+            framed: FramedReceiver::new(framed_config(&config)),
+            secure: None,
+        }
+    }
+
+    /// A receiver that requires keys: see [`super::secure_image`].
+    pub fn with_security(config: ImageConfig, security: SecurityConfig) -> Self {
+        ImageReceiver {
+            secure: Some(SecureImage::new(security, framed_config(&config))),
+            ..ImageReceiver::new(config)
+        }
+    }
+
+    /// New authorized keys (after a reload); nothing without keys.
+    pub fn set_keys(&mut self, keys: std::sync::Arc<crate::secure::authorized::AuthorizedKeys>) {
+        if let Some(s) = &mut self.secure {
+            s.set_keys(keys);
         }
     }
 
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        if let Some(secure) = &mut self.secure {
+            if SecureImage::is_secure(data) {
+                return secure.handle_datagram(from, data, now);
+            }
+            if !secure.allows_plain(from) {
+                return secure.refuse_plain(from);
+            }
+        }
         if framed::is_framed(data) && !self.seed.has_partial(from) {
             self.framed.handle_datagram(from, data, now);
         } else {
@@ -140,21 +174,29 @@ impl ImageReceiver {
     /// When [`ImageReceiver::handle_timeout`] should next be called: the earlier of the
     /// two formats' timers.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.seed.poll_timeout(), self.framed.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.seed.poll_timeout(),
+            self.framed.poll_timeout(),
+            self.secure.as_ref().and_then(SecureImage::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.seed.handle_timeout(now);
         self.framed.handle_timeout(now);
+        if let Some(s) = &mut self.secure {
+            s.handle_timeout(now);
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.seed
             .poll_transmit()
             .or_else(|| self.framed.poll_transmit())
+            .or_else(|| self.secure.as_mut()?.poll_transmit())
     }
 
     pub fn poll_event(&mut self) -> Option<ImageEvent> {
@@ -162,11 +204,29 @@ impl ImageReceiver {
             .poll_event()
             .map(ImageEvent::Seed)
             .or_else(|| self.framed.poll_event().map(ImageEvent::Framed))
+            .or_else(|| {
+                let s = self.secure.as_mut()?;
+                s.poll_event().map(ImageEvent::Framed).or_else(|| {
+                    s.poll_refused()
+                        .map(|(from, reason)| ImageEvent::Refused { from, reason })
+                })
+            })
     }
 
     /// Bytes held by partial frames of both formats.
     pub fn partial_bytes(&self) -> usize {
-        self.seed.partial_bytes() + self.framed.partial_bytes()
+        self.seed.partial_bytes()
+            + self.framed.partial_bytes()
+            + self.secure.as_ref().map_or(0, SecureImage::partial_bytes)
+    }
+}
+
+fn framed_config(config: &ImageConfig) -> FramedConfig {
+    FramedConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        frame_timeout: config.frame_timeout,
+        max_partial_bytes: config.max_partial_bytes,
+        ..FramedConfig::default()
     }
 }
 

@@ -54,6 +54,7 @@
 //!   those timestamps in memory only). WireGuard has the same rule.
 
 pub mod authorized;
+pub mod cidr;
 pub mod keys;
 pub mod replay;
 pub mod session;

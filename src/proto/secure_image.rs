@@ -1,0 +1,440 @@
+//! The image port with keys (`hub --key --authorized-keys`): encrypted framed datagrams
+//! from authorized devices, silence for everyone else.
+//!
+//! Secure datagrams ([`crate::secure::wire`], magic `UHS`) go to the
+//! [`Responder`]: a handshake initiation from an authorized key is answered (a response
+//! smaller than the initiation), a transport datagram that authenticates gives back the
+//! plain framed datagram inside, which a framed receiver of its own reassembles. A frame it
+//! delivers carries the name the authorized-keys file gives the device's key, whatever name
+//! the plaintext claims: a device cannot take another's name. The receiver's acks and
+//! nacks are sealed in the device's session before they go back.
+//!
+//! Unauthenticated datagrams (plain framed, every seed format) are refused, silently (no
+//! reply), except from the `--allow-plain` ranges. Every refusal is reported as an event
+//! so the service can count it.
+//!
+//! Handshakes cost the hub X25519 operations, so initiations are rate-limited per source
+//! address: [`INITIATIONS_PER_S`] shared by the addresses sending them, each at most
+//! [`INITIATION_BURST`] at once; one past its share is dropped before any cryptography.
+//!
+//! No socket, no clock: the time is passed in.
+
+use super::budget::SharedBudget;
+use super::framed_receiver::{FramedConfig, FramedEvent, FramedReceiver};
+use super::Transmit;
+use crate::secure::authorized::AuthorizedKeys;
+use crate::secure::cidr::Cidr;
+use crate::secure::keys::PrivateKey;
+use crate::secure::session::{Outcome, Reason, Responder, SessionId};
+use crate::secure::wire as secure_wire;
+use crate::wire::framed;
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Handshake initiations per second, shared by every source address sending them.
+pub const INITIATIONS_PER_S: u64 = 200;
+/// Initiations one source address may send at once.
+pub const INITIATION_BURST: u64 = 10;
+/// Device addresses remembered with their session, at most (for sealing replies).
+const MAX_ADDRESSES: usize = 8192;
+
+/// What the hub needs to require keys.
+#[derive(Clone)]
+pub struct SecurityConfig {
+    /// The hub's own private key (`--key`).
+    pub key: PrivateKey,
+    /// The devices allowed (`--authorized-keys`).
+    pub keys: Arc<AuthorizedKeys>,
+    /// Ranges whose unauthenticated datagrams are still accepted (`--allow-plain`).
+    pub allow_plain: Vec<Cidr>,
+}
+
+/// Why a datagram was dropped without a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The responder refused a secure datagram.
+    Secure(Reason),
+    /// An initiation past its source's share of the handshake rate.
+    HandshakeRate,
+    /// An unauthenticated datagram from outside `--allow-plain`.
+    Plain,
+    /// Authenticated, but the plaintext inside is not a framed data datagram.
+    NotFramed,
+}
+
+impl Refusal {
+    /// A short label for counters and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Secure(r) => r.as_str(),
+            Refusal::HandshakeRate => "handshake_rate",
+            Refusal::Plain => "unauthenticated",
+            Refusal::NotFramed => "not_framed_inside",
+        }
+    }
+}
+
+/// The secure side of the image port. See the module documentation.
+pub struct SecureImage {
+    responder: Responder,
+    framed: FramedReceiver,
+    /// The session each device address last spoke in.
+    sessions: HashMap<SocketAddr, SessionId>,
+    allow_plain: Vec<Cidr>,
+    initiations: SharedBudget<IpAddr>,
+    transmits: VecDeque<Transmit>,
+    refused: VecDeque<(SocketAddr, Refusal)>,
+}
+
+impl SecureImage {
+    pub fn new(security: SecurityConfig, framed: FramedConfig) -> Self {
+        SecureImage {
+            responder: Responder::new(security.key, security.keys),
+            framed: FramedReceiver::new(framed),
+            sessions: HashMap::new(),
+            allow_plain: security.allow_plain,
+            initiations: SharedBudget::new(INITIATIONS_PER_S, INITIATION_BURST),
+            transmits: VecDeque::new(),
+            refused: VecDeque::new(),
+        }
+    }
+
+    /// New authorized keys (a reload): a removed key's sessions end at once.
+    pub fn set_keys(&mut self, keys: Arc<AuthorizedKeys>) {
+        self.responder.set_keys(keys);
+    }
+
+    /// Whether an unauthenticated datagram from `from` may be looked at.
+    pub fn allows_plain(&self, from: SocketAddr) -> bool {
+        self.allow_plain.iter().any(|c| c.contains(from.ip()))
+    }
+
+    /// Whether `data` is a secure datagram (for this side to take).
+    pub fn is_secure(data: &[u8]) -> bool {
+        data.len() > secure_wire::MAGIC.len() && data[..3] == secure_wire::MAGIC
+    }
+
+    /// Count an unauthenticated datagram refused.
+    pub fn refuse_plain(&mut self, from: SocketAddr) {
+        self.refused.push_back((from, Refusal::Plain));
+    }
+
+    /// One secure datagram from `from`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        let is_init = data.get(3) == Some(&1);
+        if is_init && !self.initiations.try_take(&from.ip(), 1, now) {
+            return self.refused.push_back((from, Refusal::HandshakeRate));
+        }
+        match self.responder.handle_datagram(from, data, now) {
+            Outcome::Reply(response) => self.transmits.push_back(Transmit {
+                to: from,
+                payload: Cow::Owned(response),
+            }),
+            Outcome::Refused(reason) => self.refused.push_back((from, Refusal::Secure(reason))),
+            Outcome::Opened {
+                session, plaintext, ..
+            } => {
+                if !framed::is_framed(&plaintext) {
+                    return self.refused.push_back((from, Refusal::NotFramed));
+                }
+                if self.sessions.len() >= MAX_ADDRESSES && !self.sessions.contains_key(&from) {
+                    self.sessions.clear();
+                }
+                self.sessions.insert(from, session);
+                self.framed.handle_datagram(from, &plaintext, now);
+                self.seal_replies();
+            }
+        }
+    }
+
+    /// The framed receiver's replies, sealed in the session of the address they go to
+    /// (one whose session ended gets none).
+    fn seal_replies(&mut self) {
+        while let Some(t) = self.framed.poll_transmit() {
+            let Some(&session) = self.sessions.get(&t.to) else {
+                continue;
+            };
+            if let Some(sealed) = self.responder.seal(session, &t.payload) {
+                self.transmits.push_back(Transmit {
+                    to: t.to,
+                    payload: Cow::Owned(sealed),
+                });
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.framed.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.framed.handle_timeout(now);
+        self.seal_replies();
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next refusal, to count.
+    pub fn poll_refused(&mut self) -> Option<(SocketAddr, Refusal)> {
+        self.refused.pop_front()
+    }
+
+    /// The next framed event, a delivered frame named by its device's key.
+    pub fn poll_event(&mut self) -> Option<FramedEvent> {
+        let mut event = self.framed.poll_event()?;
+        if let FramedEvent::Frame { from, name, .. } = &mut event {
+            *name = self
+                .sessions
+                .get(from)
+                .and_then(|s| self.responder.name_of(*s))
+                .cloned();
+        }
+        Some(event)
+    }
+
+    pub fn partial_bytes(&self) -> usize {
+        self.framed.partial_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jpegcheck::filler_jpeg;
+    use crate::proto::framed_sender::{FramedSender, SenderConfig, SenderEvent};
+    use crate::proto::image_receiver::{ImageConfig, ImageEvent, ImageReceiver};
+    use crate::secure::keys::{generate, PublicKey};
+    use crate::secure::session::Initiator;
+    use crate::wire::name::SourceName;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    const HUB: &str = "127.0.0.1:9999";
+    const CAMERA: &str = "127.0.0.1:40000";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn keys_for(entries: &[(&PublicKey, &str)]) -> Arc<AuthorizedKeys> {
+        let by_key: HashMap<PublicKey, SourceName> = entries
+            .iter()
+            .map(|(k, n)| (**k, SourceName::parse(n).unwrap()))
+            .collect();
+        Arc::new(AuthorizedKeys { by_key })
+    }
+
+    /// A device: a framed sender whose datagrams go through its initiator.
+    struct Device {
+        at: SocketAddr,
+        sender: FramedSender,
+        secure: Initiator,
+    }
+
+    impl Device {
+        fn new(at: &str, key: PrivateKey, hub: PublicKey, claim: &str, now: Instant) -> Device {
+            let config = SenderConfig {
+                name: Some(SourceName::parse(claim).unwrap()),
+                ..SenderConfig::default()
+            };
+            Device {
+                at: addr(at),
+                sender: FramedSender::new(config, addr(HUB), 7, now),
+                secure: Initiator::new(key, hub, now),
+            }
+        }
+
+        /// Everything the device would send now: handshakes, then sealed chunks.
+        fn outgoing(&mut self, now: Instant) -> Vec<Vec<u8>> {
+            let mut out = Vec::new();
+            out.extend(self.secure.poll_transmit(now));
+            if self.secure.is_established() {
+                while let Some(c) = self.sender.poll_chunk(now) {
+                    let plain = [&c.header[..], c.payload()].concat();
+                    out.extend(self.secure.seal(&plain, now));
+                }
+                out.extend(self.secure.poll_transmit(now));
+            }
+            out
+        }
+
+        fn incoming(&mut self, datagram: &[u8], now: Instant) {
+            if let Ok(Some(plain)) = self.secure.handle_datagram(datagram, now) {
+                self.sender.handle_datagram(&plain, now);
+            }
+        }
+    }
+
+    /// Run device <-> hub exchanges until quiet (bounded); the hub's events.
+    fn exchange(dev: &mut Device, hub: &mut ImageReceiver, now: Instant) -> Vec<ImageEvent> {
+        let mut events = Vec::new();
+        for _ in 0..20 {
+            let out = dev.outgoing(now);
+            let mut back = Vec::new();
+            for d in &out {
+                hub.handle_datagram(dev.at, d, now);
+                while let Some(t) = hub.poll_transmit() {
+                    assert!(t.payload.len() <= d.len().max(64), "no amplification");
+                    back.push(t.payload.into_owned());
+                }
+            }
+            events.extend(std::iter::from_fn(|| hub.poll_event()));
+            for b in &back {
+                dev.incoming(b, now);
+            }
+            if out.is_empty() && back.is_empty() {
+                break;
+            }
+        }
+        events
+    }
+
+    fn delivered(events: &[ImageEvent]) -> Vec<Option<String>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ImageEvent::Framed(FramedEvent::Frame { name, .. }) => {
+                    Some(name.as_ref().map(|n| n.to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn refusals(events: &[ImageEvent]) -> Vec<&'static str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ImageEvent::Refused { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_authorized_device_delivers_under_its_file_name_and_nothing_else_gets_in() {
+        let now = Instant::now();
+        let (hub_key, hub_public) = generate().unwrap();
+        let (cam_key, cam_public) = generate().unwrap();
+        let (door_key, door_public) = generate().unwrap();
+        let keys = keys_for(&[(&cam_public, "garden"), (&door_public, "door")]);
+        let mut hub = ImageReceiver::with_security(
+            ImageConfig::default(),
+            SecurityConfig {
+                key: hub_key,
+                keys: keys.clone(),
+                allow_plain: vec!["10.0.0.0/8".parse().unwrap()],
+            },
+        );
+        // the garden camera claims to be "door" in its plaintext: the file's name wins
+        let mut cam = Device::new(CAMERA, cam_key, hub_public, "door", now);
+        let jpeg = filler_jpeg(5000, 1);
+        cam.sender.send_frame(Arc::new(jpeg.clone()), now).unwrap();
+        let events = exchange(&mut cam, &mut hub, now);
+        assert_eq!(delivered(&events), [Some("garden".to_string())]);
+        assert!(matches!(
+            cam.sender.poll_event(),
+            Some(SenderEvent::Acked { .. })
+        ));
+
+        // a forged plain framed datagram with the camera's address and stream id: refused
+        let mut forger = FramedSender::new(SenderConfig::default(), addr(HUB), 7, now);
+        forger
+            .send_frame(Arc::new(filler_jpeg(500, 9)), now)
+            .unwrap();
+        let forged = forger.poll_transmit(now).unwrap();
+        hub.handle_datagram(addr(CAMERA), &forged.payload, now);
+        assert!(hub.poll_transmit().is_none(), "silence");
+        let events: Vec<_> = std::iter::from_fn(|| hub.poll_event()).collect();
+        assert_eq!(refusals(&events), ["unauthenticated"]);
+        // ... but from a trusted range it is taken, as before
+        hub.handle_datagram(addr("10.1.2.3:5000"), &forged.payload, now);
+        let events: Vec<_> = std::iter::from_fn(|| hub.poll_event()).collect();
+        assert_eq!(delivered(&events), [None], "a plain sender has no name");
+        let ack = hub.poll_transmit().expect("the trusted sender's ack");
+        assert_eq!(ack.to, addr("10.1.2.3:5000"));
+
+        // the next genuine frame, replayed and tampered with on the way
+        cam.sender.send_frame(Arc::new(jpeg.clone()), now).unwrap();
+        let out = cam.outgoing(now);
+        assert_eq!(out.len(), 4, "5000 bytes in 1400-byte chunks");
+        let mut flipped = out[1].clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        hub.handle_datagram(cam.at, &flipped, now);
+        for d in &out {
+            hub.handle_datagram(cam.at, d, now);
+        }
+        hub.handle_datagram(cam.at, &out[0], now + Duration::from_secs(5));
+        let events: Vec<_> = std::iter::from_fn(|| hub.poll_event()).collect();
+        assert_eq!(delivered(&events), [Some("garden".to_string())], "once");
+        assert_eq!(refusals(&events), ["tampered", "replayed"]);
+        let acks: Vec<Transmit> = std::iter::from_fn(|| hub.poll_transmit()).collect();
+        assert!(
+            !acks.is_empty() && acks.iter().all(|t| t.to == cam.at),
+            "sealed to the camera"
+        );
+
+        // an unknown key: no answer at all
+        let (stranger, _) = generate().unwrap();
+        let mut s = Device::new("127.0.0.1:40001", stranger, hub_public, "garden", now);
+        for d in s.outgoing(now) {
+            hub.handle_datagram(s.at, &d, now);
+            assert!(
+                hub.poll_transmit().is_none(),
+                "silence toward an unknown key"
+            );
+        }
+        let events: Vec<_> = std::iter::from_fn(|| hub.poll_event()).collect();
+        assert_eq!(refusals(&events), ["unknown_key"]);
+
+        // the door device is revoked: its session's next datagram is refused
+        let mut door = Device::new("127.0.0.1:40002", door_key, hub_public, "door", now);
+        door.sender.send_frame(Arc::new(jpeg.clone()), now).unwrap();
+        assert_eq!(
+            delivered(&exchange(&mut door, &mut hub, now)),
+            [Some("door".into())]
+        );
+        hub.set_keys(keys_for(&[(&cam_public, "garden")]));
+        door.sender.send_frame(Arc::new(jpeg), now).unwrap();
+        let events = exchange(&mut door, &mut hub, now);
+        assert!(delivered(&events).is_empty());
+        assert!(
+            refusals(&events).contains(&"unknown_session"),
+            "{:?}",
+            refusals(&events)
+        );
+    }
+
+    #[test]
+    fn initiations_past_a_sources_share_are_dropped_before_any_cryptography() {
+        let now = Instant::now();
+        let (hub_key, hub_public) = generate().unwrap();
+        let (dev_key, dev_public) = generate().unwrap();
+        let mut hub = SecureImage::new(
+            SecurityConfig {
+                key: hub_key,
+                keys: keys_for(&[(&dev_public, "cam")]),
+                allow_plain: Vec::new(),
+            },
+            FramedConfig::default(),
+        );
+        let mut dev = Initiator::new(dev_key, hub_public, now);
+        let init = dev.poll_transmit(now).unwrap();
+        for _ in 0..100 {
+            hub.handle_datagram(addr(CAMERA), &init, now);
+        }
+        let refused: Vec<_> = std::iter::from_fn(|| hub.poll_refused()).collect();
+        let rate = refused
+            .iter()
+            .filter(|(_, r)| *r == Refusal::HandshakeRate)
+            .count();
+        assert_eq!(rate as u64, 100 - INITIATION_BURST);
+        assert_eq!(hub.responder.handshakes().attempted, INITIATION_BURST);
+    }
+}
