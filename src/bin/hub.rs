@@ -12,7 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::hub::HubConfig;
+use udphub::hub::{HubConfig, SecuritySettings};
+use udphub::secure::cidr::Cidr;
 use udphub::shutdown::Shutdown;
 
 /// Receive camera frames and telemetry from small devices.
@@ -119,6 +120,25 @@ struct Args {
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     msg_budget_burst_bytes: u64,
     // -- end of issue 11 flags --
+    /// The hub's private key (written by `udphub-keygen FILE`); requires --authorized-keys.
+    #[arg(long, value_name = "FILE", requires = "authorized_keys")]
+    key: Option<PathBuf>,
+    /// Require keys: one device per line, `<public key> <name>` (`#` comments); the name
+    /// the file gives a key is the device's name. Reloaded on SIGHUP and within a second of
+    /// a change. Unauthenticated datagrams and connections (plain framed, every seed format,
+    /// the TCP stream, messages) are then refused silently, except from --allow-plain.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    authorized_keys: Option<PathBuf>,
+    /// With --authorized-keys, address ranges (CIDR, comma-separated, e.g.
+    /// 192.168.1.0/24,10.0.0.7) whose unauthenticated senders are still taken, for legacy
+    /// senders on a trusted subnet.
+    #[arg(
+        long,
+        value_name = "CIDR,...",
+        value_delimiter = ',',
+        requires = "authorized_keys"
+    )]
+    allow_plain: Vec<Cidr>,
     /// Publish to this MQTT broker: `mqtt://[user[:password]@]host[:port]` (port 1883 by
     /// default). Telemetry, frame events, a retained JPEG and state per source, and this
     /// hub's status (see the README's MQTT section). A broker that is away is retried; the
@@ -171,6 +191,14 @@ impl Args {
             save_max_bytes: self.save_max_bytes,
             msg_budget_bytes_per_s: self.msg_budget_bytes_per_s,
             msg_budget_burst_bytes: self.msg_budget_burst_bytes,
+            security: match (&self.key, &self.authorized_keys) {
+                (Some(key), Some(authorized_keys)) => Some(SecuritySettings {
+                    key: key.clone(),
+                    authorized_keys: authorized_keys.clone(),
+                    allow_plain: self.allow_plain.clone(),
+                }),
+                _ => None,
+            },
             ..HubConfig::default()
         }
     }
@@ -183,6 +211,12 @@ fn main() -> ExitCode {
     if let Err(e) = shutdown.install_signal_handler() {
         eprintln!("hub: cannot install the Ctrl-C handler: {e}");
         return ExitCode::FAILURE;
+    }
+    if args.authorized_keys.is_some() {
+        if let Err(e) = udphub::hub::reload::install_sighup() {
+            eprintln!("hub: cannot install the SIGHUP handler: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let mqtt = match mqtt_config(&args) {
         Ok(m) => m,

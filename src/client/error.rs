@@ -52,6 +52,12 @@ pub enum ClientError {
     #[error(transparent)]
     Media(#[from] MediaError),
     /// The socket to the hub cannot be opened.
+    /// Keys with a seed format.
+    #[error("--key works with --protocol framed only (the seed formats have no keys)")]
+    KeysNeedFramed,
+    /// `--key` cannot be read or is not a private key.
+    #[error("--key: {0}")]
+    Key(#[from] crate::secure::keys::KeyError),
     #[error("cannot open a socket for {hub}: {source}")]
     OpenSocket { hub: SocketAddr, source: io::Error },
     /// A thread of the run cannot be started (`what`: "capture thread", "stdin reader"...).

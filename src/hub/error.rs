@@ -38,6 +38,12 @@ pub enum HubError {
     /// `--save-dir` cannot be created or written.
     #[error("--save-dir {}: {source}", path.display())]
     SaveDir { path: PathBuf, source: io::Error },
+    /// `--key` cannot be read or is not a private key.
+    #[error("--key: {0}")]
+    Key(#[from] crate::secure::keys::KeyError),
+    /// `--authorized-keys` cannot be read or has a bad line.
+    #[error("--authorized-keys: {0}")]
+    AuthorizedKeys(#[from] crate::secure::authorized::LoadError),
     /// A thread of the hub cannot be started.
     #[error("cannot start the {thread} thread: {source}")]
     Spawn {

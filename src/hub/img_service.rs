@@ -5,12 +5,18 @@
 //! The loop waits on nothing but the socket, until the receiver's next timer
 //! ([`ImageReceiver::poll_timeout`]: a stalled frame to expire) or one poll interval (to
 //! notice shutdown), whichever is first; all slow work happens on the consumers' threads.
+//!
+//! With keys, it also reloads `--authorized-keys` when asked (SIGHUP) or when the file
+//! changed (looked at every [`reload::CHECK_EVERY`]): a removed key's sessions end at once.
 
 use super::net::{is_timeout, LogLimiter};
+use super::reload;
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{SourceCache, Stats};
 use crate::proto::image_receiver::{ImageConfig, ImageEvent, ImageReceiver, Outcome};
+use crate::proto::secure_image::SecurityConfig;
+use crate::secure::authorized::KeyFile;
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
 use crate::wire::MAX_UDP_PAYLOAD;
 use std::net::UdpSocket;
@@ -22,11 +28,19 @@ use std::time::Instant;
 pub fn run(
     socket: UdpSocket,
     config: ImageConfig,
+    security: Option<(SecurityConfig, KeyFile)>,
     stats: Arc<Stats>,
     sinks: FrameSinks,
     shutdown: Shutdown,
 ) {
-    let mut reassembler = ImageReceiver::new(config);
+    let (mut reassembler, mut key_file) = match security {
+        Some((security, key_file)) => (
+            ImageReceiver::with_security(config, security),
+            Some(key_file),
+        ),
+        None => (ImageReceiver::new(config), None),
+    };
+    let mut next_key_check = Instant::now() + reload::CHECK_EVERY;
     let mut read_timeout = ReadTimeout::new();
     let mut sources = SourceCache::new(Service::Img, stats);
     let mut limiter = LogLimiter::new(10);
@@ -52,6 +66,13 @@ pub fn run(
         if wake.is_some_and(|w| now >= w) {
             reassembler.handle_timeout(now);
         }
+        if let Some(file) = &mut key_file {
+            let asked = reload::take_request();
+            if asked || now >= next_key_check {
+                next_key_check = now + reload::CHECK_EVERY;
+                reload_keys(file, asked, &mut reassembler);
+            }
+        }
         // count and hand on first, then ack: once a sender has its ack, the frame is in
         // the statistics and in every consumer (e.g. the HTTP view's /state and /snapshot)
         while let Some(event) = reassembler.poll_event() {
@@ -64,6 +85,27 @@ pub fn run(
         }
     }
     log::debug!("img: stopped");
+}
+
+/// Reload the authorized keys if `asked` (SIGHUP) or the file changed.
+fn reload_keys(file: &mut KeyFile, asked: bool, reassembler: &mut ImageReceiver) {
+    let result = if asked {
+        file.reload()
+    } else {
+        file.reload_if_changed()
+    };
+    match result {
+        Ok(true) => {
+            log::info!(
+                "keys: {} reloaded: {} devices",
+                file.path().display(),
+                file.keys().len()
+            );
+            reassembler.set_keys(file.keys().clone());
+        }
+        Ok(false) => {}
+        Err(e) => log::warn!("keys: keeping the keys in force: {e}"),
+    }
 }
 
 fn on_event(

@@ -24,6 +24,7 @@ pub mod img_service;
 pub mod msg_log;
 pub mod msg_service;
 pub mod net;
+pub mod reload;
 pub mod save_dir;
 pub mod saver;
 pub mod sinks;
@@ -35,6 +36,8 @@ pub use error::{ConfigError, HubError};
 
 use crate::latest::LatestByKey;
 use crate::proto::image_receiver::ImageConfig;
+use crate::proto::secure_image::SecurityConfig;
+use crate::secure::authorized::KeyFile;
 use crate::shutdown::Shutdown;
 use saver::SaverThread;
 use sinks::FrameSinks;
@@ -85,6 +88,20 @@ pub struct HubConfig {
     pub http_max_viewers: usize,
     /// HTTP connections from one IP address at most; more get a 503.
     pub http_max_conns_per_addr: usize,
+    /// Keys required (`--key`, `--authorized-keys`, `--allow-plain`); `None`: none.
+    pub security: Option<SecuritySettings>,
+}
+
+/// Where the hub's keys are, and who may still send without one.
+#[derive(Clone, Debug)]
+pub struct SecuritySettings {
+    /// The hub's own private key (`--key`).
+    pub key: PathBuf,
+    /// One `<public key> <name>` per device (`--authorized-keys`), reloaded when it
+    /// changes (looked at every second) and on SIGHUP.
+    pub authorized_keys: PathBuf,
+    /// Address ranges whose unauthenticated datagrams and connections are still taken.
+    pub allow_plain: Vec<crate::secure::cidr::Cidr>,
 }
 
 impl Default for HubConfig {
@@ -115,6 +132,7 @@ impl Default for HubConfig {
             http: None,
             http_max_viewers: 16,
             http_max_conns_per_addr: 8,
+            security: None,
         }
     }
 }
@@ -424,6 +442,14 @@ pub fn start_with_taps(
         );
     }
 
+    let mut security = match &config.security {
+        None => None,
+        Some(s) => Some(load_security(s)?),
+    };
+    let allow_plain = security
+        .as_ref()
+        .map(|(sec, _): &(SecurityConfig, KeyFile)| sec.allow_plain.clone());
+
     let mut services = Vec::new();
     let mut service_threads = Vec::new();
     let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
@@ -439,18 +465,22 @@ pub fn start_with_taps(
             max_partial_bytes: config.max_partial_bytes,
         };
         let (stats, sinks, shutdown) = (stats.clone(), sinks.clone(), shutdown.clone());
+        let security = security.take();
         service_threads.push(spawn(
             "img",
-            Box::new(move || img_service::run(socket, image, stats, sinks, shutdown)),
+            Box::new(move || img_service::run(socket, image, security, stats, sinks, shutdown)),
         )?);
         services.push(Service::Img);
     }
     if let Some((socket, _)) = msg {
         let (stats, shutdown, tap) = (stats.clone(), shutdown.clone(), taps.messages);
-        let receiver = crate::proto::msg_receiver::MsgReceiver::with_budget(
+        let mut receiver = crate::proto::msg_receiver::MsgReceiver::with_budget(
             config.msg_budget_bytes_per_s,
             config.msg_budget_burst_bytes,
         );
+        if let Some(ranges) = &allow_plain {
+            receiver = receiver.only_from(ranges.clone());
+        }
         service_threads.push(spawn(
             "msg",
             Box::new(move || msg_service::run(socket, receiver, msg_log, tap, stats, shutdown)),
@@ -463,6 +493,7 @@ pub fn start_with_taps(
             max_conns: config.tcp_max_conns,
             max_conns_per_addr: config.tcp_max_conns_per_addr,
             idle_timeout: config.tcp_idle_timeout,
+            only_from: allow_plain.clone(),
         };
         let (stats, sinks, shutdown) = (stats.clone(), sinks.clone(), shutdown.clone());
         service_threads.push(spawn(
@@ -521,4 +552,34 @@ impl RunningHub {
         summary.saved = saved;
         HubReport { summary }
     }
+}
+
+/// Read `--key` and `--authorized-keys` (errors name the file and what is wrong).
+fn load_security(s: &SecuritySettings) -> Result<(SecurityConfig, KeyFile), HubError> {
+    let loaded = crate::secure::keys::read_private_key(&s.key)?;
+    if loaded.too_open {
+        log::warn!(
+            "--key {}: readable by others than its owner (chmod 600 it)",
+            s.key.display()
+        );
+    }
+    let key_file = KeyFile::load(&s.authorized_keys)?;
+    log::info!(
+        "keys: the hub's public key is {}; {} devices in {}; unauthenticated datagrams {}",
+        loaded.key.public_key(),
+        key_file.keys().len(),
+        s.authorized_keys.display(),
+        if s.allow_plain.is_empty() {
+            "refused".to_string()
+        } else {
+            let ranges: Vec<String> = s.allow_plain.iter().map(ToString::to_string).collect();
+            format!("taken from {} only", ranges.join(", "))
+        }
+    );
+    let config = SecurityConfig {
+        key: loaded.key,
+        keys: key_file.keys().clone(),
+        allow_plain: s.allow_plain.clone(),
+    };
+    Ok((config, key_file))
 }

@@ -109,6 +109,10 @@ pub fn run(
                     log::warn!("msg: {n}-byte datagram from {from}: {e}{suppressed}");
                 }
             }
+            Received::Refused => {
+                sources.get(from).rejected.fetch_add(1, Relaxed);
+                log::debug!("msg: refused {n} bytes from {from}: not in --allow-plain");
+            }
             Received::OverBudget => {
                 sources.get(from).rejected.fetch_add(1, Relaxed);
                 if let Some(suppressed) = over_budget_logs.allow(Instant::now()) {

@@ -39,6 +39,9 @@ pub struct TcpConfig {
     pub max_conns_per_addr: usize,
     /// A connection with no bytes for this long is closed.
     pub idle_timeout: Duration,
+    /// With keys required: the only ranges whose connections are taken (`--allow-plain`;
+    /// the seed stream has no keys).
+    pub only_from: Option<Vec<crate::secure::cidr::Cidr>>,
 }
 
 /// Log lines per second of the TCP service, over all its connections.
@@ -74,6 +77,16 @@ pub fn run(
             break;
         }
         conns.retain(|h| !h.is_finished());
+        if let Some(ranges) = &config.only_from {
+            if !ranges.iter().any(|c| c.contains(peer.ip())) {
+                if let Some(s) = log.allow() {
+                    log::debug!(
+                        "tcp: refusing {peer}: keys are required and it is not in --allow-plain{s}"
+                    );
+                }
+                continue; // dropping the stream closes it
+            }
+        }
         let slot = match table.admit(&stream, peer, Instant::now()) {
             Ok((slot, evicted)) => {
                 // (the limiter is asked only when there is a line to log)

@@ -39,6 +39,7 @@
 
 use super::budget::SharedBudget;
 use super::Transmit;
+use crate::secure::cidr::Cidr;
 use crate::wire::framed_msg::{self, Status};
 use crate::wire::seed_msg::{parse_message, MsgError, LOG_FAILED_REPLY, MSG_ACK};
 use std::borrow::Cow;
@@ -75,6 +76,9 @@ pub enum Received<'a> {
     /// Not a message; its error reply ([`MsgError::reply`]) is queued if it is no longer
     /// than the datagram.
     Invalid(MsgError),
+    /// From outside the ranges allowed when the hub requires keys ([`MsgReceiver::only_from`]):
+    /// not looked at, no reply.
+    Refused,
     /// Past its sender's budget: not looked at, not to be recorded; [`LOG_FAILED_REPLY`] is
     /// queued if it is no longer than the datagram.
     OverBudget,
@@ -99,6 +103,8 @@ pub struct MsgReceiver {
     transmits: VecDeque<Transmit>,
     budget: SharedBudget<IpAddr>,
     withheld: u64,
+    /// With keys required: the only ranges whose (unauthenticated) messages are taken.
+    only_from: Option<Vec<Cidr>>,
 }
 
 impl Default for MsgReceiver {
@@ -125,7 +131,15 @@ impl MsgReceiver {
             transmits: VecDeque::new(),
             budget: SharedBudget::new(bytes_per_s, burst_bytes.max(min_burst)),
             withheld: 0,
+            only_from: None,
         }
+    }
+
+    /// Take messages only from `ranges` (the hub requires keys, and messages have none yet:
+    /// `--allow-plain`); anything else is refused silently.
+    pub fn only_from(mut self, ranges: Vec<Cidr>) -> Self {
+        self.only_from = Some(ranges);
+        self
     }
 
     /// Replies not sent because they would have been longer than what they answered.
@@ -140,6 +154,11 @@ impl MsgReceiver {
         datagram: &'a [u8],
         now: Instant,
     ) -> Received<'a> {
+        if let Some(ranges) = &self.only_from {
+            if !ranges.iter().any(|c| c.contains(from.ip())) {
+                return Received::Refused;
+            }
+        }
         let cost = datagram.len() as u64 + LOG_LINE_OVERHEAD;
         let framed = framed_msg::is_framed_msg(datagram);
         if !self.budget.try_take(&from.ip(), cost, now) {

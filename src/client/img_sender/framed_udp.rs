@@ -5,6 +5,12 @@
 //!
 //! Every rule about the bytes, resends and giving up lives in [`crate::proto::framed_sender`];
 //! what is decided here is only how long to wait and when `stop` ends a wait.
+//!
+//! With keys ([`super::SenderOptions::keys`]) every datagram goes through a
+//! [`crate::secure::session::Initiator`]: the handshake first (chunks wait in the state
+//! machine meanwhile, their deadlines running), then each chunk sealed on its own, and
+//! replies opened before the state machine sees them. A hub that restarted is noticed by
+//! the initiator (nothing authenticated back for a second) and the handshake redone.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,13 +21,50 @@ use std::time::{Duration, Instant};
 use super::{FrameOutcome, ImgSender, LostReason, Protocol, ReplyCounts, SendError};
 use crate::client::udp_link::{Reply, UdpLink, SEND_BATCH};
 use crate::proto::framed_sender::{self, Chunk, SenderConfig, SenderEvent};
+use crate::secure::session::Initiator;
 use crate::shutdown::Shutdown;
 use crate::wire::framed;
+
+/// With keys: the initiator's handshake datagrams, then (once established) every queued
+/// chunk sealed on its own. A send error is left to the resend logic, as without keys.
+fn send_sealed(
+    link: &UdpLink,
+    proto: &mut framed_sender::FramedSender,
+    secure: &mut Initiator,
+    now: Instant,
+) {
+    let send = |d: &[u8]| {
+        if let Err(e) = link.send(d) {
+            log::debug!("framed: send failed: {e}");
+        }
+    };
+    if let Some(init) = secure.poll_transmit(now) {
+        send(&init);
+    }
+    if !secure.is_established() {
+        return;
+    }
+    let mut plain = Vec::new();
+    while let Some(c) = proto.poll_chunk(now) {
+        plain.clear();
+        plain.extend_from_slice(&c.header);
+        plain.extend_from_slice(c.payload());
+        if let Some(sealed) = secure.seal(&plain, now) {
+            send(&sealed);
+        }
+    }
+    // sealing may have started a rehandshake (nothing authenticated back for a while)
+    if let Some(init) = secure.poll_transmit(now) {
+        send(&init);
+    }
+}
 
 /// udphub's framed UDP format over a [`UdpLink`].
 pub struct FramedUdpSender {
     link: UdpLink,
     proto: framed_sender::FramedSender,
+    /// With keys: the session with the hub.
+    secure: Option<Initiator>,
     /// The datagrams of one pump, sent together (kept to reuse its allocation).
     chunks: Vec<Chunk>,
     window: usize,
@@ -46,6 +89,10 @@ impl FramedUdpSender {
         };
         Ok(FramedUdpSender {
             link: UdpLink::open(hub)?,
+            secure: options
+                .keys
+                .as_ref()
+                .map(|k| Initiator::new(k.key.clone(), k.hub, Instant::now())),
             proto: framed_sender::FramedSender::new(
                 config,
                 hub,
@@ -83,11 +130,15 @@ impl FramedUdpSender {
             proto,
             chunks,
             resent: resent_total,
+            secure,
             ..
         } = self;
         let now = Instant::now();
+        if let Some(secure) = secure {
+            send_sealed(link, proto, secure, now);
+        }
         // what is queued goes out SEND_BATCH datagrams per syscall, payloads not copied
-        loop {
+        while secure.is_none() {
             chunks.extend(std::iter::from_fn(|| proto.poll_chunk(now)).take(SEND_BATCH));
             if chunks.is_empty() {
                 break;
@@ -102,9 +153,23 @@ impl FramedUdpSender {
             );
             chunks.clear();
         }
-        let wake = proto.poll_timeout().map_or(until, |t| t.min(until));
-        let got = link.wait_reply_or_stop(wake, stop, |p| {
-            framed::is_framed(p).then(|| proto.handle_datagram(p, Instant::now()))
+        let wake = [
+            proto.poll_timeout(),
+            secure.as_ref().and_then(Initiator::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(until, Instant::min);
+        let got = link.wait_reply_or_stop(wake, stop, |p| match secure {
+            None => framed::is_framed(p).then(|| proto.handle_datagram(p, Instant::now())),
+            Some(secure) => match secure.handle_datagram(p, Instant::now()) {
+                Ok(Some(plain)) => {
+                    framed::is_framed(&plain).then(|| proto.handle_datagram(&plain, Instant::now()))
+                }
+                // the handshake is done: wake up to send what waited for it
+                Ok(None) => Some(()),
+                Err(_) => None,
+            },
         })?;
         if got == Some(Reply::TimedOut) || proto.poll_timeout().is_some_and(|t| t <= Instant::now())
         {

@@ -95,6 +95,16 @@ pub struct SenderOptions {
     pub window: usize,
     /// Framed: the name the hub shows this sender as (seed formats carry none).
     pub name: Option<SourceName>,
+    /// Framed: this device's key and the hub's public key (`--key`, `--hub-key`): every
+    /// datagram encrypted and authenticated ([`crate::secure`]).
+    pub keys: Option<DeviceKeys>,
+}
+
+/// A device's keys for talking to a hub that requires them.
+#[derive(Clone, Debug)]
+pub struct DeviceKeys {
+    pub key: crate::secure::keys::PrivateKey,
+    pub hub: crate::secure::keys::PublicKey,
 }
 
 impl Default for SenderOptions {
@@ -106,6 +116,7 @@ impl Default for SenderOptions {
             chunk_size: framed::DEFAULT_CHUNK_SIZE,
             window: 1,
             name: None,
+            keys: None,
         }
     }
 }

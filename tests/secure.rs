@@ -1,0 +1,215 @@
+//! Keys end to end (issue 12): a hub with `--key --authorized-keys`, cameras with
+//! `img-client --key --hub-key`, keys made by `udphub-keygen`. An authorized camera's frames
+//! are delivered under the name the file gives its key (whatever it claims); a sender
+//! without a key, a seed message and a seed TCP stream get nothing; a key removed from the
+//! file stops working without a restart; a trusted range still gets in without a key.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `udphub-keygen FILE`: the public key it prints.
+fn keygen(file: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_udphub-keygen"))
+        .arg(file)
+        .output()
+        .expect("udphub-keygen");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `img-client --jpeg FRAME --frames N --ack-timeout-ms 500` with `extra` flags; (acked,
+/// the run).
+fn send_frames(hub: &HubProcess, frame: &Path, n: u32, extra: &[&str]) -> (u64, Finished) {
+    let mut args = vec![
+        "--hub".to_string(),
+        hub.img().to_string(),
+        "--jpeg".into(),
+        frame.to_str().unwrap().into(),
+        "--frames".into(),
+        n.to_string(),
+        "--ack-timeout-ms".into(),
+        "500".into(),
+        "--status-interval-ms".into(),
+        "0".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_client(env!("CARGO_BIN_EXE_img-client"), &args, b"");
+    assert!(run.stdout.contains("frames:"), "{}", run.describe());
+    (summary_count(&run.stdout, "frames", "acked"), run)
+}
+
+struct Keys {
+    dir: tempfile::TempDir,
+    hub_public: String,
+    cam_public: String,
+    door_public: String,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let hub_public = keygen(&dir.path().join("hub.key"));
+        let cam_public = keygen(&dir.path().join("cam.key"));
+        let door_public = keygen(&dir.path().join("door.key"));
+        Keys {
+            dir,
+            hub_public,
+            cam_public,
+            door_public,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    fn authorize(&self, lines: &[(&str, &str)]) {
+        let text: String = std::iter::once("# device keys\n".to_string())
+            .chain(lines.iter().map(|(k, n)| format!("{k} {n}\n")))
+            .collect();
+        let tmp = self.dir.path().join("authorized.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("authorized")).unwrap();
+    }
+
+    /// The flags of a camera with key `file`.
+    fn camera(&self, file: &str) -> Vec<String> {
+        vec![
+            "--key".into(),
+            self.path(file),
+            "--hub-key".into(),
+            self.hub_public.clone(),
+        ]
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn only_authorized_cameras_get_in_under_their_file_names_and_a_removed_key_stops() {
+    let keys = Keys::new();
+    keys.authorize(&[(&keys.cam_public, "garden"), (&keys.door_public, "door")]);
+    let save = tempfile::tempdir().unwrap();
+    let frame = keys.dir.path().join("frame.jpg");
+    std::fs::write(&frame, fake_jpeg(20_000, 5)).unwrap();
+    let hub = HubProcess::start(&[
+        "--key",
+        &keys.path("hub.key"),
+        "--authorized-keys",
+        &keys.path("authorized"),
+        "--save-dir",
+        save.path().to_str().unwrap(),
+    ]);
+
+    // the garden camera claims to be "door": the file's name for its key is the one used
+    let mut cam = keys.camera("cam.key");
+    cam.extend(["--name".into(), "door".into()]);
+    let (acked, run) = send_frames(&hub, &frame, 3, &strs(&cam));
+    assert_eq!(acked, 3, "{}", run.describe());
+
+    // no key: nothing acked (silence); a seed message and a seed TCP stream: nothing
+    let (acked, run) = send_frames(&hub, &frame, 2, &[]);
+    assert_eq!(acked, 0, "{}", run.describe());
+    let sock = udp_client();
+    send(&sock, hub.msg(), b"[0, 0, 0, 1]");
+    assert!(
+        sock.recv(&mut [0u8; 64]).is_err(),
+        "no reply to an unauthenticated message"
+    );
+    let mut tcp = tcp_connect(hub.tcp());
+    use std::io::{Read, Write};
+    let _ = tcp.write_all(&tcp_header(10));
+    assert_eq!(
+        tcp.read(&mut [0u8; 16]).unwrap_or(0),
+        0,
+        "the TCP stream is closed at once"
+    );
+
+    // remove the garden key: within a second of the change it stops working
+    keys.authorize(&[(&keys.door_public, "door")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (acked, _) = send_frames(&hub, &frame, 1, &strs(&cam));
+        if acked == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the removed key still works");
+    }
+    // the door camera still does
+    let (acked, run) = send_frames(&hub, &frame, 2, &strs(&keys.camera("door.key")));
+    assert_eq!(acked, 2, "{}", run.describe());
+
+    let (status, stdout, stderr) = hub.stop_with_stderr("INT");
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("garden (udp 127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("door (udp 127.0.0.1:"), "{stdout}");
+    assert!(stderr.contains("reloaded: 1 devices"), "{stderr}");
+    let saved = list_dir(save.path());
+    let named = |p: &str| saved.iter().filter(|n| n.starts_with(p)).count();
+    assert!(named("garden-") >= 3, "{saved:?}");
+    assert_eq!(named("door-"), 2, "{saved:?}");
+    assert_eq!(saved.len(), named("garden-") + named("door-"), "{saved:?}");
+}
+
+#[test]
+fn a_trusted_range_still_gets_in_without_a_key() {
+    let keys = Keys::new();
+    keys.authorize(&[(&keys.cam_public, "garden")]);
+    let frame = keys.dir.path().join("frame.jpg");
+    std::fs::write(&frame, fake_jpeg(5_000, 2)).unwrap();
+    let hub = HubProcess::start(&[
+        "--key",
+        &keys.path("hub.key"),
+        "--authorized-keys",
+        &keys.path("authorized"),
+        "--allow-plain",
+        "127.0.0.0/8",
+    ]);
+    let (acked, run) = send_frames(&hub, &frame, 2, &[]);
+    assert_eq!(acked, 2, "{}", run.describe());
+    let sock = udp_client();
+    send(&sock, hub.msg(), b"[0, 0, 0, 1]");
+    expect_reply(&sock, hub.msg(), b"get the msg", "seed message ack");
+    let (status, _) = hub.stop("INT");
+    assert!(status.success());
+}
+
+#[test]
+fn a_bad_key_setup_is_refused_at_start() {
+    let keys = Keys::new();
+    std::fs::write(keys.dir.path().join("authorized"), "not-a-key garden\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args([
+            "--img-port",
+            "0",
+            "--msg-port",
+            "0",
+            "--tcp-port",
+            "0",
+            "--key",
+            &keys.path("hub.key"),
+            "--authorized-keys",
+            &keys.path("authorized"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--authorized-keys") && err.contains("line 1"),
+        "{err}"
+    );
+    // --key alone is a usage error
+    let out = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["--key", &keys.path("hub.key")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
