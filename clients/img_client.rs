@@ -15,6 +15,7 @@ use udphub::client::img_sender::{Protocol, SenderOptions};
 use udphub::client::stats::{json_line, ImgSummary};
 use udphub::client::{resolve_hub, ClientError};
 use udphub::shutdown::Shutdown;
+use udphub::wire::name::SourceName;
 use udphub::wire::seed_udp::HeaderWidth;
 
 /// Stream camera frames (or a video, images, a test pattern) to the hub as JPEG.
@@ -95,6 +96,11 @@ struct Args {
     /// the default) or 4 (on Windows).
     #[arg(long, default_value_t = 8, value_name = "4|8", value_parser = parse_header_bytes)]
     header_bytes: usize,
+    /// framed: the name the hub shows this camera as (in /state, /metrics, the page, saved
+    /// file names, the stats and the summary): 1-64 characters of A-Z a-z 0-9 . _ -
+    /// (default: this machine's host name). The seed formats carry no name.
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    name: Option<SourceName>,
     /// Preview the frames in a local window (only when a display is available).
     #[arg(long)]
     show: bool,
@@ -149,12 +155,17 @@ impl Args {
                 },
                 chunk_size: self.chunk_size as usize,
                 window: self.window as usize,
+                name: Some(self.name.clone().unwrap_or_else(SourceName::of_this_host)),
             },
             show: self.show,
             status_interval: (self.status_interval_ms > 0)
                 .then(|| Duration::from_millis(self.status_interval_ms)),
         })
     }
+}
+
+fn parse_name(s: &str) -> Result<SourceName, String> {
+    SourceName::parse(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -10,9 +10,11 @@ use std::io::BufReader;
 use std::process::ExitCode;
 use std::time::Duration;
 use udphub::client::msg::{self, Messages, MsgClientConfig};
+use udphub::client::msg_sender::MsgProtocol;
 use udphub::client::resolve_hub;
 use udphub::client::stats::{json_line, MsgSummary};
 use udphub::shutdown::Shutdown;
+use udphub::wire::name::SourceName;
 
 /// Send JSON telemetry messages to the hub, one per UDP datagram.
 ///
@@ -49,10 +51,30 @@ struct Args {
     /// How often the status line is printed on stderr; 0 turns it off.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     status_interval_ms: u64,
+    /// Wire format: framed (udphub's own: the hub records each message exactly once, and
+    /// a message whose reply is lost is sent again) or seed (for a seed server: no
+    /// resends, a seed server would record a resent message twice).
+    #[arg(long, value_enum, default_value_t = MsgFormat::Framed)]
+    protocol: MsgFormat,
+    /// framed: the name the hub shows this sender as (in --msg-log lines, /state, the
+    /// stats): 1-64 characters of A-Z a-z 0-9 . _ - (default: this machine's host name).
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    name: Option<SourceName>,
     /// Print the summary as one JSON object on stdout (for scripts, e.g. the benchmark)
     /// instead of the text; times in microseconds, `null` where there is no value.
     #[arg(long)]
     json_summary: bool,
+}
+
+/// `--protocol`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum MsgFormat {
+    Framed,
+    Seed,
+}
+
+fn parse_name(s: &str) -> Result<SourceName, String> {
+    SourceName::parse(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -76,6 +98,12 @@ fn main() -> ExitCode {
         reply_timeout: Duration::from_millis(args.reply_timeout_ms),
         status_interval: (args.status_interval_ms > 0)
             .then(|| Duration::from_millis(args.status_interval_ms)),
+        protocol: match args.protocol {
+            MsgFormat::Framed => MsgProtocol::Framed {
+                name: args.name.clone().unwrap_or_else(SourceName::of_this_host),
+            },
+            MsgFormat::Seed => MsgProtocol::Seed,
+        },
     };
     let messages = if args.stdin {
         Messages::Lines(Box::new(BufReader::new(std::io::stdin())))

@@ -809,3 +809,107 @@ fn a_viewer_that_stops_reading_is_dropped_and_its_place_freed() {
     assert!(is_jpeg(&next.next_part()));
     drop(stalled);
 }
+
+// ---------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------
+
+/// Run `img-client --jpeg FILE --frames N --name NAME` to completion against `hub`.
+fn send_named(hub: &HubProcess, jpeg: &std::path::Path, frames: u32, name: &str) -> Finished {
+    run_client(
+        env!("CARGO_BIN_EXE_img-client"),
+        &[
+            "--hub",
+            &hub.img().to_string(),
+            "--jpeg",
+            jpeg.to_str().unwrap(),
+            "--frames",
+            &frames.to_string(),
+            "--name",
+            name,
+            "--status-interval-ms",
+            "0",
+        ],
+        b"",
+    )
+}
+
+#[test]
+fn named_cameras_are_shown_and_stored_by_name_and_a_second_claim_is_told_apart() {
+    let save = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let jpeg = files.path().join("frame.jpg");
+    std::fs::write(&jpeg, fake_jpeg(5000, 3)).unwrap();
+    let hub = start_hub(&["--save-dir", save.path().to_str().unwrap()]);
+    let first = send_named(&hub, &jpeg, 3, "door-cam");
+    assert!(first.success(), "{}", first.describe());
+    assert_eq!(summary_count(&first.stdout, "frames", "acked"), 3);
+    // the first camera was heard from just now: a second one claiming its name is told
+    // apart (within NAME_HANDOVER_AFTER, which the whole second run takes far less than)
+    let second = send_named(&hub, &jpeg, 2, "door-cam");
+    assert!(second.success(), "{}", second.describe());
+    let st = state_when(&hub, "two named sources", |st| {
+        st["sources"].as_array().is_some_and(|s| {
+            s.iter()
+                .filter(|s| {
+                    s["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("door-cam"))
+                })
+                .count()
+                == 2
+        })
+    });
+    let mut names: Vec<(String, u64)> = st["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["frames"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [("door-cam".to_string(), 3), ("door-cam#2".to_string(), 2)]
+    );
+    let m = metrics(&hub);
+    assert!(
+        m.iter().any(|(k, v)| k.starts_with("udphub_frames_total{")
+            && k.contains("name=\"door-cam#2\"")
+            && *v == 2.0),
+        "{m:?}"
+    );
+    let (status, stdout, stderr) = hub.stop_with_stderr("INT");
+    assert!(status.success());
+    assert!(stdout.contains("door-cam#2 (udp 127.0.0.1:"), "{stdout}");
+    assert!(
+        stderr.contains("also calls itself \"door-cam\""),
+        "{stderr}"
+    );
+    let saved = list_dir(save.path());
+    let named = |prefix: &str| saved.iter().filter(|n| n.starts_with(prefix)).count();
+    assert_eq!(
+        (named("door-cam-"), named("door-cam+2-")),
+        (3, 2),
+        "{saved:?}"
+    );
+}
+
+#[test]
+fn a_bad_name_is_refused_at_start() {
+    let hub = start_hub(&[]);
+    let files = tempfile::tempdir().unwrap();
+    let jpeg = files.path().join("frame.jpg");
+    std::fs::write(&jpeg, fake_jpeg(500, 1)).unwrap();
+    for bad in ["", "a b", "cam/1", &"x".repeat(65)] {
+        let run = send_named(&hub, &jpeg, 1, bad);
+        assert_eq!(run.status.code(), Some(2), "{bad:?}: {}", run.describe());
+        assert!(run.stderr.contains("--name"), "{bad:?}: {}", run.stderr);
+    }
+    let (_, stdout) = hub.stop("INT");
+    assert!(stdout.contains("images (udp): 0 frames"), "{stdout}");
+}

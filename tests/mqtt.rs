@@ -109,12 +109,14 @@ fn hub_with_mqtt(broker_url: &str, id: &str) -> HubProcess {
 }
 
 /// Send `lines` (one JSON value each) through `msg-client --stdin`; all must be answered.
-fn send_messages(hub: &HubProcess, lines: &[String]) {
+fn send_messages(hub: &HubProcess, name: &str, lines: &[String]) {
     let stdin = lines.join("\n") + "\n";
     let run = run_client(
         env!("CARGO_BIN_EXE_msg-client"),
         &[
             "--stdin",
+            "--name",
+            name,
             "--hub",
             &hub.msg().to_string(),
             "--status-interval-ms",
@@ -158,17 +160,19 @@ fn two_hubs_publish_every_message_once_the_picture_and_their_status() {
             .map(|i| format!(r#"{{"hub": "{hub}", "n": {i}, "battery": 0.{i:02}}}"#))
             .collect()
     };
-    send_messages(&hub_a, &lines("a"));
-    send_messages(&hub_b, &lines("b"));
+    send_messages(&hub_a, "rover-a", &lines("a"));
+    send_messages(&hub_b, "rover-b", &lines("b"));
     // a frame into each hub from img-client, a real JPEG
     let frames_dir = tempfile::tempdir().unwrap();
     let jpeg = real_jpeg(20_000, 7);
     let file = frames_dir.path().join("f.jpg");
     std::fs::write(&file, &jpeg).unwrap();
-    for hub in [&hub_a, &hub_b] {
+    for (hub, name) in [(&hub_a, "cam-a"), (&hub_b, "cam-b")] {
         let run = run_client(
             env!("CARGO_BIN_EXE_img-client"),
             &[
+                "--name",
+                name,
                 "--jpeg",
                 file.to_str().unwrap(),
                 "--frames",
@@ -185,15 +189,18 @@ fn two_hubs_publish_every_message_once_the_picture_and_their_status() {
             && telemetry_of(s, "hubB").len() >= 20
             && s.iter().filter(|p| p.topic.ends_with("/jpeg")).count() >= 2
     });
-    for (id, want) in [("hubA", lines("a")), ("hubB", lines("b"))] {
+    for (id, sender, want) in [
+        ("hubA", "rover-a", lines("a")),
+        ("hubB", "rover-b", lines("b")),
+    ] {
         let got = telemetry_of(&seen, id);
         // one source per hub, every message once, as sent, numbered 1..=20 in order
         let sources: Vec<&str> = got.iter().map(|s| s.topic.as_str()).collect();
         assert!(sources.windows(2).all(|w| w[0] == w[1]), "{sources:?}");
-        assert!(
-            sources[0].starts_with("udphub/udp-127.0.0.1-"),
-            "{}",
-            sources[0]
+        assert_eq!(
+            sources[0],
+            format!("udphub/{sender}/telemetry"),
+            "a named sender's topic"
         );
         assert_eq!(got.iter().map(Seen::text).collect::<Vec<_>>(), want);
         let seqs: Vec<String> = got
@@ -204,6 +211,14 @@ fn two_hubs_publish_every_message_once_the_picture_and_their_status() {
         assert!(got.iter().all(|s| s.property("received_us").is_some()));
     }
     let pictures: Vec<&Seen> = seen.iter().filter(|p| p.topic.ends_with("/jpeg")).collect();
+    let mut picture_topics: Vec<&str> = pictures.iter().map(|p| p.topic.as_str()).collect();
+    picture_topics.sort();
+    picture_topics.dedup();
+    assert_eq!(
+        picture_topics,
+        ["udphub/cam-a/jpeg", "udphub/cam-b/jpeg"],
+        "a named camera's topics use its name"
+    );
     assert!(
         pictures.iter().all(|p| p.payload == jpeg),
         "the pictures are the JPEG sent"
@@ -253,7 +268,7 @@ fn a_broker_away_at_start_or_restarted_stalls_nothing() {
     let hub = hub_with_mqtt(&url, "hubC");
     let batch =
         |from: usize| -> Vec<String> { (from..from + 10).map(|i| format!("[{i}]")).collect() };
-    send_messages(&hub, &batch(0)); // answered without a broker
+    send_messages(&hub, "rover", &batch(0)); // answered without a broker
 
     let broker = Mosquitto::start_on(port).unwrap_or_else(|e| panic!("{e}"));
     let (_sub, rx) = subscribe(port, "sub-1");
@@ -262,7 +277,7 @@ fn a_broker_away_at_start_or_restarted_stalls_nothing() {
         s.iter()
             .any(|p| p.topic == "udphub/hub/hubC/status" && p.payload == b"online")
     });
-    send_messages(&hub, &batch(10));
+    send_messages(&hub, "rover", &batch(10));
     collect_until(&rx, &mut seen, "the second batch", |s| {
         s.iter()
             .any(|p| p.topic.ends_with("/telemetry") && p.payload == b"[19]")
@@ -270,7 +285,7 @@ fn a_broker_away_at_start_or_restarted_stalls_nothing() {
 
     // the broker dies: the hub still answers every message at once
     drop(broker);
-    send_messages(&hub, &batch(20));
+    send_messages(&hub, "rover", &batch(20));
     // and a new broker (no persistence: it knows nothing) gets the retained status again
     let _broker = Mosquitto::start_on(port).unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + WAIT;

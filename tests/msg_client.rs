@@ -125,8 +125,35 @@ fn data_is_sent_count_times_and_answered() {
 fn gives_up_on_a_hub_that_never_answers() {
     // Bound, so nothing is refused, but it never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // framed: each message is resent until its reply timeout, then counted lost
     let run = msg_client(
         &[
+            "--hub",
+            &silent.local_addr().unwrap().to_string(),
+            "--count",
+            "3",
+            "--interval-ms",
+            "0",
+            "--reply-timeout-ms",
+            "200",
+        ],
+        b"",
+    );
+    assert!(!run.status.success(), "{}", run.describe());
+    assert_eq!(
+        count(&run.stdout, "messages", "lost"),
+        3,
+        "{}",
+        run.describe()
+    );
+    let resent = count(&run.stdout, "replies", "resent");
+    assert!(resent >= 3, "{}", run.describe());
+    assert_eq!(drain_nonblocking(&silent).len() as u64, 3 + resent);
+    // seed: a seed server would record a resent message twice, so there is no resend
+    let run = msg_client(
+        &[
+            "--protocol",
+            "seed",
             "--hub",
             &silent.local_addr().unwrap().to_string(),
             "--count",
@@ -172,6 +199,8 @@ fn error_replies_are_printed_and_counted_as_rejected() {
     });
     let run = msg_client(
         &[
+            "--protocol",
+            "seed",
             "--hub",
             &addr.to_string(),
             "--count",

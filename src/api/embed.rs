@@ -22,7 +22,8 @@ const DEFAULT_MESSAGE_QUEUE: usize = 1024;
 pub struct Frame {
     /// Who sent it (service and address).
     pub source: SourceId,
-    /// The sender's name. Not yet on the wire: always `None` for now.
+    /// The name the sender gave (framed senders; `NAME#2` for a second source claiming it),
+    /// `None` for the seed formats.
     pub name: Option<String>,
     /// 1-based, per source; a gap means frames the program did not take in time were
     /// replaced by newer ones (or were lost on the way).
@@ -40,6 +41,8 @@ pub struct Frame {
 pub struct Message {
     /// The sender's address.
     pub source: SocketAddr,
+    /// The name the sender gave (framed messages, `msg-client --name`), as shown.
+    pub name: Option<String>,
     /// The JSON text as it came (valid JSON: the hub checked it).
     pub json: String,
     /// When the hub received it.
@@ -302,7 +305,7 @@ impl Frames {
                 .into_iter()
                 .map(|(source, f)| Frame {
                     source,
-                    name: None,
+                    name: f.name.as_deref().map(str::to_owned),
                     seq: f.seq,
                     jpeg: f.jpeg,
                     captured: None,
@@ -349,6 +352,7 @@ impl Messages {
             if let Some(m) = tap.take(wait) {
                 return Some(Message {
                     source: m.from,
+                    name: m.name.as_deref().map(str::to_owned),
                     json: m.json,
                     received: m.received,
                 });
@@ -401,7 +405,7 @@ mod tests {
             .ack_timeout(LONG)
             .connect()
             .unwrap();
-        assert_eq!(cam.name(), Some("cam-1"));
+        assert_eq!(cam.name(), "cam-1");
         let jpeg = fake_jpeg(5000, 7);
         let d = cam.send_jpeg(&jpeg).unwrap();
         assert!(d.acked && !d.pending && d.lost.is_none(), "{d:?}");
@@ -409,6 +413,11 @@ mod tests {
         let frame = hub.frames().recv_timeout(LONG).expect("a frame");
         assert_eq!(*frame.jpeg, jpeg);
         assert_eq!(frame.seq, 1);
+        assert_eq!(
+            frame.name.as_deref(),
+            Some("cam-1"),
+            "the name came on the wire"
+        );
         assert_eq!(frame.source.addr.port(), cam.local_addr().unwrap().port());
 
         let mut msg = MsgSender::connect(&hub.msg_addr().unwrap().to_string()).unwrap();

@@ -2,6 +2,7 @@
 //! client's framed UDP sender ([`crate::client::img_sender::FramedUdpSender`]) and message
 //! sender ([`crate::client::msg_sender::MsgSender`]).
 
+use crate::wire::name::SourceName;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -135,7 +136,7 @@ pub struct ImageSender {
     /// Never triggered: a program stops by not calling again; waits end at the ack timeout.
     stop: Shutdown,
     hub: SocketAddr,
-    name: Option<String>,
+    name: String,
     window: usize,
 }
 
@@ -148,8 +149,9 @@ pub struct ImageSenderBuilder {
 }
 
 impl ImageSenderBuilder {
-    /// A name for this camera. Kept by the sender ([`ImageSender::name`]); not yet carried
-    /// on the wire (the hub names a source by its address).
+    /// The name the hub shows this camera as (default: this machine's host name): 1-64
+    /// characters of `A-Z a-z 0-9 . _ -`, else [`ImageSenderBuilder::connect`] fails. Carried
+    /// in chunk 0 of every frame.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -192,13 +194,21 @@ impl ImageSenderBuilder {
         if self.options.ack_timeout.is_zero() {
             return Err(invalid("ack timeout must be positive".into()));
         }
+        let name = match &self.name {
+            Some(n) => SourceName::parse(n).map_err(|e| invalid(format!("name {n:?}: {e}")))?,
+            None => SourceName::of_this_host(),
+        };
         let hub = resolve(&self.hub)?;
+        let options = SenderOptions {
+            name: Some(name.clone()),
+            ..self.options
+        };
         Ok(ImageSender {
-            sender: FramedUdpSender::open(hub, &self.options)?,
+            sender: FramedUdpSender::open(hub, &options)?,
             stop: Shutdown::new(),
             hub,
-            name: self.name,
-            window: self.options.window,
+            name: name.to_string(),
+            window: options.window,
         })
     }
 }
@@ -224,8 +234,8 @@ impl ImageSender {
     }
 
     /// The name given to the builder.
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The local address frames leave from (what the hub reports as the source).

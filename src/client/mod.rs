@@ -50,6 +50,21 @@ pub fn resolve_hub(hub: &str) -> Result<SocketAddr, ClientError> {
         })
 }
 
+/// A random 32-bit id for one run of a sender (a framed image stream, a framed message
+/// run): the hub tells a restarted sender from the old one by it. Not secret.
+pub(crate) fn random_run_id() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::error::ClientError;
-use super::msg_sender::{check_line, check_message, Line, MsgOutcome, MsgSender, SEED_MSG_LIMIT};
+use super::msg_sender::{
+    check_line, check_message, Line, MsgOutcome, MsgProtocol, MsgSender, SEED_MSG_LIMIT,
+};
 use super::stats::{
     msg_status_line, msg_summary, spawn_status_printer, MsgStats, RateMeter, SharedMsgStats,
 };
@@ -38,6 +40,8 @@ pub struct MsgClientConfig {
     pub reply_timeout: Duration,
     /// How often to print a status line on stderr (`None`: never).
     pub status_interval: Option<Duration>,
+    /// The message format (framed, with a name, or the seed's).
+    pub protocol: MsgProtocol,
 }
 
 /// Where the messages come from.
@@ -129,7 +133,7 @@ pub fn run(
             if let Err(source) = check_message(text.as_bytes()) {
                 return Err(ClientError::Data { text, source });
             }
-            if text.len() > SEED_MSG_LIMIT {
+            if text.len() > SEED_MSG_LIMIT && matches!(config.protocol, MsgProtocol::Seed) {
                 eprintln!(
                     "msg-client: note: --data is {} bytes; the seed server reads only \
                      {SEED_MSG_LIMIT} bytes of a message",
@@ -151,12 +155,13 @@ pub fn run(
             ),
         ),
     };
-    let mut sender = MsgSender::open(config.hub, config.reply_timeout).map_err(|source| {
-        ClientError::OpenSocket {
-            hub: config.hub,
-            source,
-        }
-    })?;
+    let mut sender =
+        MsgSender::open_with(config.hub, config.reply_timeout, config.protocol.clone()).map_err(
+            |source| ClientError::OpenSocket {
+                hub: config.hub,
+                source,
+            },
+        )?;
     log::info!("sending {what}");
 
     let stats: SharedMsgStats = Arc::new(Mutex::new(MsgStats::default()));
@@ -195,7 +200,11 @@ pub fn run(
                 break;
             }
         };
-        if text.len() > SEED_MSG_LIMIT && matches!(input, Input::Lines(_)) && !warned_long {
+        if text.len() > SEED_MSG_LIMIT
+            && matches!(input, Input::Lines(_))
+            && matches!(config.protocol, MsgProtocol::Seed)
+            && !warned_long
+        {
             warned_long = true;
             eprintln!(
                 "msg-client: note: a message of {} bytes; the seed server reads only \
@@ -239,6 +248,7 @@ pub fn run(
             }
         }
         s.counts.late_replies = sender.late_replies();
+        s.counts.resent = sender.resent();
         s.counts.ignored = sender.ignored();
     }
     stop.trigger();
@@ -286,6 +296,8 @@ mod tests {
             count: None,
             reply_timeout: Duration::from_secs(10),
             status_interval: None,
+            // the seed server these tests stand in for
+            protocol: MsgProtocol::Seed,
         }
     }
 

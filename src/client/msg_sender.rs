@@ -1,10 +1,19 @@
-//! The telemetry client's request/reply step: send one JSON message in one datagram (seed
-//! 002's `udp_client_2.py` format) and wait a bounded time for the hub's reply.
+//! The telemetry client's request/reply step: send one JSON message in one datagram and
+//! wait a bounded time for the hub's reply, in one of two formats ([`MsgProtocol`]).
 //!
-//! The hub answers `get the msg` ([`MSG_ACK`]) to a valid message and a short `error: ...`
-//! to one it cannot use. Those replies carry no message id; how late replies are kept
-//! from being taken for the next message's, and the limit of that, is described in
-//! [`super::udp_link`]. Messages are checked here before sending ([`check_message`]), with
+//! - **Framed** ([`crate::wire::framed_msg`], the default): the message carries the
+//!   sender's name, a run id and a sequence number, and the reply names the message it
+//!   answers, so a reply is never taken for another message's. A message whose reply does
+//!   not come within a resend timeout (twice the smoothed round trip, 1 ms to 250 ms, 50 ms
+//!   before the first reply) is sent again with the same number, until a reply or the reply
+//!   timeout; the hub records it once however often it arrives.
+//! - **Seed** (002's `udp_client_2.py` format, for a seed server): the hub answers `get the
+//!   msg` ([`MSG_ACK`]) to a valid message and a short `error: ...` to one it cannot use.
+//!   Those replies carry no message id; how late replies are kept from being taken for the
+//!   next message's, and the limit of that, is described in [`super::udp_link`]. No resend:
+//!   a seed server would record a resent message twice.
+//!
+//! Messages are checked here before sending ([`check_message`]), with
 //! the same parser the hub uses, so a message that leaves is one the hub accepts.
 
 use std::fmt;
@@ -13,6 +22,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::udp_link::{Reply, UdpLink};
+use crate::wire::framed_msg::{self, Status};
+use crate::wire::name::SourceName;
 use crate::wire::seed_msg::{parse_message, MsgError, MSG_ACK};
 use crate::wire::MAX_UDP_PAYLOAD;
 
@@ -104,21 +115,86 @@ fn classify(payload: &[u8]) -> Option<HubReply> {
     }
 }
 
+/// Which message format a [`MsgSender`] speaks.
+#[derive(Clone, Debug)]
+pub enum MsgProtocol {
+    /// udphub's framed messages, with this sender's name.
+    Framed { name: SourceName },
+    /// Seed 002's format (no name, no resend).
+    Seed,
+}
+
+/// Resend timeout bounds, and the first one (before any round trip was measured).
+const MIN_RESEND: Duration = Duration::from_millis(1);
+const MAX_RESEND: Duration = Duration::from_millis(250);
+const FIRST_RESEND: Duration = Duration::from_millis(50);
+
+/// A framed sender's run: its name, run id, next sequence number and round-trip estimate.
+#[derive(Debug)]
+struct FramedRun {
+    name: SourceName,
+    run: u32,
+    next_seq: u64,
+    srtt: Option<Duration>,
+}
+
+impl FramedRun {
+    fn resend_after(&self) -> Duration {
+        self.srtt
+            .map_or(FIRST_RESEND, |s| (2 * s).clamp(MIN_RESEND, MAX_RESEND))
+    }
+
+    fn sample(&mut self, rtt: Duration) {
+        self.srtt = Some(match self.srtt {
+            None => rtt,
+            Some(s) => (s * 7 + rtt) / 8,
+        });
+    }
+}
+
 /// Sends messages to the hub and waits for each reply.
 #[derive(Debug)]
 pub struct MsgSender {
     link: UdpLink,
     reply_timeout: Duration,
     late_replies: u64,
+    framed: Option<FramedRun>,
+    resent: u64,
 }
 
 impl MsgSender {
+    /// A seed-format sender (see [`MsgSender::open_with`]).
     pub fn open(hub: SocketAddr, reply_timeout: Duration) -> io::Result<Self> {
+        Self::open_with(hub, reply_timeout, MsgProtocol::Seed)
+    }
+
+    /// A sender of `protocol`'s messages to `hub`; each message waits at most
+    /// `reply_timeout` for its reply (resends included).
+    pub fn open_with(
+        hub: SocketAddr,
+        reply_timeout: Duration,
+        protocol: MsgProtocol,
+    ) -> io::Result<Self> {
         Ok(MsgSender {
             link: UdpLink::open(hub)?,
             reply_timeout,
             late_replies: 0,
+            framed: match protocol {
+                MsgProtocol::Framed { name } => Some(FramedRun {
+                    name,
+                    run: super::random_run_id(),
+                    next_seq: 1,
+                    srtt: None,
+                }),
+                MsgProtocol::Seed => None,
+            },
+            resent: 0,
         })
+    }
+
+    /// Messages sent again because their reply did not come in time (framed only).
+    pub fn resent(&self) -> u64 {
+        self.resent
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -138,6 +214,9 @@ impl MsgSender {
     /// Send `message` (already checked with [`check_message`]) and wait for its reply.
     /// `Err` only when the local socket fails.
     pub fn send(&mut self, message: &str) -> io::Result<MsgOutcome> {
+        if self.framed.is_some() {
+            return self.send_framed(message);
+        }
         self.late_replies += self.link.drain(|p| classify(p).is_some())?;
         let started = Instant::now();
         if let Err(e) = self.link.send(message.as_bytes()) {
@@ -154,6 +233,62 @@ impl MsgSender {
             },
             Reply::TimedOut => MsgOutcome::NoReply,
         })
+    }
+
+    /// The framed exchange: send, resend on the resend timeout, until the reply to this
+    /// very message (run and number) or the reply timeout.
+    fn send_framed(&mut self, message: &str) -> io::Result<MsgOutcome> {
+        let Some(run) = self.framed.as_mut() else {
+            unreachable!("called for framed senders only")
+        };
+        let (id, seq) = (run.run, run.next_seq);
+        run.next_seq += 1;
+        let datagram = framed_msg::emit_message(id, seq, &run.name, message.as_bytes());
+        // replies to earlier messages (their resends were answered too) are late, not ours
+        let is_reply = |p: &[u8]| framed_msg::parse_reply(p).is_ok();
+        self.late_replies += self.link.drain(is_reply)?;
+        let started = Instant::now();
+        let deadline = started + self.reply_timeout;
+        let sent_at = started;
+        let mut resends = 0u64;
+        loop {
+            if let Err(e) = self.link.send(&datagram) {
+                return Ok(MsgOutcome::SendFailed(e));
+            }
+            let resend_at = (Instant::now()
+                + self
+                    .framed
+                    .as_ref()
+                    .map_or(FIRST_RESEND, FramedRun::resend_after))
+            .min(deadline);
+            let got = self
+                .link
+                .wait_reply(resend_at, |p| match framed_msg::parse_reply(p) {
+                    Ok(r) if r.run == id && r.seq == seq => Some(r.status),
+                    _ => None,
+                })?;
+            match got {
+                Reply::Got(status, at) => {
+                    // Karn: after a resend, which send the reply answers is unknown
+                    if let Some(run) = self.framed.as_mut().filter(|_| resends == 0) {
+                        run.sample(at.saturating_duration_since(sent_at));
+                    }
+                    let rtt = at.saturating_duration_since(started);
+                    return Ok(match status {
+                        Status::Recorded | Status::Duplicate => MsgOutcome::Answered { rtt },
+                        Status::Invalid | Status::NotRecorded => MsgOutcome::Rejected {
+                            reply: status.to_string(),
+                            rtt,
+                        },
+                    });
+                }
+                Reply::TimedOut if Instant::now() >= deadline => return Ok(MsgOutcome::NoReply),
+                Reply::TimedOut => {
+                    resends += 1;
+                    self.resent += 1;
+                }
+            }
+        }
     }
 }
 

@@ -443,6 +443,8 @@ pub struct MsgCounts {
     pub ignored: u64,
     /// `--stdin` lines that were not a valid message (reported and skipped).
     pub invalid_lines: u64,
+    /// Framed: messages sent again because their reply was late (counted once per resend).
+    pub resent: u64,
 }
 
 /// Everything the telemetry client measures.
@@ -478,8 +480,8 @@ pub fn msg_summary(what: &str, stats: &MsgStats, elapsed: Duration) -> String {
     );
     let _ = writeln!(
         out,
-        "  replies: late {} (drained), ignored datagrams {}; invalid stdin lines {}",
-        c.late_replies, c.ignored, c.invalid_lines
+        "  replies: late {} (drained), ignored datagrams {}; resent {}; invalid stdin lines {}",
+        c.late_replies, c.ignored, c.resent, c.invalid_lines
     );
     let _ = writeln!(
         out,
@@ -509,6 +511,8 @@ pub struct MsgSummary {
     pub late_replies: u64,
     pub ignored: u64,
     pub invalid_lines: u64,
+    #[serde(default)]
+    pub resent: u64,
     pub elapsed_s: f64,
     /// Messages answered per second.
     pub msgs_per_s: f64,
@@ -528,6 +532,7 @@ impl MsgSummary {
             late_replies: c.late_replies,
             ignored: c.ignored,
             invalid_lines: c.invalid_lines,
+            resent: c.resent,
             elapsed_s: elapsed.as_secs_f64(),
             msgs_per_s: per_second(c.answered, elapsed),
             rtt: SamplesSummary::of(&stats.rtt),
@@ -712,6 +717,7 @@ mod tests {
                 late_replies: 1,
                 ignored: 0,
                 invalid_lines: 3,
+                resent: 4,
             },
             ..MsgStats::default()
         };
@@ -726,7 +732,7 @@ mod tests {
             s.contains("  messages: sent 10, answered 7, rejected 1, lost 2\n"),
             "{s}"
         );
-        assert!(s.contains("invalid stdin lines 3"), "{s}");
+        assert!(s.contains("; resent 4; invalid stdin lines 3"), "{s}");
         assert!(s.contains("  rate: 7.0 msgs/s answered"), "{s}");
         assert!(
             s.contains("  rtt: p50 1.00 ms, p99 1.00 ms, max 1.00 ms\n"),

@@ -76,15 +76,17 @@ fn on_event(
     let from = event.from();
     let counter = match event.outcome() {
         Outcome::Frame => {
-            let Some((from, jpeg)) = event.into_frame() else {
+            let Some((from, name, jpeg)) = event.into_frame() else {
                 return;
             };
+            let shown = name.map(|n| sources.shown_name(from, &n));
             let (len, seq) = (jpeg.len(), sources.record_item(from, jpeg.len()));
             sinks.deliver(
                 SourceId {
                     service: Service::Img,
                     addr: from,
                 },
+                shown,
                 seq,
                 jpeg,
             );

@@ -212,6 +212,8 @@ pub type FrameTap = LatestByKey<SourceId, TappedFrame>;
 pub struct TappedFrame {
     /// 1-based, per source (the same number as the saved file's).
     pub seq: u64,
+    /// The name the source is shown as, if it gave one.
+    pub name: Option<Arc<str>>,
     pub jpeg: Arc<Vec<u8>>,
     /// When the hub had the whole frame.
     pub received: SystemTime,
@@ -221,6 +223,8 @@ pub struct TappedFrame {
 #[derive(Clone, Debug)]
 pub struct TappedMessage {
     pub from: SocketAddr,
+    /// The name the sender is shown as (framed messages), if any.
+    pub name: Option<Arc<str>>,
     /// The JSON text as it came.
     pub json: String,
     pub received: SystemTime,
@@ -252,9 +256,10 @@ impl MessageTap {
     }
 
     /// Queue a message; never waits (beyond a lock held for a push or pop).
-    pub fn offer(&self, from: SocketAddr, json: &str) {
+    pub fn offer(&self, from: SocketAddr, name: Option<Arc<str>>, json: &str) {
         let message = TappedMessage {
             from,
+            name,
             json: json.to_owned(),
             received: SystemTime::now(),
         };

@@ -77,20 +77,34 @@ impl MsgLog {
         Ok(self.file.insert(file))
     }
 
-    /// Append `{"ts": <unix seconds>, "from": "ip:port", "msg": <json_text>}` in one write,
-    /// rotating first if the line would take the file past its cap. On an error nothing of
-    /// the line is left in the file (as far as the file system lets it be cut back).
-    pub fn append(&mut self, from: SocketAddr, json_text: &str) -> io::Result<()> {
+    /// Append `{"ts": <unix seconds>, "from": "ip:port", "msg": <json_text>}` in one write
+    /// (with a `"name"` after `"from"` for a named sender: the name as shown, which is in
+    /// a JSON-safe alphabet), rotating first if the line would take the file past its cap.
+    /// On an error nothing of the line is left in the file (as far as the file system
+    /// lets it be cut back).
+    pub fn append(
+        &mut self,
+        from: SocketAddr,
+        name: Option<&str>,
+        json_text: &str,
+    ) -> io::Result<()> {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
         self.line.clear();
-        writeln!(
-            self.line,
-            "{{\"ts\": {ts:.6}, \"from\": \"{from}\", \"msg\": {}}}",
-            single_line(json_text)
-        )?;
+        match name {
+            None => writeln!(
+                self.line,
+                "{{\"ts\": {ts:.6}, \"from\": \"{from}\", \"msg\": {}}}",
+                single_line(json_text)
+            )?,
+            Some(name) => writeln!(
+                self.line,
+                "{{\"ts\": {ts:.6}, \"from\": \"{from}\", \"name\": \"{name}\", \"msg\": {}}}",
+                single_line(json_text)
+            )?,
+        }
         let line_len = self.line.len() as u64;
         if self.file.is_none() {
             self.reopen()?;
@@ -206,9 +220,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.jsonl");
         let mut log = MsgLog::open(&path, 1 << 20, 2).unwrap();
-        log.append(from(), "[0, 0, 0, 1]").unwrap();
+        log.append(from(), None, "[0, 0, 0, 1]").unwrap();
         log.append(
             from(),
+            Some("pi-1"),
             "{\"big\": 123456789012345678901234567890,\n \"s\": \"a\\nb\"}",
         )
         .unwrap();
@@ -225,6 +240,10 @@ mod tests {
         );
         let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(second["msg"]["s"], "a\nb");
+        assert_eq!(
+            (first.get("name"), &second["name"]),
+            (None, &serde_json::json!("pi-1"))
+        );
     }
 
     #[test]
@@ -242,7 +261,8 @@ mod tests {
         let mut log = MsgLog::open(&path, MIN_MAX_BYTES, 2).unwrap();
         let payload = format!("\"{}\"", "x".repeat(1000));
         for i in 0..1000 {
-            log.append(from(), &format!("[{i}, {payload}]")).unwrap();
+            log.append(from(), None, &format!("[{i}, {payload}]"))
+                .unwrap();
         }
         let mut names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
@@ -282,7 +302,7 @@ mod tests {
         let mut log = MsgLog::open(&path, MIN_MAX_BYTES, 0).unwrap();
         let payload = "y".repeat(10_000);
         for i in 0..100 {
-            log.append(from(), &format!("[{i}, \"{payload}\"]"))
+            log.append(from(), None, &format!("[{i}, \"{payload}\"]"))
                 .unwrap();
         }
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
@@ -296,7 +316,7 @@ mod tests {
         let path = dir.path().join("m.jsonl");
         fs::write(&path, vec![b'\n'; MIN_MAX_BYTES as usize - 10]).unwrap();
         let mut log = MsgLog::open(&path, MIN_MAX_BYTES, 1).unwrap();
-        log.append(from(), "[1]").unwrap();
+        log.append(from(), None, "[1]").unwrap();
         assert_eq!(
             fs::metadata(rotated_path(&path, 1)).unwrap().len(),
             MIN_MAX_BYTES - 10
@@ -311,13 +331,13 @@ mod tests {
         fs::create_dir(&sub).unwrap();
         let path = sub.join("m.jsonl");
         let mut log = MsgLog::open(&path, MIN_MAX_BYTES, 1).unwrap();
-        log.append(from(), "[1]").unwrap();
+        log.append(from(), None, "[1]").unwrap();
         // the folder goes away: a reopen fails, then it comes back and the log is written
         fs::remove_dir_all(&sub).unwrap();
         log.file = None;
-        assert!(log.append(from(), "[2]").is_err());
+        assert!(log.append(from(), None, "[2]").is_err());
         fs::create_dir(&sub).unwrap();
-        log.append(from(), "[3]").unwrap();
+        log.append(from(), None, "[3]").unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.contains("\"msg\": [3]"));

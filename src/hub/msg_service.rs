@@ -24,6 +24,7 @@ use super::source::Service;
 use super::stats::{SourceCache, Stats};
 use crate::proto::msg_receiver::{MsgReceiver, Received};
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
+use crate::wire::name::SourceName;
 use crate::wire::MAX_UDP_PAYLOAD;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
@@ -73,10 +74,13 @@ pub fn run(
             }
         };
         match receiver.handle_datagram(from, &buf[..n], Instant::now()) {
-            Received::Message(text) => {
+            Received::Message { text, name } => {
+                let shown = name
+                    .and_then(|n| SourceName::parse(n).ok())
+                    .map(|n| sources.shown_name(from, &n));
                 let recorded = match &mut log_file {
                     None => Ok(()),
-                    Some(log_file) => log_file.append(from, text),
+                    Some(log_file) => log_file.append(from, shown.as_deref(), text),
                 };
                 match &recorded {
                     Err(e) => outage.failed("msg: --msg-log", e, Instant::now()),
@@ -86,12 +90,23 @@ pub fn run(
                 if recorded.is_ok() {
                     sources.record_item(from, n);
                     if let Some(tap) = &tap {
-                        tap.offer(from, text);
+                        tap.offer(from, shown.clone(), text);
                     }
                     let at_s = stats.uptime().as_secs_f64();
                     unpublished = (!stats.try_set_last_message(from, text, at_s))
                         .then(|| (from, text.to_owned(), at_s));
                     log::debug!("msg: from {from}: {text}");
+                }
+            }
+            Received::Duplicate { name, seq } => {
+                log::debug!(
+                    "msg: {name} ({from}) sent message {seq} again: answered, not recorded again"
+                );
+            }
+            Received::BadFramed(e) => {
+                sources.get(from).rejected.fetch_add(1, Relaxed);
+                if let Some(suppressed) = limiter.allow(Instant::now()) {
+                    log::warn!("msg: {n}-byte datagram from {from}: {e}{suppressed}");
                 }
             }
             Received::OverBudget => {

@@ -33,13 +33,25 @@ const QUEUE_FRAMES: usize = 1024;
 /// A frame to save.
 pub struct SaveJob {
     pub source: SourceId,
+    /// The name the source is shown as, if it gave one.
+    pub name: Option<Arc<str>>,
     pub seq: u64,
     pub jpeg: Arc<Vec<u8>>,
 }
 
-/// The name a frame is saved under.
-pub fn file_name(source: &SourceId, seq: u64) -> String {
-    format!("{}-{:08}.jpg", source.slug(), seq)
+/// The name a frame is saved under: `{slug}-{seq}.jpg`, or for a named source
+/// `{name}-{port}-{seq}.jpg` (the port keeps a restarted device's new run, numbered from 1
+/// again, from overwriting the old one's files; a `#` of `NAME#2` becomes `+`).
+pub fn file_name(source: &SourceId, name: Option<&str>, seq: u64) -> String {
+    match name {
+        Some(name) => format!(
+            "{}-{}-{:08}.jpg",
+            name.replace('#', "+"),
+            source.addr.port(),
+            seq
+        ),
+        None => format!("{}-{:08}.jpg", source.slug(), seq),
+    }
 }
 
 #[derive(Default)]
@@ -214,7 +226,7 @@ pub fn spawn(
 impl Saver {
     /// Queue frame `seq` (1-based) of `source` if it is one to keep. Never blocks (beyond
     /// the queue's lock, held for a few pointer moves).
-    pub fn offer(&self, source: SourceId, seq: u64, jpeg: &Arc<Vec<u8>>) {
+    pub fn offer(&self, source: SourceId, name: Option<&Arc<str>>, seq: u64, jpeg: &Arc<Vec<u8>>) {
         if (seq - 1) % self.every != 0 {
             return;
         }
@@ -240,6 +252,7 @@ impl Saver {
         }
         queue.push(SaveJob {
             source,
+            name: name.cloned(),
             seq,
             jpeg: jpeg.clone(),
         });
@@ -281,7 +294,7 @@ fn write_loop(mut save_dir: SaveDir, shared: &Shared) {
                     .0;
             }
         };
-        let name = file_name(&job.source, job.seq);
+        let name = file_name(&job.source, job.name.as_deref(), job.seq);
         match save_dir.save(&name, &job.jpeg) {
             Ok(()) => {
                 shared.counts.saved.fetch_add(1, Relaxed);
@@ -313,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (saver, thread) = spawn(dir.path(), 2, 1 << 20, 1 << 30).unwrap();
         for seq in 1..=5u64 {
-            saver.offer(src(7), seq, &Arc::new(vec![seq as u8; 10]));
+            saver.offer(src(7), None, seq, &Arc::new(vec![seq as u8; 10]));
         }
         drop(saver);
         let report = thread.join();
@@ -348,7 +361,7 @@ mod tests {
         // 10-byte frames against a 25-byte budget: whatever the writer has not taken yet
         // bounds the queue, so some of 1000 offers are skipped and none blocks
         for seq in 1..=1000u64 {
-            saver.offer(src(8), seq, &Arc::new(vec![0; 10]));
+            saver.offer(src(8), None, seq, &Arc::new(vec![0; 10]));
         }
         drop(saver);
         let report = thread.join();
@@ -362,7 +375,8 @@ mod tests {
             service: Service::Tcp,
             addr: "[::1]:9".parse().unwrap(),
         };
-        assert_eq!(file_name(&id, 12), "tcp-__1-9-00000012.jpg");
+        assert_eq!(file_name(&id, None, 12), "tcp-__1-9-00000012.jpg");
+        assert_eq!(file_name(&id, Some("cam#2"), 12), "cam+2-9-00000012.jpg");
     }
 
     #[test]
@@ -383,10 +397,10 @@ mod tests {
         let tiny = Arc::new(vec![0u8; 5]);
         let camera = Arc::new(vec![1u8; 20_000]);
         for seq in 1..=10_000 {
-            saver.offer(src(1), seq, &tiny);
+            saver.offer(src(1), None, seq, &tiny);
         }
         for seq in 1..=4 {
-            saver.offer(src(2), seq, &camera);
+            saver.offer(src(2), None, seq, &camera);
         }
         let mut queue = shared.lock();
         assert_eq!(
@@ -420,9 +434,9 @@ mod tests {
             every: 1,
         };
         for seq in 1..=100 {
-            saver.offer(src(1), seq, &Arc::new(vec![0u8; 30_000]));
+            saver.offer(src(1), None, seq, &Arc::new(vec![0u8; 30_000]));
         }
-        saver.offer(src(2), 1, &Arc::new(vec![0u8; 20_000]));
+        saver.offer(src(2), None, 1, &Arc::new(vec![0u8; 20_000]));
         assert_eq!(shared.lock().per_source[&src(2)].jobs.len(), 1);
         assert!(shared.lock().bytes <= 100_000);
         // and the queue drains to the folder once the writer runs

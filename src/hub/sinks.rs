@@ -20,8 +20,9 @@ pub struct FrameSinks {
 }
 
 impl FrameSinks {
-    /// Hand frame `seq` (1-based, per source) to every consumer. Never blocks.
-    pub fn deliver(&self, source: SourceId, seq: u64, jpeg: Vec<u8>) {
+    /// Hand frame `seq` (1-based, per source) of `source`, shown as `name` if it gave one,
+    /// to every consumer. Never blocks.
+    pub fn deliver(&self, source: SourceId, name: Option<Arc<str>>, seq: u64, jpeg: Vec<u8>) {
         if self.saver.is_none()
             && self.display.is_none()
             && self.frames.is_none()
@@ -31,7 +32,7 @@ impl FrameSinks {
         }
         let jpeg = Arc::new(jpeg);
         if let Some(saver) = &self.saver {
-            saver.offer(source, seq, &jpeg);
+            saver.offer(source, name.as_ref(), seq, &jpeg);
         }
         if let Some(tap) = &self.tap {
             let received = std::time::SystemTime::now();
@@ -40,6 +41,7 @@ impl FrameSinks {
                 source,
                 super::TappedFrame {
                     seq,
+                    name: name.clone(),
                     jpeg,
                     received,
                 },

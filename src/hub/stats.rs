@@ -9,6 +9,7 @@
 use super::source::{Service, SourceId};
 use crate::hub::saver::SaverReport;
 use crate::shutdown::Shutdown;
+use crate::wire::name::SourceName;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -112,7 +113,22 @@ pub struct Stats {
     last_message: Mutex<LastMessage>,
     /// With `--mqtt`: the broker (as shown) and the bridge's counters.
     mqtt: Mutex<Option<(String, Arc<crate::mqtt::MqttCounters>)>>,
+    names: Mutex<Names>,
 }
+
+/// Sources' names as shown: the name a source gave, or `NAME#n` when another source
+/// already shows that name (see [`Stats::claim_name`]).
+#[derive(Debug, Default)]
+struct Names {
+    by_id: HashMap<SourceId, String>,
+    holder: HashMap<(Service, String), SourceId>,
+}
+
+/// A source quiet this long gives its name up to a new source claiming it (a camera that
+/// restarted, from a new port), instead of the newcomer becoming `NAME#2`.
+pub const NAME_HANDOVER_AFTER: Duration = Duration::from_secs(5);
+/// Suffixes tried (`#2` .. `#MAX_NAME_SUFFIX`) before a source is shown by its address.
+const MAX_NAME_SUFFIX: u32 = 1000;
 
 impl Stats {
     pub fn new() -> Arc<Stats> {
@@ -121,7 +137,62 @@ impl Stats {
             sources: Mutex::new(HashMap::new()),
             last_message: Mutex::new(LastMessage::default()),
             mqtt: Mutex::new(None),
+            names: Mutex::new(Names::default()),
         })
+    }
+
+    /// Show source `id` as `name` from now on; returns the name it is shown as. When
+    /// another source of the service shows that name and has been heard from within
+    /// [`NAME_HANDOVER_AFTER`], `id` is told apart as `NAME#2` (or `#3`, ...); a quieter
+    /// holder gives the name up (and is shown by its address again). A source keeps the
+    /// first name it is shown as.
+    pub fn claim_name(&self, id: SourceId, name: &SourceName) -> String {
+        let now_us = self.started.elapsed().as_micros() as u64;
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shown) = names.by_id.get(&id) {
+            return shown.clone();
+        }
+        if names.by_id.len() >= 4 * MAX_SOURCES {
+            return id.to_string();
+        }
+        let handover_us = NAME_HANDOVER_AFTER.as_micros() as u64;
+        let is_quiet = |holder: &SourceId| {
+            sources.get(holder).is_none_or(|c| {
+                let last = c.last_us.load(Relaxed);
+                c.items.load(Relaxed) == 0 || now_us.saturating_sub(last) >= handover_us
+            })
+        };
+        for n in 1..=MAX_NAME_SUFFIX {
+            let shown = match n {
+                1 => name.to_string(),
+                n => name.with_suffix(n),
+            };
+            let key = (id.service, shown.clone());
+            match names.holder.get(&key).copied() {
+                Some(holder) if !is_quiet(&holder) => continue,
+                Some(holder) => {
+                    names.by_id.remove(&holder);
+                }
+                None => {}
+            }
+            names.holder.insert(key, id);
+            names.by_id.insert(id, shown.clone());
+            return shown;
+        }
+        id.to_string()
+    }
+
+    /// The name source `id` is shown as, if it gave one.
+    pub fn name_of(&self, id: SourceId) -> Option<String> {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.by_id.get(&id).cloned()
+    }
+
+    /// Every named source's name as shown.
+    pub fn names(&self) -> HashMap<SourceId, String> {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.by_id.clone()
     }
 
     /// Report the MQTT bridge's `counters` (publishing to `broker`) with the hub's own.
@@ -226,6 +297,7 @@ impl Stats {
     /// saver's counts are the caller's to add.
     pub fn summary(&self, services: &[Service]) -> HubSummary {
         let all = self.snapshot();
+        let names = self.names();
         let services = services
             .iter()
             .map(|&service| {
@@ -235,7 +307,10 @@ impl Stats {
                     .filter(|(k, _)| k.service == service)
                     .map(|(k, s)| {
                         total.add(s);
-                        SourceSummary::of(k.addr, s)
+                        SourceSummary {
+                            name: names.get(k).cloned(),
+                            ..SourceSummary::of(k.addr, s)
+                        }
                     })
                     .collect();
                 ServiceSummary {
@@ -283,6 +358,9 @@ pub struct ServiceSummary {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceSummary {
     pub addr: Option<SocketAddr>,
+    /// The name the source gave, as shown (absent for unnamed sources and totals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Intact frames, or valid messages.
     pub items: u64,
     pub bytes: u64,
@@ -298,6 +376,7 @@ impl SourceSummary {
     fn of(addr: impl Into<Option<SocketAddr>>, s: &Snapshot) -> SourceSummary {
         SourceSummary {
             addr: addr.into(),
+            name: None,
             items: s.items,
             bytes: s.bytes,
             rate: s.rate(),
@@ -326,6 +405,7 @@ impl HubSummary {
                     service,
                     addr: source.addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                 };
+                let id = shown(&id, source.name.as_deref());
                 let _ = writeln!(out, "    {id}: {}", line(service, source));
             }
         }
@@ -384,6 +464,8 @@ pub struct SourceCache {
     service: Service,
     stats: Arc<Stats>,
     map: HashMap<SocketAddr, Arc<Counters>>,
+    /// Names as shown ([`Stats::claim_name`]) of the named sources in `map`.
+    shown: HashMap<SocketAddr, Arc<str>>,
 }
 
 impl SourceCache {
@@ -392,7 +474,30 @@ impl SourceCache {
             service,
             stats,
             map: HashMap::new(),
+            shown: HashMap::new(),
         }
+    }
+
+    /// The name `addr` is shown as, when it gives `name` (claimed once per source).
+    pub fn shown_name(&mut self, addr: SocketAddr, name: &SourceName) -> Arc<str> {
+        if self.shown.len() >= MAX_SOURCES && !self.shown.contains_key(&addr) {
+            self.shown.clear();
+        }
+        let (stats, service) = (&self.stats, self.service);
+        self.shown
+            .entry(addr)
+            .or_insert_with(|| {
+                let id = SourceId { service, addr };
+                let shown = stats.claim_name(id, name);
+                if shown != name.as_str() {
+                    log::warn!(
+                        "{}: {id} also calls itself \"{name}\": shown as \"{shown}\"",
+                        service.name()
+                    );
+                }
+                shown.into()
+            })
+            .clone()
     }
 
     /// Count one intact frame or message from `addr`; returns its 1-based number.
@@ -455,6 +560,15 @@ impl Snapshot {
     }
 }
 
+/// A source as the stats lines and the summary show it: `cam (udp 10.0.0.5:50000)` for a
+/// named one, else `udp 10.0.0.5:50000`.
+fn shown(id: &SourceId, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{name} ({id})"),
+        None => id.to_string(),
+    }
+}
+
 /// The periodic report's lines for the sources' snapshots `now`, against `previous` (the
 /// snapshots of the last report, updated here; sources gone from `now` are forgotten). The
 /// [`REPORT_TOP_SOURCES`] busiest sources that changed (most items, then most bytes, then
@@ -463,6 +577,7 @@ impl Snapshot {
 fn report_lines(
     previous: &mut HashMap<SourceId, Snapshot>,
     now: Vec<(SourceId, Snapshot)>,
+    names: &HashMap<SourceId, String>,
     interval: Duration,
 ) -> Vec<String> {
     let mut active: Vec<(SourceId, Snapshot, u64)> = Vec::new();
@@ -484,7 +599,8 @@ fn report_lines(
         .iter()
         .map(|(id, d, total)| {
             format!(
-                "{id}: {} ({total} total)",
+                "{}: {} ({total} total)",
+                shown(id, names.get(id).map(String::as_str)),
                 d.interval_rates(id.service, interval)
             )
         })
@@ -522,7 +638,8 @@ pub fn spawn_reporter(
         .spawn(move || {
             let mut previous: HashMap<SourceId, Snapshot> = HashMap::new();
             while !shutdown.wait_timeout(interval) {
-                for line in report_lines(&mut previous, stats.snapshot(), interval) {
+                for line in report_lines(&mut previous, stats.snapshot(), &stats.names(), interval)
+                {
                     log::info!("{line}");
                 }
             }
@@ -532,6 +649,41 @@ pub fn spawn_reporter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_source_claiming_a_name_is_told_apart_and_a_quiet_one_hands_it_over() {
+        let stats = Stats::new();
+        let img = |port| SourceId {
+            service: Service::Img,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let cam = SourceName::parse("cam").unwrap();
+        // a source that has delivered a frame holds its name
+        let first = stats.source(img(1));
+        stats.record_item(&first, 10);
+        assert_eq!(stats.claim_name(img(1), &cam), "cam");
+        assert_eq!(
+            stats.claim_name(img(1), &cam),
+            "cam",
+            "asked again: the same"
+        );
+        let second = stats.source(img(2));
+        stats.record_item(&second, 10);
+        assert_eq!(stats.claim_name(img(2), &cam), "cam#2");
+        // the same name on another service is another name
+        let msg = SourceId {
+            service: Service::Msg,
+            ..img(3)
+        };
+        assert_eq!(stats.claim_name(msg, &cam), "cam");
+        assert_eq!(stats.name_of(img(2)).as_deref(), Some("cam#2"));
+        // a holder that never delivered anything gives the name up
+        let other = SourceName::parse("door").unwrap();
+        assert_eq!(stats.claim_name(img(4), &other), "door");
+        assert_eq!(stats.claim_name(img(5), &other), "door");
+        assert_eq!(stats.name_of(img(4)), None, "shown by its address again");
+        assert_eq!(stats.names().len(), 4);
+    }
 
     #[test]
     fn the_report_names_the_busiest_sources_and_sums_up_the_rest() {
@@ -552,7 +704,7 @@ mod tests {
             .collect();
         now.push((src(Service::Img, 9000), snap(50, 5_000_000)));
         now.push((src(Service::Msg, 7000), snap(10, 500)));
-        let lines = report_lines(&mut previous, now.clone(), secs);
+        let lines = report_lines(&mut previous, now.clone(), &HashMap::new(), secs);
         assert_eq!(lines.len(), REPORT_TOP_SOURCES + 1, "{lines:#?}");
         assert_eq!(
             lines[0],
@@ -576,9 +728,9 @@ mod tests {
              +0 rejected"
         );
         // nothing changed: nothing to say; a source gone is forgotten
-        assert!(report_lines(&mut previous, now.clone(), secs).is_empty());
+        assert!(report_lines(&mut previous, now.clone(), &HashMap::new(), secs).is_empty());
         now.truncate(10);
-        assert!(report_lines(&mut previous, now, secs).is_empty());
+        assert!(report_lines(&mut previous, now, &HashMap::new(), secs).is_empty());
         assert_eq!(previous.len(), 10);
     }
 

@@ -264,7 +264,7 @@ fn on_event(
         Some(Outcome::Frame) => {
             if let TcpEvent::Frame(jpeg) = event {
                 let seq = stats.record_item(counters, jpeg.len());
-                sinks.deliver(source, seq, jpeg);
+                sinks.deliver(source, None, seq, jpeg);
             }
             return;
         }

@@ -293,6 +293,8 @@ pub struct PatternSource {
     width: i32,
     height: i32,
     frame: u64,
+    /// Shown instead of the wall-clock time, so the frames are the same on every run.
+    fixed_clock: Option<String>,
 }
 
 impl PatternSource {
@@ -302,7 +304,15 @@ impl PatternSource {
             width,
             height,
             frame: 0,
+            fixed_clock: None,
         }
+    }
+
+    /// The same pattern with `text` in place of the clock: every run draws the very same
+    /// frames (for tests whose outcome must not depend on the time they run at).
+    pub fn with_fixed_clock(mut self, text: &str) -> Self {
+        self.fixed_clock = Some(text.to_owned());
+        self
     }
 
     /// How many frames have been produced so far (the next frame shows this number).
@@ -402,7 +412,8 @@ impl PatternSource {
             imgproc::LINE_8,
             0,
         )?;
-        for (row, text) in [(1, format!("frame {n}")), (2, utc_clock())] {
+        let clock = self.fixed_clock.clone().unwrap_or_else(utc_clock);
+        for (row, text) in [(1, format!("frame {n}")), (2, clock)] {
             imgproc::put_text(
                 &mut img,
                 &text,

@@ -152,11 +152,11 @@ impl Bridge {
                 Box::new(move || loop {
                     match messages.recv_timeout(POLL_INTERVAL) {
                         Some(m) => {
-                            let name = SourceId {
+                            let source = SourceId {
                                 service: Service::Msg,
                                 addr: m.source,
-                            }
-                            .slug();
+                            };
+                            let name = topic_source(m.name.as_deref(), &source);
                             let now = Instant::now();
                             shared.flush(|p| p.handle_message(&name, &m.json, m.received, now));
                         }
@@ -176,7 +176,7 @@ impl Bridge {
                         match frames.recv_timeout(POLL_INTERVAL) {
                             Some(f) => shared.flush(|p| {
                                 p.handle_frame(
-                                    &f.source.slug(),
+                                    &topic_source(f.name.as_deref(), &f.source),
                                     f.seq,
                                     &f.jpeg,
                                     f.received,
@@ -208,6 +208,15 @@ impl Bridge {
 
 /// The connection's loop: poll the client's event loop, note connections and sends, back
 /// off after a failure; at shutdown, publish `offline`, disconnect and flush.
+/// The topic level of a source: its name as shown when it gave one (the `#` of `NAME#2` is
+/// an MQTT wildcard, so it becomes `~`), else its slug (`udp-10.0.0.5-50000`).
+fn topic_source(name: Option<&str>, source: &SourceId) -> String {
+    match name {
+        Some(name) => name.replace('#', "~"),
+        None => source.slug(),
+    }
+}
+
 fn drive(mut connection: Connection, shared: &Shared, shutdown: &Shutdown, broker: &BrokerUrl) {
     let counters = &shared.counters;
     let mut backoff = Duration::from_millis(100);

@@ -158,14 +158,8 @@ impl BrokerUrl {
     }
 }
 
-/// This machine's host name (the default hub id), or `hub` when it cannot be read.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "hub".into())
-}
+/// This machine's host name (the default hub id).
+pub use crate::wire::name::host_name;
 
 /// Whether `s` may be a topic level (the prefix's levels, a hub id): not empty, no MQTT
 /// wildcard (`+`, `#`), no `/` (a prefix may have `/` between levels), no NUL.

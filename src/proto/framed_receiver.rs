@@ -40,6 +40,7 @@ use super::reply_credit::{ReplyCredit, UnvalidatedReplies};
 use super::Transmit;
 use crate::jpegcheck::check_structure;
 use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
+use crate::wire::name::SourceName;
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -110,6 +111,8 @@ pub enum FramedEvent {
         from: SocketAddr,
         stream: u32,
         frame: u32,
+        /// The name the stream gave ([`framed::NAMED`]), if any.
+        name: Option<SourceName>,
         jpeg: Vec<u8>,
     },
     /// Every chunk arrived but the bytes are not a complete JPEG.
@@ -299,6 +302,8 @@ struct Stream {
     last_seen: Instant,
     /// What the address sent and got back, kept across restarts of its stream.
     credit: ReplyCredit,
+    /// The name the stream gave in its first named datagram.
+    name: Option<SourceName>,
 }
 
 impl Stream {
@@ -306,6 +311,7 @@ impl Stream {
         Stream {
             id,
             partials: Vec::new(),
+            name: None,
             newest_delivered: None,
             recent: VecDeque::new(),
             last_seen: now,
@@ -385,7 +391,6 @@ pub fn newer(a: u32, b: u32) -> bool {
 const FORGET_BATCH: usize = 16;
 
 /// The hub's framed-protocol state. See the module documentation.
-
 pub struct FramedReceiver {
     config: FramedConfig,
     streams: HashMap<SocketAddr, Stream>,
@@ -463,8 +468,12 @@ impl FramedReceiver {
 
     /// Feed one datagram (that starts with the framed magic) from `from` at `now`.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
-        let (h, payload) = match framed::parse(data) {
-            Ok(Packet::Data(h, payload)) => (h, payload),
+        let (h, name, payload) = match framed::parse(data) {
+            Ok(Packet::Data {
+                header,
+                name,
+                payload,
+            }) => (header, name, payload),
             Ok(_) => return self.reject(from, FramedReject::WrongDirection),
             Err(e) => return self.reject(from, FramedReject::Parse(e)),
         };
@@ -484,7 +493,7 @@ impl FramedReceiver {
         {
             self.forget_quietest_streams();
         }
-        self.on_data(from, &h, payload, data.len(), now);
+        self.on_data(from, &h, name, payload, data.len(), now);
         self.evict_until_within_budget();
     }
 
@@ -493,6 +502,7 @@ impl FramedReceiver {
         &mut self,
         from: SocketAddr,
         h: &DataHeader,
+        name: Option<&str>,
         payload: &[u8],
         datagram_len: usize,
         now: Instant,
@@ -527,6 +537,10 @@ impl FramedReceiver {
         };
         stream.last_seen = now;
         stream.credit.on_received(datagram_len);
+        if stream.name.is_none() {
+            // the first name a stream gives is its name for the rest of its run
+            stream.name = name.and_then(|n| SourceName::parse(n).ok());
+        }
         let validated = memory.has_completed(from);
         // A chunk of a frame in progress, the usual case, is looked for first: such a frame
         // is never among the finished ones, nor older than the newest delivered (finishing
@@ -721,6 +735,7 @@ impl FramedReceiver {
             from,
             stream: h.stream,
             frame: h.frame,
+            name: stream.name.clone(),
             jpeg,
         });
     }

@@ -20,7 +20,8 @@
 //! Acks for frames no longer in flight, or of another stream, are ignored.
 
 use super::Transmit;
-use crate::wire::framed::{self, AckStatus, DataHeader, Packet};
+use crate::wire::framed::{self, AckStatus, DataHeader, DataHeaderBytes, Packet};
+use crate::wire::name::SourceName;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct SenderConfig {
     /// Bounds of the retransmission timeout.
     pub min_rto: Duration,
     pub max_rto: Duration,
+    /// The sender's name, carried in chunk 0 of every frame ([`framed::NAMED`]).
+    pub name: Option<SourceName>,
 }
 
 impl Default for SenderConfig {
@@ -53,6 +56,7 @@ impl Default for SenderConfig {
             max_resend_rounds: 16,
             min_rto: Duration::from_millis(10),
             max_rto: Duration::from_millis(250),
+            name: None,
         }
     }
 }
@@ -88,7 +92,7 @@ pub enum SenderEvent {
 /// One data datagram to send: [`Chunk::header`] followed by [`Chunk::payload`].
 #[derive(Clone, Debug)]
 pub struct Chunk {
-    pub header: [u8; framed::DATA_HEADER_LEN],
+    pub header: DataHeaderBytes,
     /// The frame the payload is part of (shared, not copied).
     pub frame: Arc<Vec<u8>>,
     /// Where the payload is in `frame`.
@@ -256,7 +260,10 @@ impl FramedSender {
                 ts_us,
             };
             return Some(Chunk {
-                header: framed::data_header(&header),
+                header: framed::data_header(
+                    &header,
+                    self.config.name.as_ref().filter(|_| index == 0),
+                ),
                 frame: Arc::clone(&f.data),
                 payload: start..start + len,
             });

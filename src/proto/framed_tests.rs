@@ -428,7 +428,7 @@ fn the_last_datagram_of_each_batch_is_polled() {
         let mut out = Vec::new();
         while let Some(t) = sender.poll_transmit(t0) {
             match framed::parse(&t.payload) {
-                Ok(framed::Packet::Data(h, _)) => out.push((h.index, h.flags)),
+                Ok(framed::Packet::Data { header: h, .. }) => out.push((h.index, h.flags)),
                 other => panic!("{other:?}"),
             }
         }
@@ -495,6 +495,7 @@ fn a_restarted_sender_drops_its_old_partial_and_its_new_frames_arrive() {
             from: CLIENT,
             stream: 222,
             frame: 0,
+            name: None,
             jpeg: new
         })
     );

@@ -9,6 +9,7 @@ use super::seed_reassembly::{SeedConfig, SeedEvent, SeedReassembler};
 pub use super::Outcome;
 use super::Transmit;
 use crate::wire::framed;
+use crate::wire::name::SourceName;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -70,11 +71,14 @@ impl ImageEvent {
         }
     }
 
-    /// The JPEG of a delivered frame.
-    pub fn into_frame(self) -> Option<(SocketAddr, Vec<u8>)> {
+    /// The sender, its name (framed senders that give one) and the JPEG of a delivered
+    /// frame.
+    pub fn into_frame(self) -> Option<(SocketAddr, Option<SourceName>, Vec<u8>)> {
         match self {
-            ImageEvent::Seed(SeedEvent::Frame { from, jpeg })
-            | ImageEvent::Framed(FramedEvent::Frame { from, jpeg, .. }) => Some((from, jpeg)),
+            ImageEvent::Seed(SeedEvent::Frame { from, jpeg }) => Some((from, None, jpeg)),
+            ImageEvent::Framed(FramedEvent::Frame {
+                from, name, jpeg, ..
+            }) => Some((from, name, jpeg)),
             _ => None,
         }
     }
@@ -212,7 +216,10 @@ mod tests {
         frames.sort();
         assert_eq!(
             frames,
-            vec![(seed_sender, jpeg.clone()), (framed_sender, jpeg)]
+            vec![
+                (seed_sender, None, jpeg.clone()),
+                (framed_sender, None, jpeg)
+            ]
         );
         let acks: Vec<Transmit> = std::iter::from_fn(|| r.poll_transmit()).collect();
         assert_eq!(acks.len(), 2);

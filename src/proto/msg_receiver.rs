@@ -12,6 +12,17 @@
 //! The message text is lent out of the datagram, not copied: the receiving thread does no
 //! allocation per message.
 //!
+//! **udphub's framed messages** ([`crate::wire::framed_msg`]) arrive on the same port (told
+//! apart by their magic) and are recorded **exactly once**: per sender run (its name and
+//! run id) the receiver keeps the highest sequence number recorded. A message numbered at
+//! or below it is a duplicate (a resend whose reply was lost, or a copy the network made):
+//! it is answered [`Status::Duplicate`] at once and not recorded again. A higher one is
+//! recorded, then answered [`Status::Recorded`] (or [`Status::NotRecorded`], leaving the
+//! number where it was, so the sender's resend is recorded later). A sender that waits for
+//! each reply before the next message (msg-client does) so gets every message into the log
+//! once and in order; a message it gave up on leaves a gap, never a reordering. At most
+//! [`MAX_RUNS`] runs are remembered (the oldest forgotten first).
+//!
 //! Two rules keep one peer from costing the others (issue 11):
 //! - **A budget per source.** Every datagram is charged, before it is parsed, its length
 //!   plus [`LOG_LINE_OVERHEAD`] (about what its log line costs) against a
@@ -28,9 +39,10 @@
 
 use super::budget::SharedBudget;
 use super::Transmit;
+use crate::wire::framed_msg::{self, Status};
 use crate::wire::seed_msg::{parse_message, MsgError, LOG_FAILED_REPLY, MSG_ACK};
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -43,12 +55,23 @@ pub const LOG_LINE_OVERHEAD: u64 = 64;
 pub const DEFAULT_BUDGET_BYTES_PER_S: u64 = 8 << 20;
 pub const DEFAULT_BUDGET_BURST_BYTES: u64 = 1 << 20;
 
+/// Sender runs whose highest recorded sequence number is remembered, at most.
+pub const MAX_RUNS: usize = 4096;
+
 /// What a datagram is.
 #[derive(Debug)]
 pub enum Received<'a> {
-    /// A valid message (its text, unchanged): record it, then call
-    /// [`MsgReceiver::handle_recorded`]; its reply waits until then.
-    Message(&'a str),
+    /// A valid message (its text, unchanged; `name`: the sender's, for a framed message):
+    /// record it, then call [`MsgReceiver::handle_recorded`]; its reply waits until then.
+    Message {
+        text: &'a str,
+        name: Option<&'a str>,
+    },
+    /// Has the framed message magic but is not a framed message: no reply (the sender is
+    /// not known to be ours, and may be forged).
+    BadFramed(framed_msg::ParseError),
+    /// A framed message recorded before: answered at once, not to be recorded again.
+    Duplicate { name: &'a str, seq: u64 },
     /// Not a message; its error reply ([`MsgError::reply`]) is queued if it is no longer
     /// than the datagram.
     Invalid(MsgError),
@@ -57,11 +80,22 @@ pub enum Received<'a> {
     OverBudget,
 }
 
+/// A message waiting to be reported recorded: how to answer it.
+#[derive(Debug)]
+enum Pending {
+    Seed,
+    Framed { name: String, run: u32, seq: u64 },
+}
+
 /// The message port's state. See the module documentation.
 #[derive(Debug)]
 pub struct MsgReceiver {
-    /// Senders of messages not yet reported recorded, oldest first.
-    unrecorded: VecDeque<SocketAddr>,
+    /// Messages not yet reported recorded, oldest first.
+    unrecorded: VecDeque<(SocketAddr, Pending)>,
+    /// Per framed sender run (name, run id): the highest sequence number recorded.
+    recorded: HashMap<(String, u32), u64>,
+    /// The runs in `recorded`, oldest first (to forget past [`MAX_RUNS`]).
+    runs: VecDeque<(String, u32)>,
     transmits: VecDeque<Transmit>,
     budget: SharedBudget<IpAddr>,
     withheld: u64,
@@ -86,6 +120,8 @@ impl MsgReceiver {
         let min_burst = crate::wire::MAX_UDP_PAYLOAD as u64 + LOG_LINE_OVERHEAD;
         MsgReceiver {
             unrecorded: VecDeque::new(),
+            recorded: HashMap::new(),
+            runs: VecDeque::new(),
             transmits: VecDeque::new(),
             budget: SharedBudget::new(bytes_per_s, burst_bytes.max(min_burst)),
             withheld: 0,
@@ -105,14 +141,22 @@ impl MsgReceiver {
         now: Instant,
     ) -> Received<'a> {
         let cost = datagram.len() as u64 + LOG_LINE_OVERHEAD;
+        let framed = framed_msg::is_framed_msg(datagram);
         if !self.budget.try_take(&from.ip(), cost, now) {
-            self.reply_within(from, LOG_FAILED_REPLY, datagram.len());
+            match framed_msg::parse_message(datagram) {
+                Ok(m) => self.reply_framed(from, Status::NotRecorded, m.run, m.seq),
+                Err(_) if framed => {}
+                Err(_) => self.reply_within(from, LOG_FAILED_REPLY, datagram.len()),
+            }
             return Received::OverBudget;
+        }
+        if framed {
+            return self.handle_framed(from, datagram);
         }
         match parse_message(datagram) {
             Ok(text) => {
-                self.unrecorded.push_back(from);
-                Received::Message(text)
+                self.unrecorded.push_back((from, Pending::Seed));
+                Received::Message { text, name: None }
             }
             Err(e) => {
                 self.reply_within(from, e.reply(), datagram.len());
@@ -125,11 +169,75 @@ impl MsgReceiver {
     /// could not be (it gets [`LOG_FAILED_REPLY`]: not recorded, so not acknowledged as
     /// received).
     pub fn handle_recorded(&mut self, recorded: bool) {
-        let Some(from) = self.unrecorded.pop_front() else {
+        let Some((from, pending)) = self.unrecorded.pop_front() else {
             debug_assert!(false, "handle_recorded without a message");
             return;
         };
-        self.reply(from, if recorded { MSG_ACK } else { LOG_FAILED_REPLY });
+        match pending {
+            Pending::Seed => self.reply(from, if recorded { MSG_ACK } else { LOG_FAILED_REPLY }),
+            Pending::Framed { name, run, seq } => {
+                if !recorded {
+                    return self.reply_framed(from, Status::NotRecorded, run, seq);
+                }
+                let key = (name, run);
+                match self.recorded.get_mut(&key) {
+                    Some(last) => *last = (*last).max(seq),
+                    None => {
+                        if self.runs.len() >= MAX_RUNS {
+                            if let Some(oldest) = self.runs.pop_front() {
+                                self.recorded.remove(&oldest);
+                            }
+                        }
+                        self.runs.push_back(key.clone());
+                        self.recorded.insert(key, seq);
+                    }
+                }
+                self.reply_framed(from, Status::Recorded, run, seq);
+            }
+        }
+    }
+
+    /// A datagram with the framed message magic (within its sender's budget).
+    fn handle_framed<'a>(&mut self, from: SocketAddr, datagram: &'a [u8]) -> Received<'a> {
+        let m = match framed_msg::parse_message(datagram) {
+            Ok(m) => m,
+            // not even a message to answer (a reply is 20 bytes; what came may be fewer)
+            Err(e) => return Received::BadFramed(e),
+        };
+        let seen = self.recorded.get(&(m.name.to_owned(), m.run)).copied();
+        if seen.is_some_and(|last| m.seq <= last) {
+            self.reply_framed(from, Status::Duplicate, m.run, m.seq);
+            return Received::Duplicate {
+                name: m.name,
+                seq: m.seq,
+            };
+        }
+        match parse_message(m.json) {
+            Ok(text) => {
+                let pending = Pending::Framed {
+                    name: m.name.to_owned(),
+                    run: m.run,
+                    seq: m.seq,
+                };
+                self.unrecorded.push_back((from, pending));
+                Received::Message {
+                    text,
+                    name: Some(m.name),
+                }
+            }
+            Err(e) => {
+                self.reply_framed(from, Status::Invalid, m.run, m.seq);
+                Received::Invalid(e)
+            }
+        }
+    }
+
+    /// A framed reply: 20 bytes, never longer than the message it answers (21 and more).
+    fn reply_framed(&mut self, to: SocketAddr, status: Status, run: u32, seq: u64) {
+        self.transmits.push_back(Transmit {
+            to,
+            payload: Cow::Owned(framed_msg::emit_reply(status, run, seq)),
+        });
     }
 
     /// The next reply to send, oldest first.
@@ -181,7 +289,13 @@ mod tests {
         let now = Instant::now();
         // json.dumps([0,0,0,1]).encode(), as the seed client sends it
         let got = r.handle_datagram(addr(1), b"[0, 0, 0, 1]", now);
-        assert!(matches!(got, Received::Message("[0, 0, 0, 1]")));
+        assert!(matches!(
+            got,
+            Received::Message {
+                text: "[0, 0, 0, 1]",
+                name: None
+            }
+        ));
         assert!(replies(&mut r).is_empty(), "no ack before it is recorded");
         r.handle_recorded(true);
         assert_eq!(replies(&mut r), vec![(addr(1), b"get the msg".to_vec())]);
@@ -194,7 +308,7 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(
             r.handle_datagram(addr(1), b"{\"a\": 1}", now),
-            Received::Message(_)
+            Received::Message { .. }
         ));
         r.handle_recorded(false);
         assert_eq!(
@@ -204,6 +318,86 @@ mod tests {
                 b"error: the hub could not record the message".to_vec()
             )]
         );
+    }
+
+    #[test]
+    fn framed_messages_are_recorded_exactly_once_however_often_they_come() {
+        use crate::wire::framed_msg::{emit_message, parse_reply, Reply, Status};
+        use crate::wire::name::SourceName;
+        let mut r = MsgReceiver::new();
+        let now = Instant::now();
+        let pi = SourceName::parse("pi").unwrap();
+        let status = |r: &mut MsgReceiver| -> Vec<(Status, u64)> {
+            replies(r)
+                .iter()
+                .map(|(_, b)| {
+                    assert!(b.len() <= 20, "a reply is never longer than a message");
+                    let Reply { status, seq, .. } = parse_reply(b).unwrap();
+                    (status, seq)
+                })
+                .collect()
+        };
+        let m1 = emit_message(7, 1, &pi, b"[1]");
+        match r.handle_datagram(addr(1), &m1, now) {
+            Received::Message { text, name } => assert_eq!((text, name), ("[1]", Some("pi"))),
+            other => panic!("{other:?}"),
+        }
+        assert!(status(&mut r).is_empty(), "no reply before it is recorded");
+        r.handle_recorded(true);
+        assert_eq!(status(&mut r), [(Status::Recorded, 1)]);
+        // the reply was lost: the resend, and a copy from another address (the sender
+        // roamed), are answered at once and not recorded again
+        for from in [addr(1), addr(2)] {
+            assert!(matches!(
+                r.handle_datagram(from, &m1, now),
+                Received::Duplicate { name: "pi", seq: 1 }
+            ));
+        }
+        assert_eq!(
+            status(&mut r),
+            [(Status::Duplicate, 1), (Status::Duplicate, 1)]
+        );
+        // a message the log could not take keeps its number free for the resend
+        let m2 = emit_message(7, 2, &pi, b"[2]");
+        assert!(matches!(
+            r.handle_datagram(addr(1), &m2, now),
+            Received::Message { .. }
+        ));
+        r.handle_recorded(false);
+        assert_eq!(status(&mut r), [(Status::NotRecorded, 2)]);
+        assert!(matches!(
+            r.handle_datagram(addr(1), &m2, now),
+            Received::Message { .. }
+        ));
+        r.handle_recorded(true);
+        assert_eq!(status(&mut r), [(Status::Recorded, 2)]);
+        // a late copy of 1 after 2 is a duplicate; a new run of the same name starts anew
+        assert!(matches!(
+            r.handle_datagram(addr(1), &m1, now),
+            Received::Duplicate { .. }
+        ));
+        let restarted = emit_message(8, 1, &pi, b"[1]");
+        assert!(matches!(
+            r.handle_datagram(addr(1), &restarted, now),
+            Received::Message { .. }
+        ));
+        r.handle_recorded(true);
+        assert_eq!(
+            status(&mut r),
+            [(Status::Duplicate, 1), (Status::Recorded, 1)]
+        );
+        // not JSON: answered invalid; junk with the magic: no reply at all
+        let bad = emit_message(7, 3, &pi, b"{nope");
+        assert!(matches!(
+            r.handle_datagram(addr(1), &bad, now),
+            Received::Invalid(_)
+        ));
+        assert_eq!(status(&mut r), [(Status::Invalid, 3)]);
+        assert!(matches!(
+            r.handle_datagram(addr(1), b"UHFM\x01\x00", now),
+            Received::BadFramed(_)
+        ));
+        assert!(replies(&mut r).is_empty());
     }
 
     #[test]
@@ -289,18 +483,18 @@ mod tests {
         for ms in 0..2000u32 {
             let now = t0 + std::time::Duration::from_millis(ms.into());
             match r.handle_datagram(flooder, &big, now) {
-                Received::Message(_) => {
+                Received::Message { .. } => {
                     flood_in += 1;
                     r.handle_recorded(true);
                 }
                 Received::OverBudget => flood_out += 1,
-                Received::Invalid(e) => panic!("{e}"),
+                other => panic!("{other:?}"),
             }
             if ms % 10 == 0 {
                 assert!(
                     matches!(
                         r.handle_datagram(addr(1), b"[0, 0, 0, 1]", now),
-                        Received::Message(_)
+                        Received::Message { .. }
                     ),
                     "the quiet sender refused at {ms} ms"
                 );

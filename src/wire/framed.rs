@@ -8,7 +8,8 @@
 //! magic   4s  b"UHFR"
 //! version B   1
 //! kind    B   0 = data, 1 = ack, 2 = nack
-//! flags   H   data: bit 0 = POLL (answer now); every other bit, and in acks/nacks: 0
+//! flags   H   data: bit 0 = POLL (answer now), bit 1 = NAMED (a name follows the header);
+//!             every other bit, and in acks/nacks: 0
 //! stream  I   random per sender run: a restarted sender is a new stream
 //! frame   I   frame id, +1 per frame (wraps)
 //! ```
@@ -16,7 +17,11 @@
 //! - **data** (sender → hub), Python `struct` format [`DATA_STRUCT`] (32 bytes), then the
 //!   chunk's payload: `index H, count H, length I, ts_us Q` — the chunk index, the frame's
 //!   chunk count, the frame's total length in bytes, and the sender's clock in µs. Every
-//!   chunk but the last carries `ceil(length / count)` bytes. The hub answers (ack if the
+//!   chunk but the last carries `ceil(length / count)` bytes. With [`NAMED`] set, the header
+//!   is followed by the sender's name (`name_len B`, then that many bytes of
+//!   [`crate::wire::name`]'s alphabet) before the payload: senders set it on chunk 0 of every
+//!   frame, so the hub knows a stream's name with its first frame (a frame is never
+//!   delivered without its chunk 0) and one lost datagram cannot leave it nameless. The hub answers (ack if the
 //!   frame is complete, else a nack) when it gets the last chunk (`index == count - 1`) or a
 //!   chunk flagged [`POLL`]; a sender flags the last datagram of each batch of resends, so
 //!   every recovery round costs one round trip, not a timeout. Other data is not answered.
@@ -26,7 +31,9 @@
 //! - **nack** (hub → sender), [`NACK_STRUCT`] (20 bytes) + `n` ranges of `start H, len H`:
 //!   `received H, n H` — the chunks the hub has, and the missing chunk ranges to resend.
 
+use super::name::{self, SourceName};
 use std::fmt;
+use std::ops::Deref;
 
 /// First four bytes of every framed datagram.
 pub const MAGIC: [u8; 4] = *b"UHFR";
@@ -50,6 +57,11 @@ pub const MAX_CHUNK_SIZE: usize = 65_000;
 /// Data flag: the sender asks for an answer to this datagram (a nack of what is still
 /// missing, or the ack).
 pub const POLL: u16 = 1;
+
+/// Data flag: the sender's name follows the header (`name_len B` + the name).
+pub const NAMED: u16 = 2;
+/// The longest data header: the fixed part, the name's length byte and the longest name.
+pub const MAX_DATA_HEADER_LEN: usize = DATA_HEADER_LEN + 1 + name::MAX_LEN;
 
 /// Python `struct` format of a data datagram's header.
 pub const DATA_STRUCT: &str = "<4sBBHIIHHIQ";
@@ -83,10 +95,16 @@ pub struct DataHeader {
     pub ts_us: u64,
 }
 
-/// A parsed framed datagram; `Data` borrows its payload.
+/// A parsed framed datagram; `Data` borrows its name and payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet<'a> {
-    Data(DataHeader, &'a [u8]),
+    Data {
+        header: DataHeader,
+        /// The sender's name, when the datagram is flagged [`NAMED`] (checked against the
+        /// name alphabet).
+        name: Option<&'a str>,
+        payload: &'a [u8],
+    },
     Ack {
         stream: u32,
         frame: u32,
@@ -111,6 +129,8 @@ pub enum ParseError {
     UnknownStatus(u8),
     /// Index not below count, a zero count, or a payload size that cannot fit the frame.
     Inconsistent,
+    /// A [`NAMED`] datagram whose name is cut short or not a valid name.
+    BadName,
 }
 
 impl fmt::Display for ParseError {
@@ -122,6 +142,7 @@ impl fmt::Display for ParseError {
             ParseError::UnknownKind(k) => write!(f, "unknown framed kind {k}"),
             ParseError::UnknownStatus(s) => write!(f, "unknown ack status {s}"),
             ParseError::Inconsistent => write!(f, "chunk index, count, length and size disagree"),
+            ParseError::BadName => write!(f, "the sender's name is cut short or not a valid name"),
         }
     }
 }
@@ -186,7 +207,16 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
                 length: u32_at(b, 20),
                 ts_us: u64_at(b, 24),
             };
-            let payload = &b[DATA_HEADER_LEN..];
+            let (name, payload) = if h.flags & NAMED == 0 {
+                (None, &b[DATA_HEADER_LEN..])
+            } else {
+                let len = *b.get(DATA_HEADER_LEN).ok_or(ParseError::BadName)? as usize;
+                let start = DATA_HEADER_LEN + 1;
+                let bytes = b.get(start..start + len).ok_or(ParseError::BadName)?;
+                let name = std::str::from_utf8(bytes).map_err(|_| ParseError::BadName)?;
+                name::check(name).map_err(|_| ParseError::BadName)?;
+                (Some(name), &b[start + len..])
+            };
             let consistent = h.count > 0
                 && h.index < h.count
                 && h.length > 0
@@ -196,7 +226,11 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
             if !consistent {
                 return Err(ParseError::Inconsistent);
             }
-            Ok(Packet::Data(h, payload))
+            Ok(Packet::Data {
+                header: h,
+                name,
+                payload,
+            })
         }
         KIND_ACK => {
             if b.len() < ACK_LEN {
@@ -248,26 +282,67 @@ fn emit_prefix(out: &mut Vec<u8>, kind: u8, flags: u16, stream: u32, frame: u32)
     out.extend_from_slice(&frame.to_le_bytes());
 }
 
-/// Append a data datagram (header, then `payload`) to `out`.
+/// Append a data datagram (header, then `payload`) to `out`, without a name.
 pub fn emit_data(out: &mut Vec<u8>, h: &DataHeader, payload: &[u8]) {
-    out.extend_from_slice(&data_header(h));
+    emit_named_data(out, h, None, payload);
+}
+
+/// Append a data datagram to `out`: the header, `name` if there is one (flagged
+/// [`NAMED`]), then `payload`.
+pub fn emit_named_data(
+    out: &mut Vec<u8>,
+    h: &DataHeader,
+    name: Option<&SourceName>,
+    payload: &[u8],
+) {
+    out.extend_from_slice(&data_header(h, name));
     out.extend_from_slice(payload);
 }
 
+/// A data datagram's header (with the name, if any): the bytes before the payload.
+#[derive(Clone, Copy, Debug)]
+pub struct DataHeaderBytes {
+    bytes: [u8; MAX_DATA_HEADER_LEN],
+    len: u8,
+}
+
+impl Deref for DataHeaderBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 /// A data datagram's header alone: the datagram is this followed by the payload (a sender
-/// can hand both to the kernel as two parts, without copying the payload next to it).
-pub fn data_header(h: &DataHeader) -> [u8; DATA_HEADER_LEN] {
-    let mut b = [0u8; DATA_HEADER_LEN];
+/// can hand both to the kernel as two parts, without copying the payload next to it). With
+/// a `name`, the [`NAMED`] flag is set and the name follows the fixed header; without one,
+/// the flag is cleared.
+pub fn data_header(h: &DataHeader, name: Option<&SourceName>) -> DataHeaderBytes {
+    let mut out = DataHeaderBytes {
+        bytes: [0u8; MAX_DATA_HEADER_LEN],
+        len: DATA_HEADER_LEN as u8,
+    };
+    let flags = match name {
+        Some(_) => h.flags | NAMED,
+        None => h.flags & !NAMED,
+    };
+    let b = &mut out.bytes;
     b[..4].copy_from_slice(&MAGIC);
     b[4..6].copy_from_slice(&[VERSION, KIND_DATA]);
-    b[6..8].copy_from_slice(&h.flags.to_le_bytes());
+    b[6..8].copy_from_slice(&flags.to_le_bytes());
     b[8..12].copy_from_slice(&h.stream.to_le_bytes());
     b[12..16].copy_from_slice(&h.frame.to_le_bytes());
     b[16..18].copy_from_slice(&h.index.to_le_bytes());
     b[18..20].copy_from_slice(&h.count.to_le_bytes());
     b[20..24].copy_from_slice(&h.length.to_le_bytes());
     b[24..32].copy_from_slice(&h.ts_us.to_le_bytes());
-    b
+    if let Some(name) = name {
+        let n = name.as_str().as_bytes();
+        b[DATA_HEADER_LEN] = n.len() as u8;
+        b[DATA_HEADER_LEN + 1..DATA_HEADER_LEN + 1 + n.len()].copy_from_slice(n);
+        out.len = (DATA_HEADER_LEN + 1 + n.len()) as u8;
+    }
+    out
 }
 
 /// An ack datagram.
@@ -318,13 +393,67 @@ mod tests {
                 0, 0, 5, 0, 0, 0, 0, 0, 0, 0
             ]
         );
-        assert_eq!(parse(&b), Ok(Packet::Data(h, &[0xAA; 1000][..])));
+        assert_eq!(
+            parse(&b),
+            Ok(Packet::Data {
+                header: h,
+                name: None,
+                payload: &[0xAA; 1000][..]
+            })
+        );
         // the same with POLL: struct.pack(..., b'UHFR', 1, 0, 1, ...)
         let polled = DataHeader { flags: POLL, ..h };
         let mut b = Vec::new();
         emit_data(&mut b, &polled, &[0xAA; 1000]);
         assert_eq!(b[4..8], [1, 0, 1, 0]);
-        assert_eq!(parse(&b), Ok(Packet::Data(polled, &[0xAA; 1000][..])));
+        assert_eq!(
+            parse(&b),
+            Ok(Packet::Data {
+                header: polled,
+                name: None,
+                payload: &[0xAA; 1000][..]
+            })
+        );
+    }
+
+    #[test]
+    fn named_data_literal_bytes() {
+        // struct.pack('<4sBBHIIHHIQB', b'UHFR', 1, 0, 2, 1, 0, 0, 1, 3, 0, 3) + b'cam' + payload
+        let h = DataHeader {
+            flags: 0,
+            stream: 1,
+            frame: 0,
+            index: 0,
+            count: 1,
+            length: 3,
+            ts_us: 0,
+        };
+        let name = SourceName::parse("cam").unwrap();
+        let mut b = Vec::new();
+        emit_named_data(&mut b, &h, Some(&name), &[7, 8, 9]);
+        assert_eq!(b[6..8], [2, 0], "NAMED");
+        assert_eq!(b[DATA_HEADER_LEN..], [3, b'c', b'a', b'm', 7, 8, 9]);
+        let named = DataHeader { flags: NAMED, ..h };
+        assert_eq!(
+            parse(&b),
+            Ok(Packet::Data {
+                header: named,
+                name: Some("cam"),
+                payload: &[7, 8, 9][..]
+            })
+        );
+        // cut short, too long for what follows, or outside the alphabet
+        assert_eq!(parse(&b[..DATA_HEADER_LEN]), Err(ParseError::BadName));
+        let mut long = b.clone();
+        long[DATA_HEADER_LEN] = 200;
+        assert_eq!(parse(&long), Err(ParseError::BadName));
+        let mut bad = b.clone();
+        bad[DATA_HEADER_LEN + 1] = b'/';
+        assert_eq!(parse(&bad), Err(ParseError::BadName));
+        // the flag without a name is cleared on emit
+        let mut b = Vec::new();
+        emit_data(&mut b, &named, &[7, 8, 9]);
+        assert_eq!(b[6..8], [0, 0]);
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! - [`seed_tcp`]: the TCP stream of seed 000 (16-byte ASCII length, then the JPEG).
 //! - [`framed`]: udphub's own UDP image format: frame id and chunk index in every datagram,
 //!   acks and nacks (missing chunk ranges), so frames survive loss and reordering.
+//! - [`framed_msg`]: udphub's own message format: name, run id and sequence number in
+//!   every message, and replies that say which message they answer (exactly-once logging).
 //! - [`name`]: a source's name (`--name`), the one alphabet safe in every place it shows.
 //!
 //! The JPEG payload check (SOI/EOI and the entropy walk) is not a wire format: it is
 //! [`crate::jpegcheck`].
 
 pub mod framed;
+pub mod framed_msg;
 pub mod name;
 pub mod seed_msg;
 pub mod seed_tcp;

@@ -30,18 +30,7 @@ pub enum NameError {
 impl SourceName {
     /// Check `s` against the rules above.
     pub fn parse(s: &str) -> Result<SourceName, NameError> {
-        if s.is_empty() {
-            return Err(NameError::Empty);
-        }
-        if let Some(c) = s.chars().find(|c| !is_name_char(*c)) {
-            return Err(NameError::BadChar(c));
-        }
-        if s.len() > MAX_LEN {
-            return Err(NameError::TooLong(s.len()));
-        }
-        if s == "." || s == ".." {
-            return Err(NameError::Dots);
-        }
+        check(s)?;
         Ok(SourceName(s.to_owned()))
     }
 
@@ -54,6 +43,12 @@ impl SourceName {
                 Err(NameError::BadChar(char::from(bad)))
             }
         }
+    }
+
+    /// This machine's name made valid ([`SourceName::default_for_host`] of [`host_name`]):
+    /// the default of `--name`.
+    pub fn of_this_host() -> SourceName {
+        SourceName::default_for_host(&host_name())
     }
 
     /// The name a device gets when it is not given one: this machine's host name, made
@@ -76,6 +71,33 @@ impl SourceName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `s` is a valid name (the rules of the module documentation), without making one.
+pub fn check(s: &str) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if let Some(c) = s.chars().find(|c| !is_name_char(*c)) {
+        return Err(NameError::BadChar(c));
+    }
+    if s.len() > MAX_LEN {
+        return Err(NameError::TooLong(s.len()));
+    }
+    if s == "." || s == ".." {
+        return Err(NameError::Dots);
+    }
+    Ok(())
+}
+
+/// This machine's host name (the default `--name`, and the hub's MQTT id), or `hub` when
+/// it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "hub".into())
 }
 
 fn is_name_char(c: char) -> bool {

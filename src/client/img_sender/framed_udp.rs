@@ -41,6 +41,7 @@ impl FramedUdpSender {
             chunk_size: options.chunk_size,
             window: options.window,
             frame_deadline: options.ack_timeout,
+            name: options.name.clone(),
             ..SenderConfig::default()
         };
         Ok(FramedUdpSender {
@@ -48,7 +49,7 @@ impl FramedUdpSender {
             proto: framed_sender::FramedSender::new(
                 config,
                 hub,
-                random_stream_id(),
+                crate::client::random_run_id(),
                 Instant::now(),
             ),
             chunks: Vec::with_capacity(SEND_BATCH),
@@ -205,19 +206,6 @@ impl ImgSender for FramedUdpSender {
 }
 
 /// A stream id that differs between runs (and between clients started together).
-fn random_stream_id() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish() as u32
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::{fake_jpeg, options, LONG};

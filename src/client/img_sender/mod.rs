@@ -33,6 +33,7 @@ pub use framed_udp::FramedUdpSender;
 pub use seed_tcp::SeedTcpSender;
 pub use seed_udp::{SeedUdpFormat, SeedUdpSender};
 
+use crate::wire::name::SourceName;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -92,6 +93,8 @@ pub struct SenderOptions {
     pub chunk_size: usize,
     /// Framed: frames in flight at most (1 = stop-and-wait).
     pub window: usize,
+    /// Framed: the name the hub shows this sender as (seed formats carry none).
+    pub name: Option<SourceName>,
 }
 
 impl Default for SenderOptions {
@@ -102,6 +105,7 @@ impl Default for SenderOptions {
             header_width: HeaderWidth::Eight,
             chunk_size: framed::DEFAULT_CHUNK_SIZE,
             window: 1,
+            name: None,
         }
     }
 }

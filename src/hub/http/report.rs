@@ -60,6 +60,8 @@ pub struct HttpState {
 pub struct SourceState {
     /// URL-safe id, as in `/stream/<id>` (and in saved file names).
     pub id: String,
+    /// The name the source gave (framed `--name`), as shown (`NAME#2` for a second claim).
+    pub name: Option<String>,
     /// `img` (UDP) or `tcp`.
     pub service: &'static str,
     pub addr: SocketAddr,
@@ -106,6 +108,8 @@ pub struct LastMessageState {
 #[derive(Debug, Serialize)]
 pub struct MessageSourceState {
     pub id: String,
+    /// The name the sender gave, if any.
+    pub name: Option<String>,
     pub addr: SocketAddr,
     pub messages: u64,
     pub bytes: u64,
@@ -158,6 +162,7 @@ pub fn build(
     rates: &mut Rates,
 ) -> State {
     let snapshot = stats.snapshot();
+    let names = stats.names();
     let uptime_s = stats.uptime().as_secs_f64();
     let mut sources = Vec::new();
     let mut msg_sources = Vec::new();
@@ -176,6 +181,7 @@ pub fn build(
                         s.rate(),
                     ),
                     id: slug.clone(),
+                    name: names.get(id).cloned(),
                     service: id.service.name(),
                     addr: id.addr,
                     frames: s.items,
@@ -197,6 +203,7 @@ pub fn build(
                 msg_sources.push(MessageSourceState {
                     rate: rates.observe(format!("msg/{slug}"), uptime_s, s.items, s.rate()),
                     id: slug,
+                    name: names.get(id).cloned(),
                     addr: id.addr,
                     messages: s.items,
                     bytes: s.bytes,
@@ -231,6 +238,13 @@ pub fn build(
     }
 }
 
+/// The `name` label of a named source (after `source`), or nothing.
+fn name_label(name: &Option<String>) -> String {
+    name.as_deref()
+        .map(|n| format!(",name=\"{}\"", label(n)))
+        .unwrap_or_default()
+}
+
 /// A Prometheus label value: `\`, `"` and newlines escaped.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -248,8 +262,14 @@ pub fn metrics(state: &State) -> String {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let src =
-        |s: &SourceState| format!("{{service=\"{}\",source=\"{}\"}}", s.service, label(&s.id));
+    let src = |s: &SourceState| {
+        format!(
+            "{{service=\"{}\",source=\"{}\"{}}}",
+            s.service,
+            label(&s.id),
+            name_label(&s.name)
+        )
+    };
     let per_source = |f: &dyn Fn(&SourceState) -> f64| -> Vec<(String, f64)> {
         state.sources.iter().map(|s| (src(s), f(s))).collect()
     };
@@ -326,7 +346,11 @@ pub fn metrics(state: &State) -> String {
             .iter()
             .map(|s| {
                 (
-                    format!("{{service=\"msg\",source=\"{}\"}}", label(&s.id)),
+                    format!(
+                        "{{service=\"msg\",source=\"{}\"{}}}",
+                        label(&s.id),
+                        name_label(&s.name)
+                    ),
                     f(s),
                 )
             })

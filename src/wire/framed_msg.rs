@@ -1,0 +1,274 @@
+//! udphub's own message format, beside the seed's (which keeps working unchanged): every
+//! message carries the sender's name, a random id of the sender's run and a sequence
+//! number, and every reply says which message it answers and what became of it. So a
+//! sender can resend a message whose reply was lost, and the hub can record each message
+//! exactly once however often it arrives (see [`crate::proto::msg_receiver`]).
+//!
+//! All integers little-endian.
+//!
+//! ```text
+//! message (sender -> hub), Python struct '<4sBBHIQB' (21 bytes), then the name, then the JSON
+//!   magic    4s  b"UHFM"
+//!   version  B   1
+//!   kind     B   0 = message
+//!   flags    H   0
+//!   run      I   random per sender run
+//!   seq      Q   1, 2, 3, ... per run; a resend carries the same number
+//!   name_len B   then name_len bytes of the sender's name (A-Z a-z 0-9 . _ -, 1..64)
+//!   the rest     the JSON value, UTF-8, exactly as the seed format carries it
+//!
+//! reply (hub -> sender), Python struct '<4sBBBxIQ' (20 bytes: never longer than a message)
+//!   magic    4s  b"UHFM"
+//!   version  B   1
+//!   kind     B   1 = reply
+//!   status   B   0 = recorded, 1 = recorded before (a duplicate: not recorded again),
+//!                2 = invalid (not one JSON value: do not resend),
+//!                3 = not recorded (the hub's log failed, or the sender is over its
+//!                    budget: resend later)
+//!   pad      x
+//!   run      I   and seq Q: the message answered
+//! ```
+
+use super::name::{self, SourceName};
+use std::fmt;
+
+pub const MAGIC: [u8; 4] = *b"UHFM";
+pub const VERSION: u8 = 1;
+/// Length of a message's fixed header (before the name).
+pub const MESSAGE_HEADER_LEN: usize = 21;
+/// Length of a reply.
+pub const REPLY_LEN: usize = 20;
+/// Python `struct` format of a message's fixed header.
+pub const MESSAGE_STRUCT: &str = "<4sBBHIQB";
+/// Python `struct` format of a reply.
+pub const REPLY_STRUCT: &str = "<4sBBBxIQ";
+
+const KIND_MESSAGE: u8 = 0;
+const KIND_REPLY: u8 = 1;
+
+// Field offsets.
+const VERSION_AT: usize = 4;
+const KIND_AT: usize = 5;
+const RUN_AT: usize = 8;
+const SEQ_AT: usize = 12;
+const NAME_LEN_AT: usize = 20;
+const STATUS_AT: usize = 6;
+
+/// What the hub says about a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Recorded = 0,
+    Duplicate = 1,
+    Invalid = 2,
+    NotRecorded = 3,
+}
+
+/// A parsed message; borrows the datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub run: u32,
+    pub seq: u64,
+    pub name: &'a str,
+    /// The JSON bytes, not yet checked (the seed parser does that).
+    pub json: &'a [u8],
+}
+
+/// A parsed reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: Status,
+    pub run: u32,
+    pub seq: u64,
+}
+
+/// Why bytes that start with the magic are not a framed message or reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0} bytes is too short for a framed message")]
+    TooShort(usize),
+    #[error("not a framed message (magic)")]
+    BadMagic,
+    #[error("framed message version {0} is not spoken here")]
+    UnknownVersion(u8),
+    #[error("unknown framed message kind {0}")]
+    UnknownKind(u8),
+    #[error("unknown reply status {0}")]
+    UnknownStatus(u8),
+    #[error("the sender's name is cut short or not a valid name")]
+    BadName,
+}
+
+/// True when `datagram` starts with this format's magic.
+pub fn is_framed_msg(datagram: &[u8]) -> bool {
+    datagram.len() >= 4 && datagram[..4] == MAGIC
+}
+
+/// The kind of a datagram with this format's magic and version.
+fn kind(b: &[u8]) -> Result<u8, ParseError> {
+    if b.len() <= KIND_AT {
+        return Err(ParseError::TooShort(b.len()));
+    }
+    if b[..4] != MAGIC {
+        return Err(ParseError::BadMagic);
+    }
+    if b[VERSION_AT] != VERSION {
+        return Err(ParseError::UnknownVersion(b[VERSION_AT]));
+    }
+    Ok(b[KIND_AT])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parse a message (hub side).
+pub fn parse_message(b: &[u8]) -> Result<Message<'_>, ParseError> {
+    match kind(b)? {
+        KIND_MESSAGE => {}
+        k => return Err(ParseError::UnknownKind(k)),
+    }
+    if b.len() < MESSAGE_HEADER_LEN {
+        return Err(ParseError::TooShort(b.len()));
+    }
+    let len = b[NAME_LEN_AT] as usize;
+    let bytes = b
+        .get(MESSAGE_HEADER_LEN..MESSAGE_HEADER_LEN + len)
+        .ok_or(ParseError::BadName)?;
+    let name = std::str::from_utf8(bytes).map_err(|_| ParseError::BadName)?;
+    name::check(name).map_err(|_| ParseError::BadName)?;
+    Ok(Message {
+        run: u32_at(b, RUN_AT),
+        seq: u64_at(b, SEQ_AT),
+        name,
+        json: &b[MESSAGE_HEADER_LEN + len..],
+    })
+}
+
+/// Parse a reply (sender side).
+pub fn parse_reply(b: &[u8]) -> Result<Reply, ParseError> {
+    match kind(b)? {
+        KIND_REPLY => {}
+        k => return Err(ParseError::UnknownKind(k)),
+    }
+    if b.len() < REPLY_LEN {
+        return Err(ParseError::TooShort(b.len()));
+    }
+    let status = match b[STATUS_AT] {
+        0 => Status::Recorded,
+        1 => Status::Duplicate,
+        2 => Status::Invalid,
+        3 => Status::NotRecorded,
+        s => return Err(ParseError::UnknownStatus(s)),
+    };
+    Ok(Reply {
+        status,
+        run: u32_at(b, RUN_AT),
+        seq: u64_at(b, SEQ_AT),
+    })
+}
+
+/// A message datagram.
+pub fn emit_message(run: u32, seq: u64, name: &SourceName, json: &[u8]) -> Vec<u8> {
+    let n = name.as_str().as_bytes();
+    let mut out = Vec::with_capacity(MESSAGE_HEADER_LEN + n.len() + json.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&[VERSION, KIND_MESSAGE, 0, 0]);
+    out.extend_from_slice(&run.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.push(n.len() as u8);
+    out.extend_from_slice(n);
+    out.extend_from_slice(json);
+    out
+}
+
+/// A reply datagram.
+pub fn emit_reply(status: Status, run: u32, seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REPLY_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&[VERSION, KIND_REPLY, status as u8, 0]);
+    out.extend_from_slice(&run.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out
+}
+
+/// The length of the shortest message: a reply is never longer.
+pub const MIN_MESSAGE_LEN: usize = MESSAGE_HEADER_LEN + 1 + 1;
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Recorded => "recorded",
+            Status::Duplicate => "recorded before",
+            Status::Invalid => "invalid",
+            Status::NotRecorded => "not recorded",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_literal_bytes() {
+        // struct.pack('<4sBBHIQB', b'UHFM', 1, 0, 0, 0x01020304, 5, 2) + b'pi' + b'[1]'
+        let name = SourceName::parse("pi").unwrap();
+        let m = emit_message(0x0102_0304, 5, &name, b"[1]");
+        assert_eq!(
+            m,
+            [
+                b'U', b'H', b'F', b'M', 1, 0, 0, 0, 4, 3, 2, 1, 5, 0, 0, 0, 0, 0, 0, 0, 2, b'p',
+                b'i', b'[', b'1', b']'
+            ]
+        );
+        assert_eq!(
+            parse_message(&m),
+            Ok(Message {
+                run: 0x0102_0304,
+                seq: 5,
+                name: "pi",
+                json: b"[1]"
+            })
+        );
+        assert_eq!(parse_message(&m[..22]), Err(ParseError::BadName));
+        assert_eq!(parse_message(&m[..10]), Err(ParseError::TooShort(10)));
+        let mut bad = m.clone();
+        bad[21] = b'/';
+        assert_eq!(parse_message(&bad), Err(ParseError::BadName));
+        let mut bad = m.clone();
+        bad[4] = 2;
+        assert_eq!(parse_message(&bad), Err(ParseError::UnknownVersion(2)));
+        assert_eq!(
+            parse_message(&emit_reply(Status::Recorded, 1, 1)),
+            Err(ParseError::UnknownKind(1))
+        );
+    }
+
+    #[test]
+    fn reply_literal_bytes() {
+        // struct.pack('<4sBBBxIQ', b'UHFM', 1, 1, 1, 7, 9)
+        let r = emit_reply(Status::Duplicate, 7, 9);
+        assert_eq!(
+            r,
+            [b'U', b'H', b'F', b'M', 1, 1, 1, 0, 7, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(r.len(), REPLY_LEN);
+        let shortest = emit_message(7, 9, &SourceName::parse("a").unwrap(), b"1");
+        assert_eq!(shortest.len(), MIN_MESSAGE_LEN);
+        assert!(r.len() < shortest.len(), "a reply is never longer than a message");
+        assert_eq!(
+            parse_reply(&r),
+            Ok(Reply {
+                status: Status::Duplicate,
+                run: 7,
+                seq: 9
+            })
+        );
+        let mut bad = r.clone();
+        bad[6] = 9;
+        assert_eq!(parse_reply(&bad), Err(ParseError::UnknownStatus(9)));
+    }
+}
