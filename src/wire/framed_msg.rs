@@ -258,7 +258,10 @@ mod tests {
         assert_eq!(r.len(), REPLY_LEN);
         let shortest = emit_message(7, 9, &SourceName::parse("a").unwrap(), b"1");
         assert_eq!(shortest.len(), MIN_MESSAGE_LEN);
-        assert!(r.len() < shortest.len(), "a reply is never longer than a message");
+        assert!(
+            r.len() < shortest.len(),
+            "a reply is never longer than a message"
+        );
         assert_eq!(
             parse_reply(&r),
             Ok(Reply {
