@@ -37,7 +37,8 @@
 //!   integrity), who sent it (only the holder of an authorized private key can open a
 //!   session, and the file's name for that key is the one used), and delivery at most once
 //!   per session (replay window). A device's static key is encrypted in the handshake; the
-//!   session keys are ephemeral (forward secrecy once both sides drop a session).
+//!   session keys are ephemeral and replaced every two minutes
+//!   ([`session::REKEY_AFTER_TIME`]), so a key stolen later does not open recorded traffic.
 //! - Not protected: traffic analysis (who talks to the hub, when, how much: datagram sizes
 //!   and timing are visible; the hub's address and the session indices are in clear), denial
 //!   of service by dropping or flooding datagrams, and a stolen device key (its holder *is*
