@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzz every parser a datagram reaches before it is authenticated (fuzz/, cargo-fuzz):
-# `framed` (udphub::wire::framed::parse), `secure_wire` (udphub::secure::wire::parse) and
-# `responder` (udphub::secure::session::Responder::handle_datagram), each for SECONDS
+# `framed` (udphub::wire::framed::parse), `framed_msg` (udphub::wire::framed_msg's message
+# and reply parsers), `secure_wire` (udphub::secure::wire::parse), `responder`
+# (udphub::secure::session::Responder::handle_datagram) and `initiator` (what a device
+# parses: udphub::secure::session::Initiator::handle_datagram), each for SECONDS
 # (default 60), one after the other on the nightly toolchain. Installs cargo-fuzz if it is
 # missing. Prints one line per target: executions, and whether a crash was found (its input
 # is then under fuzz/artifacts/TARGET/). Exit 1 if any target found one.

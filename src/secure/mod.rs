@@ -37,7 +37,8 @@
 //!   integrity), who sent it (only the holder of an authorized private key can open a
 //!   session, and the file's name for that key is the one used), and delivery at most once
 //!   per session (replay window). A device's static key is encrypted in the handshake; the
-//!   session keys are ephemeral (forward secrecy once both sides drop a session).
+//!   session keys are ephemeral and replaced every two minutes
+//!   ([`session::REKEY_AFTER_TIME`]), so a key stolen later does not open recorded traffic.
 //! - Not protected: traffic analysis (who talks to the hub, when, how much: datagram sizes
 //!   and timing are visible; the hub's address and the session indices are in clear), denial
 //!   of service by dropping or flooding datagrams, and a stolen device key (its holder *is*
@@ -52,6 +53,38 @@
 //!   clock goes back (a Pi without a real-time clock, booted before NTP) is refused until its
 //!   clock passes the newest initiation the hub saw from it, or the hub restarts (the hub keeps
 //!   those timestamps in memory only). WireGuard has the same rule.
+//!
+//! # Use
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use udphub::secure::authorized::AuthorizedKeys;
+//! use udphub::secure::keys::generate;
+//! use udphub::secure::session::{Initiator, Outcome, Responder};
+//!
+//! let (hub_key, hub_public) = generate().unwrap();
+//! let (device_key, device_public) = generate().unwrap();
+//! let keys = AuthorizedKeys::parse(&format!("{device_public} cam-1\n")).unwrap();
+//! let mut hub = Responder::new(hub_key, Arc::new(keys));
+//! let now = Instant::now();
+//! let mut device = Initiator::new(device_key, hub_public, now);
+//! let from = "127.0.0.1:5000".parse().unwrap();
+//!
+//! // Device: send what poll_transmit gives (the initiation), and again at poll_timeout.
+//! let init = device.poll_transmit(now).unwrap();
+//! // Hub: answer a Reply to its sender, send nothing for a Refused.
+//! let Outcome::Reply(response) = hub.handle_datagram(from, &init, now) else { panic!() };
+//! device.handle_datagram(&response, now).unwrap();
+//!
+//! // Device: seal each plain datagram (then poll_transmit: a rehandshake may be due).
+//! let datagram = device.seal(b"a plain framed datagram", now).unwrap();
+//! let Outcome::Opened { session, name, plaintext } = hub.handle_datagram(from, &datagram, now)
+//! else { panic!() };
+//! assert_eq!((name.as_str(), &plaintext[..]), ("cam-1", &b"a plain framed datagram"[..]));
+//! // Hub: replies (acks, nacks) go back sealed in the same session.
+//! let ack = hub.seal(session, b"ack").unwrap();
+//! assert_eq!(device.handle_datagram(&ack, now).unwrap().unwrap(), b"ack");
+//! ```
 
 pub mod authorized;
 pub mod cidr;

@@ -7,7 +7,8 @@
 //!   once established seals with [`Initiator::seal`]. If it keeps sealing for
 //!   [`REHANDSHAKE_AFTER`] and nothing authenticated comes back (the hub restarted and drops
 //!   the datagrams of a session it forgot), it handshakes again by itself, still sealing with
-//!   the old session until the new one is up; so does a session near counter exhaustion.
+//!   the old session until the new one is up; so does a session [`REKEY_AFTER_TIME`] old or
+//!   near counter exhaustion. Neither side uses a session [`REJECT_AFTER_TIME`] old.
 //! - A [`Responder`] answers an initiation from an authorized key with a response smaller than
 //!   the initiation, and opens transport datagrams of its sessions. Everything else is
 //!   [`Outcome::Refused`] with a [`Reason`], and the caller sends nothing back.
@@ -53,6 +54,11 @@ pub const RESEND_MAX: Duration = Duration::from_secs(2);
 /// A session that has sent this many datagrams handshakes again (as WireGuard's
 /// REJECT_AFTER_MESSAGES); sealing stops at [`MAX_COUNTER`].
 pub const REKEY_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
+/// A session this old handshakes again when it next seals (WireGuard's REKEY_AFTER_TIME):
+/// new ephemeral keys every two minutes, so a key stolen later opens little recorded traffic.
+pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+/// Neither side uses a session this old (WireGuard's REJECT_AFTER_TIME).
+pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 /// The responder keeps at most this many sessions (oldest replaced ones go first).
 pub const MAX_SESSIONS: usize = 4096;
 /// A session replaced by a newer handshake from the same key still opens datagrams for this
@@ -140,6 +146,8 @@ struct Transport {
     state: StatelessTransportState,
     send_counter: u64,
     replay: ReplayWindow,
+    /// When the handshake completed.
+    established: Instant,
 }
 
 impl Transport {
@@ -339,7 +347,6 @@ impl Initiator {
         bytes: &[u8],
         now: Instant,
     ) -> Result<Option<Vec<u8>>, SecureError> {
-        let _ = now;
         match wire::parse(bytes).map_err(|_| Reason::Malformed)? {
             Packet::Init { .. } => Err(Reason::Unexpected),
             Packet::Response {
@@ -370,6 +377,7 @@ impl Initiator {
                     state,
                     send_counter: 0,
                     replay: ReplayWindow::new(),
+                    established: now,
                 });
                 self.unanswered_since = None;
                 Ok(None)
@@ -396,11 +404,20 @@ impl Initiator {
     /// counter). May start a rehandshake: call [`Initiator::poll_transmit`] after it.
     pub fn seal(&mut self, plaintext: &[u8], now: Instant) -> Option<Vec<u8>> {
         let t = self.current.as_mut()?;
+        let age = now.saturating_duration_since(t.established);
+        if age >= REJECT_AFTER_TIME {
+            // Too old to use (the hub refuses it too); a rehandshake is under way.
+            self.current = None;
+            if self.pending.is_none() {
+                self.start_handshake(now);
+            }
+            return None;
+        }
         let out = t.seal(plaintext);
-        let exhausted = t.send_counter >= REKEY_AFTER_MESSAGES;
+        let rekey = t.send_counter >= REKEY_AFTER_MESSAGES || age >= REKEY_AFTER_TIME;
         let since = *self.unanswered_since.get_or_insert(now);
         let silent = now.saturating_duration_since(since) >= REHANDSHAKE_AFTER;
-        if (silent || exhausted) && self.pending.is_none() {
+        if (silent || rekey) && self.pending.is_none() {
             self.start_handshake(now);
         }
         out
@@ -648,6 +665,7 @@ impl Responder {
                     state,
                     send_counter: 0,
                     replay: ReplayWindow::new(),
+                    established: now,
                 },
                 created: now,
                 replaced_at: None,
@@ -684,12 +702,15 @@ impl Responder {
             .sessions
             .get_mut(&receiver)
             .ok_or(Reason::UnknownSession)?;
-        if s.replaced_at
+        let expired = s
+            .replaced_at
             .is_some_and(|t| now.saturating_duration_since(t) > OVERLAP)
-        {
+            || now.saturating_duration_since(s.created) >= REJECT_AFTER_TIME;
+        if expired {
             let key = s.key;
             self.sessions.remove(&receiver);
             if let Some(p) = self.peers.get_mut(&key) {
+                p.current = p.current.filter(|&c| c != receiver);
                 p.previous = p.previous.filter(|&c| c != receiver);
             }
             return Err(Reason::UnknownSession);

@@ -554,3 +554,42 @@ fn a_forged_response_does_not_spoil_the_handshake() {
     assert_eq!(i.handle_datagram(&resp, s.t0).unwrap(), None);
     assert!(i.is_established());
 }
+
+#[test]
+fn sessions_rekey_after_two_minutes_and_are_refused_after_three() {
+    let s = setup();
+    let (mut i, mut r) = (s.initiator(), s.responder());
+    handshake(&mut i, &mut r, s.t0);
+    let mut now = s.t0;
+    while now + Duration::from_secs(10) < s.t0 + REKEY_AFTER_TIME {
+        now += Duration::from_secs(10);
+        let d = i.seal(b"frame", now).unwrap();
+        let (session, _, _) = opened(feed(&mut r, &d, now));
+        i.handle_datagram(&r.seal(session, b"ack").unwrap(), now)
+            .unwrap();
+        assert!(i.poll_transmit(now).is_none(), "no rekey before 120 s");
+    }
+    now = s.t0 + REKEY_AFTER_TIME;
+    let d = i.seal(b"old session still", now).unwrap();
+    opened(feed(&mut r, &d, now));
+    let init = i.poll_transmit(now).expect("rekey at 120 s");
+    let Outcome::Reply(resp) = feed(&mut r, &init, now) else {
+        panic!()
+    };
+    i.handle_datagram(&resp, now).unwrap();
+    let d = i.seal(b"new session", now).unwrap();
+    assert_eq!(&d[8..16], &0u64.to_le_bytes());
+    opened(feed(&mut r, &d, now));
+    assert_eq!(i.handshakes_started(), 2);
+
+    // A device that did not rekey: at 180 s neither side uses the session.
+    let (mut i, mut r) = (s.initiator(), s.responder());
+    handshake(&mut i, &mut r, s.t0);
+    let d = i.seal(b"x", s.t0).unwrap();
+    let late = s.t0 + REJECT_AFTER_TIME;
+    assert_eq!(refused(feed(&mut r, &d, late)), Reason::UnknownSession);
+    assert_eq!(r.session_count(), 0);
+    assert!(i.seal(b"y", late).is_none());
+    assert!(!i.is_established());
+    assert!(i.poll_transmit(late).is_some(), "a new handshake is due");
+}
