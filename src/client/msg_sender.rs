@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::udp_link::{Reply, UdpLink};
+use crate::secure::session::Initiator;
 use crate::wire::framed_msg::{self, Status};
 use crate::wire::name::SourceName;
 use crate::wire::seed_msg::{parse_message, MsgError, MSG_ACK};
@@ -118,8 +119,12 @@ fn classify(payload: &[u8]) -> Option<HubReply> {
 /// Which message format a [`MsgSender`] speaks.
 #[derive(Clone, Debug)]
 pub enum MsgProtocol {
-    /// udphub's framed messages, with this sender's name.
-    Framed { name: SourceName },
+    /// udphub's framed messages, with this sender's name (and, for a hub that requires
+    /// keys, this device's keys: every datagram encrypted and authenticated).
+    Framed {
+        name: SourceName,
+        keys: Option<super::img_sender::DeviceKeys>,
+    },
     /// Seed 002's format (no name, no resend).
     Seed,
 }
@@ -159,6 +164,8 @@ pub struct MsgSender {
     reply_timeout: Duration,
     late_replies: u64,
     framed: Option<FramedRun>,
+    /// With keys: the session with the hub.
+    secure: Option<Initiator>,
     resent: u64,
 }
 
@@ -175,12 +182,19 @@ impl MsgSender {
         reply_timeout: Duration,
         protocol: MsgProtocol,
     ) -> io::Result<Self> {
+        let secure = match &protocol {
+            MsgProtocol::Framed {
+                keys: Some(k), ..
+            } => Some(Initiator::new(k.key.clone(), k.hub, Instant::now())),
+            _ => None,
+        };
         Ok(MsgSender {
             link: UdpLink::open(hub)?,
             reply_timeout,
             late_replies: 0,
+            secure,
             framed: match protocol {
-                MsgProtocol::Framed { name } => Some(FramedRun {
+                MsgProtocol::Framed { name, .. } => Some(FramedRun {
                     name,
                     run: super::random_run_id(),
                     next_seq: 1,
@@ -235,6 +249,28 @@ impl MsgSender {
         })
     }
 
+    /// With keys and no session yet (or a rehandshake due): send the initiation and wait
+    /// for the answer, resending as the initiator says, until `deadline`. `false`: no session.
+    fn handshake(&mut self, deadline: Instant) -> io::Result<bool> {
+        let Some(secure) = &mut self.secure else {
+            return Ok(true);
+        };
+        while !secure.is_established() {
+            if let Some(init) = secure.poll_transmit(Instant::now()) {
+                let _ = self.link.send(&init);
+            }
+            let wake = secure.poll_timeout().map_or(deadline, |t| t.min(deadline));
+            let reply = self.link.wait_reply(wake, |p| match secure.handle_datagram(p, Instant::now()) {
+                Ok(None) => Some(()),
+                _ => None,
+            })?;
+            if matches!(reply, Reply::TimedOut) && Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The framed exchange: send, resend on the resend timeout, until the reply to this
     /// very message (run and number) or the reply timeout.
     fn send_framed(&mut self, message: &str) -> io::Result<MsgOutcome> {
@@ -245,14 +281,32 @@ impl MsgSender {
         run.next_seq += 1;
         let datagram = framed_msg::emit_message(id, seq, &run.name, message.as_bytes());
         // replies to earlier messages (their resends were answered too) are late, not ours
-        let is_reply = |p: &[u8]| framed_msg::parse_reply(p).is_ok();
+        let is_reply = |p: &[u8]| framed_msg::parse_reply(p).is_ok() || is_secure(p);
         self.late_replies += self.link.drain(is_reply)?;
         let started = Instant::now();
         let deadline = started + self.reply_timeout;
-        let sent_at = started;
+        if !self.handshake(deadline)? {
+            return Ok(MsgOutcome::NoReply);
+        }
+        let sent_at = Instant::now();
         let mut resends = 0u64;
         loop {
-            if let Err(e) = self.link.send(&datagram) {
+            let sealed;
+            let out = match &mut self.secure {
+                None => &datagram,
+                Some(secure) => {
+                    let Some(s) = secure.seal(&datagram, Instant::now()) else {
+                        return Ok(MsgOutcome::NoReply);
+                    };
+                    // sealing may have started a rehandshake (the hub was silent)
+                    if let Some(init) = secure.poll_transmit(Instant::now()) {
+                        let _ = self.link.send(&init);
+                    }
+                    sealed = s;
+                    &sealed
+                }
+            };
+            if let Err(e) = self.link.send(out) {
                 return Ok(MsgOutcome::SendFailed(e));
             }
             let resend_at = (Instant::now()
@@ -261,12 +315,24 @@ impl MsgSender {
                     .as_ref()
                     .map_or(FIRST_RESEND, FramedRun::resend_after))
             .min(deadline);
-            let got = self
-                .link
-                .wait_reply(resend_at, |p| match framed_msg::parse_reply(p) {
+            let secure = &mut self.secure;
+            let got = self.link.wait_reply(resend_at, |p| {
+                let opened;
+                let plain = match secure {
+                    None => p,
+                    Some(secure) => match secure.handle_datagram(p, Instant::now()) {
+                        Ok(Some(plain)) => {
+                            opened = plain;
+                            &opened
+                        }
+                        _ => return None,
+                    },
+                };
+                match framed_msg::parse_reply(plain) {
                     Ok(r) if r.run == id && r.seq == seq => Some(r.status),
                     _ => None,
-                })?;
+                }
+            })?;
             match got {
                 Reply::Got(status, at) => {
                     // Karn: after a resend, which send the reply answers is unknown
@@ -290,6 +356,11 @@ impl MsgSender {
             }
         }
     }
+}
+
+/// A secure datagram (a reply of a hub that requires keys).
+fn is_secure(p: &[u8]) -> bool {
+    crate::proto::secure_image::SecureGate::is_secure(p)
 }
 
 #[cfg(test)]

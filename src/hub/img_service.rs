@@ -33,14 +33,13 @@ pub fn run(
     sinks: FrameSinks,
     shutdown: Shutdown,
 ) {
-    let (mut reassembler, mut key_file) = match security {
+    let (mut reassembler, mut keys) = match security {
         Some((security, key_file)) => (
             ImageReceiver::with_security(config, security),
-            Some(key_file),
+            Some(reload::Watcher::new(key_file, "img", Instant::now())),
         ),
         None => (ImageReceiver::new(config), None),
     };
-    let mut next_key_check = Instant::now() + reload::CHECK_EVERY;
     let mut read_timeout = ReadTimeout::new();
     let mut sources = SourceCache::new(Service::Img, stats);
     let mut limiter = LogLimiter::new(10);
@@ -66,12 +65,8 @@ pub fn run(
         if wake.is_some_and(|w| now >= w) {
             reassembler.handle_timeout(now);
         }
-        if let Some(file) = &mut key_file {
-            let asked = reload::take_request();
-            if asked || now >= next_key_check {
-                next_key_check = now + reload::CHECK_EVERY;
-                reload_keys(file, asked, &mut reassembler);
-            }
+        if let Some(keys) = &mut keys {
+            keys.poll(now, |file| reassembler.set_keys(file.keys().clone()));
         }
         // count and hand on first, then ack: once a sender has its ack, the frame is in
         // the statistics and in every consumer (e.g. the HTTP view's /state and /snapshot)
@@ -85,27 +80,6 @@ pub fn run(
         }
     }
     log::debug!("img: stopped");
-}
-
-/// Reload the authorized keys if `asked` (SIGHUP) or the file changed.
-fn reload_keys(file: &mut KeyFile, asked: bool, reassembler: &mut ImageReceiver) {
-    let result = if asked {
-        file.reload()
-    } else {
-        file.reload_if_changed()
-    };
-    match result {
-        Ok(true) => {
-            log::info!(
-                "keys: {} reloaded: {} devices",
-                file.path().display(),
-                file.keys().len()
-            );
-            reassembler.set_keys(file.keys().clone());
-        }
-        Ok(false) => {}
-        Err(e) => log::warn!("keys: keeping the keys in force: {e}"),
-    }
 }
 
 fn on_event(

@@ -444,7 +444,7 @@ pub fn start_with_taps(
 
     let mut security = match &config.security {
         None => None,
-        Some(s) => Some(load_security(s)?),
+        Some(s) => Some(load_security(s, true)?),
     };
     let allow_plain = security
         .as_ref()
@@ -481,9 +481,16 @@ pub fn start_with_taps(
         if let Some(ranges) = &allow_plain {
             receiver = receiver.only_from(ranges.clone());
         }
+        // the message port's gate: its own sessions and its own view of the key file
+        let security = match &config.security {
+            None => None,
+            Some(s) => Some(load_security(s, false)?),
+        };
         service_threads.push(spawn(
             "msg",
-            Box::new(move || msg_service::run(socket, receiver, msg_log, tap, stats, shutdown)),
+            Box::new(move || {
+                msg_service::run(socket, receiver, security, msg_log, tap, stats, shutdown)
+            }),
         )?);
         services.push(Service::Msg);
     }
@@ -554,16 +561,28 @@ impl RunningHub {
     }
 }
 
-/// Read `--key` and `--authorized-keys` (errors name the file and what is wrong).
-fn load_security(s: &SecuritySettings) -> Result<(SecurityConfig, KeyFile), HubError> {
+/// Read `--key` and `--authorized-keys` (errors name the file and what is wrong); `say`:
+/// log what was loaded (once, for the first service).
+fn load_security(
+    s: &SecuritySettings,
+    say: bool,
+) -> Result<(SecurityConfig, KeyFile), HubError> {
     let loaded = crate::secure::keys::read_private_key(&s.key)?;
+    let key_file = KeyFile::load(&s.authorized_keys)?;
+    let config = SecurityConfig {
+        key: loaded.key.clone(),
+        keys: key_file.keys().clone(),
+        allow_plain: s.allow_plain.clone(),
+    };
+    if !say {
+        return Ok((config, key_file));
+    }
     if loaded.too_open {
         log::warn!(
             "--key {}: readable by others than its owner (chmod 600 it)",
             s.key.display()
         );
     }
-    let key_file = KeyFile::load(&s.authorized_keys)?;
     log::info!(
         "keys: the hub's public key is {}; {} devices in {}; unauthenticated datagrams {}",
         loaded.key.public_key(),
@@ -576,10 +595,5 @@ fn load_security(s: &SecuritySettings) -> Result<(SecurityConfig, KeyFile), HubE
             format!("taken from {} only", ranges.join(", "))
         }
     );
-    let config = SecurityConfig {
-        key: loaded.key,
-        keys: key_file.keys().clone(),
-        allow_plain: s.allow_plain.clone(),
-    };
     Ok((config, key_file))
 }

@@ -12,6 +12,11 @@
 //! the text to the HTTP view under a lock it only tries to take (see
 //! [`Stats::try_set_last_message`]), and replies; with `--msg-log`, one `write` of the line.
 //!
+//! With keys (`--authorized-keys`), secure datagrams go through the port's
+//! [`SecureGate`] first: a handshake is answered, an authenticated framed message is
+//! recorded under the name the key file gives the device, and every reply to a device with
+//! a session is sealed in it. Unauthenticated messages are taken only from `--allow-plain`.
+//!
 //! Bounded (issue 11): the receiver charges each sender's share of the message budget
 //! before parsing, and an over-budget datagram is neither parsed nor logged; the log
 //! rotates by size ([`super::msg_log`]). When the log cannot be written (disk full), the
@@ -22,7 +27,10 @@ use super::msg_log::{MsgLog, WriteOutage};
 use super::net::{is_timeout, LogLimiter};
 use super::source::Service;
 use super::stats::{SourceCache, Stats};
+use super::reload;
 use crate::proto::msg_receiver::{MsgReceiver, Received};
+use crate::proto::secure_image::{Opened, SecureGate, SecurityConfig};
+use crate::secure::authorized::KeyFile;
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
 use crate::wire::name::SourceName;
 use crate::wire::MAX_UDP_PAYLOAD;
@@ -36,11 +44,19 @@ use std::time::Instant;
 pub fn run(
     socket: UdpSocket,
     mut receiver: MsgReceiver,
+    security: Option<(SecurityConfig, KeyFile)>,
     mut log_file: Option<MsgLog>,
     tap: Option<Arc<super::MessageTap>>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) {
+    let (mut gate, mut keys) = match security {
+        Some((security, file)) => (
+            Some(SecureGate::new(security)),
+            Some(reload::Watcher::new(file, "msg", Instant::now())),
+        ),
+        None => (None, None),
+    };
     let mut outage = WriteOutage::default();
     let mut over_budget_logs = LogLimiter::new(1);
     let mut read_timeout = ReadTimeout::new();
@@ -55,6 +71,9 @@ pub fn run(
         if let Err(e) = read_timeout.set(wait, |t| socket.set_read_timeout(t)) {
             log::error!("msg: cannot set the socket timeout: {e}");
             return;
+        }
+        if let (Some(keys), Some(gate)) = (&mut keys, &mut gate) {
+            keys.poll(Instant::now(), |file| gate.set_keys(file.keys().clone()));
         }
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
@@ -73,7 +92,31 @@ pub fn run(
                 continue;
             }
         };
-        match receiver.handle_datagram(from, &buf[..n], Instant::now()) {
+        // a secure datagram: answered (handshake), refused, or opened to its plaintext
+        let mut opened = None;
+        if let Some(gate) = gate.as_mut().filter(|_| SecureGate::is_secure(&buf[..n])) {
+            match gate.open(from, &buf[..n], Instant::now()) {
+                Opened::Reply(reply) => {
+                    if let Err(e) = socket.send_to(&reply, from) {
+                        log::debug!("msg: cannot answer the handshake of {from}: {e}");
+                    }
+                    continue;
+                }
+                Opened::Refused(why) => {
+                    sources.get(from).rejected.fetch_add(1, Relaxed);
+                    log::debug!("msg: refused a datagram from {from}: {}", why.as_str());
+                    continue;
+                }
+                Opened::Plaintext { name, plaintext } => opened = Some((name, plaintext)),
+            }
+        }
+        let received = match &opened {
+            Some((name, plaintext)) => {
+                receiver.handle_authenticated(from, plaintext, name, Instant::now())
+            }
+            None => receiver.handle_datagram(from, &buf[..n], Instant::now()),
+        };
+        match received {
             Received::Message { text, name } => {
                 let shown = name
                     .and_then(|n| SourceName::parse(n).ok())
@@ -130,7 +173,15 @@ pub fn run(
             }
         }
         while let Some(t) = receiver.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.payload, t.to) {
+            // a device with a session gets its replies sealed in it (or none, if it ended)
+            let sealed = match gate.as_mut().filter(|g| g.has_session(t.to)) {
+                Some(gate) => match gate.seal(t.to, &t.payload) {
+                    Some(sealed) => std::borrow::Cow::Owned(sealed),
+                    None => continue,
+                },
+                None => t.payload,
+            };
+            if let Err(e) = socket.send_to(&sealed, t.to) {
                 log::debug!("msg: cannot reply to {}: {e}", t.to);
             }
         }

@@ -41,6 +41,7 @@ use super::budget::SharedBudget;
 use super::Transmit;
 use crate::secure::cidr::Cidr;
 use crate::wire::framed_msg::{self, Status};
+use crate::wire::name::SourceName;
 use crate::wire::seed_msg::{parse_message, MsgError, LOG_FAILED_REPLY, MSG_ACK};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -216,13 +217,46 @@ impl MsgReceiver {
         }
     }
 
+    /// The plaintext of a secure datagram from `from`, which authenticated as the device the
+    /// authorized-keys file calls `name`: a framed message, taken whatever the ranges, and
+    /// recorded under `name` whatever it claims. Charged to the budget like any other.
+    pub fn handle_authenticated<'a>(
+        &mut self,
+        from: SocketAddr,
+        plaintext: &'a [u8],
+        name: &'a SourceName,
+        now: Instant,
+    ) -> Received<'a> {
+        let cost = plaintext.len() as u64 + LOG_LINE_OVERHEAD;
+        if !self.budget.try_take(&from.ip(), cost, now) {
+            if let Ok(m) = framed_msg::parse_message(plaintext) {
+                self.reply_framed(from, Status::NotRecorded, m.run, m.seq);
+            }
+            return Received::OverBudget;
+        }
+        self.handle_framed_as(from, plaintext, Some(name.as_str()))
+    }
+
     /// A datagram with the framed message magic (within its sender's budget).
     fn handle_framed<'a>(&mut self, from: SocketAddr, datagram: &'a [u8]) -> Received<'a> {
-        let m = match framed_msg::parse_message(datagram) {
+        self.handle_framed_as(from, datagram, None)
+    }
+
+    /// A framed message, named `as_name` when it authenticated (else by its own claim).
+    fn handle_framed_as<'a>(
+        &mut self,
+        from: SocketAddr,
+        datagram: &'a [u8],
+        as_name: Option<&'a str>,
+    ) -> Received<'a> {
+        let mut m = match framed_msg::parse_message(datagram) {
             Ok(m) => m,
             // not even a message to answer (a reply is 20 bytes; what came may be fewer)
             Err(e) => return Received::BadFramed(e),
         };
+        if let Some(name) = as_name {
+            m.name = name;
+        }
         let seen = self.recorded.get(&(m.name.to_owned(), m.run)).copied();
         if seen.is_some_and(|last| m.seq <= last) {
             self.reply_framed(from, Status::Duplicate, m.run, m.seq);

@@ -13,6 +13,10 @@
 //! reply), except from the `--allow-plain` ranges. Every refusal is reported as an event
 //! so the service can count it.
 //!
+//! The keys part ([`SecureGate`]: the responder, the device addresses' sessions, the
+//! initiation rate) is shared with the message port, which opens framed messages with a gate
+//! of its own.
+//!
 //! Handshakes cost the hub X25519 operations, so initiations are rate-limited per source
 //! address: [`INITIATIONS_PER_S`] shared by the addresses sending them, each at most
 //! [`INITIATION_BURST`] at once; one past its share is dropped before any cryptography.
@@ -77,34 +81,43 @@ impl Refusal {
     }
 }
 
-/// The secure side of the image port. See the module documentation.
-pub struct SecureImage {
+/// What [`SecureGate::open`] made of a secure datagram.
+#[derive(Debug)]
+pub enum Opened {
+    /// Authenticated: the plaintext, from the device the authorized-keys file calls `name`.
+    Plaintext {
+        name: crate::wire::name::SourceName,
+        plaintext: Vec<u8>,
+    },
+    /// A handshake answer to send back to the address the datagram came from.
+    Reply(Vec<u8>),
+    /// Send nothing; count it.
+    Refused(Refusal),
+}
+
+/// One port's keys: the [`Responder`], the session each device address last spoke in (to
+/// seal replies), and the per-address initiation rate. Shared by the image and message
+/// ports, each with a gate of its own.
+pub struct SecureGate {
     responder: Responder,
-    framed: FramedReceiver,
-    /// The session each device address last spoke in.
     sessions: HashMap<SocketAddr, SessionId>,
     allow_plain: Vec<Cidr>,
     initiations: SharedBudget<IpAddr>,
-    transmits: VecDeque<Transmit>,
-    refused: VecDeque<(SocketAddr, Refusal)>,
 }
 
-impl SecureImage {
-    pub fn new(security: SecurityConfig, framed: FramedConfig) -> Self {
-        SecureImage {
+impl SecureGate {
+    pub fn new(security: SecurityConfig) -> Self {
+        SecureGate {
             responder: Responder::new(security.key, security.keys),
-            framed: FramedReceiver::new(framed),
             sessions: HashMap::new(),
             allow_plain: security.allow_plain,
             initiations: SharedBudget::new(INITIATIONS_PER_S, INITIATION_BURST),
-            transmits: VecDeque::new(),
-            refused: VecDeque::new(),
         }
     }
 
-    /// New authorized keys (a reload): a removed key's sessions end at once.
-    pub fn set_keys(&mut self, keys: Arc<AuthorizedKeys>) {
-        self.responder.set_keys(keys);
+    /// Whether `data` is a secure datagram (for a gate to open).
+    pub fn is_secure(data: &[u8]) -> bool {
+        data.len() > secure_wire::MAGIC.len() && data[..3] == secure_wire::MAGIC
     }
 
     /// Whether an unauthenticated datagram from `from` may be looked at.
@@ -112,9 +125,87 @@ impl SecureImage {
         self.allow_plain.iter().any(|c| c.contains(from.ip()))
     }
 
+    /// New authorized keys (a reload): a removed key's sessions end at once.
+    pub fn set_keys(&mut self, keys: Arc<AuthorizedKeys>) {
+        self.responder.set_keys(keys);
+    }
+
+    /// One secure datagram from `from`.
+    pub fn open(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Opened {
+        let is_init = data.get(3) == Some(&1);
+        if is_init && !self.initiations.try_take(&from.ip(), 1, now) {
+            return Opened::Refused(Refusal::HandshakeRate);
+        }
+        match self.responder.handle_datagram(from, data, now) {
+            Outcome::Reply(response) => Opened::Reply(response),
+            Outcome::Refused(reason) => Opened::Refused(Refusal::Secure(reason)),
+            Outcome::Opened {
+                session,
+                name,
+                plaintext,
+            } => {
+                if self.sessions.len() >= MAX_ADDRESSES && !self.sessions.contains_key(&from) {
+                    self.sessions.clear();
+                }
+                self.sessions.insert(from, session);
+                Opened::Plaintext { name, plaintext }
+            }
+        }
+    }
+
+    /// Whether `to` has a session (its replies must be sealed).
+    pub fn has_session(&self, to: SocketAddr) -> bool {
+        self.sessions.contains_key(&to)
+    }
+
+    /// `payload` sealed in the session `to` last spoke in; `None` without one.
+    pub fn seal(&mut self, to: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+        let session = *self.sessions.get(&to)?;
+        self.responder.seal(session, payload)
+    }
+
+    /// The name the file gives the device that last spoke from `from`.
+    pub fn name_at(&self, from: SocketAddr) -> Option<&crate::wire::name::SourceName> {
+        self.responder.name_of(*self.sessions.get(&from)?)
+    }
+
+    /// The responder's handshake counts.
+    pub fn handshakes(&self) -> crate::secure::session::Handshakes {
+        self.responder.handshakes()
+    }
+}
+
+/// The secure side of the image port. See the module documentation.
+pub struct SecureImage {
+    gate: SecureGate,
+    framed: FramedReceiver,
+    transmits: VecDeque<Transmit>,
+    refused: VecDeque<(SocketAddr, Refusal)>,
+}
+
+impl SecureImage {
+    pub fn new(security: SecurityConfig, framed: FramedConfig) -> Self {
+        SecureImage {
+            gate: SecureGate::new(security),
+            framed: FramedReceiver::new(framed),
+            transmits: VecDeque::new(),
+            refused: VecDeque::new(),
+        }
+    }
+
+    /// New authorized keys (a reload): a removed key's sessions end at once.
+    pub fn set_keys(&mut self, keys: Arc<AuthorizedKeys>) {
+        self.gate.set_keys(keys);
+    }
+
+    /// Whether an unauthenticated datagram from `from` may be looked at.
+    pub fn allows_plain(&self, from: SocketAddr) -> bool {
+        self.gate.allows_plain(from)
+    }
+
     /// Whether `data` is a secure datagram (for this side to take).
     pub fn is_secure(data: &[u8]) -> bool {
-        data.len() > secure_wire::MAGIC.len() && data[..3] == secure_wire::MAGIC
+        SecureGate::is_secure(data)
     }
 
     /// Count an unauthenticated datagram refused.
@@ -124,26 +215,16 @@ impl SecureImage {
 
     /// One secure datagram from `from`.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
-        let is_init = data.get(3) == Some(&1);
-        if is_init && !self.initiations.try_take(&from.ip(), 1, now) {
-            return self.refused.push_back((from, Refusal::HandshakeRate));
-        }
-        match self.responder.handle_datagram(from, data, now) {
-            Outcome::Reply(response) => self.transmits.push_back(Transmit {
+        match self.gate.open(from, data, now) {
+            Opened::Reply(response) => self.transmits.push_back(Transmit {
                 to: from,
                 payload: Cow::Owned(response),
             }),
-            Outcome::Refused(reason) => self.refused.push_back((from, Refusal::Secure(reason))),
-            Outcome::Opened {
-                session, plaintext, ..
-            } => {
+            Opened::Refused(reason) => self.refused.push_back((from, reason)),
+            Opened::Plaintext { plaintext, .. } => {
                 if !framed::is_framed(&plaintext) {
                     return self.refused.push_back((from, Refusal::NotFramed));
                 }
-                if self.sessions.len() >= MAX_ADDRESSES && !self.sessions.contains_key(&from) {
-                    self.sessions.clear();
-                }
-                self.sessions.insert(from, session);
                 self.framed.handle_datagram(from, &plaintext, now);
                 self.seal_replies();
             }
@@ -154,10 +235,7 @@ impl SecureImage {
     /// (one whose session ended gets none).
     fn seal_replies(&mut self) {
         while let Some(t) = self.framed.poll_transmit() {
-            let Some(&session) = self.sessions.get(&t.to) else {
-                continue;
-            };
-            if let Some(sealed) = self.responder.seal(session, &t.payload) {
+            if let Some(sealed) = self.gate.seal(t.to, &t.payload) {
                 self.transmits.push_back(Transmit {
                     to: t.to,
                     payload: Cow::Owned(sealed),
@@ -188,11 +266,7 @@ impl SecureImage {
     pub fn poll_event(&mut self) -> Option<FramedEvent> {
         let mut event = self.framed.poll_event()?;
         if let FramedEvent::Frame { from, name, .. } = &mut event {
-            *name = self
-                .sessions
-                .get(from)
-                .and_then(|s| self.responder.name_of(*s))
-                .cloned();
+            *name = self.gate.name_at(*from).cloned();
         }
         Some(event)
     }
@@ -435,6 +509,6 @@ mod tests {
             .filter(|(_, r)| *r == Refusal::HandshakeRate)
             .count();
         assert_eq!(rate as u64, 100 - INITIATION_BURST);
-        assert_eq!(hub.responder.handshakes().attempted, INITIATION_BURST);
+        assert_eq!(hub.gate.handshakes().attempted, INITIATION_BURST);
     }
 }
