@@ -7,15 +7,15 @@
 
 use clap::Parser;
 use std::io::BufReader;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::client::msg::{self, Messages, MsgClientConfig};
-use std::path::PathBuf;
 use udphub::client::img_sender::DeviceKeys;
+use udphub::client::msg::{self, Messages, MsgClientConfig};
 use udphub::client::msg_sender::MsgProtocol;
-use udphub::secure::keys::{read_private_key, PublicKey};
 use udphub::client::resolve_hub;
 use udphub::client::stats::{json_line, MsgSummary};
+use udphub::secure::keys::{read_private_key, PublicKey};
 use udphub::shutdown::Shutdown;
 use udphub::wire::name::SourceName;
 

@@ -213,3 +213,69 @@ fn a_bad_key_setup_is_refused_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn authorized_telemetry_is_logged_once_under_the_file_name_and_a_keyless_sender_is_not() {
+    let keys = Keys::new();
+    keys.authorize(&[(&keys.cam_public, "rover")]);
+    let log = keys.dir.path().join("messages.jsonl");
+    let hub = HubProcess::start(&[
+        "--key",
+        &keys.path("hub.key"),
+        "--authorized-keys",
+        &keys.path("authorized"),
+        "--msg-log",
+        log.to_str().unwrap(),
+    ]);
+    let msg = |extra: &[String], stdin: &str| {
+        let mut args: Vec<String> = [
+            "--stdin",
+            "--hub",
+            &hub.msg().to_string(),
+            "--reply-timeout-ms",
+            "2000",
+            "--interval-ms",
+            "0",
+            "--status-interval-ms",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().cloned());
+        run_client(
+            env!("CARGO_BIN_EXE_msg-client"),
+            &strs(&args),
+            stdin.as_bytes(),
+        )
+    };
+    // it claims another name: the file's name is the one logged
+    let mut flags = keys.camera("cam.key");
+    flags.extend(["--name".into(), "door".into()]);
+    let lines: String = (0..50).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    let run = msg(&flags, &lines);
+    assert!(run.success(), "{}", run.describe());
+    assert_eq!(summary_count(&run.stdout, "messages", "answered"), 50);
+    // without a key: nothing answered, nothing logged
+    let run = msg(&[], "{\"stranger\": 1}\n");
+    assert_eq!(
+        summary_count(&run.stdout, "messages", "answered"),
+        0,
+        "{}",
+        run.describe()
+    );
+    let (status, _) = hub.stop("INT");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let logged: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len(), 50, "{text}");
+    assert!(logged.iter().all(|l| l["name"] == "rover"), "{text}");
+    let n: Vec<u64> = logged
+        .iter()
+        .map(|l| l["msg"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(n, (0..50).collect::<Vec<_>>());
+}

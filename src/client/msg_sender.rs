@@ -183,9 +183,9 @@ impl MsgSender {
         protocol: MsgProtocol,
     ) -> io::Result<Self> {
         let secure = match &protocol {
-            MsgProtocol::Framed {
-                keys: Some(k), ..
-            } => Some(Initiator::new(k.key.clone(), k.hub, Instant::now())),
+            MsgProtocol::Framed { keys: Some(k), .. } => {
+                Some(Initiator::new(k.key.clone(), k.hub, Instant::now()))
+            }
             _ => None,
         };
         Ok(MsgSender {
@@ -260,9 +260,11 @@ impl MsgSender {
                 let _ = self.link.send(&init);
             }
             let wake = secure.poll_timeout().map_or(deadline, |t| t.min(deadline));
-            let reply = self.link.wait_reply(wake, |p| match secure.handle_datagram(p, Instant::now()) {
-                Ok(None) => Some(()),
-                _ => None,
+            let reply = self.link.wait_reply(wake, |p| {
+                match secure.handle_datagram(p, Instant::now()) {
+                    Ok(None) => Some(()),
+                    _ => None,
+                }
             })?;
             if matches!(reply, Reply::TimedOut) && Instant::now() >= deadline {
                 return Ok(false);

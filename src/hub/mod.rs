@@ -563,10 +563,7 @@ impl RunningHub {
 
 /// Read `--key` and `--authorized-keys` (errors name the file and what is wrong); `say`:
 /// log what was loaded (once, for the first service).
-fn load_security(
-    s: &SecuritySettings,
-    say: bool,
-) -> Result<(SecurityConfig, KeyFile), HubError> {
+fn load_security(s: &SecuritySettings, say: bool) -> Result<(SecurityConfig, KeyFile), HubError> {
     let loaded = crate::secure::keys::read_private_key(&s.key)?;
     let key_file = KeyFile::load(&s.authorized_keys)?;
     let config = SecurityConfig {

@@ -25,9 +25,9 @@
 
 use super::msg_log::{MsgLog, WriteOutage};
 use super::net::{is_timeout, LogLimiter};
+use super::reload;
 use super::source::Service;
 use super::stats::{SourceCache, Stats};
-use super::reload;
 use crate::proto::msg_receiver::{MsgReceiver, Received};
 use crate::proto::secure_image::{Opened, SecureGate, SecurityConfig};
 use crate::secure::authorized::KeyFile;

@@ -4,8 +4,8 @@
 
 use crate::secure::authorized::KeyFile;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 use std::time::Duration;
+use std::time::Instant;
 
 /// How often the image service looks at the file for changes.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
