@@ -268,10 +268,48 @@ fn wait_status(lines: &mpsc::Receiver<String>, field: &str, at_least: u64) -> u6
 
 #[test]
 fn client_survives_a_killed_hub_and_resumes_when_it_returns() {
+    survives_a_killed_hub(false);
+}
+
+/// The same with keys: the restarted hub has forgotten the session, and the client,
+/// hearing nothing authenticated back, handshakes again by itself.
+#[test]
+fn a_client_with_keys_handshakes_again_with_a_restarted_hub() {
+    survives_a_killed_hub(true);
+}
+
+fn survives_a_killed_hub(with_keys: bool) {
+    let keys = tempfile::tempdir().unwrap();
+    let (mut hub_flags, mut client_flags) = (Vec::new(), Vec::new());
+    if with_keys {
+        let path = |f: &str| keys.path().join(f).to_str().unwrap().to_owned();
+        let hub_public = keygen(&keys.path().join("hub.key"));
+        let cam_public = keygen(&keys.path().join("cam.key"));
+        std::fs::write(
+            keys.path().join("authorized"),
+            format!("{cam_public} cam\n"),
+        )
+        .unwrap();
+        hub_flags = vec![
+            "--key".to_string(),
+            path("hub.key"),
+            "--authorized-keys".into(),
+            path("authorized"),
+        ];
+        client_flags = vec![
+            "--key".to_string(),
+            path("cam.key"),
+            "--hub-key".into(),
+            hub_public,
+        ];
+    }
     let dir1 = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(&["--save-dir", dir1.path().to_str().unwrap()]);
+    let mut args: Vec<&str> = vec!["--save-dir", dir1.path().to_str().unwrap()];
+    args.extend(hub_flags.iter().map(String::as_str));
+    let hub = HubProcess::start(&args);
     let port = hub.img().port().to_string();
     let mut client = Command::new(env!("CARGO_BIN_EXE_img-client"))
+        .args(&client_flags)
         .args([
             "--pattern",
             "--width",
@@ -297,12 +335,14 @@ fn client_survives_a_killed_hub_and_resumes_when_it_returns() {
     drop(hub);
     let acked_before = wait_status(&status, "lost", 3);
     let dir2 = tempfile::tempdir().unwrap();
-    let hub2 = HubProcess::start(&[
+    let mut args: Vec<&str> = vec![
         "--img-port",
         &port,
         "--save-dir",
         dir2.path().to_str().unwrap(),
-    ]);
+    ];
+    args.extend(hub_flags.iter().map(String::as_str));
+    let hub2 = HubProcess::start(&args);
     assert_eq!(hub2.img().port().to_string(), port);
     // the same client, never restarted, gets frames through to the new hub
     wait_status(&status, "acked", acked_before + 5);

@@ -11,16 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// `udphub-keygen FILE`: the public key it prints.
-fn keygen(file: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_udphub-keygen"))
-        .arg(file)
-        .output()
-        .expect("udphub-keygen");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// `img-client --jpeg FRAME --frames N --ack-timeout-ms 500` with `extra` flags; (acked,
 /// the run).
 fn send_frames(hub: &HubProcess, frame: &Path, n: u32, extra: &[&str]) -> (u64, Finished) {

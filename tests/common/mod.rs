@@ -439,3 +439,13 @@ pub fn summary_count(summary: &str, line: &str, word: &str) -> u64 {
         })
         .unwrap_or_else(|| panic!("no `{word} N` in the `{prefix}` line of:\n{summary}"))
 }
+
+/// `udphub-keygen FILE`: writes a new private key there and returns the public key it prints.
+pub fn keygen(file: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_udphub-keygen"))
+        .arg(file)
+        .output()
+        .expect("udphub-keygen");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
