@@ -4,7 +4,8 @@
 //!
 //! # Design
 //! The construction is WireGuard's, and none of the cryptography is ours: [`snow`] (a
-//! well-kept implementation of the Noise framework, its pure-Rust resolver) does the key
+//! well-kept implementation of the Noise framework; with its `ring-accelerated` feature the
+//! AEAD and hashes come from `ring`, X25519 from its pure-Rust resolver) does the key
 //! exchange, the AEAD and the hashing.
 //!
 //! - **Keys.** Every device and the hub have an X25519 key pair ([`keys`]); a key is written
