@@ -14,7 +14,7 @@ use super::reload;
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{SourceCache, Stats};
-use crate::proto::image_receiver::{ImageConfig, ImageEvent, ImageReceiver, Outcome};
+use crate::proto::image_receiver::{Delivered, ImageConfig, ImageEvent, ImageReceiver, Outcome};
 use crate::proto::secure_image::SecurityConfig;
 use crate::secure::authorized::KeyFile;
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
@@ -92,10 +92,16 @@ fn on_event(
     let from = event.from();
     let counter = match event.outcome() {
         Outcome::Frame => {
-            let Some((from, name, jpeg)) = event.into_frame() else {
+            let Some(Delivered {
+                from,
+                name,
+                authenticated,
+                jpeg,
+            }) = event.into_frame()
+            else {
                 return;
             };
-            let shown = name.map(|n| sources.shown_name(from, &n));
+            let shown = name.map(|n| sources.shown_name(from, &n, authenticated));
             let (len, seq) = (jpeg.len(), sources.record_item(from, jpeg.len()));
             sinks.deliver(
                 SourceId {

@@ -118,9 +118,10 @@ pub fn run(
         };
         match received {
             Received::Message { text, name } => {
+                let authenticated = opened.is_some();
                 let shown = name
                     .and_then(|n| SourceName::parse(n).ok())
-                    .map(|n| sources.shown_name(from, &n));
+                    .map(|n| sources.shown_name(from, &n, authenticated));
                 let recorded = match &mut log_file {
                     None => Ok(()),
                     Some(log_file) => log_file.append(from, shown.as_deref(), text),

@@ -145,8 +145,10 @@ impl Stats {
     /// another source of the service shows that name and has been heard from within
     /// [`NAME_HANDOVER_AFTER`], `id` is told apart as `NAME#2` (or `#3`, ...); a quieter
     /// holder gives the name up (and is shown by its address again). A source keeps the
-    /// first name it is shown as.
-    pub fn claim_name(&self, id: SourceId, name: &SourceName) -> String {
+    /// first name it is shown as. An `authenticated` name (the authorized-keys file's) is
+    /// the device's own: it takes the name over at once (the same key from a new address
+    /// is the same device, restarted), never `NAME#2`.
+    pub fn claim_name(&self, id: SourceId, name: &SourceName, authenticated: bool) -> String {
         let now_us = self.started.elapsed().as_micros() as u64;
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,7 +172,7 @@ impl Stats {
             };
             let key = (id.service, shown.clone());
             match names.holder.get(&key).copied() {
-                Some(holder) if !is_quiet(&holder) => continue,
+                Some(holder) if !authenticated && !is_quiet(&holder) => continue,
                 Some(holder) => {
                     names.by_id.remove(&holder);
                 }
@@ -478,8 +480,14 @@ impl SourceCache {
         }
     }
 
-    /// The name `addr` is shown as, when it gives `name` (claimed once per source).
-    pub fn shown_name(&mut self, addr: SocketAddr, name: &SourceName) -> Arc<str> {
+    /// The name `addr` is shown as, when it gives `name` (claimed once per source;
+    /// `authenticated`: the keys file's name, see [`Stats::claim_name`]).
+    pub fn shown_name(
+        &mut self,
+        addr: SocketAddr,
+        name: &SourceName,
+        authenticated: bool,
+    ) -> Arc<str> {
         if self.shown.len() >= MAX_SOURCES && !self.shown.contains_key(&addr) {
             self.shown.clear();
         }
@@ -488,7 +496,7 @@ impl SourceCache {
             .entry(addr)
             .or_insert_with(|| {
                 let id = SourceId { service, addr };
-                let shown = stats.claim_name(id, name);
+                let shown = stats.claim_name(id, name, authenticated);
                 if shown != name.as_str() {
                     log::warn!(
                         "{}: {id} also calls itself \"{name}\": shown as \"{shown}\"",
@@ -661,28 +669,31 @@ mod tests {
         // a source that has delivered a frame holds its name
         let first = stats.source(img(1));
         stats.record_item(&first, 10);
-        assert_eq!(stats.claim_name(img(1), &cam), "cam");
+        assert_eq!(stats.claim_name(img(1), &cam, false), "cam");
         assert_eq!(
-            stats.claim_name(img(1), &cam),
+            stats.claim_name(img(1), &cam, false),
             "cam",
             "asked again: the same"
         );
         let second = stats.source(img(2));
         stats.record_item(&second, 10);
-        assert_eq!(stats.claim_name(img(2), &cam), "cam#2");
+        assert_eq!(stats.claim_name(img(2), &cam, false), "cam#2");
         // the same name on another service is another name
         let msg = SourceId {
             service: Service::Msg,
             ..img(3)
         };
-        assert_eq!(stats.claim_name(msg, &cam), "cam");
+        assert_eq!(stats.claim_name(msg, &cam, false), "cam");
         assert_eq!(stats.name_of(img(2)).as_deref(), Some("cam#2"));
         // a holder that never delivered anything gives the name up
         let other = SourceName::parse("door").unwrap();
-        assert_eq!(stats.claim_name(img(4), &other), "door");
-        assert_eq!(stats.claim_name(img(5), &other), "door");
+        assert_eq!(stats.claim_name(img(4), &other, false), "door");
+        assert_eq!(stats.claim_name(img(5), &other, false), "door");
         assert_eq!(stats.name_of(img(4)), None, "shown by its address again");
         assert_eq!(stats.names().len(), 4);
+        // an authenticated name (the keys file's) is the device's own: it takes over at once
+        assert_eq!(stats.claim_name(img(6), &cam, true), "cam");
+        assert_eq!(stats.name_of(img(1)), None);
     }
 
     #[test]

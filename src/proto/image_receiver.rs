@@ -41,11 +41,24 @@ impl Default for ImageConfig {
 pub enum ImageEvent {
     Seed(SeedEvent),
     Framed(FramedEvent),
+    /// An event of the keyed side ([`super::secure_image`]): its frames are named by the
+    /// authorized-keys file, an authenticated name.
+    Secure(FramedEvent),
     /// A datagram dropped without a reply (keys required: see [`super::secure_image`]).
     Refused {
         from: SocketAddr,
         reason: Refusal,
     },
+}
+
+/// A frame delivered by either format ([`ImageEvent::into_frame`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    pub from: SocketAddr,
+    pub name: Option<SourceName>,
+    /// The name is the authorized-keys file's, not a claim.
+    pub authenticated: bool,
+    pub jpeg: Vec<u8>,
 }
 
 impl ImageEvent {
@@ -58,39 +71,52 @@ impl ImageEvent {
                 | SeedEvent::Dropped { from, .. }
                 | SeedEvent::Rejected { from, .. },
             ) => *from,
-            ImageEvent::Framed(
+            ImageEvent::Framed(e) | ImageEvent::Secure(e) => match e {
                 FramedEvent::Frame { from, .. }
                 | FramedEvent::Corrupt { from, .. }
                 | FramedEvent::Dropped { from, .. }
-                | FramedEvent::Rejected { from, .. },
-            ) => *from,
+                | FramedEvent::Rejected { from, .. } => *from,
+            },
         }
     }
 
     pub fn outcome(&self) -> Outcome {
+        let framed = |e: &FramedEvent| match e {
+            FramedEvent::Frame { .. } => Outcome::Frame,
+            FramedEvent::Corrupt { .. } => Outcome::Corrupt,
+            FramedEvent::Dropped { .. } => Outcome::Dropped,
+            FramedEvent::Rejected { .. } => Outcome::Rejected,
+        };
         match self {
-            ImageEvent::Seed(SeedEvent::Frame { .. })
-            | ImageEvent::Framed(FramedEvent::Frame { .. }) => Outcome::Frame,
-            ImageEvent::Seed(SeedEvent::Corrupt { .. })
-            | ImageEvent::Framed(FramedEvent::Corrupt { .. }) => Outcome::Corrupt,
-            ImageEvent::Seed(SeedEvent::Dropped { .. })
-            | ImageEvent::Framed(FramedEvent::Dropped { .. }) => Outcome::Dropped,
-            ImageEvent::Seed(SeedEvent::Rejected { .. })
-            | ImageEvent::Framed(FramedEvent::Rejected { .. })
-            | ImageEvent::Refused { .. } => Outcome::Rejected,
+            ImageEvent::Framed(e) | ImageEvent::Secure(e) => framed(e),
+            ImageEvent::Seed(SeedEvent::Frame { .. }) => Outcome::Frame,
+            ImageEvent::Seed(SeedEvent::Corrupt { .. }) => Outcome::Corrupt,
+            ImageEvent::Seed(SeedEvent::Dropped { .. }) => Outcome::Dropped,
+            ImageEvent::Seed(SeedEvent::Rejected { .. }) | ImageEvent::Refused { .. } => {
+                Outcome::Rejected
+            }
         }
     }
 
-    /// The sender, its name (framed senders that give one) and the JPEG of a delivered
-    /// frame.
-    pub fn into_frame(self) -> Option<(SocketAddr, Option<SourceName>, Vec<u8>)> {
-        match self {
-            ImageEvent::Seed(SeedEvent::Frame { from, jpeg }) => Some((from, None, jpeg)),
+    /// A delivered frame: its sender, its name (framed senders that give one), whether
+    /// that name is authenticated (the keys file's), and the JPEG.
+    pub fn into_frame(self) -> Option<Delivered> {
+        let (from, name, jpeg, authenticated) = match self {
+            ImageEvent::Seed(SeedEvent::Frame { from, jpeg }) => (from, None, jpeg, false),
             ImageEvent::Framed(FramedEvent::Frame {
                 from, name, jpeg, ..
-            }) => Some((from, name, jpeg)),
-            _ => None,
-        }
+            }) => (from, name, jpeg, false),
+            ImageEvent::Secure(FramedEvent::Frame {
+                from, name, jpeg, ..
+            }) => (from, name, jpeg, true),
+            _ => return None,
+        };
+        Some(Delivered {
+            from,
+            name,
+            authenticated,
+            jpeg,
+        })
     }
 
     /// Events that happen on every lost seed header (stray data) are too many to log at
@@ -111,7 +137,7 @@ impl fmt::Display for ImageEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ImageEvent::Seed(e) => e.fmt(f),
-            ImageEvent::Framed(e) => e.fmt(f),
+            ImageEvent::Framed(e) | ImageEvent::Secure(e) => e.fmt(f),
             ImageEvent::Refused { from, reason } => {
                 write!(f, "refused a datagram from {from}: {}", reason.as_str())
             }
@@ -206,7 +232,7 @@ impl ImageReceiver {
             .or_else(|| self.framed.poll_event().map(ImageEvent::Framed))
             .or_else(|| {
                 let s = self.secure.as_mut()?;
-                s.poll_event().map(ImageEvent::Framed).or_else(|| {
+                s.poll_event().map(ImageEvent::Secure).or_else(|| {
                     s.poll_refused()
                         .map(|(from, reason)| ImageEvent::Refused { from, reason })
                 })
@@ -271,15 +297,14 @@ mod tests {
         let mut frames = Vec::new();
         while let Some(e) = r.poll_event() {
             assert_eq!(e.outcome(), Outcome::Frame);
-            frames.push(e.into_frame().unwrap());
+            let d = e.into_frame().unwrap();
+            assert!(d.name.is_none() && !d.authenticated);
+            frames.push((d.from, d.jpeg));
         }
         frames.sort();
         assert_eq!(
             frames,
-            vec![
-                (seed_sender, None, jpeg.clone()),
-                (framed_sender, None, jpeg)
-            ]
+            vec![(seed_sender, jpeg.clone()), (framed_sender, jpeg)]
         );
         let acks: Vec<Transmit> = std::iter::from_fn(|| r.poll_transmit()).collect();
         assert_eq!(acks.len(), 2);

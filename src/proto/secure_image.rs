@@ -372,7 +372,8 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                ImageEvent::Framed(FramedEvent::Frame { name, .. }) => {
+                ImageEvent::Framed(FramedEvent::Frame { name, .. })
+                | ImageEvent::Secure(FramedEvent::Frame { name, .. }) => {
                     Some(name.as_ref().map(|n| n.to_string()))
                 }
                 _ => None,
