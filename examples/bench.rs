@@ -11,6 +11,13 @@
 //! - the raw limit: `examples/raw_limit.rs`, a minimal sender and receiver sending the same
 //!   datagrams with the same ack pattern and no parsing, reassembly or copies.
 //!
+//! Keys (issue 12): the `-keys` cases run the framed case they are named after with
+//! `hub --key --authorized-keys` and `img-client --key --hub-key` (each client its own key,
+//! made by `udphub-keygen` in a temporary directory the bench makes, every one in the
+//! authorized-keys file), and in the same round, back to back, the plain framed run without
+//! keys (the order alternating between rounds). Their target is against that plain run:
+//! throughput >= 0.9 of plain, hub CPU per frame <= 1.3x plain (the best round of each).
+//!
 //! Per case it reports the rate (frames or messages per second; with several clients the
 //! aggregate: total acked over the span from the earliest client's first frame to the last
 //! client's end, each client's span taken from its own clock, so process start-up is not
@@ -48,6 +55,10 @@ use udphub::client::stats::{ImgSummary, MsgSummary, SamplesSummary};
 use udphub::media::{jpeg, resize_to, FrameSource, MediaError, PatternSource};
 use udphub_testkit::frames::{noise_frame, pattern_frame, Frame};
 use udphub_testkit::{Finished, HubProcess, Ports, Running, Signal};
+
+/// The `-keys` cases' targets against the plain framed run of the same rounds.
+const KEYS_MIN_THROUGHPUT: f64 = 0.9;
+const KEYS_MAX_HUB_CPU: f64 = 1.3;
 
 /// Benchmark the hub and clients against the raw kernel limit on loopback.
 #[derive(Parser, Debug)]
@@ -101,6 +112,7 @@ struct Bins {
     hub: PathBuf,
     img_client: PathBuf,
     msg_client: PathBuf,
+    keygen: PathBuf,
     raw_limit: PathBuf,
     /// CPU time `img-client` and `msg-client` take to start and exit (`--version`), taken
     /// off their CPU figures: loading OpenCV's libraries costs `img-client` ~0.2 s.
@@ -117,11 +129,18 @@ impl Bins {
             hub: bins.join("hub"),
             img_client: bins.join("img-client"),
             msg_client: bins.join("msg-client"),
+            keygen: bins.join("udphub-keygen"),
             raw_limit: examples.join("raw_limit"),
             img_startup: Duration::ZERO,
             msg_startup: Duration::ZERO,
         };
-        for p in [&b.hub, &b.img_client, &b.msg_client, &b.raw_limit] {
+        for p in [
+            &b.hub,
+            &b.img_client,
+            &b.msg_client,
+            &b.keygen,
+            &b.raw_limit,
+        ] {
             if !p.is_file() {
                 return Err(format!(
                     "{} is missing: build with `cargo build --release --bins --examples` \
@@ -159,6 +178,8 @@ enum Kind {
         window: u32,
         frame: Frame,
         clients: usize,
+        /// With keys (framed only): the hub and each client keyed, beside the plain run.
+        keys: bool,
     },
     Msg {
         clients: usize,
@@ -178,6 +199,8 @@ enum Target {
     Multi,
     /// Live encoding: fps >= 0.9 of the encoder alone.
     Live,
+    /// With keys: throughput >= 0.9 of the plain framed run, hub CPU per frame <= 1.3x.
+    Keys,
 }
 
 impl Target {
@@ -187,6 +210,7 @@ impl Target {
             Target::Big => "ratio >= 0.8, rtt p99 <= 2x raw, 0 receive drops",
             Target::Multi => "aggregate ratio >= 0.8, slowest/fastest >= 0.8",
             Target::Live => "fps >= 0.9 of the encoder alone",
+            Target::Keys => "throughput >= 0.9x plain framed, hub cpu/frame <= 1.3x plain",
         }
     }
 }
@@ -195,6 +219,98 @@ struct Case {
     name: String,
     kind: Kind,
     target: Target,
+    /// Also run by `--quick`.
+    quick: bool,
+}
+
+impl Case {
+    fn keyed(&self) -> bool {
+        matches!(self.kind, Kind::Img { keys: true, .. })
+    }
+
+    fn clients(&self) -> usize {
+        match self.kind {
+            Kind::Img { clients, .. } | Kind::Msg { clients } => clients,
+            Kind::Live => 1,
+        }
+    }
+}
+
+/// One round of a case: the real run, the raw limit and, for a `-keys` case, the plain
+/// framed run beside it.
+struct Round {
+    real: Measure,
+    raw: Measure,
+    plain: Option<Measure>,
+}
+
+/// The keys of the `-keys` cases, in a temporary directory removed at the end: the hub's,
+/// one per client, and the authorized-keys file naming every client's.
+struct BenchKeys {
+    _dir: tempfile::TempDir,
+    hub_key: PathBuf,
+    hub_public: String,
+    authorized: PathBuf,
+    devices: Vec<PathBuf>,
+}
+
+impl BenchKeys {
+    fn make(keygen: &Path, devices: usize) -> Result<BenchKeys, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("udphub-bench-keys-")
+            .tempdir()
+            .map_err(|e| format!("a temporary directory for the keys: {e}"))?;
+        let make = |file: &Path| -> Result<String, String> {
+            let f = spawn(keygen, &[file.display().to_string()])?
+                .wait(Instant::now() + Duration::from_secs(10))?;
+            let public = f.stdout.trim().to_string();
+            if !f.success() || public.is_empty() {
+                return Err(format!(
+                    "udphub-keygen {}: {}",
+                    file.display(),
+                    f.stderr.trim()
+                ));
+            }
+            Ok(public)
+        };
+        let hub_key = dir.path().join("hub.key");
+        let hub_public = make(&hub_key)?;
+        let mut lines = String::from("# the bench's cameras, one key each\n");
+        let mut paths = Vec::new();
+        for i in 0..devices {
+            let path = dir.path().join(format!("cam{i}.key"));
+            lines.push_str(&format!("{} bench-cam{i}\n", make(&path)?));
+            paths.push(path);
+        }
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::write(&authorized, lines).map_err(|e| format!("{}: {e}", authorized.display()))?;
+        Ok(BenchKeys {
+            _dir: dir,
+            hub_key,
+            hub_public,
+            authorized,
+            devices: paths,
+        })
+    }
+
+    fn hub_args(&self) -> Vec<String> {
+        vec![
+            "--key".into(),
+            self.hub_key.display().to_string(),
+            "--authorized-keys".into(),
+            self.authorized.display().to_string(),
+        ]
+    }
+
+    /// Client `i`'s `--key FILE --hub-key PUBLIC`.
+    fn client_args(&self, i: usize) -> Vec<String> {
+        vec![
+            "--key".into(),
+            self.devices[i].display().to_string(),
+            "--hub-key".into(),
+            self.hub_public.clone(),
+        ]
+    }
 }
 
 /// One side's figures.
@@ -287,20 +403,25 @@ fn run(args: &Args) -> Result<(), String> {
     let cases = cases(&f66, &f150, &f1m, &f4m)
         .into_iter()
         .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.name.contains(o)))
+        .filter(|c| c.quick || !args.quick)
         .collect::<Vec<_>>();
+    let keys = match cases.iter().filter(|c| c.keyed()).map(Case::clients).max() {
+        Some(devices) => Some(BenchKeys::make(&bins.keygen, devices)?),
+        None => None,
+    };
     let mut results = Vec::new();
     for case in &cases {
         eprintln!("bench: {} ...", case.name);
         // Rounds, raw and real back to back in each; the best round of each side counts,
         // so a burst of load from elsewhere in one round does not decide the ratio.
-        let (mut reals, mut raws) = (Vec::new(), Vec::new());
-        for _ in 0..timing.rounds {
-            let (real, raw) = run_case(&bins, case, timing);
-            reals.push(real);
-            raws.push(raw);
-        }
-        let result = judge(case, &best(&reals), &best(&raws), &reals, &raws);
+        let rounds: Vec<Round> = (0..timing.rounds)
+            .map(|i| run_case(&bins, keys.as_ref(), case, timing, i))
+            .collect();
+        let result = judge(case, &rounds);
         eprintln!("bench:   {}", row(&result));
+        if case.keyed() {
+            eprintln!("bench:   {}", keys_row(&result));
+        }
         results.push(result);
     }
 
@@ -308,6 +429,13 @@ fn run(args: &Args) -> Result<(), String> {
     println!("{}", header());
     for r in &results {
         println!("{}", row(r));
+    }
+    if results.iter().any(|r| !r["vs_plain"].is_null()) {
+        println!();
+        println!("{}", keys_header());
+        for r in results.iter().filter(|r| !r["vs_plain"].is_null()) {
+            println!("{}", keys_row(r));
+        }
     }
     let met = results.iter().filter(|r| r["met"] == true).count();
     println!(
@@ -333,7 +461,11 @@ fn run(args: &Args) -> Result<(), String> {
     // Missed targets are results, not failures; a case that could not run at all is one.
     let broken = results
         .iter()
-        .filter(|r| !r["real"]["error"].is_null() || !r["raw"]["error"].is_null())
+        .filter(|r| {
+            ["real", "raw", "plain"]
+                .iter()
+                .any(|side| !r[side].is_null() && !r[side]["error"].is_null())
+        })
         .count();
     if broken > 0 {
         return Err(format!(
@@ -352,8 +484,24 @@ fn cases(f66: &Frame, f150: &Frame, f1m: &Frame, f4m: &Frame) -> Vec<Case> {
             window,
             frame: frame.clone(),
             clients,
+            keys: false,
         },
         target,
+        quick: true,
+    };
+    // The framed case `name` with keys, beside its plain run: `<name>-keys`.
+    let keyed = |name: &str, chunk, frame: &Frame, clients, quick| Case {
+        name: format!("{name}-keys"),
+        kind: Kind::Img {
+            proto: "framed",
+            chunk,
+            window: 1,
+            frame: frame.clone(),
+            clients,
+            keys: true,
+        },
+        target: Target::Keys,
+        quick,
     };
     let mut v = vec![
         img("chunked", "chunked", 1024, 1, f66, 1, Target::Single),
@@ -401,20 +549,27 @@ fn cases(f66: &Frame, f150: &Frame, f1m: &Frame, f4m: &Frame) -> Vec<Case> {
         ));
     }
     v.push(img("framed-x8", "framed", 1400, 1, f66, 8, Target::Multi));
+    // With keys (issue 12); --quick runs only the first, as a smoke run of the keyed path.
+    v.push(keyed("framed-1400-w1", 1400, f66, 1, true));
+    v.push(keyed("framed-65000-w1", 65000, f66, 1, false));
+    v.push(keyed("framed-x8", 1400, f66, 8, false));
     v.push(Case {
         name: "msg".into(),
         kind: Kind::Msg { clients: 1 },
         target: Target::Single,
+        quick: true,
     });
     v.push(Case {
         name: "msg-x8".into(),
         kind: Kind::Msg { clients: 8 },
         target: Target::Multi,
+        quick: true,
     });
     v.push(Case {
         name: "live-pattern".into(),
         kind: Kind::Live,
         target: Target::Live,
+        quick: true,
     });
     v
 }
@@ -489,10 +644,12 @@ fn spawn(program: &Path, args: &[String]) -> Result<Running, String> {
 }
 
 /// A fresh hub on OS-chosen loopback ports with every service.
-fn start_hub(bin: &Path) -> Result<HubProcess, String> {
+fn start_hub(bin: &Path, extra: &[String]) -> Result<HubProcess, String> {
+    let mut args = vec!["--stats-interval-ms", "3600000"];
+    args.extend(extra.iter().map(String::as_str));
     let hub = HubProcess::start(
         bin,
-        &["--stats-interval-ms", "3600000"],
+        &args,
         &[("RUST_LOG", Some("warn"))],
         Duration::from_secs(20),
     )?;
@@ -511,14 +668,17 @@ fn start_hub(bin: &Path) -> Result<HubProcess, String> {
 // Running a case
 // ---------------------------------------------------------------------------------------
 
-fn run_case(bins: &Bins, case: &Case, t: Timing) -> (Measure, Measure) {
-    match &case.kind {
+/// Round `round` of `case`: the raw limit, then the real run (and for a `-keys` case the
+/// plain run beside it: plain first in even rounds, keyed first in odd ones).
+fn run_case(bins: &Bins, keys: Option<&BenchKeys>, case: &Case, t: Timing, round: usize) -> Round {
+    let (real, raw, plain) = match &case.kind {
         Kind::Img {
             proto,
             chunk,
             window,
             frame,
             clients,
+            keys: keyed,
         } => {
             let raw = raw_limit(
                 bins,
@@ -549,8 +709,29 @@ fn run_case(bins: &Bins, case: &Case, t: Timing) -> (Measure, Measure) {
                 window.to_string(),
             ];
             args.extend(["--frames".into(), n.to_string()]);
-            let real = real_clients(bins, Client::Img(proto), args, *clients, frame.bytes, t);
-            (real, raw)
+            let run = |keys| {
+                real_clients(
+                    bins,
+                    Client::Img(proto),
+                    args.clone(),
+                    *clients,
+                    frame.bytes,
+                    t,
+                    keys,
+                )
+            };
+            match (keyed, keys) {
+                (false, _) => (run(None), raw, None),
+                (true, None) => unreachable!("run() makes the keys when a case needs them"),
+                (true, Some(k)) if round % 2 == 0 => {
+                    let plain = run(None);
+                    (run(Some(k)), raw, Some(plain))
+                }
+                (true, Some(k)) => {
+                    let real = run(Some(k));
+                    (real, raw, Some(run(None)))
+                }
+            }
         }
         Kind::Msg { clients } => {
             let raw = raw_limit(
@@ -568,18 +749,19 @@ fn run_case(bins: &Bins, case: &Case, t: Timing) -> (Measure, Measure) {
                 "--count".into(),
                 n.to_string(),
             ];
-            let real = real_clients(bins, Client::Msg, args, *clients, MESSAGE.len(), t);
-            (real, raw)
+            let real = real_clients(bins, Client::Msg, args, *clients, MESSAGE.len(), t, None);
+            (real, raw, None)
         }
         Kind::Live => {
             let raw = encoder_alone(t.raw);
             let n = frames_for(&raw, 1, t);
             let args = vec!["--pattern".to_string(), "--frames".into(), n.to_string()];
             let bytes = (raw.mbps * 1e6 / raw.rate.max(1e-9)) as usize;
-            let real = real_clients(bins, Client::Img("framed"), args, 1, bytes, t);
-            (real, raw)
+            let real = real_clients(bins, Client::Img("framed"), args, 1, bytes, t, None);
+            (real, raw, None)
         }
-    }
+    };
+    Round { real, raw, plain }
 }
 
 /// The round with the highest rate (a failed round only when all failed).
@@ -702,7 +884,8 @@ enum Client {
     Msg,
 }
 
-/// Start a hub, run `clients` copies of the client with `args` at once, and measure.
+/// Start a hub, run `clients` copies of the client with `args` at once, and measure. With
+/// `keys`, the hub has `--key --authorized-keys` and client `i` its own `--key --hub-key`.
 fn real_clients(
     bins: &Bins,
     client: Client,
@@ -710,8 +893,10 @@ fn real_clients(
     clients: usize,
     frame_bytes: usize,
     t: Timing,
+    keys: Option<&BenchKeys>,
 ) -> Measure {
-    let hub = match start_hub(&bins.hub) {
+    let hub_args = keys.map(BenchKeys::hub_args).unwrap_or_default();
+    let hub = match start_hub(&bins.hub, &hub_args) {
         Ok(h) => h,
         Err(e) => return Measure::failed(e),
     };
@@ -730,7 +915,12 @@ fn real_clients(
     ]);
     let drops0 = rcvbuf_errors();
     let cpu0 = process_cpu(hub.pid());
-    let procs: Result<Vec<Running>, String> = (0..clients).map(|_| spawn(program, &args)).collect();
+    let procs: Result<Vec<Running>, String> = (0..clients)
+        .map(|i| match keys {
+            Some(k) => spawn(program, &[args.clone(), k.client_args(i)].concat()),
+            None => spawn(program, &args),
+        })
+        .collect();
     let deadline = Instant::now() + t.deadline;
     let finished: Result<Vec<Finished>, String> =
         procs.and_then(|ps| ps.into_iter().map(|p| p.wait(deadline)).collect());
@@ -828,7 +1018,25 @@ fn real_clients(
 // Judging and reporting
 // ---------------------------------------------------------------------------------------
 
-fn judge(case: &Case, real: &Measure, raw: &Measure, reals: &[Measure], raws: &[Measure]) -> Value {
+fn judge(case: &Case, rounds: &[Round]) -> Value {
+    let reals: Vec<Measure> = rounds.iter().map(|r| r.real.clone()).collect();
+    let raws: Vec<Measure> = rounds.iter().map(|r| r.raw.clone()).collect();
+    let plains: Vec<Measure> = rounds.iter().filter_map(|r| r.plain.clone()).collect();
+    let (real, raw) = (&best(&reals), &best(&raws));
+    let plain = (!plains.is_empty()).then(|| best(&plains));
+    // A keyed run against the plain run of the same rounds.
+    let vs_plain = plain.as_ref().map(|p| {
+        let throughput = (p.rate > 0.0).then(|| real.rate / p.rate);
+        let hub_cpu = match (real.hub_cpu_s_per_1000, p.hub_cpu_s_per_1000) {
+            (Some(k), Some(p)) if p > 0.0 => Some(k / p),
+            _ => None,
+        };
+        let client_cpu = match (real.client_cpu_s_per_1000, p.client_cpu_s_per_1000) {
+            (Some(k), Some(p)) if p > 0.0 => Some(k / p),
+            _ => None,
+        };
+        (throughput, hub_cpu, client_cpu)
+    });
     let ratio = (raw.rate > 0.0).then(|| real.rate / raw.rate);
     let p99_ratio = match (real.rtt_p99_us, raw.rtt_p99_us) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -846,6 +1054,13 @@ fn judge(case: &Case, real: &Measure, raw: &Measure, reals: &[Measure], raws: &[
             }
             Target::Multi => at_least(ratio, 0.8) && at_least(real.slowest_over_fastest, 0.8),
             Target::Live => at_least(ratio, 0.9),
+            Target::Keys => {
+                plain.as_ref().is_some_and(|p| p.error.is_none())
+                    && vs_plain.is_some_and(|(throughput, hub_cpu, _)| {
+                        at_least(throughput, KEYS_MIN_THROUGHPUT)
+                            && hub_cpu.is_some_and(|c| c <= KEYS_MAX_HUB_CPU)
+                    })
+            }
         };
     let unit = match case.kind {
         Kind::Msg { .. } => "msg/s",
@@ -863,7 +1078,15 @@ fn judge(case: &Case, real: &Measure, raw: &Measure, reals: &[Measure], raws: &[
         "rounds": {
             "real": reals.iter().map(|m| m.rate).collect::<Vec<_>>(),
             "raw": raws.iter().map(|m| m.rate).collect::<Vec<_>>(),
+            "plain": (!plains.is_empty()).then(|| plains.iter().map(|m| m.rate).collect::<Vec<_>>()),
         },
+        "keys": case.keyed(),
+        "plain": plain.as_ref().map(Measure::to_json),
+        "vs_plain": vs_plain.map(|(throughput, hub_cpu, client_cpu)| json!({
+            "throughput_ratio": throughput,
+            "hub_cpu_per_frame_ratio": hub_cpu,
+            "client_cpu_per_frame_ratio": client_cpu,
+        })),
         "raw_is": raw_label,
         "ratio": ratio,
         "rtt_p99_ratio": p99_ratio,
@@ -873,7 +1096,7 @@ fn judge(case: &Case, real: &Measure, raw: &Measure, reals: &[Measure], raws: &[
 }
 
 const COLUMNS: [(&str, usize); 14] = [
-    ("case", 16),
+    ("case", 20),
     ("unit", 5),
     ("real", 8),
     ("raw", 8),
@@ -944,6 +1167,64 @@ fn row(r: &Value) -> String {
         if let Some(e) = r[side]["error"].as_str() {
             out.push_str(&format!(" [{side}: {e}]"));
         }
+    }
+    out
+}
+
+const KEYS_COLUMNS: [(&str, usize); 9] = [
+    ("case (keys vs plain)", 20),
+    ("unit", 5),
+    ("keys", 8),
+    ("plain", 8),
+    ("ratio", 5),
+    ("hub cpu/1k k/p", 14),
+    ("hub x", 5),
+    ("cli cpu/1k k/p", 14),
+    ("met", 3),
+];
+
+fn keys_line(cells: &[String]) -> String {
+    let mut out = String::new();
+    for (i, (cell, (_, width))) in cells.iter().zip(KEYS_COLUMNS).enumerate() {
+        if i == 0 {
+            out.push_str(&format!("{cell:<width$}"));
+        } else {
+            out.push_str(&format!(" {cell:>width$}"));
+        }
+    }
+    out
+}
+
+fn keys_header() -> String {
+    let mut out = keys_line(&KEYS_COLUMNS.map(|(name, _)| name.to_string()));
+    out.push_str(&format!(
+        "\n(the -keys cases against the plain framed run of the same rounds; target: ratio >= \
+         {KEYS_MIN_THROUGHPUT}, hub x (hub cpu per frame, keys/plain) <= {KEYS_MAX_HUB_CPU})"
+    ));
+    out
+}
+
+/// A `-keys` case: its rate and CPU against the plain run's.
+fn keys_row(r: &Value) -> String {
+    let f = |v: &Value, digits: usize| match v.as_f64() {
+        Some(x) => format!("{x:.digits$}"),
+        None => "-".into(),
+    };
+    let (keyed, plain, vs) = (&r["real"], &r["plain"], &r["vs_plain"]);
+    let pair = |key: &str| format!("{}/{}", f(&keyed[key], 3), f(&plain[key], 3));
+    let mut out = keys_line(&[
+        r["name"].as_str().unwrap_or("?").to_string(),
+        r["unit"].as_str().unwrap_or("?").to_string(),
+        f(&keyed["rate"], 0),
+        f(&plain["rate"], 0),
+        f(&vs["throughput_ratio"], 2),
+        pair("hub_cpu_s_per_1000"),
+        f(&vs["hub_cpu_per_frame_ratio"], 2),
+        pair("client_cpu_s_per_1000"),
+        if r["met"] == true { "yes" } else { "NO" }.to_string(),
+    ]);
+    if let Some(e) = plain["error"].as_str() {
+        out.push_str(&format!(" [plain: {e}]"));
     }
     out
 }
