@@ -10,12 +10,11 @@ use clap::{ArgGroup, Parser};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use udphub::client::cli_args::{parse_name, KeyArgs};
 use udphub::client::img::{self, ImgClientConfig, SourceSpec};
-use udphub::client::img_sender::DeviceKeys;
 use udphub::client::img_sender::{Protocol, SenderOptions};
 use udphub::client::stats::{json_line, ImgSummary};
 use udphub::client::{resolve_hub, ClientError};
-use udphub::secure::keys::{read_private_key, PublicKey};
 use udphub::shutdown::Shutdown;
 use udphub::wire::name::SourceName;
 use udphub::wire::seed_udp::HeaderWidth;
@@ -103,14 +102,8 @@ struct Args {
     /// (default: this machine's host name). The seed formats carry no name.
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     name: Option<SourceName>,
-    /// framed: this camera's private key (written by `udphub-keygen FILE`), for a hub that
-    /// requires keys: every datagram is encrypted and authenticated, and the hub names the
-    /// camera as its authorized-keys file says. Requires --hub-key.
-    #[arg(long, value_name = "FILE", requires = "hub_key")]
-    key: Option<PathBuf>,
-    /// framed: the hub's public key (what `udphub-keygen --public HUB_KEY_FILE` prints).
-    #[arg(long, value_name = "PUBLIC_KEY", requires = "key")]
-    hub_key: Option<PublicKey>,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// Preview the frames in a local window (only when a display is available).
     #[arg(long)]
     show: bool,
@@ -166,40 +159,15 @@ impl Args {
                 chunk_size: self.chunk_size as usize,
                 window: self.window as usize,
                 name: Some(self.name.clone().unwrap_or_else(SourceName::of_this_host)),
-                keys: self.device_keys()?,
+                keys: self
+                    .keys
+                    .device_keys(self.protocol == Protocol::Framed, "img-client")?,
             },
             show: self.show,
             status_interval: (self.status_interval_ms > 0)
                 .then(|| Duration::from_millis(self.status_interval_ms)),
         })
     }
-}
-
-impl Args {
-    /// `--key` read and `--hub-key`, when both are given (clap requires both or neither).
-    fn device_keys(&self) -> Result<Option<DeviceKeys>, ClientError> {
-        let (Some(path), Some(hub)) = (&self.key, self.hub_key) else {
-            return Ok(None);
-        };
-        if self.protocol != Protocol::Framed {
-            return Err(ClientError::KeysNeedFramed);
-        }
-        let loaded = read_private_key(path)?;
-        if loaded.too_open {
-            eprintln!(
-                "img-client: warning: --key {} is readable by others than its owner (chmod 600 it)",
-                path.display()
-            );
-        }
-        Ok(Some(DeviceKeys {
-            key: loaded.key,
-            hub,
-        }))
-    }
-}
-
-fn parse_name(s: &str) -> Result<SourceName, String> {
-    SourceName::parse(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

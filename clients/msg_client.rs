@@ -7,15 +7,13 @@
 
 use clap::Parser;
 use std::io::BufReader;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use udphub::client::img_sender::DeviceKeys;
+use udphub::client::cli_args::{parse_name, KeyArgs};
 use udphub::client::msg::{self, Messages, MsgClientConfig};
 use udphub::client::msg_sender::MsgProtocol;
 use udphub::client::resolve_hub;
 use udphub::client::stats::{json_line, MsgSummary};
-use udphub::secure::keys::{read_private_key, PublicKey};
 use udphub::shutdown::Shutdown;
 use udphub::wire::name::SourceName;
 
@@ -63,14 +61,8 @@ struct Args {
     /// stats): 1-64 characters of A-Z a-z 0-9 . _ - (default: this machine's host name).
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     name: Option<SourceName>,
-    /// framed: this device's private key (`udphub-keygen FILE`), for a hub that requires
-    /// keys; the hub records its messages under the name its authorized-keys file gives
-    /// the key. Requires --hub-key.
-    #[arg(long, value_name = "FILE", requires = "hub_key")]
-    key: Option<PathBuf>,
-    /// framed: the hub's public key (what `udphub-keygen --public HUB_KEY_FILE` prints).
-    #[arg(long, value_name = "PUBLIC_KEY", requires = "key")]
-    hub_key: Option<PublicKey>,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// Print the summary as one JSON object on stdout (for scripts, e.g. the benchmark)
     /// instead of the text; times in microseconds, `null` where there is no value.
     #[arg(long)]
@@ -82,10 +74,6 @@ struct Args {
 enum MsgFormat {
     Framed,
     Seed,
-}
-
-fn parse_name(s: &str) -> Result<SourceName, String> {
-    SourceName::parse(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -102,24 +90,15 @@ fn main() -> ExitCode {
         eprintln!("msg-client: --reply-timeout-ms must be positive");
         return ExitCode::from(2);
     }
-    let keys = match (&args.key, args.hub_key) {
-        (Some(path), Some(hub)) => {
-            if matches!(args.protocol, MsgFormat::Seed) {
-                eprintln!("msg-client: --key works with --protocol framed only (the seed format has no keys)");
-                return ExitCode::from(2);
-            }
-            match read_private_key(path) {
-                Ok(loaded) => Some(DeviceKeys {
-                    key: loaded.key,
-                    hub,
-                }),
-                Err(e) => {
-                    eprintln!("msg-client: --key: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+    let keys = match args
+        .keys
+        .device_keys(matches!(args.protocol, MsgFormat::Framed), "msg-client")
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("msg-client: {e}");
+            return ExitCode::from(2);
         }
-        _ => None,
     };
     let config = MsgClientConfig {
         hub,

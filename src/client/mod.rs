@@ -16,6 +16,8 @@
 //!
 //! Every wait in here is bounded: a client never blocks forever on a hub that is gone.
 
+#[cfg(feature = "cli")]
+pub mod cli_args;
 pub mod error;
 pub mod handoff;
 pub mod img;

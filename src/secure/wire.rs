@@ -18,6 +18,8 @@
 //! without trying keys. Init and response have fixed lengths (anything else is malformed):
 //! the response is smaller than the init it answers, so the hub never amplifies.
 
+use crate::wire::{u32_at, u64_at};
+
 /// First bytes of every secure datagram.
 pub const MAGIC: [u8; 3] = *b"UHS";
 /// Bytes before a kind's own fields.
@@ -95,14 +97,6 @@ pub enum ParseError {
 /// Does this datagram start like a secure one? (For dispatch beside the other formats.)
 pub fn is_secure(datagram: &[u8]) -> bool {
     datagram.len() >= PREFIX_LEN && datagram[..3] == MAGIC
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Parse one datagram.

@@ -32,6 +32,7 @@
 //!   `received H, n H` — the chunks the hub has, and the missing chunk ranges to resend.
 
 use super::name::{self, SourceName};
+use super::{u16_at, u32_at, u64_at};
 use std::fmt;
 use std::ops::Deref;
 
@@ -169,16 +170,6 @@ pub fn payload_len(length: u32, count: u16, index: u16) -> usize {
 /// Chunk count for a frame of `length` bytes with `chunk_size`-byte chunks (at least 1).
 pub fn chunk_count(length: usize, chunk_size: usize) -> usize {
     length.div_ceil(chunk_size).max(1)
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Parse any framed datagram, checking a data chunk's payload is the size its header implies.

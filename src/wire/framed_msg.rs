@@ -30,6 +30,7 @@
 //! ```
 
 use super::name::{self, SourceName};
+use super::{u32_at, u64_at};
 use std::fmt;
 
 pub const MAGIC: [u8; 4] = *b"UHFM";
@@ -115,13 +116,6 @@ fn kind(b: &[u8]) -> Result<u8, ParseError> {
         return Err(ParseError::UnknownVersion(b[VERSION_AT]));
     }
     Ok(b[KIND_AT])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Parse a message (hub side).

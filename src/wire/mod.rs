@@ -26,3 +26,17 @@ pub mod seed_udp;
 
 /// The largest payload of one UDP datagram over IPv4 (65535 - 8 UDP - 20 IP header bytes).
 pub const MAX_UDP_PAYLOAD: usize = 65507;
+
+/// The little-endian integer at `at` (the caller has checked the length). Every format here
+/// (and [`crate::secure::wire`]) reads its fields with these.
+pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
