@@ -34,6 +34,10 @@ def test_every_protocol_saves_the_frames_byte_identical(hub, protocol):
     assert all(r.name == "cam-1" for r in results)
     assert all((r.rtt is None) == (protocol == "tcp") for r in results)
     assert hub.wait_saved(len(frames)) == sorted(frames)
+    # the framed format carries the name: the hub saves the stream under it
+    prefix = {"framed": "cam-1-", "tcp": "tcp-"}.get(protocol, "udp-")
+    names = [p.name for p in hub.save_dir.glob("*.jpg")]
+    assert all(n.startswith(prefix) for n in names), names
     summary = hub.stop()
     assert f"{len(frames)} frames" in summary, summary
 

@@ -57,3 +57,10 @@ def test_jpeg_check():
     assert wire.is_complete_jpeg(b"\xff\xd8\xff\xd9")
     assert not wire.is_complete_jpeg(b"\xff\xd8\x00\xff\xd9\x00")
     assert not wire.is_complete_jpeg(b"\xff\xd9")
+
+
+def test_a_named_header_carries_the_name_after_the_32_bytes():
+    plain = wire.data_header(1, 0, 0, 1, 3, 0)
+    named = wire.data_header(1, 0, 0, 1, 3, 0, name="cam")
+    assert len(plain) == 32 and named[32:] == b"\x03cam"
+    assert named[6:8] == b"\x02\x00" and plain[6:8] == b"\x00\x00"  # flags: NAMED

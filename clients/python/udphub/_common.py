@@ -97,8 +97,9 @@ def check_name(name):
         return None
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, not {type(name).__name__}")
-    if not NAME_RE.match(name):
-        raise ValueError(f"name {name!r}: use 1 to 64 characters of A-Z a-z 0-9 . _ -")
+    if not NAME_RE.match(name) or name in (".", ".."):
+        raise ValueError(f"name {name!r}: use 1 to 64 characters of A-Z a-z 0-9 . _ - "
+                         "(not . or ..)")
     return name
 
 

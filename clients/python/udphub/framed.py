@@ -49,13 +49,15 @@ class FrameTransfer:
     with ``rtt``), or ``"lost"`` (with ``why``).
     """
 
-    def __init__(self, stream, frame, data, chunk_size, deadline, rtt, epoch):
+    def __init__(self, stream, frame, data, chunk_size, deadline, rtt, epoch, name=None):
         # bytes, not a memoryview: slicing and joining 1.4 kB to its header is faster
         self.stream, self.frame, self.data = stream, frame, bytes(data)
         self.count, self.size = wire.chunk_plan(len(data), chunk_size)
         if self.count > wire.FRAMED_MAX_CHUNKS:
             raise ValueError(f"{self.count} chunks is over {wire.FRAMED_MAX_CHUNKS}")
         self.deadline, self.rtt_estimator, self.epoch = deadline, rtt, epoch
+        # the hub learns the stream's name from chunk 0, which every frame needs
+        self.name = name
         self.pending = list(range(self.count))
         self.resends = self.rounds = self.silent = self.ignored = 0
         self.last_activity = None
@@ -74,7 +76,9 @@ class FrameTransfer:
         header, data, size, ts = wire.data_header, self.data, self.size, self.ts_us(now)
         stream, frame, count, length = self.stream, self.frame, self.count, len(self.data)
         last = self.pending[-1]
-        out = [header(stream, frame, i, count, length, ts, poll=(i == last))
+        name = self.name
+        out = [header(stream, frame, i, count, length, ts, poll=(i == last),
+                      name=name if i == 0 else None)
                + data[i * size:(i + 1) * size] for i in self.pending]
         self.pending = []
         self.last_activity = now

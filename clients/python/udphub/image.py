@@ -67,8 +67,9 @@ class ImageSender(ClosesOnExit):
 
     ``hub``: ``"HOST:PORT"``, ``"HOST"`` (the hub's default port for the protocol: 9999 for
     the UDP formats, 8002 for tcp), ``"[IPv6]:PORT"`` or a ``(host, port)`` tuple.
-    ``name``: the source's name (1-64 of ``A-Za-z0-9._-``); kept in each result. The wire
-    formats do not carry names yet, so the hub still shows the sender's ``ip:port``.
+    ``name``: the source's name (1-64 of ``A-Za-z0-9._-``); kept in each result. The framed
+    format carries it (the hub shows and saves the stream under the first name it gives);
+    the seed formats carry none, so the hub shows their ``ip:port``.
     ``chunk_size``: payload bytes per datagram, framed (default 1400, at most 65000) and
     chunked (default 1024, the seed's) only. ``timeout``: seconds a frame may take, from its
     first datagram to its answer (tcp: to connect and to write it); default 1.0.
@@ -183,7 +184,7 @@ class ImageSender(ClosesOnExit):
     def _send_framed(self, data, frame, name):
         started = time.monotonic()
         transfer = FrameTransfer(self._stream, frame & 0xFFFF_FFFF, data, self.chunk_size,
-                                 started + self.timeout, self._rtt, self._epoch)
+                                 started + self.timeout, self._rtt, self._epoch, name)
         self.ignored_replies += self._sock.drain()
         now = started
         while transfer.status is None:

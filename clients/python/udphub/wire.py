@@ -30,6 +30,8 @@ VERSION = 1
 KIND_DATA, KIND_ACK, KIND_NACK = 0, 1, 2
 #: Data flag: answer this datagram now (set on the last datagram of every batch).
 POLL = 1
+#: Data flag: the sender's name follows the header (``name_len B`` + the name), on chunk 0.
+NAMED = 2
 DATA = struct.Struct("<4sBBHIIHHIQ")  # 32 bytes, then the payload
 ACK = struct.Struct("<4sBBHIIB3xQ")  # 28 bytes
 NACK = struct.Struct("<4sBBHIIHH")  # 20 bytes, then n x RANGE
@@ -71,10 +73,16 @@ def chunk_plan(length, chunk_size):
     return count, -(-length // count)
 
 
-def data_header(stream, frame, index, count, length, ts_us, poll=False):
-    """The 32-byte header of data chunk ``index`` of ``count``."""
-    return DATA.pack(MAGIC, VERSION, KIND_DATA, POLL if poll else 0, stream, frame,
-                     index, count, length, ts_us & 0xFFFF_FFFF_FFFF_FFFF)
+def data_header(stream, frame, index, count, length, ts_us, poll=False, name=None):
+    """The 32-byte header of data chunk ``index`` of ``count``; with ``name`` (a checked
+    source name), flagged ``NAMED`` and followed by ``name_len B`` and the name."""
+    flags = (POLL if poll else 0) | (NAMED if name else 0)
+    header = DATA.pack(MAGIC, VERSION, KIND_DATA, flags, stream, frame,
+                       index, count, length, ts_us & 0xFFFF_FFFF_FFFF_FFFF)
+    if name:
+        raw = name.encode("ascii")
+        header += bytes([len(raw)]) + raw
+    return header
 
 
 def parse_reply(datagram):
