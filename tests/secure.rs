@@ -33,6 +33,23 @@ fn send_frames(hub: &HubProcess, frame: &Path, n: u32, extra: &[&str]) -> (u64, 
     (summary_count(&run.stdout, "frames", "acked"), run)
 }
 
+/// The body of `GET path` from the hub's web view.
+fn http_get(hub: &HubProcess, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(hub.http()).unwrap();
+    s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
 struct Keys {
     dir: tempfile::TempDir,
     hub_public: String,
@@ -96,6 +113,8 @@ fn only_authorized_cameras_get_in_under_their_file_names_and_a_removed_key_stops
         &keys.path("authorized"),
         "--save-dir",
         save.path().to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
     ]);
 
     // the garden camera claims to be "door": the file's name for its key is the one used
@@ -135,6 +154,26 @@ fn only_authorized_cameras_get_in_under_their_file_names_and_a_removed_key_stops
     // the door camera still does
     let (acked, run) = send_frames(&hub, &frame, 2, &strs(&keys.camera("door.key")));
     assert_eq!(acked, 2, "{}", run.describe());
+
+    // every refusal is counted, per service and reason, in /state and /metrics
+    let refused = |state: &serde_json::Value, service: &str, reason: &str| {
+        state["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["service"] == service && r["reason"] == reason)
+            .map_or(0, |r| r["count"].as_u64().unwrap())
+    };
+    let state: serde_json::Value = serde_json::from_str(&http_get(&hub, "/state")).unwrap();
+    assert!(refused(&state, "img", "unauthenticated") > 0, "{state:#}");
+    assert!(refused(&state, "img", "unknown_key") > 0, "{state:#}");
+    assert_eq!(refused(&state, "msg", "unauthenticated"), 1, "{state:#}");
+    assert_eq!(refused(&state, "tcp", "unauthenticated"), 1, "{state:#}");
+    let metrics = http_get(&hub, "/metrics");
+    assert!(
+        metrics.contains("udphub_refused_total{service=\"tcp\",reason=\"unauthenticated\"} 1\n"),
+        "{metrics}"
+    );
 
     let (status, stdout, stderr) = hub.stop_with_stderr("INT");
     assert!(status.success(), "{stderr}");

@@ -117,7 +117,12 @@ fn on_event(
         }
         Outcome::Corrupt => &sources.get(from).corrupt,
         Outcome::Dropped => &sources.get(from).dropped,
-        Outcome::Rejected => &sources.get(from).rejected,
+        Outcome::Rejected => {
+            if let ImageEvent::Refused { reason, .. } = &event {
+                sources.count_refused(reason.as_str());
+            }
+            &sources.get(from).rejected
+        }
     };
     counter.fetch_add(1, Relaxed);
     if event.is_noise() {

@@ -29,7 +29,7 @@ use super::reload;
 use super::source::Service;
 use super::stats::{SourceCache, Stats};
 use crate::proto::msg_receiver::{MsgReceiver, Received};
-use crate::proto::secure_image::{Opened, SecureGate, SecurityConfig};
+use crate::proto::secure_image::{Opened, Refusal, SecureGate, SecurityConfig};
 use crate::secure::authorized::KeyFile;
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
 use crate::wire::name::SourceName;
@@ -104,6 +104,7 @@ pub fn run(
                 }
                 Opened::Refused(why) => {
                     sources.get(from).rejected.fetch_add(1, Relaxed);
+                    sources.count_refused(why.as_str());
                     log::debug!("msg: refused a datagram from {from}: {}", why.as_str());
                     continue;
                 }
@@ -155,6 +156,7 @@ pub fn run(
             }
             Received::Refused => {
                 sources.get(from).rejected.fetch_add(1, Relaxed);
+                sources.count_refused(Refusal::Plain.as_str());
                 log::debug!("msg: refused {n} bytes from {from}: not in --allow-plain");
             }
             Received::OverBudget => {

@@ -11,7 +11,7 @@ use crate::hub::saver::SaverReport;
 use crate::shutdown::Shutdown;
 use crate::wire::name::SourceName;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -114,6 +114,9 @@ pub struct Stats {
     /// With `--mqtt`: the broker (as shown) and the bridge's counters.
     mqtt: Mutex<Option<(String, Arc<crate::mqtt::MqttCounters>)>>,
     names: Mutex<Names>,
+    /// Datagrams and connections refused without a reply (keys required), per service and
+    /// reason (`unauthenticated`, `tampered`, `replayed`, ...).
+    refused: Mutex<BTreeMap<(Service, &'static str), u64>>,
 }
 
 /// Sources' names as shown: the name a source gave, or `NAME#n` when another source
@@ -138,7 +141,20 @@ impl Stats {
             last_message: Mutex::new(LastMessage::default()),
             mqtt: Mutex::new(None),
             names: Mutex::new(Names::default()),
+            refused: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Count one datagram or connection of `service` refused for `reason`.
+    pub fn count_refused(&self, service: Service, reason: &'static str) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        *refused.entry((service, reason)).or_default() += 1;
+    }
+
+    /// The refusals so far: (service, reason, count), by service then reason.
+    pub fn refused(&self) -> Vec<(Service, &'static str, u64)> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.iter().map(|(&(s, r), &n)| (s, r, n)).collect()
     }
 
     /// Show source `id` as `name` from now on; returns the name it is shown as. When
@@ -478,6 +494,11 @@ impl SourceCache {
             map: HashMap::new(),
             shown: HashMap::new(),
         }
+    }
+
+    /// Count a refusal of this service's (see [`Stats::count_refused`]).
+    pub fn count_refused(&self, reason: &'static str) {
+        self.stats.count_refused(self.service, reason);
     }
 
     /// The name `addr` is shown as, when it gives `name` (claimed once per source;

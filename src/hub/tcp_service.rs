@@ -18,6 +18,7 @@ use super::net::{is_timeout, spawn_accept_waker, ConnSlot, ConnTable, SharedLogL
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{Counters, Stats};
+use crate::proto::secure_image::Refusal;
 use crate::proto::seed_tcp::{
     EndReason, Position, ReadInto, SeedTcpConfig, SeedTcpDecoder, TcpEvent,
 };
@@ -79,6 +80,7 @@ pub fn run(
         conns.retain(|h| !h.is_finished());
         if let Some(ranges) = &config.only_from {
             if !ranges.iter().any(|c| c.contains(peer.ip())) {
+                stats.count_refused(Service::Tcp, Refusal::Plain.as_str());
                 if let Some(s) = log.allow() {
                     log::debug!(
                         "tcp: refusing {peer}: keys are required and it is not in --allow-plain{s}"

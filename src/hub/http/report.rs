@@ -47,6 +47,16 @@ pub struct State {
     pub messages: MessagesState,
     /// With `--mqtt`: the bridge's counters (`null` without).
     pub mqtt: Option<crate::mqtt::MqttState>,
+    /// With keys: what was refused without a reply, per service and reason.
+    pub refused: Vec<RefusedState>,
+}
+
+/// Datagrams (or TCP connections) of one service refused for one reason.
+#[derive(Debug, Serialize)]
+pub struct RefusedState {
+    pub service: &'static str,
+    pub reason: &'static str,
+    pub count: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -235,6 +245,15 @@ pub fn build(
         sources,
         messages,
         mqtt: stats.mqtt_state(),
+        refused: stats
+            .refused()
+            .into_iter()
+            .map(|(service, reason, count)| RefusedState {
+                service: service.name(),
+                reason,
+                count,
+            })
+            .collect(),
     }
 }
 
@@ -391,6 +410,20 @@ pub fn metrics(state: &State) -> String {
         "gauge",
         "Most /stream viewers at once (--http-max-viewers).",
         vec![(String::new(), state.http.max_viewers as f64)],
+    );
+    family(
+        "udphub_refused_total",
+        "counter",
+        "Datagrams and TCP connections refused without a reply (keys required), per service \
+         and reason.",
+        state
+            .refused
+            .iter()
+            .map(|r| {
+                let labels = format!("{{service=\"{}\",reason=\"{}\"}}", r.service, r.reason);
+                (labels, r.count as f64)
+            })
+            .collect(),
     );
     if let Some(m) = &state.mqtt {
         let one = |v: u64| vec![(String::new(), v as f64)];
