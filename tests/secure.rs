@@ -179,6 +179,11 @@ fn only_authorized_cameras_get_in_under_their_file_names_and_a_removed_key_stops
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("garden (udp 127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("door (udp 127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains("refused without a reply: img ")
+            && stdout.contains("tcp unauthenticated 1"),
+        "{stdout}"
+    );
     assert!(stderr.contains("reloaded: 1 devices"), "{stderr}");
     let saved = list_dir(save.path());
     let named = |p: &str| saved.iter().filter(|n| n.starts_with(p)).count();

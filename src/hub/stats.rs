@@ -343,6 +343,15 @@ impl Stats {
             services,
             saved: None,
             mqtt: self.mqtt_state(),
+            refused: self
+                .refused()
+                .into_iter()
+                .map(|(service, reason, count)| RefusedCount {
+                    service,
+                    reason: reason.to_owned(),
+                    count,
+                })
+                .collect(),
         }
     }
 }
@@ -360,6 +369,17 @@ pub struct HubSummary {
     /// With `--mqtt`: what the bridge published and dropped.
     #[serde(default)]
     pub mqtt: Option<crate::mqtt::MqttState>,
+    /// With keys: what was refused without a reply, per service and reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedCount>,
+}
+
+/// Datagrams (or TCP connections) of one service refused for one reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefusedCount {
+    pub service: Service,
+    pub reason: String,
+    pub count: u64,
 }
 
 /// One service in the [`HubSummary`]: its totals and each of its sources.
@@ -436,6 +456,14 @@ impl HubSummary {
         }
         if let Some(m) = &self.mqtt {
             let _ = writeln!(out, "  {}", m.line());
+        }
+        if !self.refused.is_empty() {
+            let parts: Vec<String> = self
+                .refused
+                .iter()
+                .map(|r| format!("{} {} {}", r.service.name(), r.reason, r.count))
+                .collect();
+            let _ = writeln!(out, "  refused without a reply: {}", parts.join(", "));
         }
         out
     }
