@@ -101,7 +101,7 @@ fn on_event(
             else {
                 return;
             };
-            let shown = name.map(|n| sources.shown_name(from, &n, authenticated));
+            let shown = name.and_then(|n| sources.shown_name(from, n.as_str(), authenticated));
             let (len, seq) = (jpeg.len(), sources.record_item(from, jpeg.len()));
             sinks.deliver(
                 SourceId {

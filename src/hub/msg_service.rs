@@ -32,7 +32,6 @@ use crate::proto::msg_receiver::{MsgReceiver, Received};
 use crate::proto::secure_image::{Opened, Refusal, SecureGate, SecurityConfig};
 use crate::secure::authorized::KeyFile;
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
-use crate::wire::name::SourceName;
 use crate::wire::MAX_UDP_PAYLOAD;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
@@ -120,9 +119,7 @@ pub fn run(
         match received {
             Received::Message { text, name } => {
                 let authenticated = opened.is_some();
-                let shown = name
-                    .and_then(|n| SourceName::parse(n).ok())
-                    .map(|n| sources.shown_name(from, &n, authenticated));
+                let shown = name.and_then(|n| sources.shown_name(from, n, authenticated));
                 let recorded = match &mut log_file {
                     None => Ok(()),
                     Some(log_file) => log_file.append(from, shown.as_deref(), text),
@@ -176,15 +173,13 @@ pub fn run(
             }
         }
         while let Some(t) = receiver.poll_transmit() {
-            // a device with a session gets its replies sealed in it (or none, if it ended)
-            let sealed = match gate.as_mut().filter(|g| g.has_session(t.to)) {
-                Some(gate) => match gate.seal(t.to, &t.payload) {
-                    Some(sealed) => std::borrow::Cow::Owned(sealed),
-                    None => continue,
-                },
-                None => t.payload,
+            let Some(t) = (match &mut gate {
+                Some(gate) => gate.seal_reply(t),
+                None => Some(t),
+            }) else {
+                continue;
             };
-            if let Err(e) = socket.send_to(&sealed, t.to) {
+            if let Err(e) = socket.send_to(&t.payload, t.to) {
                 log::debug!("msg: cannot reply to {}: {e}", t.to);
             }
         }

@@ -529,32 +529,37 @@ impl SourceCache {
         self.stats.count_refused(self.service, reason);
     }
 
-    /// The name `addr` is shown as, when it gives `name` (claimed once per source;
-    /// `authenticated`: the keys file's name, see [`Stats::claim_name`]).
+    /// The name `addr` is shown as, when it gives `name` (claimed once per source, so a
+    /// source's later datagrams cost a map lookup; `authenticated`: the keys file's name, see
+    /// [`Stats::claim_name`]). `None` if `name` is not a valid name (the parsers let none
+    /// through).
     pub fn shown_name(
         &mut self,
         addr: SocketAddr,
-        name: &SourceName,
+        name: &str,
         authenticated: bool,
-    ) -> Arc<str> {
-        if self.shown.len() >= MAX_SOURCES && !self.shown.contains_key(&addr) {
+    ) -> Option<Arc<str>> {
+        if let Some(shown) = self.shown.get(&addr) {
+            return Some(shown.clone());
+        }
+        let name = SourceName::parse(name).ok()?;
+        if self.shown.len() >= MAX_SOURCES {
             self.shown.clear();
         }
-        let (stats, service) = (&self.stats, self.service);
-        self.shown
-            .entry(addr)
-            .or_insert_with(|| {
-                let id = SourceId { service, addr };
-                let shown = stats.claim_name(id, name, authenticated);
-                if shown != name.as_str() {
-                    log::warn!(
-                        "{}: {id} also calls itself \"{name}\": shown as \"{shown}\"",
-                        service.name()
-                    );
-                }
-                shown.into()
-            })
-            .clone()
+        let id = SourceId {
+            service: self.service,
+            addr,
+        };
+        let shown = self.stats.claim_name(id, &name, authenticated);
+        if shown != name.as_str() {
+            log::warn!(
+                "{}: {id} also calls itself \"{name}\": shown as \"{shown}\"",
+                self.service.name()
+            );
+        }
+        let shown: Arc<str> = shown.into();
+        self.shown.insert(addr, shown.clone());
+        Some(shown)
     }
 
     /// Count one intact frame or message from `addr`; returns its 1-based number.

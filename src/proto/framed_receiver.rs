@@ -653,7 +653,7 @@ impl FramedReceiver {
             .iter()
             .map(|(a, s)| ((memory.has_completed(*a), s.last_seen), *a))
             .collect();
-        let n = (order.len() / FORGET_BATCH).clamp(1, order.len().max(1));
+        let n = (order.len() / FORGET_BATCH).max(1);
         if order.len() > n {
             order.select_nth_unstable(n - 1);
         }

@@ -97,10 +97,11 @@ enum Pending {
 pub struct MsgReceiver {
     /// Messages not yet reported recorded, oldest first.
     unrecorded: VecDeque<(SocketAddr, Pending)>,
-    /// Per framed sender run (name, run id): the highest sequence number recorded.
-    recorded: HashMap<(String, u32), u64>,
+    /// Per framed sender run (run id, then name: looked up without allocating): the highest
+    /// sequence number recorded.
+    recorded: HashMap<u32, HashMap<String, u64>>,
     /// The runs in `recorded`, oldest first (to forget past [`MAX_RUNS`]).
-    runs: VecDeque<(String, u32)>,
+    runs: VecDeque<(u32, String)>,
     transmits: VecDeque<Transmit>,
     budget: SharedBudget<IpAddr>,
     withheld: u64,
@@ -199,17 +200,21 @@ impl MsgReceiver {
                 if !recorded {
                     return self.reply_framed(from, Status::NotRecorded, run, seq);
                 }
-                let key = (name, run);
-                match self.recorded.get_mut(&key) {
+                match self.recorded.get_mut(&run).and_then(|n| n.get_mut(&name)) {
                     Some(last) => *last = (*last).max(seq),
                     None => {
                         if self.runs.len() >= MAX_RUNS {
-                            if let Some(oldest) = self.runs.pop_front() {
-                                self.recorded.remove(&oldest);
+                            if let Some((old_run, old_name)) = self.runs.pop_front() {
+                                if let Some(names) = self.recorded.get_mut(&old_run) {
+                                    names.remove(&old_name);
+                                    if names.is_empty() {
+                                        self.recorded.remove(&old_run);
+                                    }
+                                }
                             }
                         }
-                        self.runs.push_back(key.clone());
-                        self.recorded.insert(key, seq);
+                        self.runs.push_back((run, name.clone()));
+                        self.recorded.entry(run).or_default().insert(name, seq);
                     }
                 }
                 self.reply_framed(from, Status::Recorded, run, seq);
@@ -257,7 +262,11 @@ impl MsgReceiver {
         if let Some(name) = as_name {
             m.name = name;
         }
-        let seen = self.recorded.get(&(m.name.to_owned(), m.run)).copied();
+        let seen = self
+            .recorded
+            .get(&m.run)
+            .and_then(|n| n.get(m.name))
+            .copied();
         if seen.is_some_and(|last| m.seq <= last) {
             self.reply_framed(from, Status::Duplicate, m.run, m.seq);
             return Received::Duplicate {

@@ -153,9 +153,18 @@ impl SecureGate {
         }
     }
 
-    /// Whether `to` has a session (its replies must be sealed).
-    pub fn has_session(&self, to: SocketAddr) -> bool {
-        self.sessions.contains_key(&to)
+    /// A reply of the port's own receiver, as it must go: sealed for an address with a
+    /// session, unchanged for one without (a plain sender from `--allow-plain`), and `None`
+    /// when the session cannot seal (it ended): a device's reply never goes out in clear.
+    pub fn seal_reply(&mut self, t: Transmit) -> Option<Transmit> {
+        if !self.sessions.contains_key(&t.to) {
+            return Some(t);
+        }
+        let sealed = self.seal(t.to, &t.payload)?;
+        Some(Transmit {
+            to: t.to,
+            payload: Cow::Owned(sealed),
+        })
     }
 
     /// `payload` sealed in the session `to` last spoke in; `None` without one.
@@ -353,7 +362,7 @@ mod tests {
             for d in &out {
                 hub.handle_datagram(dev.at, d, now);
                 while let Some(t) = hub.poll_transmit() {
-                    assert!(t.payload.len() <= d.len().max(64), "no amplification");
+                    assert!(t.payload.len() <= d.len(), "no amplification");
                     back.push(t.payload.into_owned());
                 }
             }
@@ -484,6 +493,48 @@ mod tests {
             "{:?}",
             refusals(&events)
         );
+    }
+
+    #[test]
+    fn a_gate_seals_replies_to_devices_and_passes_plain_ones_through() {
+        let now = Instant::now();
+        let (hub_key, hub_public) = generate().unwrap();
+        let (dev_key, dev_public) = generate().unwrap();
+        let mut gate = SecureGate::new(SecurityConfig {
+            key: hub_key,
+            keys: keys_for(&[(&dev_public, "rover")]),
+            allow_plain: vec!["10.0.0.0/8".parse().unwrap()],
+        });
+        let mut dev = Initiator::new(dev_key, hub_public, now);
+        let init = dev.poll_transmit(now).unwrap();
+        let Opened::Reply(response) = gate.open(addr(CAMERA), &init, now) else {
+            panic!("the handshake is answered")
+        };
+        assert!(dev.handle_datagram(&response, now).unwrap().is_none());
+        let sealed = dev.seal(b"hello", now).unwrap();
+        match gate.open(addr(CAMERA), &sealed, now) {
+            Opened::Plaintext { name, plaintext } => {
+                assert_eq!((name.as_str(), &plaintext[..]), ("rover", &b"hello"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        let reply = |to: &str| Transmit {
+            to: addr(to),
+            payload: Cow::Borrowed(&b"answer"[..]),
+        };
+        // the device's reply goes sealed, and opens at the device
+        let out = gate.seal_reply(reply(CAMERA)).unwrap();
+        assert_ne!(&out.payload[..], b"answer");
+        assert_eq!(
+            dev.handle_datagram(&out.payload, now).unwrap().unwrap(),
+            b"answer"
+        );
+        // a plain sender's reply goes as it is
+        let plain = gate.seal_reply(reply("10.1.2.3:5000")).unwrap();
+        assert_eq!(&plain.payload[..], b"answer");
+        // once the device's key is gone its session cannot seal: no reply, never in clear
+        gate.set_keys(keys_for(&[]));
+        assert!(gate.seal_reply(reply(CAMERA)).is_none());
     }
 
     #[test]

@@ -25,6 +25,31 @@ use crate::secure::session::Initiator;
 use crate::shutdown::Shutdown;
 use crate::wire::framed;
 
+/// Without keys: what is queued goes out SEND_BATCH datagrams per syscall, the payloads not
+/// copied (`chunks` is kept between calls to reuse its allocation).
+fn send_plain(
+    link: &UdpLink,
+    proto: &mut framed_sender::FramedSender,
+    chunks: &mut Vec<Chunk>,
+    now: Instant,
+) {
+    loop {
+        chunks.extend(std::iter::from_fn(|| proto.poll_chunk(now)).take(SEND_BATCH));
+        if chunks.is_empty() {
+            return;
+        }
+        link.send_gathered(
+            chunks.iter().map(|c| [&c.header[..], c.payload()]),
+            // a full socket buffer or an ICMP error: the resend logic covers it
+            |_, e| {
+                log::debug!("framed: send failed: {e}");
+                ControlFlow::Continue(())
+            },
+        );
+        chunks.clear();
+    }
+}
+
 /// With keys: the initiator's handshake datagrams, then (once established) every queued
 /// chunk sealed on its own. A send error is left to the resend logic, as without keys.
 fn send_sealed(
@@ -134,24 +159,9 @@ impl FramedUdpSender {
             ..
         } = self;
         let now = Instant::now();
-        if let Some(secure) = secure {
-            send_sealed(link, proto, secure, now);
-        }
-        // what is queued goes out SEND_BATCH datagrams per syscall, payloads not copied
-        while secure.is_none() {
-            chunks.extend(std::iter::from_fn(|| proto.poll_chunk(now)).take(SEND_BATCH));
-            if chunks.is_empty() {
-                break;
-            }
-            link.send_gathered(
-                chunks.iter().map(|c| [&c.header[..], c.payload()]),
-                // a full socket buffer or an ICMP error: the resend logic covers it
-                |_, e| {
-                    log::debug!("framed: send failed: {e}");
-                    ControlFlow::Continue(())
-                },
-            );
-            chunks.clear();
+        match secure {
+            Some(secure) => send_sealed(link, proto, secure, now),
+            None => send_plain(link, proto, chunks, now),
         }
         let wake = [
             proto.poll_timeout(),
