@@ -125,20 +125,26 @@ fn data_is_sent_count_times_and_answered() {
 fn gives_up_on_a_hub_that_never_answers() {
     // Bound, so nothing is refused, but it never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let hub = silent.local_addr().unwrap().to_string();
+    let three_messages = |protocol: &str| {
+        msg_client(
+            &[
+                "--protocol",
+                protocol,
+                "--hub",
+                &hub,
+                "--count",
+                "3",
+                "--interval-ms",
+                "0",
+                "--reply-timeout-ms",
+                "200",
+            ],
+            b"",
+        )
+    };
     // framed: each message is resent until its reply timeout, then counted lost
-    let run = msg_client(
-        &[
-            "--hub",
-            &silent.local_addr().unwrap().to_string(),
-            "--count",
-            "3",
-            "--interval-ms",
-            "0",
-            "--reply-timeout-ms",
-            "200",
-        ],
-        b"",
-    );
+    let run = three_messages("framed");
     assert!(!run.status.success(), "{}", run.describe());
     assert_eq!(
         count(&run.stdout, "messages", "lost"),
@@ -150,21 +156,7 @@ fn gives_up_on_a_hub_that_never_answers() {
     assert!(resent >= 3, "{}", run.describe());
     assert_eq!(drain_nonblocking(&silent).len() as u64, 3 + resent);
     // seed: a seed server would record a resent message twice, so there is no resend
-    let run = msg_client(
-        &[
-            "--protocol",
-            "seed",
-            "--hub",
-            &silent.local_addr().unwrap().to_string(),
-            "--count",
-            "3",
-            "--interval-ms",
-            "0",
-            "--reply-timeout-ms",
-            "200",
-        ],
-        b"",
-    );
+    let run = three_messages("seed");
     assert!(!run.status.success(), "{}", run.describe());
     assert_eq!(
         count(&run.stdout, "messages", "sent"),

@@ -1,5 +1,6 @@
-//! `--authorized-keys` reloads: SIGHUP asks for one at once; the image service also looks
-//! at the file every [`CHECK_EVERY`] and reloads it when it changed. A file that does not
+//! `--authorized-keys` reloads: SIGHUP asks every service for one at once; each service with
+//! keys (image and message ports) also looks at the file every [`CHECK_EVERY`] through its
+//! own [`Watcher`] and reloads it when it changed. A file that does not
 //! parse keeps the keys that were in force (and the error is logged).
 
 use crate::secure::authorized::KeyFile;
