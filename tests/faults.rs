@@ -130,6 +130,7 @@ fn framed_through_loss(with_keys: bool) {
                 .unwrap()
                 .key,
             hub: hub_public,
+            cipher: udphub::secure::cipher::Cipher::preferred(),
         });
     }
     let hub = HubProcess::start(&args.iter().map(String::as_str).collect::<Vec<_>>());

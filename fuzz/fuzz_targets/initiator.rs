@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
+use udphub::secure::cipher::Cipher;
 use udphub::secure::keys::PrivateKey;
 use udphub::secure::session::Initiator;
 use udphub::secure::wire;
@@ -16,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let hub = PrivateKey::from_bytes([7; 32]).public_key();
     let device = PrivateKey::from_bytes([9; 32]);
     let t0 = Instant::now();
-    let mut i = Initiator::with_wall_clock(device, hub, t0, SystemTime::UNIX_EPOCH);
+    let mut i = Initiator::with_wall_clock(device, hub, Cipher::preferred(), t0, SystemTime::UNIX_EPOCH);
     let mut rest = data;
     for n in 0u64.. {
         let now = t0 + Duration::from_millis(n);

@@ -8,7 +8,11 @@ use udphub::secure::wire::{self, Packet};
 fuzz_target!(|data: &[u8]| {
     let Ok(p) = wire::parse(data) else { return };
     let out = match p {
-        Packet::Init { sender, noise } => wire::emit_init(sender, noise),
+        Packet::Init {
+            sender,
+            cipher,
+            noise,
+        } => wire::emit_init(sender, cipher, noise),
         Packet::Response {
             sender,
             receiver,

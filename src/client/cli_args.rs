@@ -3,6 +3,7 @@
 
 use super::error::ClientError;
 use super::img_sender::DeviceKeys;
+use crate::secure::cipher::Cipher;
 use crate::secure::keys::{read_private_key, PublicKey};
 use crate::wire::name::SourceName;
 use std::path::PathBuf;
@@ -18,6 +19,36 @@ pub struct KeyArgs {
     /// framed: the hub's public key (what `udphub-keygen --public HUB_KEY_FILE` prints).
     #[arg(long, value_name = "PUBLIC_KEY", requires = "key")]
     pub hub_key: Option<PublicKey>,
+    /// framed with --key: the AEAD of the sessions, `auto` (AES-256-GCM when this CPU has AES
+    /// instructions, else ChaCha20-Poly1305), `aes-256-gcm` or `chacha20-poly1305`. The hub
+    /// takes either.
+    #[arg(long, value_name = "CIPHER", default_value = "auto", value_parser = parse_cipher, requires = "key")]
+    pub cipher: CipherChoice,
+}
+
+/// `--cipher`: a cipher, or this CPU's [`Cipher::preferred`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CipherChoice {
+    Auto,
+    Fixed(Cipher),
+}
+
+impl CipherChoice {
+    pub fn cipher(self) -> Cipher {
+        match self {
+            CipherChoice::Auto => Cipher::preferred(),
+            CipherChoice::Fixed(c) => c,
+        }
+    }
+}
+
+fn parse_cipher(s: &str) -> Result<CipherChoice, String> {
+    if s == "auto" {
+        return Ok(CipherChoice::Auto);
+    }
+    s.parse()
+        .map(CipherChoice::Fixed)
+        .map_err(|e| format!("{e}, or auto"))
 }
 
 impl KeyArgs {
@@ -44,6 +75,7 @@ impl KeyArgs {
         Ok(Some(DeviceKeys {
             key: loaded.key,
             hub,
+            cipher: self.cipher.cipher(),
         }))
     }
 }

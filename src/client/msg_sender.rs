@@ -183,9 +183,12 @@ impl MsgSender {
         protocol: MsgProtocol,
     ) -> io::Result<Self> {
         let secure = match &protocol {
-            MsgProtocol::Framed { keys: Some(k), .. } => {
-                Some(Initiator::new(k.key.clone(), k.hub, Instant::now()))
-            }
+            MsgProtocol::Framed { keys: Some(k), .. } => Some(Initiator::with_cipher(
+                k.key.clone(),
+                k.hub,
+                k.cipher,
+                Instant::now(),
+            )),
             _ => None,
         };
         Ok(MsgSender {

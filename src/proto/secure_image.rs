@@ -132,8 +132,7 @@ impl SecureGate {
 
     /// One secure datagram from `from`.
     pub fn open(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Opened {
-        let is_init = data.get(3) == Some(&1);
-        if is_init && !self.initiations.try_take(&from.ip(), 1, now) {
+        if crate::secure::wire::is_init(data) && !self.initiations.try_take(&from.ip(), 1, now) {
             return Opened::Refused(Refusal::HandshakeRate);
         }
         match self.responder.handle_datagram(from, data, now) {
@@ -291,6 +290,7 @@ mod tests {
     use crate::jpegcheck::filler_jpeg;
     use crate::proto::framed_sender::{FramedSender, SenderConfig, SenderEvent};
     use crate::proto::image_receiver::{ImageConfig, ImageEvent, ImageReceiver};
+    use crate::secure::cipher::Cipher;
     use crate::secure::keys::{generate, PublicKey};
     use crate::secure::session::Initiator;
     use crate::wire::name::SourceName;
@@ -542,25 +542,31 @@ mod tests {
         let now = Instant::now();
         let (hub_key, hub_public) = generate().unwrap();
         let (dev_key, dev_public) = generate().unwrap();
-        let mut hub = SecureImage::new(
-            SecurityConfig {
-                key: hub_key,
-                keys: keys_for(&[(&dev_public, "cam")]),
-                allow_plain: Vec::new(),
-            },
-            FramedConfig::default(),
-        );
-        let mut dev = Initiator::new(dev_key, hub_public, now);
-        let init = dev.poll_transmit(now).unwrap();
-        for _ in 0..100 {
-            hub.handle_datagram(addr(CAMERA), &init, now);
+        for cipher in Cipher::ALL {
+            let mut hub = SecureImage::new(
+                SecurityConfig {
+                    key: hub_key.clone(),
+                    keys: keys_for(&[(&dev_public, "cam")]),
+                    allow_plain: Vec::new(),
+                },
+                FramedConfig::default(),
+            );
+            let mut dev = Initiator::with_cipher(dev_key.clone(), hub_public, cipher, now);
+            let init = dev.poll_transmit(now).unwrap();
+            for _ in 0..100 {
+                hub.handle_datagram(addr(CAMERA), &init, now);
+            }
+            let refused: Vec<_> = std::iter::from_fn(|| hub.poll_refused()).collect();
+            let rate = refused
+                .iter()
+                .filter(|(_, r)| *r == Refusal::HandshakeRate)
+                .count();
+            assert_eq!(rate as u64, 100 - INITIATION_BURST, "{cipher}");
+            assert_eq!(
+                hub.gate.handshakes().attempted,
+                INITIATION_BURST,
+                "{cipher}"
+            );
         }
-        let refused: Vec<_> = std::iter::from_fn(|| hub.poll_refused()).collect();
-        let rate = refused
-            .iter()
-            .filter(|(_, r)| *r == Refusal::HandshakeRate)
-            .count();
-        assert_eq!(rate as u64, 100 - INITIATION_BURST);
-        assert_eq!(hub.gate.handshakes().attempted, INITIATION_BURST);
     }
 }

@@ -17,9 +17,6 @@ pub const KEY_LEN: usize = 32;
 /// Characters in a key's text.
 pub const KEY_TEXT_LEN: usize = 44;
 
-/// The Noise pattern of [`crate::secure`] (also what [`generate`] asks snow for).
-pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
-
 /// A device's or the hub's private key. Its `Debug` does not show the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PrivateKey([u8; KEY_LEN]);
@@ -143,8 +140,8 @@ fn decode(s: &str) -> Result<[u8; KEY_LEN], KeyError> {
 
 /// A new key pair from snow's generator (the operating system's random source).
 pub fn generate() -> Result<(PrivateKey, PublicKey), KeyError> {
-    let params = NOISE_PARAMS.parse().expect("a valid Noise pattern");
-    let kp = snow::Builder::new(params)
+    // The key pair is X25519's whichever AEAD a session uses.
+    let kp = snow::Builder::new(super::cipher::Cipher::ChaChaPoly.noise_params())
         .generate_keypair()
         .map_err(|e| KeyError::Generate(e.to_string()))?;
     let private: [u8; KEY_LEN] = kp.private[..]

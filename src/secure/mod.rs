@@ -89,6 +89,7 @@
 
 pub mod authorized;
 pub mod cidr;
+pub mod cipher;
 pub mod keys;
 pub mod replay;
 pub mod session;

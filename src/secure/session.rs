@@ -38,7 +38,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use snow::{HandshakeState, StatelessTransportState};
 
 use super::authorized::AuthorizedKeys;
-use super::keys::{PrivateKey, PublicKey, NOISE_PARAMS};
+use super::cipher::Cipher;
+use super::keys::{PrivateKey, PublicKey};
 use super::replay::{ReplayWindow, MAX_COUNTER};
 use super::wire::{self, Packet};
 use crate::wire::name::SourceName;
@@ -127,10 +128,6 @@ impl Reason {
     }
 }
 
-fn params() -> snow::params::NoiseParams {
-    NOISE_PARAMS.parse().expect("a valid Noise pattern")
-}
-
 /// A random index (not a secret: it is on the wire; random so that it says nothing about
 /// how many sessions there were). `RandomState` is seeded from the OS per instance.
 fn random_index() -> u32 {
@@ -208,6 +205,7 @@ struct Pending {
 pub struct Initiator {
     my_private: PrivateKey,
     hub_public: PublicKey,
+    cipher: Cipher,
     wall_base: SystemTime,
     instant_base: Instant,
     last_timestamp: [u8; wire::TIMESTAMP_LEN],
@@ -224,6 +222,7 @@ impl fmt::Debug for Initiator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Initiator")
             .field("hub", &self.hub_public)
+            .field("cipher", &self.cipher)
             .field("established", &self.is_established())
             .field("handshaking", &self.pending.is_some())
             .finish()
@@ -231,23 +230,36 @@ impl fmt::Debug for Initiator {
 }
 
 impl Initiator {
-    /// Start a session with the hub whose static public key is `hub_public`; the first
-    /// initiation is due at once (see [`Initiator::poll_transmit`]). The handshake timestamps
-    /// come from the wall clock read now, advanced by `now`.
+    /// Start a session with the hub whose static public key is `hub_public`, with this
+    /// CPU's [`Cipher::preferred`]; the first initiation is due at once (see
+    /// [`Initiator::poll_transmit`]). The handshake timestamps come from the wall clock read
+    /// now, advanced by `now`.
     pub fn new(my_private: PrivateKey, hub_public: PublicKey, now: Instant) -> Initiator {
-        Initiator::with_wall_clock(my_private, hub_public, now, SystemTime::now())
+        Initiator::with_cipher(my_private, hub_public, Cipher::preferred(), now)
     }
 
-    /// [`Initiator::new`] with the wall-clock time that `now` stands for (tests).
+    /// [`Initiator::new`] with the given AEAD.
+    pub fn with_cipher(
+        my_private: PrivateKey,
+        hub_public: PublicKey,
+        cipher: Cipher,
+        now: Instant,
+    ) -> Initiator {
+        Initiator::with_wall_clock(my_private, hub_public, cipher, now, SystemTime::now())
+    }
+
+    /// [`Initiator::with_cipher`] with the wall-clock time that `now` stands for (tests).
     pub fn with_wall_clock(
         my_private: PrivateKey,
         hub_public: PublicKey,
+        cipher: Cipher,
         now: Instant,
         wall_now: SystemTime,
     ) -> Initiator {
         let mut i = Initiator {
             my_private,
             hub_public,
+            cipher,
             wall_base: wall_now,
             instant_base: now,
             last_timestamp: [0; wire::TIMESTAMP_LEN],
@@ -263,6 +275,11 @@ impl Initiator {
 
     pub fn is_established(&self) -> bool {
         self.current.is_some()
+    }
+
+    /// The AEAD of this initiator's sessions.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// Handshakes started so far (the first, resends, rehandshakes).
@@ -290,9 +307,8 @@ impl Initiator {
     /// Build a fresh initiation, due at `now`.
     fn start_handshake(&mut self, now: Instant) {
         let local = random_index();
-        let mut prologue = PROLOGUE.to_vec();
-        prologue.extend_from_slice(&init_header(local));
-        let mut hs = snow::Builder::new(params())
+        let prologue = prologue(local, self.cipher);
+        let mut hs = snow::Builder::new(self.cipher.noise_params())
             .local_private_key(self.my_private.as_bytes())
             .remote_public_key(self.hub_public.as_bytes())
             .prologue(&prologue)
@@ -307,7 +323,7 @@ impl Initiator {
         self.pending = Some(Pending {
             hs,
             local,
-            datagram: wire::emit_init(local, &noise),
+            datagram: wire::emit_init(local, self.cipher, &noise),
             next_send: now,
             backoff: RESEND_FIRST,
         });
@@ -429,12 +445,12 @@ impl Initiator {
     }
 }
 
-fn init_header(sender: u32) -> [u8; 8] {
-    let mut h = [0u8; 8];
-    h[..3].copy_from_slice(&wire::MAGIC);
-    h[3] = 1;
-    h[4..].copy_from_slice(&sender.to_le_bytes());
-    h
+/// The prologue of a handshake: [`PROLOGUE`], then the initiation's clear header (its kind,
+/// so its cipher, and its index).
+fn prologue(sender: u32, cipher: Cipher) -> Vec<u8> {
+    let mut p = PROLOGUE.to_vec();
+    p.extend_from_slice(&wire::init_header(sender, cipher));
+    p
 }
 
 /// A session at the responder, as the caller names it: valid until that session ends.
@@ -587,7 +603,11 @@ impl Responder {
             Err(_) => return Outcome::Refused(Reason::Malformed),
         };
         let result = match packet {
-            Packet::Init { sender, noise } => self.handle_init(sender, noise, now),
+            Packet::Init {
+                sender,
+                cipher,
+                noise,
+            } => self.handle_init(sender, cipher, noise, now),
             Packet::Response { .. } => Err(Reason::Unexpected),
             Packet::Transport {
                 receiver,
@@ -598,11 +618,16 @@ impl Responder {
         result.unwrap_or_else(Outcome::Refused)
     }
 
-    fn handle_init(&mut self, sender: u32, noise: &[u8], now: Instant) -> Result<Outcome, Reason> {
+    fn handle_init(
+        &mut self,
+        sender: u32,
+        cipher: Cipher,
+        noise: &[u8],
+        now: Instant,
+    ) -> Result<Outcome, Reason> {
         self.handshakes.attempted += 1;
-        let mut prologue = PROLOGUE.to_vec();
-        prologue.extend_from_slice(&init_header(sender));
-        let mut hs = snow::Builder::new(params())
+        let prologue = prologue(sender, cipher);
+        let mut hs = snow::Builder::new(cipher.noise_params())
             .local_private_key(self.my_private.as_bytes())
             .prologue(&prologue)
             .build_responder()

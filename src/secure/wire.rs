@@ -9,15 +9,17 @@
 //!
 //! | kind | Python `struct` | total | what |
 //! |---|---|---|---|
-//! | 1 init (device → hub) | [`INIT_STRUCT`] | [`INIT_LEN`] = 116 | `sender I`, Noise IK message 1 (108 bytes: ephemeral key, encrypted static key, encrypted 12-byte TAI64N timestamp) |
+//! | 1 init (device → hub) | [`INIT_STRUCT`] | [`INIT_LEN`] = 116 | `sender I`, Noise IK message 1 (108 bytes: ephemeral key, encrypted static key, encrypted 12-byte TAI64N timestamp) of `Noise_IK_25519_ChaChaPoly_BLAKE2s` |
+//! | 4 init, AES-GCM | as kind 1 | 116 | the same, of `Noise_IK_25519_AESGCM_BLAKE2s`: the session's AEAD is AES-256-GCM ([`Cipher`]) |
 //! | 2 response (hub → device) | [`RESPONSE_STRUCT`] | [`RESPONSE_LEN`] = 64 | `sender I, receiver I`, Noise IK message 2 (52 bytes: ephemeral key, encrypted payload = `sender` again, so the clear index is authenticated) |
-//! | 3 transport (both ways) | [`TRANSPORT_STRUCT`] + ciphertext | 16 + plaintext + 16 | `receiver I, counter Q`, then ChaCha20-Poly1305 of the plaintext under nonce `counter` |
+//! | 3 transport (both ways) | [`TRANSPORT_STRUCT`] + ciphertext | 16 + plaintext + 16 | `receiver I, counter Q`, then the session's AEAD (ChaCha20-Poly1305 or AES-256-GCM, as its initiation's kind said) of the plaintext under nonce `counter` |
 //!
 //! `sender`/`receiver` are session indices each side picks at random for itself (WireGuard's
 //! indices): a datagram names the receiver's index, so the receiver finds the session
 //! without trying keys. Init and response have fixed lengths (anything else is malformed):
 //! the response is smaller than the init it answers, so the hub never amplifies.
 
+use super::cipher::Cipher;
 use crate::wire::{u32_at, u64_at};
 
 /// First bytes of every secure datagram.
@@ -50,6 +52,15 @@ pub const TRANSPORT_STRUCT: &str = "<3sBIQ";
 const KIND_INIT: u8 = 1;
 const KIND_RESPONSE: u8 = 2;
 const KIND_TRANSPORT: u8 = 3;
+const KIND_INIT_AES_GCM: u8 = 4;
+
+/// The kind of an initiation for `cipher`.
+pub fn init_kind(cipher: Cipher) -> u8 {
+    match cipher {
+        Cipher::ChaChaPoly => KIND_INIT,
+        Cipher::AesGcm => KIND_INIT_AES_GCM,
+    }
+}
 
 // Offsets.
 const KIND: usize = 3;
@@ -67,6 +78,7 @@ const TR_CIPHERTEXT: usize = 16;
 pub enum Packet<'a> {
     Init {
         sender: u32,
+        cipher: Cipher,
         noise: &'a [u8],
     },
     Response {
@@ -99,6 +111,12 @@ pub fn is_secure(datagram: &[u8]) -> bool {
     datagram.len() >= PREFIX_LEN && datagram[..3] == MAGIC
 }
 
+/// Is this datagram (one that [`is_secure`]) an initiation, of either cipher? (For rate
+/// limits before any cryptography.)
+pub fn is_init(datagram: &[u8]) -> bool {
+    is_secure(datagram) && matches!(datagram[KIND], KIND_INIT | KIND_INIT_AES_GCM)
+}
+
 /// Parse one datagram.
 pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
     if b.len() < PREFIX_LEN {
@@ -110,12 +128,17 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
     let kind = b[KIND];
     let bad_len = ParseError::BadLength { kind, len: b.len() };
     match kind {
-        KIND_INIT => {
+        KIND_INIT | KIND_INIT_AES_GCM => {
             if b.len() != INIT_LEN {
                 return Err(bad_len);
             }
             Ok(Packet::Init {
                 sender: u32_at(b, INIT_SENDER),
+                cipher: if kind == KIND_INIT {
+                    Cipher::ChaChaPoly
+                } else {
+                    Cipher::AesGcm
+                },
                 noise: &b[INIT_NOISE..],
             })
         }
@@ -145,13 +168,21 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
     }
 }
 
+/// The 8 bytes before an initiation's Noise message (also bound into the handshake as the
+/// prologue's end).
+pub fn init_header(sender: u32, cipher: Cipher) -> [u8; INIT_NOISE] {
+    let mut h = [0u8; INIT_NOISE];
+    h[..3].copy_from_slice(&MAGIC);
+    h[KIND] = init_kind(cipher);
+    h[INIT_SENDER..INIT_NOISE].copy_from_slice(&sender.to_le_bytes());
+    h
+}
+
 /// An initiation datagram. `noise` must be [`INIT_NOISE_LEN`] bytes.
-pub fn emit_init(sender: u32, noise: &[u8]) -> Vec<u8> {
+pub fn emit_init(sender: u32, cipher: Cipher, noise: &[u8]) -> Vec<u8> {
     assert_eq!(noise.len(), INIT_NOISE_LEN);
     let mut out = Vec::with_capacity(INIT_LEN);
-    out.extend_from_slice(&MAGIC);
-    out.push(KIND_INIT);
-    out.extend_from_slice(&sender.to_le_bytes());
+    out.extend_from_slice(&init_header(sender, cipher));
     out.extend_from_slice(noise);
     out
 }
@@ -193,13 +224,24 @@ mod tests {
     #[test]
     fn init_literal_bytes() {
         let noise = [0xAB; INIT_NOISE_LEN];
-        let b = emit_init(0x0403_0201, &noise);
+        let b = emit_init(0x0403_0201, Cipher::ChaChaPoly, &noise);
         assert_eq!(&b[..8], b"UHS\x01\x01\x02\x03\x04");
         assert_eq!(b.len(), INIT_LEN);
         assert_eq!(
             parse(&b).unwrap(),
             Packet::Init {
                 sender: 0x0403_0201,
+                cipher: Cipher::ChaChaPoly,
+                noise: &noise
+            }
+        );
+        let aes = emit_init(0x0403_0201, Cipher::AesGcm, &noise);
+        assert_eq!(&aes[..8], b"UHS\x04\x01\x02\x03\x04");
+        assert_eq!(
+            parse(&aes).unwrap(),
+            Packet::Init {
+                sender: 0x0403_0201,
+                cipher: Cipher::AesGcm,
                 noise: &noise
             }
         );
@@ -259,8 +301,14 @@ mod tests {
         assert_eq!(parse(b"UHS"), Err(ParseError::TooShort(3)));
         assert_eq!(parse(b"UHFR\x01\x00"), Err(ParseError::BadMagic));
         assert_eq!(parse(b"UHS\x00"), Err(ParseError::UnknownKind(0)));
-        assert_eq!(parse(b"UHS\x04rest"), Err(ParseError::UnknownKind(4)));
+        assert_eq!(parse(b"UHS\x05rest"), Err(ParseError::UnknownKind(5)));
+        assert!(matches!(
+            parse(b"UHS\x04rest"),
+            Err(ParseError::BadLength { kind: 4, len: 8 })
+        ));
         assert!(is_secure(b"UHS\x03"));
+        assert!(is_init(b"UHS\x01") && is_init(b"UHS\x04"));
+        assert!(!is_init(b"UHS\x02") && !is_init(b"UHS\x03") && !is_init(b"UHFR\x01"));
         assert!(!is_secure(b"UHFR"));
         assert!(!is_secure(b"UHS"));
     }

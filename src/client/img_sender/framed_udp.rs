@@ -117,7 +117,7 @@ impl FramedUdpSender {
             secure: options
                 .keys
                 .as_ref()
-                .map(|k| Initiator::new(k.key.clone(), k.hub, Instant::now())),
+                .map(|k| Initiator::with_cipher(k.key.clone(), k.hub, k.cipher, Instant::now())),
             proto: framed_sender::FramedSender::new(
                 config,
                 hub,

@@ -105,6 +105,8 @@ pub struct SenderOptions {
 pub struct DeviceKeys {
     pub key: crate::secure::keys::PrivateKey,
     pub hub: crate::secure::keys::PublicKey,
+    /// The sessions' AEAD (`--cipher`; [`Cipher::preferred`](crate::secure::cipher::Cipher::preferred) by default).
+    pub cipher: crate::secure::cipher::Cipher,
 }
 
 impl Default for SenderOptions {

@@ -252,7 +252,13 @@ fn replayed_initiation_unknown_key_and_device_clock_behind_get_no_reply() {
     // The right device, but its clock went back an hour (no RTC): refused until its clock
     // passes the newest initiation taken (documented in the module).
     let behind = SystemTime::now() - Duration::from_secs(3600);
-    let mut i2 = Initiator::with_wall_clock(s.dev_private.clone(), s.hub_public, s.t0, behind);
+    let mut i2 = Initiator::with_wall_clock(
+        s.dev_private.clone(),
+        s.hub_public,
+        Cipher::preferred(),
+        s.t0,
+        behind,
+    );
     let init = i2.poll_transmit(s.t0).unwrap();
     assert_eq!(refused(feed(&mut r, &init, s.t0)), Reason::ReplayedInit);
 
@@ -613,4 +619,40 @@ fn sessions_rekey_after_two_minutes_and_are_refused_after_three() {
     assert!(i.seal(b"y", late).is_none());
     assert!(!i.is_established());
     assert!(i.poll_transmit(late).is_some(), "a new handshake is due");
+}
+
+#[test]
+fn either_cipher_makes_a_session_and_a_changed_kind_fails_the_handshake() {
+    let s = setup();
+    for cipher in Cipher::ALL {
+        let mut r = s.responder();
+        let mut i = Initiator::with_cipher(s.dev_private.clone(), s.hub_public, cipher, s.t0);
+        assert_eq!(i.cipher(), cipher);
+        let init = i.poll_transmit(s.t0).unwrap();
+
+        // The other cipher's kind on the same bytes: the prologue and the protocol name
+        // differ, so nobody in between can choose the device's cipher.
+        let mut swapped = init.clone();
+        swapped[3] = wire::init_kind(Cipher::ALL.into_iter().find(|&c| c != cipher).unwrap());
+        assert_eq!(refused(feed(&mut r, &swapped, s.t0)), Reason::BadHandshake);
+
+        let Outcome::Reply(resp) = feed(&mut r, &init, s.t0) else {
+            panic!("{cipher}: no reply")
+        };
+        i.handle_datagram(&resp, s.t0).unwrap();
+        let sealed = i.seal(b"frame bytes", s.t0).unwrap();
+        assert_eq!(
+            sealed.len(),
+            b"frame bytes".len() + wire::TRANSPORT_OVERHEAD
+        );
+        let Outcome::Opened {
+            session, plaintext, ..
+        } = feed(&mut r, &sealed, s.t0)
+        else {
+            panic!("{cipher}: not opened")
+        };
+        assert_eq!(plaintext, b"frame bytes");
+        let ack = r.seal(session, b"ack").unwrap();
+        assert_eq!(i.handle_datagram(&ack, s.t0).unwrap().unwrap(), b"ack");
+    }
 }
