@@ -262,7 +262,10 @@ fn a_bad_key_setup_is_refused_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown cipher") && err.contains("aes-256-gcm"), "{err}");
+    assert!(
+        err.contains("unknown cipher") && err.contains("aes-256-gcm"),
+        "{err}"
+    );
 }
 
 #[test]

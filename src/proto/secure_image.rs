@@ -143,10 +143,12 @@ impl SecureGate {
                 name,
                 plaintext,
             } => {
-                if self.sessions.len() >= MAX_ADDRESSES && !self.sessions.contains_key(&from) {
-                    self.sessions.clear();
+                if self.sessions.get(&from) != Some(&session) {
+                    if self.sessions.len() >= MAX_ADDRESSES && !self.sessions.contains_key(&from) {
+                        self.sessions.clear();
+                    }
+                    self.sessions.insert(from, session);
                 }
-                self.sessions.insert(from, session);
                 Opened::Plaintext { name, plaintext }
             }
         }

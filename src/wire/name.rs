@@ -6,13 +6,15 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The longest name, in bytes (= characters: the alphabet is ASCII).
 pub const MAX_LEN: usize = 64;
 
-/// A valid source name.
+/// A valid source name. Cheap to clone (shared): the hub hands one out per authenticated
+/// datagram.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceName(String);
+pub struct SourceName(Arc<str>);
 
 /// Why a string is not a source name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +33,7 @@ impl SourceName {
     /// Check `s` against the rules above.
     pub fn parse(s: &str) -> Result<SourceName, NameError> {
         check(s)?;
-        Ok(SourceName(s.to_owned()))
+        Ok(SourceName(Arc::from(s)))
     }
 
     /// Parse the name bytes of a datagram.
@@ -59,7 +61,7 @@ impl SourceName {
             .map(|c| if is_name_char(c) { c } else { '-' })
             .take(MAX_LEN)
             .collect();
-        SourceName::parse(&cleaned).unwrap_or_else(|_| SourceName("device".to_owned()))
+        SourceName::parse(&cleaned).unwrap_or_else(|_| SourceName(Arc::from("device")))
     }
 
     /// This name with a `#n` suffix, to tell apart a second unauthenticated stream claiming
