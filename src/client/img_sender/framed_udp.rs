@@ -51,7 +51,8 @@ fn send_plain(
 }
 
 /// With keys: the initiator's handshake datagrams, then (once established) every queued
-/// chunk sealed on its own. A send error is left to the resend logic, as without keys.
+/// chunk sealed on its own, SEND_BATCH sealed datagrams per syscall as without keys. A send
+/// error is left to the resend logic, as without keys.
 fn send_sealed(
     link: &UdpLink,
     proto: &mut framed_sender::FramedSender,
@@ -70,13 +71,25 @@ fn send_sealed(
         return;
     }
     let mut plain = Vec::new();
-    while let Some(c) = proto.poll_chunk(now) {
-        plain.clear();
-        plain.extend_from_slice(&c.header);
-        plain.extend_from_slice(c.payload());
-        if let Some(sealed) = secure.seal(&plain, now) {
-            send(&sealed);
+    let mut sealed: Vec<Vec<u8>> = Vec::with_capacity(SEND_BATCH);
+    loop {
+        while sealed.len() < SEND_BATCH {
+            let Some(c) = proto.poll_chunk(now) else {
+                break;
+            };
+            plain.clear();
+            plain.extend_from_slice(&c.header);
+            plain.extend_from_slice(c.payload());
+            sealed.extend(secure.seal(&plain, now));
         }
+        if sealed.is_empty() {
+            break;
+        }
+        link.send_gathered(sealed.iter().map(|d| [&d[..], &[][..]]), |_, e| {
+            log::debug!("framed: send failed: {e}");
+            ControlFlow::Continue(())
+        });
+        sealed.clear();
     }
     // sealing may have started a rehandshake (nothing authenticated back for a while)
     if let Some(init) = secure.poll_transmit(now) {
