@@ -12,13 +12,14 @@
 //!   as standard base64 of its 32 bytes (44 characters), as WireGuard writes its keys. The hub
 //!   has an authorized-keys file ([`authorized`]): one `<public key> <name>` per device, and
 //!   that file, not the device, gives a device its name.
-//! - **Handshake.** `Noise_IK_25519_ChaChaPoly_BLAKE2s`, one round trip: the device (the
+//! - **Handshake.** `Noise_IK_25519_AESGCM_BLAKE2s` or `Noise_IK_25519_ChaChaPoly_BLAKE2s`
+//!   (the device's choice, [`cipher`]), one round trip: the device (the
 //!   initiator) knows the hub's static public key; its first message carries its own static
 //!   key, encrypted, and a 12-byte TAI64N timestamp. The hub answers only an initiation from
 //!   an authorized key whose timestamp is newer than the newest it saw from that key (so a
 //!   recorded initiation replayed later is refused), and its answer is smaller than the
 //!   initiation (no amplification). Formats: [`wire`]; state machines: [`session`].
-//! - **Transport.** Every datagram after the handshake is ChaCha20-Poly1305 under the
+//! - **Transport.** Every datagram after the handshake is AES-256-GCM or ChaCha20-Poly1305 under the
 //!   session's keys, with an explicit 64-bit counter in the datagram used as the nonce
 //!   (`snow::StatelessTransportState`): datagrams may be lost or reordered and each still
 //!   decrypts on its own. Overhead: 32 bytes (16 header + 16 tag).
