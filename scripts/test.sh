@@ -57,6 +57,8 @@ UDPHUB_HUB_BIN="$HUB_BIN" "$PYVENV/bin/python" -m pytest -q -p no:cacheprovider 
 rm -f target/bench/bench.json && bash scripts/bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/bench.json"))'
 # The same for the attack benchmark (under 40 s).
 rm -f target/bench/abuse.json && bash scripts/abuse_bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/abuse.json"))'
+# And the MQTT benchmark (under 20 s; it fails if the hub path lost or duplicated a message).
+rm -f target/bench/mqtt.json && bash scripts/mqtt_bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/mqtt.json"))'
 
 if [[ -f target/browser/SCREENSHOT_PATH ]]; then
     echo "test.sh: the browser test's screenshot of the hub page: $(cat target/browser/SCREENSHOT_PATH)"

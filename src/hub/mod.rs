@@ -281,16 +281,22 @@ impl MessageTap {
             json: json.to_owned(),
             received: SystemTime::now(),
         };
-        let dropped = {
+        let (dropped, was_empty) = {
             let mut q = self.lock();
+            let was_empty = q.is_empty();
             let dropped = (q.len() >= self.capacity).then(|| q.pop_front());
             q.push_back(message);
-            dropped
+            (dropped, was_empty)
         };
         if dropped.is_some() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        self.ready.notify_one();
+        // The one consumer waits only on an empty queue, and takes until it is empty again:
+        // only the first message after that needs to wake it (a notify is a futex syscall,
+        // and this runs on the message service's receive thread).
+        if was_empty {
+            self.ready.notify_one();
+        }
     }
 
     /// The oldest queued message, waiting at most `timeout` for one.
