@@ -93,6 +93,12 @@ struct Args {
     /// backoff doubling from 0.1 s to 5 s).
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     connect_timeout_ms: u64,
+    /// tcp: the socket's send buffer in bytes (Linux doubles it), which bounds what the
+    /// kernel queues, sent-but-unacked bytes included, so a slow link never holds seconds of
+    /// video: frames made while one is being written replace each other (skipped). 0: the
+    /// kernel's autotuning (up to megabytes: a blocking `sendall`'s backlog).
+    #[arg(long, default_value_t = udphub::client::img_sender::seed_tcp::DEFAULT_SEND_BUFFER, value_name = "BYTES")]
+    tcp_send_buffer: usize,
     /// chunked: size of the length header: 8 (Python's struct 'l' on 64-bit Linux/macOS,
     /// the default) or 4 (on Windows).
     #[arg(long, default_value_t = 8, value_name = "4|8", value_parser = parse_header_bytes)]
@@ -151,6 +157,7 @@ impl Args {
             sender: SenderOptions {
                 ack_timeout: Duration::from_millis(self.ack_timeout_ms),
                 connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+                tcp_send_buffer: (self.tcp_send_buffer > 0).then_some(self.tcp_send_buffer),
                 header_width: if self.header_bytes == 4 {
                     HeaderWidth::Four
                 } else {

@@ -447,3 +447,93 @@ fn demo_script_runs_to_the_end() {
     );
     assert!(run.stdout.contains("hub: summary"), "{}", run.describe());
 }
+
+/// `--protocol tcp` over a link slower than the camera (a reader taking 2 KiB every 10 ms,
+/// about 200 kB/s, from the 640x480 test pattern at 30 fps, about 20 kB a frame: 600 kB/s): the kernel never holds
+/// more than the bounded send buffer's worth of the stream, so the frames made while one is
+/// being written are skipped instead of queued; and every frame counted as written arrives.
+#[test]
+fn tcp_over_a_slow_link_skips_frames_instead_of_queueing_them() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const RCVBUF: usize = 16 * 1024;
+
+    // A small receive buffer (inherited by the accepted socket), so the link, not the
+    // receiver's kernel, is what holds bytes back.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(RCVBUF).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(1).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let addr = listener.local_addr().unwrap();
+    let read = Arc::new(AtomicU64::new(0));
+    let client_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (read, client_done) = (read.clone(), client_done.clone());
+        thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = vec![0u8; 2048];
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read.fetch_add(n as u64, Ordering::SeqCst),
+                };
+                if !client_done.load(Ordering::SeqCst) {
+                    // the link's pace (a model of a slow link, not a wait for a condition)
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+    };
+
+    let run = img_client(&[
+        "--hub",
+        &addr.to_string(),
+        "--protocol",
+        "tcp",
+        "--pattern",
+        "--fps",
+        "30",
+        "--frames",
+        "90",
+        "--json-summary",
+    ]);
+    let read_at_exit = read.load(Ordering::SeqCst);
+    client_done.store(true, Ordering::SeqCst);
+    assert!(run.success(), "{}", run.describe());
+    let summary: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let written = summary["written"].as_u64().unwrap();
+    let skipped = summary["skipped"].as_u64().unwrap();
+    // the stream: a 16-byte header and the JPEG per frame (every frame sent was written)
+    assert_eq!(summary["sent"].as_u64().unwrap(), written, "{summary}");
+    let stream_bytes = summary["bytes"].as_u64().unwrap() + 16 * written;
+    let per_frame = stream_bytes / written.max(1);
+    let backlog = stream_bytes - read_at_exit.min(stream_bytes);
+    assert!(skipped > 0, "{summary}");
+    // at most the send buffer (64 KiB, doubled by Linux), the receive buffer (doubled too)
+    // and two frames in the writes' hands: not the seconds of video an autotuned buffer holds
+    let bound = 2 * 64 * 1024 + 2 * RCVBUF as u64 + 2 * per_frame;
+    assert!(
+        backlog <= bound,
+        "{backlog} bytes were still on their way when the client ended (bound {bound}): {summary}"
+    );
+    reader.join().unwrap();
+    assert_eq!(
+        read.load(Ordering::SeqCst),
+        stream_bytes,
+        "every frame counted as written arrives: {summary}"
+    );
+}

@@ -86,6 +86,10 @@ pub struct SenderOptions {
     pub ack_timeout: Duration,
     /// TCP: longest a connection attempt may take.
     pub connect_timeout: Duration,
+    /// TCP: the socket's send buffer (`SO_SNDBUF`; Linux doubles it), which bounds the
+    /// bytes sent but not yet acked plus those not yet sent, so the kernel cannot queue
+    /// seconds of video on a slow link; `None`: the kernel's autotuning (up to megabytes).
+    pub tcp_send_buffer: Option<usize>,
     /// Chunked: width of the length header (8 for a 64-bit Linux/macOS seed server, 4 for
     /// one on Windows, where Python's `'l'` is 4 bytes).
     pub header_width: HeaderWidth,
@@ -114,6 +118,7 @@ impl Default for SenderOptions {
         SenderOptions {
             ack_timeout: Duration::from_millis(1000),
             connect_timeout: Duration::from_millis(2000),
+            tcp_send_buffer: Some(seed_tcp::DEFAULT_SEND_BUFFER),
             header_width: HeaderWidth::Eight,
             chunk_size: framed::DEFAULT_CHUNK_SIZE,
             window: 1,

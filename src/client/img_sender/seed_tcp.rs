@@ -3,6 +3,14 @@
 //! counts as written ([`FrameOutcome::Written`]) once the kernel took all of it, with the
 //! time the write took; never as acked.
 //!
+//! Never a backlog: the kernel may hold at most [`DEFAULT_SEND_BUFFER`] (or
+//! `--tcp-send-buffer`) of a stream's bytes, sent-but-unacked ones included, and a write
+//! returns only once fewer than [`NOTSENT_LOWAT`] of them are still unsent (Linux's
+//! `TCP_NOTSENT_LOWAT`). So a frame's write takes as long as the link needs to carry it,
+//! and the frames the camera makes meanwhile replace each other upstream (latest frame
+//! wins, counted as skipped) instead of queueing seconds of video in the kernel, where a
+//! blocking `sendall` with the default, autotuned buffer (up to 4 MB) puts them.
+//!
 //! Nothing waits unbounded: a connection attempt has the connect timeout, a write that makes
 //! no progress for the ack timeout fails (the stream, out of step, is dropped and made again),
 //! a failed connection is retried after a [`Backoff`] that `stop` cuts short, and a stalled
@@ -16,6 +24,13 @@ use super::{FrameOutcome, ImgSender, LostReason, ReplyCounts, SendError, SenderO
 use crate::client::udp_link::STOP_POLL;
 use crate::shutdown::Shutdown;
 use crate::wire::seed_tcp;
+
+/// The send buffer asked for by default (`SO_SNDBUF`; Linux doubles it: 128 KiB of sent and
+/// unsent bytes, 130 ms at 8 Mbit/s, ample for a LAN's bandwidth-delay product).
+pub const DEFAULT_SEND_BUFFER: usize = 64 * 1024;
+
+/// A write returns once fewer than this many of the stream's bytes are still unsent.
+pub const NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// Reconnection delays: doubling from [`Backoff::FIRST`] up to [`Backoff::MAX`].
 #[derive(Clone, Debug)]
@@ -89,6 +104,34 @@ fn write_all_two(
     Ok(())
 }
 
+/// Bound what the kernel queues for `stream`: its send buffer, when given, and (Linux) the
+/// unsent bytes a write leaves behind.
+fn bound_queue(stream: &TcpStream, send_buffer: Option<usize>) -> io::Result<()> {
+    let sock = socket2::SockRef::from(stream);
+    if let Some(bytes) = send_buffer {
+        sock.set_send_buffer_size(bytes)?;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let lowat: libc::c_int = NOTSENT_LOWAT as libc::c_int;
+        // SAFETY: a valid socket, and a pointer to a c_int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&lowat as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Seed 000's TCP stream.
 #[derive(Debug)]
 pub struct SeedTcpSender {
@@ -116,6 +159,7 @@ impl SeedTcpSender {
     fn connect(&mut self) -> io::Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&self.hub, self.options.connect_timeout)?;
         stream.set_nodelay(true)?;
+        bound_queue(&stream, self.options.tcp_send_buffer)?;
         // a slice of the stall limit (the ack timeout), so a stalled write sees `stop`
         let slice = self.options.ack_timeout.min(STOP_POLL);
         stream.set_write_timeout(Some(slice.max(Duration::from_millis(1))))?;
