@@ -3,6 +3,22 @@
 //! and AC range checks. This is the part of the check that finds data out of place: a
 //! datagram swapped, lost or duplicated shows up here as a code, a run or a value no
 //! encoder writes. No pixel is decoded.
+//!
+//! Built for speed, since the hub runs it on every chunked seed frame before the ack: an
+//! AC coefficient's value is never needed (only its size, for the range check), so one
+//! lookup in an 11-bit fast table gives the bits to skip (code plus value), the zero run
+//! and the size, and one comparison with a per-component limit table covers both "past
+//! coefficient 63" and "too large for its quantizer" (see [`AcEntry`] and
+//! [`ScanComp::lim`]); EOB, longer codes and every fault go to a cold path that takes the
+//! symbol exactly as the original walk did. The bit reader keeps the original walk's
+//! refill schedule (so offsets and the "data ends early" verdicts are unchanged) and its
+//! fast path of 8 bytes without `FF`. The original walk is kept for the tests
+//! (`reference_walk`), which run both in lockstep on every frame they validate.
+//!
+//! Stack: the eight Huffman tables of a validation (4.4 KiB each: 2048 two-byte fast
+//! entries, the canonical code, 256 symbols) live on the caller's stack in
+//! [`super::markers::walk_segments`], about 37 KiB in all with the quantization tables
+//! and the scan's components; the walk itself adds a few hundred bytes and no recursion.
 
 use super::markers::{PREFIX, RST0};
 use super::segments::{Frame, Scan, ScanComp};
@@ -11,21 +27,55 @@ use super::JpegError;
 /// A Huffman table ready for decoding.
 pub(super) struct Huffman {
     pub(super) defined: bool,
-    /// An AC table: decoding returns the code length plus the size of the coefficient
-    /// that follows (its low 4 bits), the bits to skip in one go.
+    /// An AC table: `fast` holds [`AcEntry`] values, and decoding returns the code length
+    /// plus the size of the coefficient that follows, the bits to skip in one go.
     ac: bool,
-    /// Indexed by the next 9 bits: `(symbol << 8) | length` for codes of up to 9 bits
-    /// (length plus coefficient size for an AC table), 0 when the code is longer (or
-    /// undefined). The length in the low byte feeds the shift directly.
+    /// Indexed by the next `FAST_BITS` bits. A DC table: `(symbol << 8) | length` for
+    /// codes of up to `FAST_BITS` bits, 0 when the code is longer (or undefined). An AC
+    /// table: an [`AcEntry`] (skip, run and size in one `u16`, or a mark that sends the
+    /// walk to its cold path).
     fast: [u16; 1 << FAST_BITS],
     /// Largest code of each length (index 1..=16), -1 when there is none.
     maxcode: [i32; 17],
     /// Index into `symbols` of a code of each length, minus that code.
     valoffset: [i32; 17],
     symbols: [u8; 256],
+    /// The same table for the reference walk the tests run in lockstep with this one.
+    #[cfg(test)]
+    pub(super) reference: super::reference_walk::Huffman,
 }
 
-const FAST_BITS: u32 = 9;
+/// Bits that index the fast tables: 2048 entries of 2 bytes, 4 KiB per table.
+const FAST_BITS: u32 = 11;
+
+/// The AC fast table's entries, one `u16`: bits 0..5 the bits to skip (code length plus
+/// coefficient size), bits 5..9 the zero run, bits 9..14 the size `s` (0 only for ZRL,
+/// 16 zeros), compared with the component's limit at the coefficient's position (see
+/// [`ScanComp::lim`]: exceeding it means a fault or coefficient 63 passed). EOB and
+/// everything the hot loop does not handle carry size [`AcEntry::COLD`], above every
+/// limit, so one comparison sends them to [`BitReader::ac_cold`]; EOB is told apart by
+/// [`AcEntry::GENERAL`] being clear.
+struct AcEntry;
+
+impl AcEntry {
+    /// The size field of an entry the hot loop does not handle.
+    const COLD: u16 = 31;
+    /// Set on a cold entry that is not a short EOB: a longer code, an undefined one, or
+    /// an end-of-band run (invalid in a sequential scan).
+    const GENERAL: u16 = 1 << 14;
+    /// What an unfilled slot holds: a code longer than `FAST_BITS` or none.
+    const LONG: u16 = Self::GENERAL | Self::COLD << 9;
+    /// A short EOB: size [`Self::COLD`] without [`Self::GENERAL`] (under this mask).
+    const EOB_MASK: u16 = Self::GENERAL | Self::COLD << 9;
+    const EOB: u16 = Self::COLD << 9;
+    /// A short end-of-band run: cold, decoded again from the first code length.
+    const RUN: u16 = Self::LONG | 1;
+
+    fn pack(skip: u32, run: u8, size: u16) -> u16 {
+        debug_assert!(skip < 32 && run < 16 && size < 32);
+        skip as u16 | u16::from(run) << 5 | size << 9
+    }
+}
 
 impl Huffman {
     pub(super) const EMPTY: Huffman = Huffman {
@@ -35,6 +85,8 @@ impl Huffman {
         maxcode: [-1; 17],
         valoffset: [0; 17],
         symbols: [0; 256],
+        #[cfg(test)]
+        reference: super::reference_walk::Huffman::EMPTY,
     };
 
     /// Builds the canonical code from the 16 code counts and the symbols (JPEG Annex C).
@@ -45,7 +97,12 @@ impl Huffman {
         ac: bool,
     ) -> Result<(), &'static str> {
         *self = Huffman::EMPTY;
+        #[cfg(test)]
+        self.reference.build(counts, symbols, ac)?;
         self.ac = ac;
+        if ac {
+            self.fast.fill(AcEntry::LONG);
+        }
         self.symbols[..symbols.len()].copy_from_slice(symbols);
         let mut code: u32 = 0;
         let mut k: usize = 0;
@@ -62,8 +119,17 @@ impl Huffman {
                     if len <= FAST_BITS {
                         let shift = FAST_BITS - len;
                         let first = (code << shift) as usize;
-                        let skip = len as u16 + if ac { u16::from(sym & 15) } else { 0 };
-                        let entry = (u16::from(sym) << 8) | skip;
+                        let entry = if !ac {
+                            (u16::from(sym) << 8) | len as u16
+                        } else {
+                            let (run, size) = (sym >> 4, u16::from(sym & 15));
+                            match (run, size) {
+                                (0, 0) => AcEntry::pack(len, 0, AcEntry::COLD), // EOB
+                                (15, 0) => AcEntry::pack(len, 15, 0),           // ZRL
+                                (_, 0) => AcEntry::RUN, // an end-of-band run: cold
+                                _ => AcEntry::pack(len + u32::from(size), run, size),
+                            }
+                        };
                         self.fast[first..first + (1 << shift)].fill(entry);
                     }
                     code += 1;
@@ -77,12 +143,12 @@ impl Huffman {
         Ok(())
     }
 
-    /// The code of more than 9 bits at the top of `bits`: `(length, symbol)`, with the
-    /// coefficient size added to the length for an AC table (as in `fast`).
+    /// The code at the top of `bits`, of lengths `from..=16`: `(length, symbol)`, with
+    /// the coefficient size added to the length for an AC table (as in `fast`).
     #[cold]
     #[inline(never)]
-    fn decode_slow(&self, bits: u64) -> Option<(u32, u8)> {
-        (FAST_BITS + 1..=16).find_map(|len| {
+    fn decode_from(&self, bits: u64, from: u32) -> Option<(u32, u8)> {
+        (from..=16).find_map(|len| {
             let code = (bits >> (64 - len)) as i32;
             (code <= self.maxcode[len as usize]).then(|| {
                 let sym = self.symbols[(code + self.valoffset[len as usize]) as usize];
@@ -127,27 +193,36 @@ impl<'a> BitReader<'a> {
         }
     }
 
-    /// Loads bytes until more than 56 bits are buffered or a marker is reached.
+    /// Loads bytes until more than 56 bits are buffered or a marker is reached, when
+    /// fewer than 32 are (the original walk's schedule, kept exactly: the buffer, `pos`
+    /// and `marker` are what that walk had at every step, so offsets and the
+    /// ends-early verdicts are too). Called before every code, without a branch on the
+    /// bit count: when the next 8 bytes hold no `FF` (no stuffing, no marker; a marker
+    /// leaves `pos` at its `FF`, so this also means no marker yet), they are ORed in
+    /// below the valid bits whether or not they are needed. The bits below `nbits` are
+    /// then the data's own next bits, not zeros, which nothing reads: a code is looked at
+    /// only with `nbits >= 32` (31 bits at most: 16 of code, 15 of size), or past a
+    /// marker, where [`Self::refill_slow`] has loaded every byte up to it (the same bytes
+    /// over themselves) and only zeros follow.
     #[inline(always)]
     fn refill(&mut self) {
-        if self.marker {
-            return; // zeros from here on
-        }
-        // Fast path: the next 8 bytes hold no FF (so no stuffing and no marker); take as
-        // many whole bytes as fit. Only called with 0 <= nbits < 32.
+        let need = self.nbits < 32;
         if let Some(chunk) = self.data.get(self.pos..self.pos + 8) {
             let word = u64::from_be_bytes(chunk.try_into().unwrap_or([PREFIX; 8]));
             let inv = !word; // a zero byte in `inv` is an FF in `word`
             if inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080 == 0 {
-                let take = (64 - self.nbits as u32) / 8; // 4..=8
-                let bits = 8 * take;
-                self.buf |= (word >> (64 - bits)) << (64 - self.nbits as u32 - bits);
+                // `nbits` is in 0..=64 here; when needed, in 0..32.
+                let n = self.nbits as u32;
+                let take = if need { (64 - n) / 8 } else { 0 }; // 4..=8 whole bytes
+                self.buf |= if need { word >> (n & 31) } else { 0 };
                 self.pos += take as usize;
-                self.nbits += bits as i32;
+                self.nbits += 8 * take as i32;
                 return;
             }
         }
-        self.refill_slow();
+        if need {
+            self.refill_slow();
+        }
     }
 
     fn refill_slow(&mut self) {
@@ -176,10 +251,9 @@ impl<'a> BitReader<'a> {
         self.nbits -= n as i32;
     }
 
-    /// The next Huffman code, not consumed: `(length, symbol)`, or for an AC table
-    /// `(length + coefficient size, symbol)`.
+    /// The next DC Huffman code, not consumed: `(length, symbol)`.
     #[inline(always)]
-    fn decode(&mut self, table: &Huffman) -> Result<(u32, u8), Fault> {
+    fn decode_dc(&mut self, table: &Huffman) -> Result<(u32, u8), Fault> {
         if self.nbits < 32 {
             self.refill();
         }
@@ -187,14 +261,16 @@ impl<'a> BitReader<'a> {
         if entry != 0 {
             Ok((u32::from(entry & 0xFF), (entry >> 8) as u8))
         } else {
-            table.decode_slow(self.buf).ok_or(Fault::UndefinedCode)
+            table
+                .decode_from(self.buf, FAST_BITS + 1)
+                .ok_or(Fault::UndefinedCode)
         }
     }
 
     /// Walks one block: the DC difference, then the AC coefficients up to EOB or 63.
     #[inline(always)]
     fn block(&mut self, c: &mut ScanComp) -> Result<(), Fault> {
-        let (len, s) = self.decode(c.dc)?;
+        let (len, s) = self.decode_dc(c.dc)?;
         let cat = u32::from(s);
         if cat > c.dc_cat_max {
             return Err(Fault::DcCategory(s));
@@ -212,37 +288,86 @@ impl<'a> BitReader<'a> {
             }
         }
         self.consume(len + cat);
+        let ac = c.ac;
+        let lim = &c.lim;
         let mut k: u32 = 1;
-        while k < 64 {
-            let (skip, rs) = self.decode(c.ac)?;
-            let (r, s) = (u32::from(rs >> 4), rs & 15);
-            if s == 0 {
-                self.consume(skip);
-                match r {
-                    0 => return Ok(()), // EOB
-                    15 => k += 16,      // ZRL: 16 zeros
-                    _ => return Err(Fault::AcSymbol(rs)),
+        loop {
+            // Here k < 64.
+            if self.nbits < 32 {
+                self.refill();
+            }
+            let e = ac.fast[(self.buf >> (64 - FAST_BITS)) as usize];
+            let run = u32::from(e >> 5) & 15;
+            let size = (e >> 9) as u8 & 31;
+            let at = k + run; // <= 78
+            if size >= lim[(at & 127) as usize] {
+                if e & AcEntry::EOB_MASK == AcEntry::EOB {
+                    self.consume(u32::from(e) & 31);
+                    return Ok(());
                 }
-                if k > 64 {
-                    return Err(Fault::Past63);
+                let (used, next) = Self::ac_cold(self.buf, c, k, e);
+                self.consume(used);
+                match next? {
+                    Some(next) => k = next,
+                    None => return Ok(()),
                 }
             } else {
-                k += r;
-                if k > 63 {
-                    return Err(Fault::Past63);
-                }
-                if s > c.ac_max[k as usize] {
-                    return Err(if s > c.ac_size_max {
+                self.consume(u32::from(e) & 31);
+                k = at + 1;
+            }
+            if k >= 64 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What the AC hot loop does not handle, at coefficient `k` with fast entry `e` and
+    /// the buffer `bits`: a code longer than `FAST_BITS`, an end-of-band run, and every
+    /// fault. The symbol is taken as the original walk took it, with the same checks in
+    /// the same order. Returns the bits to consume (before the fault, if any, is
+    /// reported, as the original walk did) and `Some(k)` to go on at `k`, `None` when the
+    /// block ended (EOB). Takes the buffer by value so that the reader stays in registers.
+    #[cold]
+    #[inline(never)]
+    fn ac_cold(bits: u64, c: &ScanComp, mut k: u32, e: u16) -> (u32, Result<Option<u32>, Fault>) {
+        let size = (e >> 9) & 31;
+        let (skip, rs) = if size != AcEntry::COLD {
+            (u32::from(e & 31), ((e >> 5) as u8 & 15) << 4 | size as u8)
+        } else {
+            let from = if e == AcEntry::RUN { 1 } else { FAST_BITS + 1 };
+            match c.ac.decode_from(bits, from) {
+                Some(code) => code,
+                None => return (0, Err(Fault::UndefinedCode)),
+            }
+        };
+        let (r, s) = (u32::from(rs >> 4), rs & 15);
+        if s == 0 {
+            match r {
+                0 => return (skip, Ok(None)), // EOB
+                15 => k += 16,                // ZRL: 16 zeros
+                _ => return (skip, Err(Fault::AcSymbol(rs))),
+            }
+            if k > 64 {
+                return (skip, Err(Fault::Past63));
+            }
+            (skip, Ok(Some(k)))
+        } else {
+            k += r;
+            if k > 63 {
+                return (0, Err(Fault::Past63));
+            }
+            if s > c.ac_max[k as usize] {
+                return (
+                    0,
+                    Err(if s > c.ac_size_max {
                         Fault::AcSymbol(rs)
                     } else {
                         Fault::AcRange
-                    });
-                }
-                self.consume(skip);
-                k += 1;
+                    }),
+                );
             }
+            (skip, Ok(Some(k + 1)))
         }
-        Ok(())
     }
 
     /// Approximate byte offset of the next unread bit.
