@@ -9,15 +9,16 @@
 //! lookup in an 11-bit fast table gives the bits to skip (code plus value), the zero run
 //! and the size, and one comparison with a per-component limit table covers both "past
 //! coefficient 63" and "too large for its quantizer" (see [`AcEntry`] and
-//! [`ScanComp::lim`]); EOB, longer codes and every fault go to a cold path that takes the
-//! symbol exactly as the original walk did. The bit reader keeps the original walk's
+//! [`ScanComp::lim`]); codes of 12 to 16 bits take a second lookup (`Huffman::long`),
+//! and EOB and every fault go to a cold path that takes the symbol exactly as the
+//! original walk did. The bit reader keeps the original walk's
 //! refill schedule (so offsets and the "data ends early" verdicts are unchanged) and its
 //! fast path of 8 bytes without `FF`. The original walk is kept for the tests
 //! (`reference_walk`), which run both in lockstep on every frame they validate.
 //!
-//! Stack: the eight Huffman tables of a validation (4.4 KiB each: 2048 two-byte fast
+//! Stack: the eight Huffman tables of a validation (5 KiB each: 2048 + 256 two-byte
 //! entries, the canonical code, 256 symbols) live on the caller's stack in
-//! [`super::markers::walk_segments`], about 37 KiB in all with the quantization tables
+//! [`super::markers::walk_segments`], about 41 KiB in all with the quantization tables
 //! and the scan's components; the walk itself adds a few hundred bytes and no recursion.
 
 use super::markers::{PREFIX, RST0};
@@ -35,6 +36,11 @@ pub(super) struct Huffman {
     /// table: an [`AcEntry`] (skip, run and size in one `u16`, or a mark that sends the
     /// walk to its cold path).
     fast: [u16; 1 << FAST_BITS],
+    /// The codes longer than `FAST_BITS`, in the form of `fast`, indexed by the next 16
+    /// bits minus `long_base` (where they start, left-aligned to 16 bits): 192 entries
+    /// for the standard tables; a code past `LONG_LEN` is decoded by [`Self::decode_from`].
+    long: [u16; LONG_LEN],
+    long_base: u32,
     /// Largest code of each length (index 1..=16), -1 when there is none.
     maxcode: [i32; 17],
     /// Index into `symbols` of a code of each length, minus that code.
@@ -47,6 +53,8 @@ pub(super) struct Huffman {
 
 /// Bits that index the fast tables: 2048 entries of 2 bytes, 4 KiB per table.
 const FAST_BITS: u32 = 11;
+/// Entries of the table of longer codes (the standard tables need 192).
+const LONG_LEN: usize = 256;
 
 /// The AC fast table's entries, one `u16`: bits 0..5 the bits to skip (code length plus
 /// coefficient size), bits 5..9 the zero run, bits 9..14 the size `s` (0 only for ZRL,
@@ -82,6 +90,8 @@ impl Huffman {
         defined: false,
         ac: false,
         fast: [0; 1 << FAST_BITS],
+        long: [0; LONG_LEN],
+        long_base: 1 << 16,
         maxcode: [-1; 17],
         valoffset: [0; 17],
         symbols: [0; 256],
@@ -102,11 +112,15 @@ impl Huffman {
         self.ac = ac;
         if ac {
             self.fast.fill(AcEntry::LONG);
+            self.long.fill(AcEntry::LONG);
         }
         self.symbols[..symbols.len()].copy_from_slice(symbols);
         let mut code: u32 = 0;
         let mut k: usize = 0;
         for len in 1..=16u32 {
+            if len == FAST_BITS + 1 {
+                self.long_base = code << (16 - len);
+            }
             let n = usize::from(counts[len as usize - 1]);
             if n > 0 {
                 self.valoffset[len as usize] = k as i32 - code as i32;
@@ -116,21 +130,26 @@ impl Huffman {
                     if code + 1 >= 1 << len {
                         return Err("Huffman code lengths overflow the code space");
                     }
+                    let entry = if !ac {
+                        (u16::from(sym) << 8) | len as u16
+                    } else {
+                        let (run, size) = (sym >> 4, u16::from(sym & 15));
+                        match (run, size) {
+                            (0, 0) => AcEntry::pack(len, 0, AcEntry::COLD), // EOB
+                            (15, 0) => AcEntry::pack(len, 15, 0),           // ZRL
+                            (_, 0) => AcEntry::RUN, // an end-of-band run: cold
+                            _ => AcEntry::pack(len + u32::from(size), run, size),
+                        }
+                    };
                     if len <= FAST_BITS {
                         let shift = FAST_BITS - len;
                         let first = (code << shift) as usize;
-                        let entry = if !ac {
-                            (u16::from(sym) << 8) | len as u16
-                        } else {
-                            let (run, size) = (sym >> 4, u16::from(sym & 15));
-                            match (run, size) {
-                                (0, 0) => AcEntry::pack(len, 0, AcEntry::COLD), // EOB
-                                (15, 0) => AcEntry::pack(len, 15, 0),           // ZRL
-                                (_, 0) => AcEntry::RUN, // an end-of-band run: cold
-                                _ => AcEntry::pack(len + u32::from(size), run, size),
-                            }
-                        };
                         self.fast[first..first + (1 << shift)].fill(entry);
+                    } else {
+                        let first = ((code << (16 - len)) - self.long_base) as usize;
+                        if let Some(slots) = self.long.get_mut(first..first + (1 << (16 - len))) {
+                            slots.fill(entry);
+                        }
                     }
                     code += 1;
                 }
@@ -141,6 +160,15 @@ impl Huffman {
         }
         self.defined = true;
         Ok(())
+    }
+
+    /// The entry of `long` for the code at the top of `bits` (a code longer than
+    /// `FAST_BITS`), or what `fast` holds for a code not found there.
+    #[inline(always)]
+    fn long_entry(&self, bits: u64) -> u16 {
+        let i = ((bits >> 48) as u32).wrapping_sub(self.long_base) as usize;
+        let none = if self.ac { AcEntry::LONG } else { 0 };
+        self.long.get(i).copied().unwrap_or(none)
     }
 
     /// The code at the top of `bits`, of lengths `from..=16`: `(length, symbol)`, with
@@ -253,7 +281,10 @@ impl<'a> BitReader<'a> {
         if self.nbits < 32 {
             self.refill();
         }
-        let entry = table.fast[(self.buf >> (64 - FAST_BITS)) as usize];
+        let mut entry = table.fast[(self.buf >> (64 - FAST_BITS)) as usize];
+        if entry == 0 {
+            entry = table.long_entry(self.buf);
+        }
         if entry != 0 {
             Ok((u32::from(entry & 0xFF), (entry >> 8) as u8))
         } else {
@@ -292,7 +323,10 @@ impl<'a> BitReader<'a> {
             if self.nbits < 32 {
                 self.refill();
             }
-            let e = ac.fast[(self.buf >> (64 - FAST_BITS)) as usize];
+            let mut e = ac.fast[(self.buf >> (64 - FAST_BITS)) as usize];
+            if e == AcEntry::LONG {
+                e = ac.long_entry(self.buf);
+            }
             let run = u32::from(e >> 5) & 15;
             let size = (e >> 9) as u8 & 31;
             let at = k + run; // <= 78
@@ -504,4 +538,69 @@ pub(super) fn walk_scan(
         }
     }
     Ok(reader.end_of_segment()?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast and long tables against the canonical decoding they shortcut, for every
+    //! 16-bit prefix.
+    use super::{AcEntry, Huffman, FAST_BITS};
+
+    /// What the tables say about the code at the top of `bits`, as `decode_from` says it.
+    fn from_tables(t: &Huffman, bits: u64) -> Option<(u32, u8)> {
+        let mut e = t.fast[(bits >> (64 - FAST_BITS)) as usize];
+        if !t.ac {
+            if e == 0 {
+                e = t.long_entry(bits);
+            }
+            return if e != 0 {
+                Some((u32::from(e & 0xFF), (e >> 8) as u8))
+            } else {
+                t.decode_from(bits, FAST_BITS + 1)
+            };
+        }
+        if e == AcEntry::LONG {
+            e = t.long_entry(bits);
+        }
+        let size = (e >> 9) & 31;
+        if size != AcEntry::COLD {
+            Some((u32::from(e & 31), ((e >> 5) as u8 & 15) << 4 | size as u8))
+        } else if e & AcEntry::GENERAL == 0 {
+            Some((u32::from(e & 31), 0)) // EOB
+        } else if e == AcEntry::RUN {
+            t.decode_from(bits, 1)
+        } else {
+            t.decode_from(bits, FAST_BITS + 1)
+        }
+    }
+
+    #[test]
+    fn fast_and_long_tables_agree_with_canonical_decoding() {
+        // The standard luminance AC code lengths (192 long slots), and a skewed code
+        // whose 16-bit codes need more long slots than the table has (the fallback).
+        let standard = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 125];
+        let skewed = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250];
+        // Symbols: EOB, ZRL, an end-of-band run, then every run/size in turn, and again.
+        let symbols: Vec<u8> = [0x00, 0xF0, 0x10]
+            .into_iter()
+            .chain((0..=255u8).filter(|s| s & 15 != 0))
+            .cycle()
+            .take(256)
+            .collect();
+        let mut found = [0usize; 2];
+        for counts in [standard, skewed] {
+            let n: usize = counts.iter().map(|&c| usize::from(c)).sum();
+            for ac in [false, true] {
+                let mut t = Huffman::EMPTY;
+                t.build(&counts, &symbols[..n], ac).unwrap();
+                for top in 0..1u64 << 16 {
+                    let bits = top << 48 | 0x5A5A_5A5A_5A5A;
+                    let expected = t.decode_from(bits, 1);
+                    assert_eq!(from_tables(&t, bits), expected, "prefix {top:#06x}");
+                    found[usize::from(expected.is_some())] += 1;
+                }
+            }
+        }
+        assert!(found[0] > 0 && found[1] > 0); // undefined codes met, and defined ones
+    }
 }
