@@ -3,6 +3,23 @@
 //! and AC range checks. This is the part of the check that finds data out of place: a
 //! datagram swapped, lost or duplicated shows up here as a code, a run or a value no
 //! encoder writes. No pixel is decoded.
+//!
+//! Built for speed, since the hub runs it on every chunked seed frame before the ack: an
+//! AC coefficient's value is never needed (only its size, for the range check), so one
+//! lookup in an 11-bit fast table gives the bits to skip (code plus value), the zero run
+//! and the size, and one comparison with a per-component limit table covers both "past
+//! coefficient 63" and "too large for its quantizer" (see [`AcEntry`] and
+//! [`ScanComp::lim`]); codes of 12 to 16 bits take a second lookup (`Huffman::long`),
+//! and EOB and every fault go to a cold path that takes the symbol exactly as the
+//! original walk did. The bit reader keeps the original walk's
+//! refill schedule (so offsets and the "data ends early" verdicts are unchanged) and its
+//! fast path of 8 bytes without `FF`. The original walk is kept for the tests
+//! (`reference_walk`), which run both in lockstep on every frame they validate.
+//!
+//! Stack: the eight Huffman tables of a validation (5 KiB each: 2048 + 256 two-byte
+//! entries, the canonical code, 256 symbols) live on the caller's stack in
+//! [`super::markers::walk_segments`], about 41 KiB in all with the quantization tables
+//! and the scan's components; the walk itself adds a few hundred bytes and no recursion.
 
 use super::markers::{PREFIX, RST0};
 use super::segments::{Frame, Scan, ScanComp};
@@ -11,30 +28,75 @@ use super::JpegError;
 /// A Huffman table ready for decoding.
 pub(super) struct Huffman {
     pub(super) defined: bool,
-    /// An AC table: decoding returns the code length plus the size of the coefficient
-    /// that follows (its low 4 bits), the bits to skip in one go.
+    /// An AC table: `fast` holds [`AcEntry`] values, and decoding returns the code length
+    /// plus the size of the coefficient that follows, the bits to skip in one go.
     ac: bool,
-    /// Indexed by the next 9 bits: `(symbol << 8) | length` for codes of up to 9 bits
-    /// (length plus coefficient size for an AC table), 0 when the code is longer (or
-    /// undefined). The length in the low byte feeds the shift directly.
+    /// Indexed by the next `FAST_BITS` bits. A DC table: `(symbol << 8) | length` for
+    /// codes of up to `FAST_BITS` bits, 0 when the code is longer (or undefined). An AC
+    /// table: an [`AcEntry`] (skip, run and size in one `u16`, or a mark that sends the
+    /// walk to its cold path).
     fast: [u16; 1 << FAST_BITS],
+    /// The codes longer than `FAST_BITS`, in the form of `fast`, indexed by the next 16
+    /// bits minus `long_base` (where they start, left-aligned to 16 bits): 192 entries
+    /// for the standard tables; a code past `LONG_LEN` is decoded by [`Self::decode_from`].
+    long: [u16; LONG_LEN],
+    long_base: u32,
     /// Largest code of each length (index 1..=16), -1 when there is none.
     maxcode: [i32; 17],
     /// Index into `symbols` of a code of each length, minus that code.
     valoffset: [i32; 17],
     symbols: [u8; 256],
+    /// The same table for the reference walk the tests run in lockstep with this one.
+    #[cfg(test)]
+    pub(super) reference: super::reference_walk::Huffman,
 }
 
-const FAST_BITS: u32 = 9;
+/// Bits that index the fast tables: 2048 entries of 2 bytes, 4 KiB per table.
+const FAST_BITS: u32 = 11;
+/// Entries of the table of longer codes (the standard tables need 192).
+const LONG_LEN: usize = 256;
+
+/// The AC fast table's entries, one `u16`: bits 0..5 the bits to skip (code length plus
+/// coefficient size), bits 5..9 the zero run, bits 9..14 the size `s` (0 only for ZRL,
+/// 16 zeros), compared with the component's limit at the coefficient's position (see
+/// [`ScanComp::lim`]: exceeding it means a fault or coefficient 63 passed). EOB and
+/// everything the hot loop does not handle carry size [`AcEntry::COLD`], above every
+/// limit, so one comparison sends them to [`BitReader::ac_cold`]; EOB is told apart by
+/// [`AcEntry::GENERAL`] being clear.
+struct AcEntry;
+
+impl AcEntry {
+    /// The size field of an entry the hot loop does not handle.
+    const COLD: u16 = 31;
+    /// Set on a cold entry that is not a short EOB: a longer code, an undefined one, or
+    /// an end-of-band run (invalid in a sequential scan).
+    const GENERAL: u16 = 1 << 14;
+    /// What an unfilled slot holds: a code longer than `FAST_BITS` or none.
+    const LONG: u16 = Self::GENERAL | Self::COLD << 9;
+    /// A short EOB: size [`Self::COLD`] without [`Self::GENERAL`] (under this mask).
+    const EOB_MASK: u16 = Self::GENERAL | Self::COLD << 9;
+    const EOB: u16 = Self::COLD << 9;
+    /// A short end-of-band run: cold, decoded again from the first code length.
+    const RUN: u16 = Self::LONG | 1;
+
+    fn pack(skip: u32, run: u8, size: u16) -> u16 {
+        debug_assert!(skip < 32 && run < 16 && size < 32);
+        skip as u16 | u16::from(run) << 5 | size << 9
+    }
+}
 
 impl Huffman {
     pub(super) const EMPTY: Huffman = Huffman {
         defined: false,
         ac: false,
         fast: [0; 1 << FAST_BITS],
+        long: [0; LONG_LEN],
+        long_base: 1 << 16,
         maxcode: [-1; 17],
         valoffset: [0; 17],
         symbols: [0; 256],
+        #[cfg(test)]
+        reference: super::reference_walk::Huffman::EMPTY,
     };
 
     /// Builds the canonical code from the 16 code counts and the symbols (JPEG Annex C).
@@ -45,11 +107,20 @@ impl Huffman {
         ac: bool,
     ) -> Result<(), &'static str> {
         *self = Huffman::EMPTY;
+        #[cfg(test)]
+        self.reference.build(counts, symbols, ac)?;
         self.ac = ac;
+        if ac {
+            self.fast.fill(AcEntry::LONG);
+            self.long.fill(AcEntry::LONG);
+        }
         self.symbols[..symbols.len()].copy_from_slice(symbols);
         let mut code: u32 = 0;
         let mut k: usize = 0;
         for len in 1..=16u32 {
+            if len == FAST_BITS + 1 {
+                self.long_base = code << (16 - len);
+            }
             let n = usize::from(counts[len as usize - 1]);
             if n > 0 {
                 self.valoffset[len as usize] = k as i32 - code as i32;
@@ -59,12 +130,26 @@ impl Huffman {
                     if code + 1 >= 1 << len {
                         return Err("Huffman code lengths overflow the code space");
                     }
+                    let entry = if !ac {
+                        (u16::from(sym) << 8) | len as u16
+                    } else {
+                        let (run, size) = (sym >> 4, u16::from(sym & 15));
+                        match (run, size) {
+                            (0, 0) => AcEntry::pack(len, 0, AcEntry::COLD), // EOB
+                            (15, 0) => AcEntry::pack(len, 15, 0),           // ZRL
+                            (_, 0) => AcEntry::RUN, // an end-of-band run: cold
+                            _ => AcEntry::pack(len + u32::from(size), run, size),
+                        }
+                    };
                     if len <= FAST_BITS {
                         let shift = FAST_BITS - len;
                         let first = (code << shift) as usize;
-                        let skip = len as u16 + if ac { u16::from(sym & 15) } else { 0 };
-                        let entry = (u16::from(sym) << 8) | skip;
                         self.fast[first..first + (1 << shift)].fill(entry);
+                    } else {
+                        let first = ((code << (16 - len)) - self.long_base) as usize;
+                        if let Some(slots) = self.long.get_mut(first..first + (1 << (16 - len))) {
+                            slots.fill(entry);
+                        }
                     }
                     code += 1;
                 }
@@ -77,12 +162,21 @@ impl Huffman {
         Ok(())
     }
 
-    /// The code of more than 9 bits at the top of `bits`: `(length, symbol)`, with the
-    /// coefficient size added to the length for an AC table (as in `fast`).
+    /// The entry of `long` for the code at the top of `bits` (a code longer than
+    /// `FAST_BITS`), or what `fast` holds for a code not found there.
+    #[inline(always)]
+    fn long_entry(&self, bits: u64) -> u16 {
+        let i = ((bits >> 48) as u32).wrapping_sub(self.long_base) as usize;
+        let none = if self.ac { AcEntry::LONG } else { 0 };
+        self.long.get(i).copied().unwrap_or(none)
+    }
+
+    /// The code at the top of `bits`, of lengths `from..=16`: `(length, symbol)`, with
+    /// the coefficient size added to the length for an AC table (as in `fast`).
     #[cold]
     #[inline(never)]
-    fn decode_slow(&self, bits: u64) -> Option<(u32, u8)> {
-        (FAST_BITS + 1..=16).find_map(|len| {
+    fn decode_from(&self, bits: u64, from: u32) -> Option<(u32, u8)> {
+        (from..=16).find_map(|len| {
             let code = (bits >> (64 - len)) as i32;
             (code <= self.maxcode[len as usize]).then(|| {
                 let sym = self.symbols[(code + self.valoffset[len as usize]) as usize];
@@ -127,7 +221,12 @@ impl<'a> BitReader<'a> {
         }
     }
 
-    /// Loads bytes until more than 56 bits are buffered or a marker is reached.
+    /// Loads bytes until more than 56 bits are buffered or a marker is reached. The
+    /// original walk's schedule, kept exactly (called when fewer than 32 bits are left),
+    /// so that the buffer, `pos` and `marker` are what that walk had at every step, and
+    /// with them the offsets and the ends-early verdicts. (Refilling before every code
+    /// without the branch, ORing the next 8 bytes in whether needed or not, measured
+    /// slower: more instructions per code than the mispredictions it saves.)
     #[inline(always)]
     fn refill(&mut self) {
         if self.marker {
@@ -176,25 +275,29 @@ impl<'a> BitReader<'a> {
         self.nbits -= n as i32;
     }
 
-    /// The next Huffman code, not consumed: `(length, symbol)`, or for an AC table
-    /// `(length + coefficient size, symbol)`.
+    /// The next DC Huffman code, not consumed: `(length, symbol)`.
     #[inline(always)]
-    fn decode(&mut self, table: &Huffman) -> Result<(u32, u8), Fault> {
+    fn decode_dc(&mut self, table: &Huffman) -> Result<(u32, u8), Fault> {
         if self.nbits < 32 {
             self.refill();
         }
-        let entry = table.fast[(self.buf >> (64 - FAST_BITS)) as usize];
+        let mut entry = table.fast[(self.buf >> (64 - FAST_BITS)) as usize];
+        if entry == 0 {
+            entry = table.long_entry(self.buf);
+        }
         if entry != 0 {
             Ok((u32::from(entry & 0xFF), (entry >> 8) as u8))
         } else {
-            table.decode_slow(self.buf).ok_or(Fault::UndefinedCode)
+            table
+                .decode_from(self.buf, FAST_BITS + 1)
+                .ok_or(Fault::UndefinedCode)
         }
     }
 
     /// Walks one block: the DC difference, then the AC coefficients up to EOB or 63.
     #[inline(always)]
     fn block(&mut self, c: &mut ScanComp) -> Result<(), Fault> {
-        let (len, s) = self.decode(c.dc)?;
+        let (len, s) = self.decode_dc(c.dc)?;
         let cat = u32::from(s);
         if cat > c.dc_cat_max {
             return Err(Fault::DcCategory(s));
@@ -212,37 +315,89 @@ impl<'a> BitReader<'a> {
             }
         }
         self.consume(len + cat);
+        let ac = c.ac;
+        let lim = &c.lim;
         let mut k: u32 = 1;
-        while k < 64 {
-            let (skip, rs) = self.decode(c.ac)?;
-            let (r, s) = (u32::from(rs >> 4), rs & 15);
-            if s == 0 {
-                self.consume(skip);
-                match r {
-                    0 => return Ok(()), // EOB
-                    15 => k += 16,      // ZRL: 16 zeros
-                    _ => return Err(Fault::AcSymbol(rs)),
+        loop {
+            // Here k < 64.
+            if self.nbits < 32 {
+                self.refill();
+            }
+            let mut e = ac.fast[(self.buf >> (64 - FAST_BITS)) as usize];
+            if e == AcEntry::LONG {
+                e = ac.long_entry(self.buf);
+            }
+            let run = u32::from(e >> 5) & 15;
+            let size = (e >> 9) as u8 & 31;
+            let at = k + run; // <= 78
+            if size >= lim[(at & 127) as usize] {
+                if e & AcEntry::EOB_MASK == AcEntry::EOB {
+                    self.consume(u32::from(e) & 31);
+                    return Ok(());
                 }
-                if k > 64 {
-                    return Err(Fault::Past63);
+                let (used, next) = Self::ac_cold(self.buf, c, k, e);
+                self.consume(used);
+                match next? {
+                    Some(next) => k = next,
+                    None => return Ok(()),
                 }
             } else {
-                k += r;
-                if k > 63 {
-                    return Err(Fault::Past63);
-                }
-                if s > c.ac_max[k as usize] {
-                    return Err(if s > c.ac_size_max {
+                self.consume(u32::from(e) & 31);
+                k = at + 1;
+            }
+            if k >= 64 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What the AC hot loop does not handle, at coefficient `k` with fast entry `e` and
+    /// the buffer `bits`: a code longer than `FAST_BITS`, an end-of-band run, and every
+    /// fault. The symbol is taken as the original walk took it, with the same checks in
+    /// the same order. Returns the bits to consume (before the fault, if any, is
+    /// reported, as the original walk did) and `Some(k)` to go on at `k`, `None` when the
+    /// block ended (EOB). Takes the buffer by value so that the reader stays in registers.
+    #[cold]
+    #[inline(never)]
+    fn ac_cold(bits: u64, c: &ScanComp, mut k: u32, e: u16) -> (u32, Result<Option<u32>, Fault>) {
+        let size = (e >> 9) & 31;
+        let (skip, rs) = if size != AcEntry::COLD {
+            (u32::from(e & 31), ((e >> 5) as u8 & 15) << 4 | size as u8)
+        } else {
+            let from = if e == AcEntry::RUN { 1 } else { FAST_BITS + 1 };
+            match c.ac.decode_from(bits, from) {
+                Some(code) => code,
+                None => return (0, Err(Fault::UndefinedCode)),
+            }
+        };
+        let (r, s) = (u32::from(rs >> 4), rs & 15);
+        if s == 0 {
+            match r {
+                0 => return (skip, Ok(None)), // EOB
+                15 => k += 16,                // ZRL: 16 zeros
+                _ => return (skip, Err(Fault::AcSymbol(rs))),
+            }
+            if k > 64 {
+                return (skip, Err(Fault::Past63));
+            }
+            (skip, Ok(Some(k)))
+        } else {
+            k += r;
+            if k > 63 {
+                return (0, Err(Fault::Past63));
+            }
+            if s > c.ac_max[k as usize] {
+                return (
+                    0,
+                    Err(if s > c.ac_size_max {
                         Fault::AcSymbol(rs)
                     } else {
                         Fault::AcRange
-                    });
-                }
-                self.consume(skip);
-                k += 1;
+                    }),
+                );
             }
+            (skip, Ok(Some(k + 1)))
         }
-        Ok(())
     }
 
     /// Approximate byte offset of the next unread bit.
@@ -383,4 +538,69 @@ pub(super) fn walk_scan(
         }
     }
     Ok(reader.end_of_segment()?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast and long tables against the canonical decoding they shortcut, for every
+    //! 16-bit prefix.
+    use super::{AcEntry, Huffman, FAST_BITS};
+
+    /// What the tables say about the code at the top of `bits`, as `decode_from` says it.
+    fn from_tables(t: &Huffman, bits: u64) -> Option<(u32, u8)> {
+        let mut e = t.fast[(bits >> (64 - FAST_BITS)) as usize];
+        if !t.ac {
+            if e == 0 {
+                e = t.long_entry(bits);
+            }
+            return if e != 0 {
+                Some((u32::from(e & 0xFF), (e >> 8) as u8))
+            } else {
+                t.decode_from(bits, FAST_BITS + 1)
+            };
+        }
+        if e == AcEntry::LONG {
+            e = t.long_entry(bits);
+        }
+        let size = (e >> 9) & 31;
+        if size != AcEntry::COLD {
+            Some((u32::from(e & 31), ((e >> 5) as u8 & 15) << 4 | size as u8))
+        } else if e & AcEntry::GENERAL == 0 {
+            Some((u32::from(e & 31), 0)) // EOB
+        } else if e == AcEntry::RUN {
+            t.decode_from(bits, 1)
+        } else {
+            t.decode_from(bits, FAST_BITS + 1)
+        }
+    }
+
+    #[test]
+    fn fast_and_long_tables_agree_with_canonical_decoding() {
+        // The standard luminance AC code lengths (192 long slots), and a skewed code
+        // whose 16-bit codes need more long slots than the table has (the fallback).
+        let standard = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 125];
+        let skewed = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250];
+        // Symbols: EOB, ZRL, an end-of-band run, then every run/size in turn, and again.
+        let symbols: Vec<u8> = [0x00, 0xF0, 0x10]
+            .into_iter()
+            .chain((0..=255u8).filter(|s| s & 15 != 0))
+            .cycle()
+            .take(256)
+            .collect();
+        let mut found = [0usize; 2];
+        for counts in [standard, skewed] {
+            let n: usize = counts.iter().map(|&c| usize::from(c)).sum();
+            for ac in [false, true] {
+                let mut t = Huffman::EMPTY;
+                t.build(&counts, &symbols[..n], ac).unwrap();
+                for top in 0..1u64 << 16 {
+                    let bits = top << 48 | 0x5A5A_5A5A_5A5A;
+                    let expected = t.decode_from(bits, 1);
+                    assert_eq!(from_tables(&t, bits), expected, "prefix {top:#06x}");
+                    found[usize::from(expected.is_some())] += 1;
+                }
+            }
+        }
+        assert!(found[0] > 0 && found[1] > 0); // undefined codes met, and defined ones
+    }
 }

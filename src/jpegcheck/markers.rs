@@ -229,6 +229,19 @@ pub(super) fn walk_segments(bytes: &[u8], depth: Depth) -> Result<JpegInfo, Jpeg
                     Depth::Entropy { range_checks } => {
                         let scan = Scan::parse(seg, frame, &mut coded, &huff, &quant, range_checks)
                             .map_err(bad)?;
+                        #[cfg(test)]
+                        if super::reference_walk::ACTIVE.with(|a| a.get()) {
+                            super::reference_walk::walk_scan(
+                                bytes,
+                                end,
+                                frame,
+                                scan,
+                                restart_interval,
+                            )?
+                        } else {
+                            walk_scan(bytes, end, frame, scan, restart_interval)?
+                        }
+                        #[cfg(not(test))]
                         walk_scan(bytes, end, frame, scan, restart_interval)?
                     }
                 };

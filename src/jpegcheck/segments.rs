@@ -168,6 +168,10 @@ pub(super) struct ScanComp<'t> {
     pub(super) ac_size_max: u8,
     /// Largest AC size allowed at each zigzag position (at most `ac_size_max`).
     pub(super) ac_max: [u8; 64],
+    /// The walk's hot-loop limit: at position `k` (1..=63) `ac_max[k] + 1`, so that a size
+    /// at or above it is a fault; 0 from 64 on, so that a coefficient (or a ZRL's last
+    /// zero) past 63 is one too. 128 entries: any `k & 127` is in bounds.
+    pub(super) lim: [u8; 128],
 }
 
 /// A scan header (SOS), with its components ready for the walk.
@@ -216,6 +220,7 @@ impl<'t> Scan<'t> {
             dc_cat_max: 0,
             ac_size_max: 0,
             ac_max: [0; 64],
+            lim: [0; 128],
         };
         let mut comps = [(); 4].map(|_| placeholder.clone());
         let mut blocks_per_mcu = 0;
@@ -253,6 +258,10 @@ impl<'t> Scan<'t> {
                     *m = (*m).min((32 - a.leading_zeros()) as u8);
                 }
             }
+            let mut lim = [0u8; 128];
+            for (l, &m) in lim.iter_mut().zip(&ac_max) {
+                *l = m + 1;
+            }
             *slot = ScanComp {
                 id: fc.id,
                 index,
@@ -263,6 +272,7 @@ impl<'t> Scan<'t> {
                 dc_cat_max,
                 ac_size_max,
                 ac_max,
+                lim,
             };
         }
         if count > 1 && blocks_per_mcu > 10 {

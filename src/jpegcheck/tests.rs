@@ -957,3 +957,124 @@ fn structure_accepts_progressive_frames_that_the_full_walk_leaves_alone() {
         Err(JpegError::Unsupported("progressive JPEG"))
     );
 }
+
+// ---- the fast walk in lockstep with the reference walk (the walk as it was) ----
+
+/// The frames the lockstep tests mutate: OpenCV's (plain, noisy, with restart intervals,
+/// with optimized Huffman tables, grayscale, noise at quality 100 with its long codes)
+/// and the test encoder's (4:2:0 with restarts, separate scans).
+fn lockstep_frames() -> &'static [Vec<u8>] {
+    static FRAMES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    FRAMES.get_or_init(|| {
+        let frame = pattern(160, 120);
+        let mut gray = Mat::default();
+        imgproc::cvt_color_def(&frame, &mut gray, imgproc::COLOR_BGR2GRAY).unwrap();
+        let synth = |sampling: &[(u8, u8)], restart_interval, interleaved| {
+            Synth {
+                width: 101,
+                height: 75,
+                sampling,
+                restart_interval,
+                interleaved,
+            }
+            .encode()
+        };
+        vec![
+            encode_with(&frame, 90, &[]),
+            crate::media::testjpeg::noisy_pattern_jpeg(160, 120, 90, 12_000).unwrap(),
+            encode_with(&frame, 75, &[imgcodecs::IMWRITE_JPEG_RST_INTERVAL, 3]),
+            encode_with(&frame, 95, &[imgcodecs::IMWRITE_JPEG_OPTIMIZE, 1]),
+            encode_with(&gray, 60, &[]),
+            crate::media::testjpeg::noise_jpeg(20_000).unwrap().0,
+            synth(&[(2, 2), (1, 1), (1, 1)], 2, true),
+            synth(&[(1, 1), (1, 1), (1, 1)], 0, false),
+        ]
+    })
+}
+
+/// Both walks on `bytes`: the same result, `Ok` or the same error with the same offsets.
+fn assert_lockstep(bytes: &[u8]) -> Result<JpegInfo, JpegError> {
+    let fast = walk_segments(bytes, Depth::Entropy { range_checks: true });
+    let reference = super::reference_walk::validate_reference(bytes);
+    assert_eq!(
+        fast, reference,
+        "the fast walk and the reference walk disagree"
+    );
+    fast
+}
+
+#[test]
+fn lockstep_on_the_unmutated_frames_and_every_truncation_of_one() {
+    for jpeg in lockstep_frames() {
+        assert!(assert_lockstep(jpeg).is_ok());
+    }
+    // Every length of the noisy frame, with and without EOI appended: the data ends at
+    // every bit position the walk can be at when the bytes run out.
+    let jpeg = &lockstep_frames()[1];
+    let mut ends_early = 0;
+    for len in scan_start(jpeg)..jpeg.len() {
+        let mut cut = jpeg[..len].to_vec();
+        assert!(assert_lockstep(&cut).is_err());
+        cut.extend_from_slice(&EOI);
+        if let Err(JpegError::DataEndsEarly { .. }) = assert_lockstep(&cut) {
+            ends_early += 1;
+        }
+    }
+    assert!(ends_early > 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Flipped bits, overwritten bytes, swapped or moved chunks of any size, cuts with
+    /// EOI appended: the two walks give the same verdict on every mutant.
+    #[test]
+    fn lockstep_on_mutated_frames(
+        which in 0usize..8,
+        kind in 0u8..5,
+        at in proptest::prelude::any::<proptest::sample::Index>(),
+        other in proptest::prelude::any::<proptest::sample::Index>(),
+        size in 1usize..3000,
+        value in proptest::prelude::any::<u8>(),
+        extra in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..4),
+    ) {
+        let jpeg = &lockstep_frames()[which];
+        let start = scan_start(jpeg);
+        let coded = start..jpeg.len() - 2;
+        let pick = |i: &proptest::sample::Index| coded.start + i.index(coded.len());
+        let mut m = jpeg.clone();
+        match kind {
+            0 => {
+                // Bit flips in the coded data (and sometimes a few more).
+                m[pick(&at)] ^= 1 << (value & 7);
+                for e in &extra {
+                    m[pick(e)] ^= 1 << (e.index(8));
+                }
+            }
+            1 => m[pick(&at)] = value, // a byte overwritten (FF and 00 included)
+            2 => {
+                // Two chunks of `size` bytes swapped.
+                let size = size.min(coded.len() / 2);
+                let (a, b) = (pick(&at).min(coded.end - size), pick(&other).min(coded.end - size));
+                let (a, b) = (a.min(b), a.max(b));
+                if b >= a + size {
+                    let (x, y) = (jpeg[a..a + size].to_vec(), jpeg[b..b + size].to_vec());
+                    m[a..a + size].copy_from_slice(&y);
+                    m[b..b + size].copy_from_slice(&x);
+                }
+            }
+            3 => {
+                // A chunk lost and another duplicated in its place.
+                let size = size.min(coded.len() / 2);
+                let (a, b) = (pick(&at).min(coded.end - size), pick(&other).min(coded.end - size));
+                m[a..a + size].copy_from_slice(&jpeg[b..b + size]);
+            }
+            _ => {
+                // Cut anywhere in the coded data, EOI appended.
+                m.truncate(pick(&at));
+                m.extend_from_slice(&EOI);
+            }
+        }
+        assert_lockstep(&m).ok();
+    }
+}
