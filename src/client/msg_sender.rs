@@ -365,7 +365,7 @@ impl MsgSender {
 
 /// A secure datagram (a reply of a hub that requires keys).
 fn is_secure(p: &[u8]) -> bool {
-    crate::proto::secure_image::SecureGate::is_secure(p)
+    crate::secure::wire::is_secure(p)
 }
 
 #[cfg(test)]

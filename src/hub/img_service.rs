@@ -15,7 +15,7 @@ use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{SourceCache, Stats};
 use crate::proto::image_receiver::{Delivered, ImageConfig, ImageEvent, ImageReceiver, Outcome};
-use crate::proto::secure_image::SecurityConfig;
+use crate::proto::secure_gate::SecurityConfig;
 use crate::secure::authorized::KeyFile;
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
 use crate::wire::MAX_UDP_PAYLOAD;

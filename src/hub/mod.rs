@@ -36,7 +36,7 @@ pub use error::{ConfigError, HubError};
 
 use crate::latest::LatestByKey;
 use crate::proto::image_receiver::ImageConfig;
-use crate::proto::secure_image::SecurityConfig;
+use crate::proto::secure_gate::SecurityConfig;
 use crate::secure::authorized::KeyFile;
 use crate::shutdown::Shutdown;
 use saver::SaverThread;

@@ -29,7 +29,7 @@ use super::reload;
 use super::source::Service;
 use super::stats::{SourceCache, Stats};
 use crate::proto::msg_receiver::{MsgReceiver, Received};
-use crate::proto::secure_image::{Opened, Refusal, SecureGate, SecurityConfig};
+use crate::proto::secure_gate::{Opened, Refusal, SecureGate, SecurityConfig};
 use crate::secure::authorized::KeyFile;
 use crate::shutdown::{wait_until, ReadTimeout, Shutdown};
 use crate::wire::MAX_UDP_PAYLOAD;

@@ -18,7 +18,7 @@ use super::net::{is_timeout, spawn_accept_waker, ConnSlot, ConnTable, SharedLogL
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{Counters, Stats};
-use crate::proto::secure_image::Refusal;
+use crate::proto::secure_gate::Refusal;
 use crate::proto::seed_tcp::{
     EndReason, Position, ReadInto, SeedTcpConfig, SeedTcpDecoder, TcpEvent,
 };

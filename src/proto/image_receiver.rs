@@ -7,7 +7,8 @@
 //! except from the trusted ranges.
 
 use super::framed_receiver::{FramedConfig, FramedEvent, FramedReceiver};
-use super::secure_image::{Refusal, SecureImage, SecurityConfig};
+use super::secure_gate::{Refusal, SecurityConfig};
+use super::secure_image::SecureImage;
 use super::seed_reassembly::{SeedConfig, SeedEvent, SeedReassembler};
 pub use super::Outcome;
 use super::Transmit;

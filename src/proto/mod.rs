@@ -25,6 +25,7 @@ pub mod image_receiver;
 pub mod memory;
 pub mod msg_receiver;
 pub mod reply_credit;
+pub mod secure_gate;
 pub mod secure_image;
 pub mod seed_reassembly;
 pub mod seed_tcp;
