@@ -64,3 +64,29 @@ def test_bad_values_are_refused_before_sending(hub):
         udphub.MsgSender(hub.msg, retries=-1)
     summary = hub.stop()
     assert "1 messages" in summary and "0 invalid" in summary, summary
+
+
+def test_framed_messages_through_loss_are_logged_exactly_once_under_the_name(
+        start_hub, relay, tmp_path):
+    log = tmp_path / "msgs.jsonl"
+    hub = start_hub("--msg-log", str(log))
+    lossy = relay(hub.msg, "--loss", "0.3", "--seed", "7")  # both ways: replies are lost too
+    with udphub.MsgSender(lossy.addr, protocol="framed", name="rover-1", timeout=0.2,
+                          retries=20) as msgs:
+        results = [msgs.send({"n": i}) for i in range(60)]
+    assert any(r.attempts > 1 for r in results), "the relay lost nothing: not a test of resends"
+    lines = log_lines(log)
+    assert [line["msg"]["n"] for line in lines] == list(range(60))  # once each, in order
+    assert {line["name"] for line in lines} == {"rover-1"}
+
+
+def test_framed_sender_checks_its_arguments():
+    with pytest.raises(ValueError, match="protocol"):
+        udphub.MsgSender("127.0.0.1:9", protocol="tcp")
+    with pytest.raises(ValueError, match="name"):
+        udphub.MsgSender("127.0.0.1:9", protocol="framed", name="no spaces")
+    with pytest.raises(ValueError, match="on_command needs protocol='framed'"):
+        udphub.MsgSender("127.0.0.1:9", on_command=print)
+    with udphub.MsgSender("127.0.0.1:9", protocol="framed") as msgs:
+        assert udphub.msg.host_name() == msgs.name
+

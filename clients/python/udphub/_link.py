@@ -35,7 +35,7 @@ class DatagramLink:
         try:
             while True:
                 try:
-                    self._sock.recvfrom(2048)
+                    self._sock.recvfrom(65536)
                     taken += 1
                 except (ConnectionRefusedError, ConnectionResetError):
                     continue
@@ -53,7 +53,7 @@ class DatagramLink:
                 return None
             self._sock.settimeout(wait)
             try:
-                data, source = self._sock.recvfrom(2048)
+                data, source = self._sock.recvfrom(65536)
             except socket.timeout:
                 return None
             except (ConnectionRefusedError, ConnectionResetError):

@@ -106,6 +106,51 @@ def parse_reply(datagram):
     return None
 
 
+# Framed messages (udphub's own message format, beside the seed one): name, run id and
+# sequence number in every message, so a resend is recorded once; see the README.
+MSG_MAGIC = b"UHFM"
+MSG_HEADER = struct.Struct("<4sBBHIQB")  # 21 bytes, then the name, [ack Q], the JSON
+MSG_REPLY = struct.Struct("<4sBBBBIQ")  # 20 bytes (the pad byte is the reply's flags)
+MSG_COMMAND = struct.Struct("<Q")  # after a reply flagged REPLY_COMMAND: the id, then JSON
+#: Message flag: the sender takes commands; an ``ack Q`` (newest command id taken) follows
+#: the name.
+MSG_COMMANDS = 1
+#: Reply flag: a command follows (``id Q`` and its JSON).
+REPLY_COMMAND = 1
+#: A framed reply's statuses, by number.
+MSG_STATUSES = ("recorded", "duplicate", "invalid", "not recorded")
+
+
+def framed_message(run, seq, name, json_bytes, ack=None):
+    """A framed message; with ``ack`` (the newest command id received, 0 for none) flagged
+    ``MSG_COMMANDS``: the sender takes commands."""
+    raw = name.encode("ascii")
+    flags = MSG_COMMANDS if ack is not None else 0
+    out = MSG_HEADER.pack(MSG_MAGIC, VERSION, 0, flags, run, seq, len(raw)) + raw
+    if ack is not None:
+        out += MSG_COMMAND.pack(ack)
+    return out + json_bytes
+
+
+def parse_message_reply(datagram):
+    """``(run, seq, status, command)`` of a framed message reply (``command``: ``None`` or
+    ``(id, json_bytes)``), or ``None`` for anything else."""
+    if len(datagram) < MSG_REPLY.size:
+        return None
+    magic, version, kind, status, flags, run, seq = MSG_REPLY.unpack_from(datagram)
+    if magic != MSG_MAGIC or version != VERSION or kind != 1 or status >= len(MSG_STATUSES):
+        return None
+    command = None
+    if flags & REPLY_COMMAND:
+        if len(datagram) < MSG_REPLY.size + MSG_COMMAND.size:
+            return None
+        (cid,) = MSG_COMMAND.unpack_from(datagram, MSG_REPLY.size)
+        command = (cid, datagram[MSG_REPLY.size + MSG_COMMAND.size:])
+    elif len(datagram) != MSG_REPLY.size:
+        return None
+    return run, seq, MSG_STATUSES[status], command
+
+
 def seed_length_header(length):
     """``struct.pack('l', length)`` as on 64-bit Linux: 8 bytes, little-endian."""
     return struct.pack("<q", length)
