@@ -913,3 +913,73 @@ fn a_bad_name_is_refused_at_start() {
     let (_, stdout) = hub.stop("INT");
     assert!(stdout.contains("images (udp): 0 frames"), "{stdout}");
 }
+
+/// `POST /api/sources/<source>/command` with `body`; the response.
+fn post_command(addr: SocketAddr, source: &str, body: &str) -> Response {
+    let raw = format!(
+        "POST /api/sources/{source}/command HTTP/1.1\r\nHost: {addr}\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, raw.as_bytes(), false)
+}
+
+#[test]
+fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
+    let hub = start_hub(&["--command-ttl", "3"]);
+    let msg = hub.msg().to_string();
+    // a message longer than the reply with the command: it may carry it unauthenticated
+    let client = LiveClient::start(
+        env!("CARGO_BIN_EXE_msg-client"),
+        &[
+            "--hub",
+            &msg,
+            "--name",
+            "pi",
+            "--interval-ms",
+            "100",
+            "--status-interval-ms",
+            "0",
+            "--data",
+            r#"{"t": 21.5, "note": "long enough to carry a command"}"#,
+        ],
+    );
+    let r = post_command(hub.http(), "pi", r#"{"led": "on"}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = serde_json::from_slice::<Value>(&r.body).unwrap()["id"]
+        .as_u64()
+        .expect("an id");
+    let line = client
+        .line_where(Duration::from_secs(10), |l| l.starts_with("{\"command\""))
+        .unwrap_or_else(|| panic!("no command printed; hub:\n{}", hub.stderr()));
+    let got: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(got, serde_json::json!({"command": {"led": "on"}, "id": id}));
+    wait_stderr(
+        &hub,
+        &format!("command {id} for pi: Delivered"),
+        Duration::from_secs(10),
+    );
+    // no device named ghost: expired after the TTL, and the log says so
+    let r = post_command(hub.http(), "ghost", "[1]");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let ghost = serde_json::from_slice::<Value>(&r.body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    wait_stderr(
+        &hub,
+        &format!("command {ghost} for ghost: Expired"),
+        Duration::from_secs(10),
+    );
+    // refused with a clear status
+    assert_eq!(post_command(hub.http(), "pi", "{nope").status, 400);
+    assert_eq!(post_command(hub.http(), "a/b", "1").status, 400);
+    assert_eq!(post_command(hub.http(), "pi..", "1").status, 202);
+    let big = format!("\"{}\"", "x".repeat(9000));
+    let r = post_command(hub.http(), "pi", &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("8192"), "{}", r.text());
+    // the client printed the command once, not once per reply that repeated it
+    assert!(client
+        .line_where(Duration::from_millis(300), |l| l.contains(&id.to_string()))
+        .is_none());
+}
