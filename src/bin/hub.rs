@@ -372,6 +372,7 @@ fn start_bridge(
         config,
         hub.frames(),
         hub.messages(),
+        hub.running().commands.clone(),
         shutdown.clone(),
     )?;
     hub.running()

@@ -16,7 +16,12 @@
 //!   "messages"}`, published when a source appears, goes quiet (nothing for
 //!   [`QUIET_AFTER`]) or comes back;
 //! - `PREFIX/hub/<id>/status`: retained `online` on every (re)connection, and `offline` as
-//!   the connection's last will ([`Publisher::last_will`]) and on a clean stop.
+//!   the connection's last will ([`Publisher::last_will`]) and on a clean stop;
+//! - commands down (issue 15): the hub subscribes to `PREFIX/+/command` (a payload is one
+//!   JSON value for the framed sender of that name; [`Publisher::command_source`]) and
+//!   publishes each command's outcome to `PREFIX/<source>/command/result`, QoS 1, not
+//!   retained: `{"id", "source", "status": "delivered"|"expired"|"rejected", "reason"?,
+//!   "hub"}` ([`Publisher::handle_command_result`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +75,7 @@ pub enum Kind {
     Jpeg,
     State,
     Status,
+    CommandResult,
 }
 
 impl Kind {
@@ -80,6 +86,7 @@ impl Kind {
             Some("frame") => Kind::Frame,
             Some("jpeg") => Kind::Jpeg,
             Some("state") => Kind::State,
+            Some("result") => Kind::CommandResult,
             _ => Kind::Status,
         }
     }
@@ -125,6 +132,35 @@ impl Publisher {
     /// `PREFIX/hub/<id>/status`.
     pub fn status_topic(&self) -> String {
         format!("{}/hub/{}/status", self.config.prefix, self.config.hub_id)
+    }
+
+    /// The subscription that brings commands: `PREFIX/+/command`.
+    pub fn command_filter(&self) -> String {
+        format!("{}/+/command", self.config.prefix)
+    }
+
+    /// The source a command publication on `topic` is for (`PREFIX/<source>/command`,
+    /// `<source>` a sender's name), if it is one.
+    pub fn command_source<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let source = topic
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix('/')?
+            .strip_suffix("/command")?;
+        crate::wire::name::check(source).ok()?;
+        Some(source)
+    }
+
+    /// The outcome of a command: `PREFIX/<source>/command/result`, QoS 1.
+    pub fn handle_command_result(&mut self, result: &crate::proto::commands::CommandResult) {
+        let mut payload = serde_json::to_value(result).unwrap_or_default();
+        payload["hub"] = self.config.hub_id.clone().into();
+        self.out.push_back(Publish {
+            topic: self.topic(&result.source, "command/result"),
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            payload: Payload::Text(payload.to_string()),
+            properties: Vec::new(),
+        });
     }
 
     /// The connection's last will: `offline`, retained, published by the broker when the
@@ -458,6 +494,43 @@ mod tests {
         assert_eq!(
             out.iter().map(|o| o.topic.as_str()).collect::<Vec<_>>(),
             ["udphub/hub/hubA/status", "udphub/udp-a/state"]
+        );
+    }
+
+    #[test]
+    fn command_topics_and_results() {
+        use crate::proto::commands::{CommandResult, CommandStatus};
+        let mut p = Publisher::new(PublisherConfig {
+            prefix: "site/udphub".into(),
+            hub_id: "hubA".into(),
+            jpeg_fps: 1.0,
+        });
+        assert_eq!(p.command_filter(), "site/udphub/+/command");
+        assert_eq!(p.command_source("site/udphub/pi-1/command"), Some("pi-1"));
+        for not in [
+            "site/udphub/pi/telemetry",
+            "other/pi/command",
+            "site/udphub/a/b/command",
+            "site/udphub/../command",
+            "site/udphub/pi/command/result",
+        ] {
+            assert_eq!(p.command_source(not), None, "{not}");
+        }
+        p.handle_command_result(&CommandResult {
+            id: 7,
+            source: "pi-1".into(),
+            status: CommandStatus::Expired,
+            reason: Some("no message".into()),
+        });
+        let out = p.poll_publish().unwrap();
+        assert_eq!(out.topic, "site/udphub/pi-1/command/result");
+        assert_eq!((out.qos, out.retain), (Qos::AtLeastOnce, false));
+        assert_eq!(Kind::of_topic(&out.topic), Kind::CommandResult);
+        let v: serde_json::Value = serde_json::from_slice(out.payload.as_bytes()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": 7, "source": "pi-1", "status": "expired",
+                               "reason": "no message", "hub": "hubA"})
         );
     }
 }
