@@ -983,3 +983,67 @@ fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
         .line_where(Duration::from_millis(300), |l| l.contains(&id.to_string()))
         .is_none());
 }
+
+#[test]
+fn on_command_runs_the_program_with_the_command_on_stdin_and_a_failing_one_stops_nothing() {
+    let hub = start_hub(&["--command-ttl", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got");
+    let script = dir.path().join("on-command.sh");
+    // the first run fails (exit 3), every run appends what it read and its id
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread -r json\necho \"$UDPHUB_COMMAND_ID $json\" >> {0}\n\
+             [ \"$(wc -l < {0})\" -gt 1 ] || exit 3\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let msg = hub.msg().to_string();
+    let _client = LiveClient::start(
+        env!("CARGO_BIN_EXE_msg-client"),
+        &[
+            "--hub",
+            &msg,
+            "--name",
+            "arm",
+            "--interval-ms",
+            "100",
+            "--status-interval-ms",
+            "0",
+            "--on-command",
+            script.to_str().unwrap(),
+            "--data",
+            r#"{"joint": [0.1, 0.2, 0.3], "ok": true}"#,
+        ],
+    );
+    let mut ids = Vec::new();
+    for body in [r#"{"grip": 1}"#, r#"{"grip": 0}"#] {
+        let r = post_command(hub.http(), "arm", body);
+        assert_eq!(r.status, 202, "{}", r.text());
+        ids.push(
+            serde_json::from_slice::<Value>(&r.body).unwrap()["id"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        wait_stderr(
+            &hub,
+            &format!("command {id} for arm: Delivered"),
+            Duration::from_secs(10),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = format!("{} {{\"grip\": 1}}\n{} {{\"grip\": 0}}\n", ids[0], ids[1]);
+    while std::fs::read_to_string(&out).unwrap_or_default() != want {
+        assert!(
+            Instant::now() < deadline,
+            "the program's record: {:?}",
+            std::fs::read_to_string(&out)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
