@@ -970,6 +970,14 @@ fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
         &format!("command {ghost} for ghost: Expired"),
         Duration::from_secs(10),
     );
+    let st = state_when(&hub, "the command counts", |st| {
+        st["commands"]["expired"] == 1
+    });
+    assert_eq!(
+        st["commands"],
+        serde_json::json!({"submitted": 2, "delivered": 1, "expired": 1, "rejected": 0,
+                           "waiting": 0})
+    );
     // refused with a clear status
     assert_eq!(post_command(hub.http(), "pi", "{nope").status, 400);
     assert_eq!(post_command(hub.http(), "a/b", "1").status, 400);

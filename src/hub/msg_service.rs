@@ -73,7 +73,7 @@ pub fn run(
     // (rare): offered again at the next message or poll tick, never waited for.
     let mut unpublished: Option<(SocketAddr, String, f64)> = None;
     while !shutdown.is_triggered() {
-        take_commands(&mut receiver, commands.as_ref(), Instant::now());
+        take_commands(&mut receiver, commands.as_ref(), &stats, Instant::now());
         let wait = wait_until(receiver.poll_timeout(), Instant::now());
         if let Err(e) = read_timeout.set(wait, |t| socket.set_read_timeout(t)) {
             log::error!("msg: cannot set the socket timeout: {e}");
@@ -100,7 +100,7 @@ pub fn run(
             }
         };
         // a command submitted while the loop waited rides the reply to this very message
-        take_commands(&mut receiver, commands.as_ref(), Instant::now());
+        take_commands(&mut receiver, commands.as_ref(), &stats, Instant::now());
         // a secure datagram: answered (handshake), refused, or opened to its plaintext
         let mut opened = None;
         if let Some(gate) = gate.as_mut().filter(|_| SecureGate::is_secure(&buf[..n])) {
@@ -215,15 +215,23 @@ pub fn run(
 
 /// Take the commands submitted since last time, expire what is due at `now`, and pass the
 /// results on (and log them). Never waits.
-fn take_commands(receiver: &mut MsgReceiver, port: Option<&CommandPort>, now: Instant) {
+fn take_commands(
+    receiver: &mut MsgReceiver,
+    port: Option<&CommandPort>,
+    stats: &Stats,
+    now: Instant,
+) {
     let Some(port) = port else { return };
+    let mut changed = false;
     while let Ok(c) = port.rx.try_recv() {
         receiver.commands().submit(c.id, &c.source, &c.json, now);
+        changed = true;
     }
     if receiver.poll_timeout().is_some_and(|t| t <= now) {
         receiver.handle_timeout(now);
     }
     while let Some(result) = receiver.poll_command_event() {
+        changed = true;
         log::info!(
             "msg: command {} for {}: {:?}{}",
             result.id,
@@ -236,5 +244,9 @@ fn take_commands(receiver: &mut MsgReceiver, port: Option<&CommandPort>, now: In
                 .unwrap_or_default()
         );
         port.result(result);
+    }
+    if changed {
+        let waiting = receiver.commands().waiting();
+        stats.set_commands(receiver.commands().counts(), waiting);
     }
 }
