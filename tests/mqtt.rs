@@ -342,6 +342,13 @@ fn a_command_published_to_the_broker_reaches_msg_client_and_its_result_comes_bac
     collect_until(&rx, &mut seen, "the robot's telemetry", |s| {
         s.iter().any(|p| p.topic == "udphub/robot-1/telemetry")
     });
+    // both subscriptions (states, commands) acknowledged by the broker
+    let subscribed = "mqtt: subscribed (commands on udphub/+/command)";
+    let deadline = Instant::now() + WAIT;
+    while hub.stderr().matches(subscribed).count() < 2 {
+        assert!(Instant::now() < deadline, "{}", hub.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let published = Instant::now();
     sub.publish(
         "udphub/robot-1/command",

@@ -63,9 +63,15 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Publisher> {
 /// (id 0: it never got one) when it is not UTF-8 or the inbox cannot take it.
 fn take_command(shared: &Shared, inbox: &CommandInbox, topic: &[u8], payload: &[u8]) {
     let topic = String::from_utf8_lossy(topic);
+    if topic.ends_with("/state") {
+        return lock(shared).handle_state_seen(&topic, payload);
+    }
     let Some(source) = lock(shared).command_source(&topic).map(str::to_owned) else {
         return;
     };
+    if !lock(shared).takes_command(&source) {
+        return log::debug!("mqtt: a command for {source}: another hub has it");
+    }
     let why = match std::str::from_utf8(payload) {
         Err(_) => "the payload is not UTF-8".to_string(),
         Ok(json) => match inbox.submit(&source, json) {
@@ -293,11 +299,22 @@ fn drive(
                 log::info!("mqtt: connected to {broker}");
                 shared.flush(|p| p.handle_connected());
                 if commands.is_some() {
-                    let filter = lock(shared).command_filter();
-                    if let Err(e) = shared.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                        log::warn!("mqtt: cannot subscribe to commands: {e}");
+                    let filters = {
+                        let p = lock(shared);
+                        [p.state_filter(), p.command_filter()]
+                    };
+                    for filter in filters {
+                        if let Err(e) = shared.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                            log::warn!("mqtt: cannot subscribe for commands: {e}");
+                        }
                     }
                 }
+            }
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                log::info!(
+                    "mqtt: subscribed (commands on {})",
+                    lock(shared).command_filter()
+                );
             }
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                 if let Some(inbox) = &commands {

@@ -21,7 +21,11 @@
 //!   JSON value for the framed sender of that name; [`Publisher::command_source`]) and
 //!   publishes each command's outcome to `PREFIX/<source>/command/result`, QoS 1, not
 //!   retained: `{"id", "source", "status": "delivered"|"expired"|"rejected", "reason"?,
-//!   "hub"}` ([`Publisher::handle_command_result`]).
+//!   "hub"}` ([`Publisher::handle_command_result`]). With several hubs on one broker,
+//!   every hub hears every command: a hub takes one only for a source whose retained
+//!   `state` names it, or that no hub's state names (then each such hub tries, and an
+//!   absent device gets one `expired` per hub, each saying which); the hub learns the
+//!   states by subscribing to `PREFIX/+/state` ([`Publisher::handle_state_seen`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,7 +122,13 @@ pub struct Publisher {
     config: PublisherConfig,
     sources: HashMap<String, Source>,
     out: std::collections::VecDeque<Publish>,
+    /// Which hub each source's retained state names (from the broker), at most
+    /// [`MAX_OWNERS`] sources.
+    owners: HashMap<String, String>,
 }
+
+/// Sources whose owning hub is remembered, at most.
+pub const MAX_OWNERS: usize = 65_536;
 
 impl Publisher {
     pub fn new(config: PublisherConfig) -> Self {
@@ -126,6 +136,7 @@ impl Publisher {
             config,
             sources: HashMap::new(),
             out: Default::default(),
+            owners: HashMap::new(),
         }
     }
 
@@ -148,6 +159,44 @@ impl Publisher {
             .strip_suffix("/command")?;
         crate::wire::name::check(source).ok()?;
         Some(source)
+    }
+
+    /// The subscription that tells which hub has which source: `PREFIX/+/state`.
+    pub fn state_filter(&self) -> String {
+        format!("{}/+/state", self.config.prefix)
+    }
+
+    /// A state publication seen on the broker (any hub's, this one's too): remember which
+    /// hub it names.
+    pub fn handle_state_seen(&mut self, topic: &str, payload: &[u8]) {
+        let Some(source) = topic
+            .strip_prefix(self.config.prefix.as_str())
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_suffix("/state"))
+            .filter(|s| !s.contains('/'))
+        else {
+            return;
+        };
+        let hub = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v["hub"].as_str().map(str::to_owned));
+        match hub {
+            Some(hub) if self.owners.len() < MAX_OWNERS || self.owners.contains_key(source) => {
+                self.owners.insert(source.to_owned(), hub);
+            }
+            Some(_) => {}
+            // an emptied retained state: nobody has it
+            None => {
+                self.owners.remove(source);
+            }
+        }
+    }
+
+    /// Whether this hub takes a command for `source`: its state names this hub, or none.
+    pub fn takes_command(&self, source: &str) -> bool {
+        self.owners
+            .get(source)
+            .is_none_or(|hub| *hub == self.config.hub_id)
     }
 
     /// The outcome of a command: `PREFIX/<source>/command/result`, QoS 1.
@@ -532,5 +581,24 @@ mod tests {
             serde_json::json!({"id": 7, "source": "pi-1", "status": "expired",
                                "reason": "no message", "hub": "hubA"})
         );
+    }
+
+    #[test]
+    fn a_command_is_taken_by_the_hub_that_has_the_source_or_by_all_when_none_has() {
+        let mut p = Publisher::new(PublisherConfig {
+            prefix: "udphub".into(),
+            hub_id: "hubA".into(),
+            jpeg_fps: 1.0,
+        });
+        assert_eq!(p.state_filter(), "udphub/+/state");
+        assert!(p.takes_command("pi"), "nobody has it: try");
+        p.handle_state_seen("udphub/pi/state", br#"{"state":"live","hub":"hubB"}"#);
+        p.handle_state_seen("udphub/cam/state", br#"{"state":"live","hub":"hubA"}"#);
+        p.handle_state_seen("udphub/a/b/state", br#"{"hub":"hubA"}"#);
+        assert!(!p.takes_command("pi"), "hubB's");
+        assert!(p.takes_command("cam"));
+        assert!(p.takes_command("ghost"));
+        p.handle_state_seen("udphub/pi/state", b"");
+        assert!(p.takes_command("pi"), "its retained state was cleared");
     }
 }
