@@ -914,16 +914,6 @@ fn a_bad_name_is_refused_at_start() {
     assert!(stdout.contains("images (udp): 0 frames"), "{stdout}");
 }
 
-/// `POST /api/sources/<source>/command` with `body`; the response.
-fn post_command(addr: SocketAddr, source: &str, body: &str) -> Response {
-    let raw = format!(
-        "POST /api/sources/{source}/command HTTP/1.1\r\nHost: {addr}\r\nContent-Type: \
-         application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    exchange(addr, raw.as_bytes(), false)
-}
-
 #[test]
 fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
     let hub = start_hub(&["--command-ttl", "3"]);
@@ -945,8 +935,8 @@ fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
         ],
     );
     let r = post_command(hub.http(), "pi", r#"{"led": "on"}"#);
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = serde_json::from_slice::<Value>(&r.body).unwrap()["id"]
+    assert_eq!(r.0, 202, "{}", r.1);
+    let id = serde_json::from_str::<Value>(&r.1).unwrap()["id"]
         .as_u64()
         .expect("an id");
     let line = client
@@ -961,8 +951,8 @@ fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
     );
     // no device named ghost: expired after the TTL, and the log says so
     let r = post_command(hub.http(), "ghost", "[1]");
-    assert_eq!(r.status, 202, "{}", r.text());
-    let ghost = serde_json::from_slice::<Value>(&r.body).unwrap()["id"]
+    assert_eq!(r.0, 202, "{}", r.1);
+    let ghost = serde_json::from_str::<Value>(&r.1).unwrap()["id"]
         .as_u64()
         .unwrap();
     wait_stderr(
@@ -979,13 +969,13 @@ fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
                            "waiting": 0})
     );
     // refused with a clear status
-    assert_eq!(post_command(hub.http(), "pi", "{nope").status, 400);
-    assert_eq!(post_command(hub.http(), "a/b", "1").status, 400);
-    assert_eq!(post_command(hub.http(), "pi..", "1").status, 202);
+    assert_eq!(post_command(hub.http(), "pi", "{nope").0, 400);
+    assert_eq!(post_command(hub.http(), "a/b", "1").0, 400);
+    assert_eq!(post_command(hub.http(), "pi..", "1").0, 202);
     let big = format!("\"{}\"", "x".repeat(9000));
     let r = post_command(hub.http(), "pi", &big);
-    assert_eq!(r.status, 413, "{}", r.text());
-    assert!(r.text().contains("8192"), "{}", r.text());
+    assert_eq!(r.0, 413, "{}", r.1);
+    assert!(r.1.contains("8192"), "{}", r.1);
     // the client printed the command once, not once per reply that repeated it
     assert!(client
         .line_where(Duration::from_millis(300), |l| l.contains(&id.to_string()))
@@ -1030,9 +1020,9 @@ fn on_command_runs_the_program_with_the_command_on_stdin_and_a_failing_one_stops
     let mut ids = Vec::new();
     for body in [r#"{"grip": 1}"#, r#"{"grip": 0}"#] {
         let r = post_command(hub.http(), "arm", body);
-        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(r.0, 202, "{}", r.1);
         ids.push(
-            serde_json::from_slice::<Value>(&r.body).unwrap()["id"]
+            serde_json::from_str::<Value>(&r.1).unwrap()["id"]
                 .as_u64()
                 .unwrap(),
         );

@@ -513,3 +513,27 @@ pub fn wait_stderr(hub: &HubProcess, needle: &str, within: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `POST /api/sources/<source>/command` with `body` to the hub's web view at `http`: the
+/// status and the response body.
+pub fn post_command(http: SocketAddr, source: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(http).expect("connect to the web view");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /api/sources/{source}/command HTTP/1.1\r\nHost: {http}\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("the response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
+}
