@@ -949,6 +949,22 @@ fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
         &format!("command {id} for pi: Delivered"),
         Duration::from_secs(10),
     );
+    // a command longer than the client's messages: the hub says how long a message must
+    // be to carry it (never answering with more bytes than came), the next one is padded
+    let waypoints: Vec<[u32; 2]> = (0..40).map(|i| [i, i * 2]).collect();
+    let long = serde_json::json!({ "waypoints": waypoints });
+    let r = post_command(hub.http(), "pi", &long.to_string());
+    assert_eq!(r.0, 202, "{}", r.1);
+    let long_id = serde_json::from_str::<Value>(&r.1).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let line = client
+        .line_where(Duration::from_secs(10), |l| l.starts_with("{\"command\""))
+        .unwrap_or_else(|| panic!("the long command was not printed; hub:\n{}", hub.stderr()));
+    assert_eq!(
+        serde_json::from_str::<Value>(&line).unwrap(),
+        serde_json::json!({"command": long, "id": long_id})
+    );
     // no device named ghost: expired after the TTL, and the log says so
     let r = post_command(hub.http(), "ghost", "[1]");
     assert_eq!(r.0, 202, "{}", r.1);
@@ -961,11 +977,11 @@ fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
         Duration::from_secs(10),
     );
     let st = state_when(&hub, "the command counts", |st| {
-        st["commands"]["expired"] == 1
+        st["commands"]["expired"] == 1 && st["commands"]["delivered"] == 2
     });
     assert_eq!(
         st["commands"],
-        serde_json::json!({"submitted": 2, "delivered": 1, "expired": 1, "rejected": 0,
+        serde_json::json!({"submitted": 3, "delivered": 2, "expired": 1, "rejected": 0,
                            "waiting": 0})
     );
     // refused with a clear status

@@ -17,7 +17,9 @@
 //! and acks in every message the newest command id it received. A reply may carry a
 //! command; one with an id above every id taken before is queued for
 //! [`MsgSender::take_command`], a repeat (the hub resends until acked) is not, so each
-//! command is handed out at most once.
+//! command is handed out at most once. A reply saying a command waits that does not fit
+//! (the hub never answers an unauthenticated sender with more bytes than it sent) makes
+//! the next message padded to the length it names.
 //!
 //! Messages are checked here before sending ([`check_message`]), with
 //! the same parser the hub uses, so a message that leaves is one the hub accepts.
@@ -149,6 +151,8 @@ struct FramedRun {
     srtt: Option<Duration>,
     /// The newest command id received (0: none), acked in every message.
     ack: u64,
+    /// The hub said a command waits that needs a message this long: the next is padded.
+    pad_to: usize,
 }
 
 /// A command from the hub (issue 15), for the device to run once.
@@ -218,6 +222,7 @@ impl MsgSender {
                     next_seq: 1,
                     srtt: None,
                     ack: 0,
+                    pad_to: 0,
                 }),
                 MsgProtocol::Seed => None,
             },
@@ -306,8 +311,15 @@ impl MsgSender {
         };
         let (id, seq) = (run.run, run.next_seq);
         run.next_seq += 1;
-        let datagram =
-            framed_msg::emit_message_acking(id, seq, &run.name, Some(run.ack), message.as_bytes());
+        let pad_to = std::mem::take(&mut run.pad_to).min(MAX_UDP_PAYLOAD);
+        let datagram = framed_msg::emit_message_padded(
+            id,
+            seq,
+            &run.name,
+            Some(run.ack),
+            pad_to,
+            message.as_bytes(),
+        );
         // replies to earlier messages (their resends were answered too) are late, not ours
         let is_reply = |p: &[u8]| framed_msg::parse_reply(p).is_ok() || is_secure(p);
         self.late_replies += self.link.drain(is_reply)?;
@@ -360,14 +372,18 @@ impl MsgSender {
                     Ok(r) if r.run == id && r.seq == seq => Some((
                         r.status,
                         framed_msg::parse_command(plain).map(|(id, j)| (id, j.to_vec())),
+                        framed_msg::parse_waiting(plain),
                     )),
                     _ => None,
                 }
             })?;
             match got {
-                Reply::Got((status, command), at) => {
+                Reply::Got((status, command, waiting), at) => {
                     if let Some((cid, json)) = command {
                         self.take_in(cid, json);
+                    }
+                    if let (Some(need), Some(run)) = (waiting, self.framed.as_mut()) {
+                        run.pad_to = need;
                     }
                     // Karn: after a resend, which send the reply answers is unknown
                     if let Some(run) = self.framed.as_mut().filter(|_| resends == 0) {

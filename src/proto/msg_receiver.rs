@@ -41,8 +41,9 @@
 //! name. A framed message with the COMMANDS flag acks the newest command its sender
 //! received, and every reply to it carries that source's oldest waiting command, if the
 //! reply stays no longer than the message it answers (an authenticated sender, a
-//! validated peer, gets it whatever its length); otherwise the plain reply goes and the
-//! command waits for a message large enough, or expires. [`MsgReceiver::poll_timeout`]
+//! validated peer, gets it whatever its length); otherwise the reply says a command waits
+//! and how long a message must be for it (24 bytes, shorter than any message that takes
+//! commands), and the sender pads its next message to that length. [`MsgReceiver::poll_timeout`]
 //! is the next expiry.
 
 use super::budget::SharedBudget;
@@ -382,6 +383,7 @@ impl MsgReceiver {
                     self.commands.mark_sent(name, id);
                 } else {
                     self.commands_too_long += 1;
+                    payload = Some(framed_msg::emit_waiting_reply(status, run, seq, len));
                 }
             }
         }
@@ -681,7 +683,8 @@ mod tests {
     fn replies_carry_commands_until_acked_and_never_outgrow_an_unvalidated_message() {
         use crate::proto::commands::CommandStatus;
         use crate::wire::framed_msg::{
-            emit_message, emit_message_acking, parse_command, parse_reply,
+            emit_message, emit_message_acking, emit_message_padded, parse_command, parse_reply,
+            parse_waiting,
         };
         use crate::wire::name::SourceName;
         let t0 = Instant::now();
@@ -698,14 +701,24 @@ mod tests {
         r.handle_recorded(true);
         let got = replies(&mut r);
         assert_eq!(got[0].1.len(), 20);
-        // a message that takes commands but is shorter than the reply with it: plain reply
+        // a message that takes commands but is shorter than the reply with it: the reply
+        // says how long a message must be, and is no longer than the message
         let short = emit_message_acking(7, 2, &pi, Some(0), b"[2]");
         assert!(short.len() < 28 + cmd.len());
         r.handle_datagram(addr(1), &short, t0);
         r.handle_recorded(true);
         let got = replies(&mut r);
-        assert_eq!((got[0].1.len(), parse_command(&got[0].1)), (20, None));
+        assert_eq!(parse_command(&got[0].1), None);
+        assert_eq!(parse_waiting(&got[0].1), Some(28 + cmd.len()));
+        assert!(got[0].1.len() <= short.len());
         assert_eq!(r.commands_too_long(), 1);
+        // padded to that: the command rides the reply, exactly as long as the message
+        let padded = emit_message_padded(8, 1, &pi, Some(0), 28 + cmd.len(), b"[5]");
+        r.handle_datagram(addr(1), &padded, t0);
+        r.handle_recorded(true);
+        let got = replies(&mut r);
+        assert_eq!(parse_command(&got[0].1), Some((41, cmd.as_bytes())));
+        assert_eq!(got[0].1.len(), padded.len());
         // a long enough one: the command rides its reply, no longer than the message
         let long = emit_message_acking(7, 3, &pi, Some(0), br#"{"t": 21.5, "pad": "........"}"#);
         r.handle_datagram(addr(1), &long, t0);
