@@ -61,6 +61,15 @@ struct Args {
     /// stats): 1-64 characters of A-Z a-z 0-9 . _ - (default: this machine's host name).
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     name: Option<SourceName>,
+    /// framed: run PROGRAM for each command the hub sends (its JSON on PROGRAM's stdin,
+    /// its id in UDPHUB_COMMAND_ID; PROGRAM's output goes to stderr), one at a time between
+    /// two messages, instead of printing each as a JSON line {"command": ..., "id": N} on
+    /// stdout. A failing or hanging program is logged and the client goes on.
+    #[arg(long, value_name = "PROGRAM")]
+    on_command: Option<std::path::PathBuf>,
+    /// With --on-command, kill PROGRAM if it runs longer than this.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    on_command_timeout_ms: u64,
     #[command(flatten)]
     keys: KeyArgs,
     /// Print the summary as one JSON object on stdout (for scripts, e.g. the benchmark)
@@ -114,6 +123,10 @@ fn main() -> ExitCode {
             },
             MsgFormat::Seed => MsgProtocol::Seed,
         },
+        on_command: args
+            .on_command
+            .clone()
+            .map(|p| (p, Duration::from_millis(args.on_command_timeout_ms.max(1)))),
     };
     let messages = if args.stdin {
         Messages::Lines(Box::new(BufReader::new(std::io::stdin())))

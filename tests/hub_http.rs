@@ -913,3 +913,151 @@ fn a_bad_name_is_refused_at_start() {
     let (_, stdout) = hub.stop("INT");
     assert!(stdout.contains("images (udp): 0 frames"), "{stdout}");
 }
+
+#[test]
+fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
+    let hub = start_hub(&["--command-ttl", "3"]);
+    let msg = hub.msg().to_string();
+    // a message longer than the reply with the command: it may carry it unauthenticated
+    let client = LiveClient::start(
+        env!("CARGO_BIN_EXE_msg-client"),
+        &[
+            "--hub",
+            &msg,
+            "--name",
+            "pi",
+            "--interval-ms",
+            "100",
+            "--status-interval-ms",
+            "0",
+            "--data",
+            r#"{"t": 21.5, "note": "long enough to carry a command"}"#,
+        ],
+    );
+    let r = post_command(hub.http(), "pi", r#"{"led": "on"}"#);
+    assert_eq!(r.0, 202, "{}", r.1);
+    let id = serde_json::from_str::<Value>(&r.1).unwrap()["id"]
+        .as_u64()
+        .expect("an id");
+    let line = client
+        .line_where(Duration::from_secs(10), |l| l.starts_with("{\"command\""))
+        .unwrap_or_else(|| panic!("no command printed; hub:\n{}", hub.stderr()));
+    let got: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(got, serde_json::json!({"command": {"led": "on"}, "id": id}));
+    wait_stderr(
+        &hub,
+        &format!("command {id} for pi: Delivered"),
+        Duration::from_secs(10),
+    );
+    // a command longer than the client's messages: the hub says how long a message must
+    // be to carry it (never answering with more bytes than came), the next one is padded
+    let waypoints: Vec<[u32; 2]> = (0..40).map(|i| [i, i * 2]).collect();
+    let long = serde_json::json!({ "waypoints": waypoints });
+    let r = post_command(hub.http(), "pi", &long.to_string());
+    assert_eq!(r.0, 202, "{}", r.1);
+    let long_id = serde_json::from_str::<Value>(&r.1).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let line = client
+        .line_where(Duration::from_secs(10), |l| l.starts_with("{\"command\""))
+        .unwrap_or_else(|| panic!("the long command was not printed; hub:\n{}", hub.stderr()));
+    assert_eq!(
+        serde_json::from_str::<Value>(&line).unwrap(),
+        serde_json::json!({"command": long, "id": long_id})
+    );
+    // no device named ghost: expired after the TTL, and the log says so
+    let r = post_command(hub.http(), "ghost", "[1]");
+    assert_eq!(r.0, 202, "{}", r.1);
+    let ghost = serde_json::from_str::<Value>(&r.1).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    wait_stderr(
+        &hub,
+        &format!("command {ghost} for ghost: Expired"),
+        Duration::from_secs(10),
+    );
+    let st = state_when(&hub, "the command counts", |st| {
+        st["commands"]["expired"] == 1 && st["commands"]["delivered"] == 2
+    });
+    assert_eq!(
+        st["commands"],
+        serde_json::json!({"submitted": 3, "delivered": 2, "expired": 1, "rejected": 0,
+                           "waiting": 0})
+    );
+    // refused with a clear status
+    assert_eq!(post_command(hub.http(), "pi", "{nope").0, 400);
+    assert_eq!(post_command(hub.http(), "a/b", "1").0, 400);
+    assert_eq!(post_command(hub.http(), "pi..", "1").0, 202);
+    let big = format!("\"{}\"", "x".repeat(9000));
+    let r = post_command(hub.http(), "pi", &big);
+    assert_eq!(r.0, 413, "{}", r.1);
+    assert!(r.1.contains("8192"), "{}", r.1);
+    // the client printed the command once, not once per reply that repeated it
+    assert!(client
+        .line_where(Duration::from_millis(300), |l| l.contains(&id.to_string()))
+        .is_none());
+}
+
+#[test]
+fn on_command_runs_the_program_with_the_command_on_stdin_and_a_failing_one_stops_nothing() {
+    let hub = start_hub(&["--command-ttl", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got");
+    let script = dir.path().join("on-command.sh");
+    // the first run fails (exit 3), every run appends what it read and its id
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread -r json\necho \"$UDPHUB_COMMAND_ID $json\" >> {0}\n\
+             [ \"$(wc -l < {0})\" -gt 1 ] || exit 3\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let msg = hub.msg().to_string();
+    let _client = LiveClient::start(
+        env!("CARGO_BIN_EXE_msg-client"),
+        &[
+            "--hub",
+            &msg,
+            "--name",
+            "arm",
+            "--interval-ms",
+            "100",
+            "--status-interval-ms",
+            "0",
+            "--on-command",
+            script.to_str().unwrap(),
+            "--data",
+            r#"{"joint": [0.1, 0.2, 0.3], "ok": true}"#,
+        ],
+    );
+    let mut ids = Vec::new();
+    for body in [r#"{"grip": 1}"#, r#"{"grip": 0}"#] {
+        let r = post_command(hub.http(), "arm", body);
+        assert_eq!(r.0, 202, "{}", r.1);
+        ids.push(
+            serde_json::from_str::<Value>(&r.1).unwrap()["id"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        wait_stderr(
+            &hub,
+            &format!("command {id} for arm: Delivered"),
+            Duration::from_secs(10),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = format!("{} {{\"grip\": 1}}\n{} {{\"grip\": 0}}\n", ids[0], ids[1]);
+    while std::fs::read_to_string(&out).unwrap_or_default() != want {
+        assert!(
+            Instant::now() < deadline,
+            "the program's record: {:?}",
+            std::fs::read_to_string(&out)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}

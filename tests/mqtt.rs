@@ -308,3 +308,94 @@ fn a_broker_away_at_start_or_restarted_stalls_nothing() {
     let (status, out) = hub.stop("INT");
     assert!(status.success(), "{out}");
 }
+
+#[test]
+fn a_command_published_to_the_broker_reaches_msg_client_and_its_result_comes_back() {
+    let broker = Mosquitto::start().unwrap_or_else(|e| panic!("{e}"));
+    let (sub, rx) = subscribe(broker.port(), "test-cmd");
+    let mut seen = Vec::new();
+    let hub = HubProcess::start(&[
+        "--mqtt",
+        &broker.url(),
+        "--mqtt-id",
+        "hubC",
+        "--command-ttl",
+        "1",
+    ]);
+    let msg = hub.msg().to_string();
+    // messages longer than a reply with the command, so it may ride one unauthenticated
+    let client = LiveClient::start(
+        env!("CARGO_BIN_EXE_msg-client"),
+        &[
+            "--hub",
+            &msg,
+            "--name",
+            "robot-1",
+            "--interval-ms",
+            "100",
+            "--status-interval-ms",
+            "0",
+            "--data",
+            r#"{"battery": 0.93, "pose": [1.5, 2.25, 0.0]}"#,
+        ],
+    );
+    collect_until(&rx, &mut seen, "the robot's telemetry", |s| {
+        s.iter().any(|p| p.topic == "udphub/robot-1/telemetry")
+    });
+    // both subscriptions (states, commands) acknowledged by the broker
+    let subscribed = "mqtt: subscribed (commands on udphub/+/command)";
+    let deadline = Instant::now() + WAIT;
+    while hub.stderr().matches(subscribed).count() < 2 {
+        assert!(Instant::now() < deadline, "{}", hub.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let published = Instant::now();
+    sub.publish(
+        "udphub/robot-1/command",
+        QoS::AtLeastOnce,
+        false,
+        r#"{"drive": "stop"}"#,
+    )
+    .unwrap();
+    let line = client
+        .line_where(WAIT, |l| l.starts_with("{\"command\""))
+        .unwrap_or_else(|| panic!("msg-client printed no command; hub:\n{}", hub.stderr()));
+    let took = published.elapsed();
+    let printed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(printed["command"], serde_json::json!({"drive": "stop"}));
+    let id = printed["id"].as_u64().expect("an id");
+    eprintln!("command published -> printed by msg-client (--interval-ms 100): {took:?}");
+    let result = |s: &[Seen], source: &str| -> Option<serde_json::Value> {
+        s.iter()
+            .filter(|p| p.topic == format!("udphub/{source}/command/result"))
+            .find_map(|p| serde_json::from_slice(&p.payload).ok())
+    };
+    collect_until(&rx, &mut seen, "the delivered result", |s| {
+        result(s, "robot-1").is_some()
+    });
+    assert_eq!(
+        result(&seen, "robot-1").unwrap(),
+        serde_json::json!({"id": id, "source": "robot-1", "status": "delivered", "hub": "hubC"})
+    );
+    // no device of that name: expired after --command-ttl, and the result says so
+    sub.publish("udphub/ghost/command", QoS::AtLeastOnce, false, "[1]")
+        .unwrap();
+    collect_until(&rx, &mut seen, "the expired result", |s| {
+        result(s, "ghost").is_some()
+    });
+    let expired = result(&seen, "ghost").unwrap();
+    assert_eq!(expired["status"], "expired", "{expired}");
+    assert!(expired["id"].as_u64().unwrap() > id, "{expired}");
+    assert!(
+        expired["reason"].as_str().unwrap().contains("no message"),
+        "{expired}"
+    );
+    // not JSON: rejected at once
+    sub.publish("udphub/robot-1/command", QoS::AtLeastOnce, false, "{nope")
+        .unwrap();
+    collect_until(&rx, &mut seen, "the rejected result", |s| {
+        s.iter().any(|p| {
+            p.topic == "udphub/robot-1/command/result" && p.text().contains("\"rejected\"")
+        })
+    });
+}

@@ -333,3 +333,51 @@ fn authorized_telemetry_is_logged_once_under_the_file_name_and_a_keyless_sender_
         .collect();
     assert_eq!(n, (0..50).collect::<Vec<_>>());
 }
+
+#[test]
+fn an_authenticated_device_gets_a_command_longer_than_its_messages() {
+    let keys = Keys::new();
+    keys.authorize(&[(&keys.cam_public, "rover")]);
+    let hub = HubProcess::start(&[
+        "--key",
+        &keys.path("hub.key"),
+        "--authorized-keys",
+        &keys.path("authorized"),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let mut args = keys.camera("cam.key");
+    let msg = hub.msg().to_string();
+    args.extend(
+        [
+            "--hub",
+            &msg,
+            "--interval-ms",
+            "100",
+            "--status-interval-ms",
+            "0",
+            "--data",
+            "1",
+        ]
+        .map(String::from),
+    );
+    let client = LiveClient::start(env!("CARGO_BIN_EXE_msg-client"), &strs(&args));
+    // far longer than a 1-byte message: sent anyway, the session is a validated peer
+    let waypoints: Vec<[u32; 2]> = (0..40).map(|i| [i, i * 2]).collect();
+    let command = serde_json::json!({ "waypoints": waypoints });
+    let (status, body) = post_command(hub.http(), "rover", &command.to_string());
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let line = client
+        .line_where(Duration::from_secs(10), |l| l.starts_with("{\"command\""))
+        .unwrap_or_else(|| panic!("no command printed; hub:\n{}", hub.stderr()));
+    let printed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(printed, serde_json::json!({"command": command, "id": id}));
+    wait_stderr(
+        &hub,
+        &format!("command {id} for rover: Delivered"),
+        Duration::from_secs(10),
+    );
+}

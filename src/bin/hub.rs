@@ -157,6 +157,11 @@ struct Args {
     /// With --mqtt, retained JPEGs per source per second at most (0: none).
     #[arg(long, default_value_t = 1.0, value_name = "FPS")]
     mqtt_jpeg_fps: f64,
+    /// A command (POST /api/sources/<source>/command, or MQTT PREFIX/<source>/command) not
+    /// taken by its device within this many seconds expires, and the result says so.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS",
+          value_parser = parse_ttl)]
+    command_ttl: f64,
     /// Print the exit summary as one JSON object on stdout (for scripts, e.g. the loss
     /// sweep) instead of the text: per service its totals and each source's counts.
     #[arg(long)]
@@ -199,8 +204,17 @@ impl Args {
                 }),
                 _ => None,
             },
+            command_ttl: Duration::from_secs_f64(self.command_ttl),
             ..HubConfig::default()
         }
+    }
+}
+
+/// `--command-ttl`: seconds, more than 0 and at most a day.
+fn parse_ttl(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t <= 86_400.0 => Ok(t),
+        _ => Err(format!("{s:?}: seconds, more than 0 and at most 86400")),
     }
 }
 
@@ -358,6 +372,7 @@ fn start_bridge(
         config,
         hub.frames(),
         hub.messages(),
+        hub.running().commands.clone(),
         shutdown.clone(),
     )?;
     hub.running()

@@ -9,10 +9,16 @@
 //!
 //! `--interval-ms` is the least time between two sends (the seed sleeps 10 ms before each
 //! reply); a reply that takes longer simply delays the next send.
+//!
+//! Commands from the hub (framed only, issue 15) are printed as one JSON line each on
+//! stdout, `{"command": <json>, "id": N}`, or with `--on-command PROGRAM` handed to that
+//! program on its stdin, one at a time between two sends ([`run_command`]: its output goes
+//! to stderr, it is killed past its timeout, and a failure is logged, never fatal).
 
 use std::borrow::Cow;
 use std::io::{self, BufRead};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -42,6 +48,9 @@ pub struct MsgClientConfig {
     pub status_interval: Option<Duration>,
     /// The message format (framed, with a name, or the seed's).
     pub protocol: MsgProtocol,
+    /// Run this program for each command (its JSON on stdin) instead of printing it, and
+    /// kill it past the timeout.
+    pub on_command: Option<(std::path::PathBuf, Duration)>,
 }
 
 /// Where the messages come from.
@@ -247,6 +256,18 @@ pub fn run(
                 log::warn!("message {sent}: sending failed: {e}");
             }
         }
+        drop(s);
+        while let Some(command) = sender.take_command() {
+            match &config.on_command {
+                None => print_command(&command),
+                Some((program, timeout)) => {
+                    if let Err(e) = run_command(program, *timeout, &command) {
+                        log::warn!("command {}: {}: {e}", command.id, program.display());
+                    }
+                }
+            }
+        }
+        let mut s = lock(&stats);
         s.counts.late_replies = sender.late_replies();
         s.counts.resent = sender.resent();
         s.counts.ignored = sender.ignored();
@@ -266,6 +287,60 @@ pub fn run(
 }
 
 /// The next valid stdin line; invalid ones are reported and counted here.
+/// `{"command": <json>, "id": N}` on stdout, flushed.
+fn print_command(command: &super::msg_sender::Command) {
+    use std::io::Write;
+    let mut out = io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{{\"command\": {}, \"id\": {}}}",
+        command.json, command.id
+    );
+    let _ = out.flush();
+}
+
+/// Run `program` with the command's JSON on its stdin and its stdout and stderr on ours
+/// (stderr), waiting at most `timeout` (then it is killed). `Err`: it could not start,
+/// failed, or took too long.
+pub fn run_command(
+    program: &std::path::Path,
+    timeout: Duration,
+    command: &super::msg_sender::Command,
+) -> io::Result<()> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let stdout: Stdio = match io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd.into(),
+        Err(_) => Stdio::null(),
+    };
+    let mut child = Command::new(program)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .env("UDPHUB_COMMAND_ID", command.id.to_string())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // a program that does not read its input still runs; the write error is not its fault
+        let _ = stdin.write_all(command.json.as_bytes());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return match status.success() {
+                true => Ok(()),
+                false => Err(io::Error::other(format!("exited with {status}"))),
+            };
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!(
+                "still running after {timeout:?}: killed"
+            )));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn next_line(rx: &Receiver<LineEvent>, stats: &SharedMsgStats) -> Next<'static> {
     match rx.recv_timeout(POLL_INTERVAL) {
         Ok(LineEvent::Line(number, bytes)) => match check_line(&bytes) {
@@ -298,6 +373,7 @@ mod tests {
             status_interval: None,
             // the seed server these tests stand in for
             protocol: MsgProtocol::Seed,
+            on_command: None,
         }
     }
 

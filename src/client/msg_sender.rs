@@ -13,6 +13,14 @@
 //!   next message's, and the limit of that, is described in [`super::udp_link`]. No resend:
 //!   a seed server would record a resent message twice.
 //!
+//! Commands down (issue 15): a framed sender says it takes commands (the COMMANDS flag)
+//! and acks in every message the newest command id it received. A reply may carry a
+//! command; one with an id above every id taken before is queued for
+//! [`MsgSender::take_command`], a repeat (the hub resends until acked) is not, so each
+//! command is handed out at most once. A reply saying a command waits that does not fit
+//! (the hub never answers an unauthenticated sender with more bytes than it sent) makes
+//! the next message padded to the length it names.
+//!
 //! Messages are checked here before sending ([`check_message`]), with
 //! the same parser the hub uses, so a message that leaves is one the hub accepts.
 
@@ -141,6 +149,18 @@ struct FramedRun {
     run: u32,
     next_seq: u64,
     srtt: Option<Duration>,
+    /// The newest command id received (0: none), acked in every message.
+    ack: u64,
+    /// The hub said a command waits that needs a message this long: the next is padded.
+    pad_to: usize,
+}
+
+/// A command from the hub (issue 15), for the device to run once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    pub id: u64,
+    /// One JSON value, as the hub got it.
+    pub json: String,
 }
 
 impl FramedRun {
@@ -167,6 +187,8 @@ pub struct MsgSender {
     /// With keys: the session with the hub.
     secure: Option<Initiator>,
     resent: u64,
+    /// Commands received and not yet taken.
+    commands: std::collections::VecDeque<Command>,
 }
 
 impl MsgSender {
@@ -202,11 +224,19 @@ impl MsgSender {
                     run: super::random_run_id(),
                     next_seq: 1,
                     srtt: None,
+                    ack: 0,
+                    pad_to: 0,
                 }),
                 MsgProtocol::Seed => None,
             },
             resent: 0,
+            commands: std::collections::VecDeque::new(),
         })
+    }
+
+    /// The next command the hub sent (framed only), oldest first; each at most once.
+    pub fn take_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
     }
 
     /// Messages sent again because their reply did not come in time (framed only).
@@ -284,7 +314,15 @@ impl MsgSender {
         };
         let (id, seq) = (run.run, run.next_seq);
         run.next_seq += 1;
-        let datagram = framed_msg::emit_message(id, seq, &run.name, message.as_bytes());
+        let pad_to = std::mem::take(&mut run.pad_to).min(MAX_UDP_PAYLOAD);
+        let datagram = framed_msg::emit_message_padded(
+            id,
+            seq,
+            &run.name,
+            Some(run.ack),
+            pad_to,
+            message.as_bytes(),
+        );
         // replies to earlier messages (their resends were answered too) are late, not ours
         let is_reply = |p: &[u8]| framed_msg::parse_reply(p).is_ok() || is_secure(p);
         self.late_replies += self.link.drain(is_reply)?;
@@ -334,12 +372,22 @@ impl MsgSender {
                     },
                 };
                 match framed_msg::parse_reply(plain) {
-                    Ok(r) if r.run == id && r.seq == seq => Some(r.status),
+                    Ok(r) if r.run == id && r.seq == seq => Some((
+                        r.status,
+                        framed_msg::parse_command(plain).map(|(id, j)| (id, j.to_vec())),
+                        framed_msg::parse_waiting(plain),
+                    )),
                     _ => None,
                 }
             })?;
             match got {
-                Reply::Got(status, at) => {
+                Reply::Got((status, command, waiting), at) => {
+                    if let Some((cid, json)) = command {
+                        self.take_in(cid, json);
+                    }
+                    if let (Some(need), Some(run)) = (waiting, self.framed.as_mut()) {
+                        run.pad_to = need;
+                    }
                     // Karn: after a resend, which send the reply answers is unknown
                     if let Some(run) = self.framed.as_mut().filter(|_| resends == 0) {
                         run.sample(at.saturating_duration_since(sent_at));
@@ -359,6 +407,21 @@ impl MsgSender {
                     self.resent += 1;
                 }
             }
+        }
+    }
+}
+
+impl MsgSender {
+    /// A command that came in a reply: queued if it is new (its id above every one
+    /// before), and acked from the next message on.
+    fn take_in(&mut self, id: u64, json: Vec<u8>) {
+        let Some(run) = self.framed.as_mut().filter(|r| id > r.ack) else {
+            return;
+        };
+        run.ack = id;
+        match String::from_utf8(json) {
+            Ok(json) => self.commands.push_back(Command { id, json }),
+            Err(_) => log::warn!("command {id} from the hub is not UTF-8: not run"),
         }
     }
 }
@@ -459,5 +522,56 @@ mod tests {
         assert_eq!(server.join().unwrap(), ["[1]", "[2]", "[3]", "[4]"]);
         assert_eq!(sender.ignored(), 1);
         assert_eq!(sender.late_replies(), 0);
+    }
+
+    #[test]
+    fn a_command_in_replies_is_taken_once_and_acked_in_the_next_message() {
+        let hub = UdpSocket::bind("127.0.0.1:0").unwrap();
+        hub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let addr = hub.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut acks = Vec::new();
+            for _ in 0..3 {
+                let (n, from) = hub.recv_from(&mut buf).unwrap();
+                let m = framed_msg::parse_message(&buf[..n]).unwrap();
+                acks.push(m.ack);
+                // the hub repeats command 9 until a message acks it
+                let reply = if m.ack == Some(9) {
+                    framed_msg::emit_reply(Status::Recorded, m.run, m.seq)
+                } else {
+                    framed_msg::emit_reply_with_command(
+                        Status::Recorded,
+                        m.run,
+                        m.seq,
+                        9,
+                        b"[\"go\"]",
+                    )
+                };
+                hub.send_to(&reply, from).unwrap();
+            }
+            acks
+        });
+        let protocol = MsgProtocol::Framed {
+            name: SourceName::parse("pi").unwrap(),
+            keys: None,
+        };
+        let mut sender = MsgSender::open_with(addr, Duration::from_secs(10), protocol).unwrap();
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            assert!(matches!(
+                sender.send("[1]").unwrap(),
+                MsgOutcome::Answered { .. }
+            ));
+            taken.extend(std::iter::from_fn(|| sender.take_command()));
+        }
+        assert_eq!(
+            taken,
+            [Command {
+                id: 9,
+                json: "[\"go\"]".into()
+            }]
+        );
+        assert_eq!(server.join().unwrap(), [Some(0), Some(9), Some(9)]);
     }
 }

@@ -15,8 +15,11 @@
 //!   frame per source) and [`MessageTap`] (a bounded queue of messages);
 //! - [`http`]: the optional web view (`--http`): a live page, MJPEG streams, snapshots,
 //!   `/state` JSON and `/metrics`.
+//! - [`command_inbox`]: commands from the HTTP and MQTT threads to the message service
+//!   (issue 15), and their results back, through bounded channels.
 //! - [`error`]: [`HubError`], why the hub could not start.
 
+pub mod command_inbox;
 pub mod display;
 pub mod error;
 pub mod http;
@@ -90,6 +93,8 @@ pub struct HubConfig {
     pub http_max_conns_per_addr: usize,
     /// Keys required (`--key`, `--authorized-keys`, `--allow-plain`); `None`: none.
     pub security: Option<SecuritySettings>,
+    /// A command not taken by its device within this long expires (`--command-ttl`).
+    pub command_ttl: Duration,
 }
 
 /// Where the hub's keys are, and who may still send without one.
@@ -133,6 +138,7 @@ impl Default for HubConfig {
             http_max_viewers: 16,
             http_max_conns_per_addr: 8,
             security: None,
+            command_ttl: crate::proto::commands::DEFAULT_TTL,
         }
     }
 }
@@ -159,6 +165,8 @@ pub struct RunningHub {
     pub bound: BoundAddrs,
     pub receive_buffers: ReceiveBuffers,
     pub stats: Arc<Stats>,
+    /// Where commands for the message service's devices go (with the message service).
+    pub commands: Option<Arc<command_inbox::CommandInbox>>,
     services: Vec<Service>,
     service_threads: Vec<JoinHandle<()>>,
     saver: Option<SaverThread>,
@@ -435,6 +443,13 @@ pub fn start_with_taps(
             .map_err(spawn_error("stats"))?,
     );
 
+    let (commands, command_port) = match msg {
+        Some(_) => {
+            let (inbox, port) = command_inbox::CommandInbox::new(config.command_ttl);
+            (Some(inbox), Some(port))
+        }
+        None => (None, None),
+    };
     if let (Some(listener), Some(frames)) = (http_listener, frames) {
         let view = http::HttpView::new(
             stats.clone(),
@@ -442,7 +457,8 @@ pub fn start_with_taps(
             service_infos(&bound, &receive_buffers),
             config.http_max_viewers,
             config.http_max_conns_per_addr,
-        );
+        )
+        .with_commands(commands.clone());
         other_threads.push(
             http::spawn(listener, Arc::new(view), shutdown.clone()).map_err(spawn_error("http"))?,
         );
@@ -483,7 +499,8 @@ pub fn start_with_taps(
         let mut receiver = crate::proto::msg_receiver::MsgReceiver::with_budget(
             config.msg_budget_bytes_per_s,
             config.msg_budget_burst_bytes,
-        );
+        )
+        .with_command_ttl(config.command_ttl);
         if let Some(ranges) = &allow_plain {
             receiver = receiver.only_from(ranges.clone());
         }
@@ -495,7 +512,15 @@ pub fn start_with_taps(
         service_threads.push(spawn(
             "msg",
             Box::new(move || {
-                msg_service::run(socket, receiver, security, msg_log, tap, stats, shutdown)
+                msg_service::run(
+                    socket,
+                    receiver,
+                    security,
+                    msg_log,
+                    (tap, command_port),
+                    stats,
+                    shutdown,
+                )
             }),
         )?);
         services.push(Service::Msg);
@@ -521,6 +546,7 @@ pub fn start_with_taps(
         bound,
         receive_buffers,
         stats,
+        commands,
         services,
         service_threads,
         saver: saver_thread,

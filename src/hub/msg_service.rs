@@ -22,7 +22,13 @@
 //! rotates by size ([`super::msg_log`]). When the log cannot be written (disk full), the
 //! message is answered as not recorded, the outage is logged once, and the next message
 //! tries again: recording resumes by itself once there is room.
+//!
+//! Commands down (issue 15): each time round, the loop takes the commands waiting in its
+//! [`CommandPort`] (never waiting for one) into the receiver, which puts them in replies
+//! ([`crate::proto::commands`]); expiries are the receiver's `poll_timeout`, and every
+//! result goes back through the port (to the MQTT bridge) and into the log.
 
+use super::command_inbox::CommandPort;
 use super::msg_log::{MsgLog, WriteOutage};
 use super::net::{is_timeout, LogLimiter};
 use super::reload;
@@ -39,13 +45,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Run the message service on `socket` until shutdown, with `receiver`'s budget.
-/// With a `tap` (a program embedding the hub), every recorded message is also offered to it.
+/// With a `tap` (a program embedding the hub), every recorded message is also offered to it;
+/// with a command port, commands are taken from it and their results given back.
 pub fn run(
     socket: UdpSocket,
     mut receiver: MsgReceiver,
     security: Option<(SecurityConfig, KeyFile)>,
     mut log_file: Option<MsgLog>,
-    tap: Option<Arc<super::MessageTap>>,
+    (tap, commands): (Option<Arc<super::MessageTap>>, Option<CommandPort>),
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) {
@@ -66,6 +73,7 @@ pub fn run(
     // (rare): offered again at the next message or poll tick, never waited for.
     let mut unpublished: Option<(SocketAddr, String, f64)> = None;
     while !shutdown.is_triggered() {
+        take_commands(&mut receiver, commands.as_ref(), &stats, Instant::now());
         let wait = wait_until(receiver.poll_timeout(), Instant::now());
         if let Err(e) = read_timeout.set(wait, |t| socket.set_read_timeout(t)) {
             log::error!("msg: cannot set the socket timeout: {e}");
@@ -91,6 +99,8 @@ pub fn run(
                 continue;
             }
         };
+        // a command submitted while the loop waited rides the reply to this very message
+        take_commands(&mut receiver, commands.as_ref(), &stats, Instant::now());
         // a secure datagram: answered (handshake), refused, or opened to its plaintext
         let mut opened = None;
         if let Some(gate) = gate.as_mut().filter(|_| SecureGate::is_secure(&buf[..n])) {
@@ -184,10 +194,59 @@ pub fn run(
             }
         }
     }
+    let counts = receiver.commands().counts();
+    if counts.submitted > 0 {
+        log::info!(
+            "msg: commands: {} submitted, {} delivered, {} expired, {} rejected, {} waiting",
+            counts.submitted,
+            counts.delivered,
+            counts.expired,
+            counts.rejected,
+            receiver.commands().waiting()
+        );
+    }
     if let Some(log_file) = &log_file {
         if let Err(e) = log_file.sync() {
             log::error!("msg: cannot flush the message log: {e}");
         }
     }
     log::debug!("msg: stopped");
+}
+
+/// Take the commands submitted since last time, expire what is due at `now`, and pass the
+/// results on (and log them). Never waits.
+fn take_commands(
+    receiver: &mut MsgReceiver,
+    port: Option<&CommandPort>,
+    stats: &Stats,
+    now: Instant,
+) {
+    let Some(port) = port else { return };
+    let mut changed = false;
+    while let Ok(c) = port.rx.try_recv() {
+        receiver.commands().submit(c.id, &c.source, &c.json, now);
+        changed = true;
+    }
+    if receiver.poll_timeout().is_some_and(|t| t <= now) {
+        receiver.handle_timeout(now);
+    }
+    while let Some(result) = receiver.poll_command_event() {
+        changed = true;
+        log::info!(
+            "msg: command {} for {}: {:?}{}",
+            result.id,
+            result.source,
+            result.status,
+            result
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        port.result(result);
+    }
+    if changed {
+        let waiting = receiver.commands().waiting();
+        stats.set_commands(receiver.commands().counts(), waiting);
+    }
 }

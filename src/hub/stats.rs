@@ -117,6 +117,29 @@ pub struct Stats {
     /// Datagrams and connections refused without a reply (keys required), per service and
     /// reason (`unauthenticated`, `tampered`, `replayed`, ...).
     refused: Mutex<BTreeMap<(Service, &'static str), u64>>,
+    /// Commands down (issue 15), as the message service last counted them.
+    commands: CommandCounters,
+}
+
+/// What became of commands, lock-free (the message service stores, readers load).
+#[derive(Debug, Default)]
+struct CommandCounters {
+    submitted: AtomicU64,
+    delivered: AtomicU64,
+    expired: AtomicU64,
+    rejected: AtomicU64,
+    waiting: AtomicU64,
+}
+
+/// Commands at one moment, as `/state` and the exit summary show them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandState {
+    pub submitted: u64,
+    pub delivered: u64,
+    pub expired: u64,
+    pub rejected: u64,
+    /// Not delivered, not expired yet.
+    pub waiting: u64,
 }
 
 /// Sources' names as shown: the name a source gave, or `NAME#n` when another source
@@ -142,7 +165,30 @@ impl Stats {
             mqtt: Mutex::new(None),
             names: Mutex::new(Names::default()),
             refused: Mutex::new(BTreeMap::new()),
+            commands: CommandCounters::default(),
         })
+    }
+
+    /// The message service's command counts now.
+    pub fn set_commands(&self, c: crate::proto::commands::CommandCounts, waiting: usize) {
+        let s = &self.commands;
+        s.submitted.store(c.submitted, Relaxed);
+        s.delivered.store(c.delivered, Relaxed);
+        s.expired.store(c.expired, Relaxed);
+        s.rejected.store(c.rejected, Relaxed);
+        s.waiting.store(waiting as u64, Relaxed);
+    }
+
+    /// The command counts last stored.
+    pub fn commands(&self) -> CommandState {
+        let s = &self.commands;
+        CommandState {
+            submitted: s.submitted.load(Relaxed),
+            delivered: s.delivered.load(Relaxed),
+            expired: s.expired.load(Relaxed),
+            rejected: s.rejected.load(Relaxed),
+            waiting: s.waiting.load(Relaxed),
+        }
     }
 
     /// Count one datagram or connection of `service` refused for `reason`.
@@ -343,6 +389,7 @@ impl Stats {
             services,
             saved: None,
             mqtt: self.mqtt_state(),
+            commands: Some(self.commands()).filter(|c| c.submitted > 0),
             refused: self
                 .refused()
                 .into_iter()
@@ -369,6 +416,9 @@ pub struct HubSummary {
     /// With `--mqtt`: what the bridge published and dropped.
     #[serde(default)]
     pub mqtt: Option<crate::mqtt::MqttState>,
+    /// When commands were submitted: what became of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<CommandState>,
     /// With keys: what was refused without a reply, per service and reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<RefusedCount>,
@@ -456,6 +506,13 @@ impl HubSummary {
         }
         if let Some(m) = &self.mqtt {
             let _ = writeln!(out, "  {}", m.line());
+        }
+        if let Some(c) = &self.commands {
+            let _ = writeln!(
+                out,
+                "  commands: {} submitted, {} delivered, {} expired, {} rejected, {} waiting",
+                c.submitted, c.delivered, c.expired, c.rejected, c.waiting
+            );
         }
         if !self.refused.is_empty() {
             let parts: Vec<String> = self

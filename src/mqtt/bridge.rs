@@ -5,13 +5,19 @@
 //! (0.1 s doubling to 5 s) and tells the publisher when a connection is made, so that
 //! `online` and the retained states are published again.
 //!
+//! With a command inbox (issue 15), `mqtt-net` subscribes to `PREFIX/+/command` on every
+//! connection and hands each command to the inbox without waiting (one it cannot take is
+//! answered `rejected` at once), and `mqtt-commands` publishes the results.
+//!
 //! On shutdown `offline` is published, the client disconnects, and the connection gets at
 //! most [`FLUSH_TIMEOUT`] to send what is queued.
 
 use super::publisher::{Kind, Payload, Publish, Publisher, PublisherConfig, Qos};
 use super::{BrokerUrl, MqttCounters};
 use crate::api::{Frames, Messages};
+use crate::hub::command_inbox::CommandInbox;
 use crate::hub::source::{Service, SourceId};
+use crate::proto::commands::{CommandResult, CommandStatus};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
@@ -47,6 +53,39 @@ struct Shared {
     publisher: Mutex<Publisher>,
     client: Client,
     counters: Arc<MqttCounters>,
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Publisher> {
+    shared.publisher.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A publication on `PREFIX/<source>/command`: handed to the inbox, or answered `rejected`
+/// (id 0: it never got one) when it is not UTF-8 or the inbox cannot take it.
+fn take_command(shared: &Shared, inbox: &CommandInbox, topic: &[u8], payload: &[u8]) {
+    let topic = String::from_utf8_lossy(topic);
+    if topic.ends_with("/state") {
+        return lock(shared).handle_state_seen(&topic, payload);
+    }
+    let Some(source) = lock(shared).command_source(&topic).map(str::to_owned) else {
+        return;
+    };
+    if !lock(shared).takes_command(&source) {
+        return log::debug!("mqtt: a command for {source}: another hub has it");
+    }
+    let why = match std::str::from_utf8(payload) {
+        Err(_) => "the payload is not UTF-8".to_string(),
+        Ok(json) => match inbox.submit(&source, json) {
+            Ok(_) => return,
+            Err(e) => e.to_string(),
+        },
+    };
+    let result = CommandResult {
+        id: 0,
+        source,
+        status: CommandStatus::Rejected,
+        reason: Some(why),
+    };
+    shared.flush(|p| p.handle_command_result(&result));
 }
 
 impl Shared {
@@ -101,6 +140,7 @@ impl Bridge {
         config: MqttConfig,
         mut frames: Frames,
         mut messages: Messages,
+        commands: Option<Arc<CommandInbox>>,
         shutdown: Shutdown,
     ) -> io::Result<Bridge> {
         let publisher = Publisher::new(config.publisher.clone());
@@ -137,12 +177,25 @@ impl Bridge {
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name.into()).spawn(f)
         };
+        if let Some(results) = commands.as_ref().and_then(|c| c.take_results()) {
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            threads.push(spawn(
+                "mqtt-commands",
+                Box::new(move || {
+                    while !shutdown.is_triggered() {
+                        if let Ok(r) = results.recv_timeout(POLL_INTERVAL) {
+                            shared.flush(|p| p.handle_command_result(&r));
+                        }
+                    }
+                }),
+            )?);
+        }
         {
             let (shared, shutdown, broker) =
                 (shared.clone(), shutdown.clone(), config.broker.clone());
             threads.push(spawn(
                 "mqtt-net",
-                Box::new(move || drive(connection, &shared, &shutdown, &broker)),
+                Box::new(move || drive(connection, &shared, commands, &shutdown, &broker)),
             )?);
         }
         {
@@ -217,7 +270,13 @@ fn topic_source(name: Option<&str>, source: &SourceId) -> String {
     }
 }
 
-fn drive(mut connection: Connection, shared: &Shared, shutdown: &Shutdown, broker: &BrokerUrl) {
+fn drive(
+    mut connection: Connection,
+    shared: &Shared,
+    commands: Option<Arc<CommandInbox>>,
+    shutdown: &Shutdown,
+    broker: &BrokerUrl,
+) {
     let counters = &shared.counters;
     let mut backoff = Duration::from_millis(100);
     let mut failures_logged = 0u32;
@@ -239,6 +298,28 @@ fn drive(mut connection: Connection, shared: &Shared, shutdown: &Shutdown, broke
                 failures_logged = 0;
                 log::info!("mqtt: connected to {broker}");
                 shared.flush(|p| p.handle_connected());
+                if commands.is_some() {
+                    let filters = {
+                        let p = lock(shared);
+                        [p.state_filter(), p.command_filter()]
+                    };
+                    for filter in filters {
+                        if let Err(e) = shared.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                            log::warn!("mqtt: cannot subscribe for commands: {e}");
+                        }
+                    }
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                log::info!(
+                    "mqtt: subscribed (commands on {})",
+                    lock(shared).command_filter()
+                );
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                if let Some(inbox) = &commands {
+                    take_command(shared, inbox, &p.topic, &p.payload);
+                }
             }
             Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_)))) => {
                 counters.sent.fetch_add(1, Relaxed);

@@ -16,7 +16,16 @@
 //!   "messages"}`, published when a source appears, goes quiet (nothing for
 //!   [`QUIET_AFTER`]) or comes back;
 //! - `PREFIX/hub/<id>/status`: retained `online` on every (re)connection, and `offline` as
-//!   the connection's last will ([`Publisher::last_will`]) and on a clean stop.
+//!   the connection's last will ([`Publisher::last_will`]) and on a clean stop;
+//! - commands down (issue 15): the hub subscribes to `PREFIX/+/command` (a payload is one
+//!   JSON value for the framed sender of that name; [`Publisher::command_source`]) and
+//!   publishes each command's outcome to `PREFIX/<source>/command/result`, QoS 1, not
+//!   retained: `{"id", "source", "status": "delivered"|"expired"|"rejected", "reason"?,
+//!   "hub"}` ([`Publisher::handle_command_result`]). With several hubs on one broker,
+//!   every hub hears every command: a hub takes one only for a source whose retained
+//!   `state` names it, or that no hub's state names (then each such hub tries, and an
+//!   absent device gets one `expired` per hub, each saying which); the hub learns the
+//!   states by subscribing to `PREFIX/+/state` ([`Publisher::handle_state_seen`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +79,7 @@ pub enum Kind {
     Jpeg,
     State,
     Status,
+    CommandResult,
 }
 
 impl Kind {
@@ -80,6 +90,7 @@ impl Kind {
             Some("frame") => Kind::Frame,
             Some("jpeg") => Kind::Jpeg,
             Some("state") => Kind::State,
+            Some("result") => Kind::CommandResult,
             _ => Kind::Status,
         }
     }
@@ -111,7 +122,13 @@ pub struct Publisher {
     config: PublisherConfig,
     sources: HashMap<String, Source>,
     out: std::collections::VecDeque<Publish>,
+    /// Which hub each source's retained state names (from the broker), at most
+    /// [`MAX_OWNERS`] sources.
+    owners: HashMap<String, String>,
 }
+
+/// Sources whose owning hub is remembered, at most.
+pub const MAX_OWNERS: usize = 65_536;
 
 impl Publisher {
     pub fn new(config: PublisherConfig) -> Self {
@@ -119,12 +136,80 @@ impl Publisher {
             config,
             sources: HashMap::new(),
             out: Default::default(),
+            owners: HashMap::new(),
         }
     }
 
     /// `PREFIX/hub/<id>/status`.
     pub fn status_topic(&self) -> String {
         format!("{}/hub/{}/status", self.config.prefix, self.config.hub_id)
+    }
+
+    /// The subscription that brings commands: `PREFIX/+/command`.
+    pub fn command_filter(&self) -> String {
+        format!("{}/+/command", self.config.prefix)
+    }
+
+    /// The source a command publication on `topic` is for (`PREFIX/<source>/command`,
+    /// `<source>` a sender's name), if it is one.
+    pub fn command_source<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let source = topic
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix('/')?
+            .strip_suffix("/command")?;
+        crate::wire::name::check(source).ok()?;
+        Some(source)
+    }
+
+    /// The subscription that tells which hub has which source: `PREFIX/+/state`.
+    pub fn state_filter(&self) -> String {
+        format!("{}/+/state", self.config.prefix)
+    }
+
+    /// A state publication seen on the broker (any hub's, this one's too): remember which
+    /// hub it names.
+    pub fn handle_state_seen(&mut self, topic: &str, payload: &[u8]) {
+        let Some(source) = topic
+            .strip_prefix(self.config.prefix.as_str())
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_suffix("/state"))
+            .filter(|s| !s.contains('/'))
+        else {
+            return;
+        };
+        let hub = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v["hub"].as_str().map(str::to_owned));
+        match hub {
+            Some(hub) if self.owners.len() < MAX_OWNERS || self.owners.contains_key(source) => {
+                self.owners.insert(source.to_owned(), hub);
+            }
+            Some(_) => {}
+            // an emptied retained state: nobody has it
+            None => {
+                self.owners.remove(source);
+            }
+        }
+    }
+
+    /// Whether this hub takes a command for `source`: its state names this hub, or none.
+    pub fn takes_command(&self, source: &str) -> bool {
+        self.owners
+            .get(source)
+            .is_none_or(|hub| *hub == self.config.hub_id)
+    }
+
+    /// The outcome of a command: `PREFIX/<source>/command/result`, QoS 1.
+    pub fn handle_command_result(&mut self, result: &crate::proto::commands::CommandResult) {
+        let mut payload = serde_json::to_value(result).unwrap_or_default();
+        payload["hub"] = self.config.hub_id.clone().into();
+        self.out.push_back(Publish {
+            topic: self.topic(&result.source, "command/result"),
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            payload: Payload::Text(payload.to_string()),
+            properties: Vec::new(),
+        });
     }
 
     /// The connection's last will: `offline`, retained, published by the broker when the
@@ -459,5 +544,61 @@ mod tests {
             out.iter().map(|o| o.topic.as_str()).collect::<Vec<_>>(),
             ["udphub/hub/hubA/status", "udphub/udp-a/state"]
         );
+    }
+
+    #[test]
+    fn command_topics_and_results() {
+        use crate::proto::commands::{CommandResult, CommandStatus};
+        let mut p = Publisher::new(PublisherConfig {
+            prefix: "site/udphub".into(),
+            hub_id: "hubA".into(),
+            jpeg_fps: 1.0,
+        });
+        assert_eq!(p.command_filter(), "site/udphub/+/command");
+        assert_eq!(p.command_source("site/udphub/pi-1/command"), Some("pi-1"));
+        for not in [
+            "site/udphub/pi/telemetry",
+            "other/pi/command",
+            "site/udphub/a/b/command",
+            "site/udphub/../command",
+            "site/udphub/pi/command/result",
+        ] {
+            assert_eq!(p.command_source(not), None, "{not}");
+        }
+        p.handle_command_result(&CommandResult {
+            id: 7,
+            source: "pi-1".into(),
+            status: CommandStatus::Expired,
+            reason: Some("no message".into()),
+        });
+        let out = p.poll_publish().unwrap();
+        assert_eq!(out.topic, "site/udphub/pi-1/command/result");
+        assert_eq!((out.qos, out.retain), (Qos::AtLeastOnce, false));
+        assert_eq!(Kind::of_topic(&out.topic), Kind::CommandResult);
+        let v: serde_json::Value = serde_json::from_slice(out.payload.as_bytes()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": 7, "source": "pi-1", "status": "expired",
+                               "reason": "no message", "hub": "hubA"})
+        );
+    }
+
+    #[test]
+    fn a_command_is_taken_by_the_hub_that_has_the_source_or_by_all_when_none_has() {
+        let mut p = Publisher::new(PublisherConfig {
+            prefix: "udphub".into(),
+            hub_id: "hubA".into(),
+            jpeg_fps: 1.0,
+        });
+        assert_eq!(p.state_filter(), "udphub/+/state");
+        assert!(p.takes_command("pi"), "nobody has it: try");
+        p.handle_state_seen("udphub/pi/state", br#"{"state":"live","hub":"hubB"}"#);
+        p.handle_state_seen("udphub/cam/state", br#"{"state":"live","hub":"hubA"}"#);
+        p.handle_state_seen("udphub/a/b/state", br#"{"hub":"hubA"}"#);
+        assert!(!p.takes_command("pi"), "hubB's");
+        assert!(p.takes_command("cam"));
+        assert!(p.takes_command("ghost"));
+        p.handle_state_seen("udphub/pi/state", b"");
+        assert!(p.takes_command("pi"), "its retained state was cleared");
     }
 }

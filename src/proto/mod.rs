@@ -17,8 +17,10 @@
 //! - [`memory`], [`reply_credit`]: what the image receivers charge per source: partial-frame
 //!   memory (fair shares) and reply bytes (no amplification).
 //! - [`budget`]: a token bucket, and one rate shared fairly by the sources using it.
+//! - [`commands`]: commands waiting per source for a reply to carry them to the device.
 
 pub mod budget;
+pub mod commands;
 pub mod framed_receiver;
 pub mod framed_sender;
 pub mod image_receiver;

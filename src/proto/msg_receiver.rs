@@ -36,8 +36,18 @@
 //!   semantics) is sent only if it is no longer than the datagram it answers; otherwise
 //!   none is sent. So junk, and over-budget floods, from a forged address never make the
 //!   hub send more bytes than it got.
+//!
+//! **Commands down** (issue 15): the receiver holds the [`Commands`] waiting per source
+//! name. A framed message with the COMMANDS flag acks the newest command its sender
+//! received, and every reply to it carries that source's oldest waiting command, if the
+//! reply stays no longer than the message it answers (an authenticated sender, a
+//! validated peer, gets it whatever its length); otherwise the reply says a command waits
+//! and how long a message must be for it (24 bytes, shorter than any message that takes
+//! commands), and the sender pads its next message to that length. [`MsgReceiver::poll_timeout`]
+//! is the next expiry.
 
 use super::budget::SharedBudget;
+use super::commands::{CommandResult, Commands};
 use super::Transmit;
 use crate::secure::cidr::Cidr;
 use crate::wire::framed_msg::{self, Status};
@@ -89,8 +99,17 @@ pub enum Received<'a> {
 #[derive(Debug)]
 enum Pending {
     Seed,
-    Framed { name: String, run: u32, seq: u64 },
+    Framed {
+        name: String,
+        run: u32,
+        seq: u64,
+        commands: Option<Room>,
+    },
 }
+
+/// How long a reply to a sender that takes commands may be: at most the message's
+/// length (`Some`), or any (an authenticated sender).
+type Room = Option<usize>;
 
 /// The message port's state. See the module documentation.
 #[derive(Debug)]
@@ -107,6 +126,9 @@ pub struct MsgReceiver {
     withheld: u64,
     /// With keys required: the only ranges whose (unauthenticated) messages are taken.
     only_from: Option<Vec<Cidr>>,
+    commands: Commands,
+    /// Replies that could not carry a waiting command: it was longer than the message.
+    commands_too_long: u64,
 }
 
 impl Default for MsgReceiver {
@@ -134,6 +156,8 @@ impl MsgReceiver {
             budget: SharedBudget::new(bytes_per_s, burst_bytes.max(min_burst)),
             withheld: 0,
             only_from: None,
+            commands: Commands::default(),
+            commands_too_long: 0,
         }
     }
 
@@ -147,6 +171,29 @@ impl MsgReceiver {
     /// Replies not sent because they would have been longer than what they answered.
     pub fn withheld_replies(&self) -> u64 {
         self.withheld
+    }
+
+    /// Commands expire this long after they were submitted (default
+    /// [`super::commands::DEFAULT_TTL`]).
+    pub fn with_command_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.commands = Commands::new(ttl);
+        self
+    }
+
+    /// The commands waiting (to submit one, or read the counts).
+    pub fn commands(&mut self) -> &mut Commands {
+        &mut self.commands
+    }
+
+    /// The next command result (delivered, expired, rejected), oldest first.
+    pub fn poll_command_event(&mut self) -> Option<CommandResult> {
+        self.commands.poll_event()
+    }
+
+    /// Replies that went without a waiting command because it would have made them longer
+    /// than the message they answered.
+    pub fn commands_too_long(&self) -> u64 {
+        self.commands_too_long
     }
 
     /// Look at one datagram from `from`, received at `now`.
@@ -165,7 +212,7 @@ impl MsgReceiver {
         let framed = framed_msg::is_framed_msg(datagram);
         if !self.budget.try_take(&from.ip(), cost, now) {
             match framed_msg::parse_message(datagram) {
-                Ok(m) => self.reply_framed(from, Status::NotRecorded, m.run, m.seq),
+                Ok(m) => self.reply_framed(from, Status::NotRecorded, m.run, m.seq, None),
                 Err(_) if framed => {}
                 Err(_) => self.reply_within(from, LOG_FAILED_REPLY, datagram.len()),
             }
@@ -196,9 +243,15 @@ impl MsgReceiver {
         };
         match pending {
             Pending::Seed => self.reply(from, if recorded { MSG_ACK } else { LOG_FAILED_REPLY }),
-            Pending::Framed { name, run, seq } => {
+            Pending::Framed {
+                name,
+                run,
+                seq,
+                commands,
+            } => {
+                let commands = commands.map(|room| (name.as_str(), room));
                 if !recorded {
-                    return self.reply_framed(from, Status::NotRecorded, run, seq);
+                    return self.reply_framed(from, Status::NotRecorded, run, seq, commands);
                 }
                 match self.recorded.get_mut(&run).and_then(|n| n.get_mut(&name)) {
                     Some(last) => *last = (*last).max(seq),
@@ -214,10 +267,13 @@ impl MsgReceiver {
                             }
                         }
                         self.runs.push_back((run, name.clone()));
-                        self.recorded.entry(run).or_default().insert(name, seq);
+                        self.recorded
+                            .entry(run)
+                            .or_default()
+                            .insert(name.clone(), seq);
                     }
                 }
-                self.reply_framed(from, Status::Recorded, run, seq);
+                self.reply_framed(from, Status::Recorded, run, seq, commands);
             }
         }
     }
@@ -235,7 +291,7 @@ impl MsgReceiver {
         let cost = plaintext.len() as u64 + LOG_LINE_OVERHEAD;
         if !self.budget.try_take(&from.ip(), cost, now) {
             if let Ok(m) = framed_msg::parse_message(plaintext) {
-                self.reply_framed(from, Status::NotRecorded, m.run, m.seq);
+                self.reply_framed(from, Status::NotRecorded, m.run, m.seq, None);
             }
             return Received::OverBudget;
         }
@@ -262,13 +318,19 @@ impl MsgReceiver {
         if let Some(name) = as_name {
             m.name = name;
         }
+        // a sender that takes commands: its ack first (a duplicate's ack counts too); its
+        // replies may carry a command, within the message's length unless authenticated
+        let commands = m.ack.map(|ack| {
+            self.commands.handle_ack(m.name, ack);
+            (m.name, as_name.is_none().then_some(datagram.len()))
+        });
         let seen = self
             .recorded
             .get(&m.run)
             .and_then(|n| n.get(m.name))
             .copied();
         if seen.is_some_and(|last| m.seq <= last) {
-            self.reply_framed(from, Status::Duplicate, m.run, m.seq);
+            self.reply_framed(from, Status::Duplicate, m.run, m.seq, commands);
             return Received::Duplicate {
                 name: m.name,
                 seq: m.seq,
@@ -280,6 +342,7 @@ impl MsgReceiver {
                     name: m.name.to_owned(),
                     run: m.run,
                     seq: m.seq,
+                    commands: commands.map(|(_, room)| room),
                 };
                 self.unrecorded.push_back((from, pending));
                 Received::Message {
@@ -288,17 +351,46 @@ impl MsgReceiver {
                 }
             }
             Err(e) => {
-                self.reply_framed(from, Status::Invalid, m.run, m.seq);
+                self.reply_framed(from, Status::Invalid, m.run, m.seq, commands);
                 Received::Invalid(e)
             }
         }
     }
 
-    /// A framed reply: 20 bytes, never longer than the message it answers (21 and more).
-    fn reply_framed(&mut self, to: SocketAddr, status: Status, run: u32, seq: u64) {
+    /// A framed reply: 20 bytes, never longer than the message it answers (21 and more);
+    /// to a sender that takes commands (`commands`: its name and the reply's room), with
+    /// its oldest waiting command when that fits the room.
+    fn reply_framed(
+        &mut self,
+        to: SocketAddr,
+        status: Status,
+        run: u32,
+        seq: u64,
+        commands: Option<(&str, Room)>,
+    ) {
+        let mut payload = None;
+        if let Some((name, room)) = commands {
+            if let Some((id, json)) = self.commands.next_for(name) {
+                let len = framed_msg::COMMAND_REPLY_HEADER_LEN + json.len();
+                if room.is_none_or(|room| len <= room) {
+                    payload = Some(framed_msg::emit_reply_with_command(
+                        status,
+                        run,
+                        seq,
+                        id,
+                        json.as_bytes(),
+                    ));
+                    self.commands.mark_sent(name, id);
+                } else {
+                    self.commands_too_long += 1;
+                    payload = Some(framed_msg::emit_waiting_reply(status, run, seq, len));
+                }
+            }
+        }
+        let payload = payload.unwrap_or_else(|| framed_msg::emit_reply(status, run, seq));
         self.transmits.push_back(Transmit {
             to,
-            payload: Cow::Owned(framed_msg::emit_reply(status, run, seq)),
+            payload: Cow::Owned(payload),
         });
     }
 
@@ -307,10 +399,15 @@ impl MsgReceiver {
         self.transmits.pop_front()
     }
 
-    /// The message port has no timers: a reply never waits for time, only for
-    /// [`MsgReceiver::handle_recorded`].
+    /// The next command expiry (a reply never waits for time, only for
+    /// [`MsgReceiver::handle_recorded`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.commands.poll_timeout()
+    }
+
+    /// Expire the commands past their TTL at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.commands.handle_timeout(now);
     }
 
     /// Queue `payload` only if it is no longer than the `received` bytes it answers.
@@ -580,5 +677,78 @@ mod tests {
             .iter()
             .filter(|(to, _)| *to == flooder)
             .all(|(_, p)| p.len() <= big.len()));
+    }
+
+    #[test]
+    fn replies_carry_commands_until_acked_and_never_outgrow_an_unvalidated_message() {
+        use crate::proto::commands::CommandStatus;
+        use crate::wire::framed_msg::{
+            emit_message, emit_message_acking, emit_message_padded, parse_command, parse_reply,
+            parse_waiting,
+        };
+        use crate::wire::name::SourceName;
+        let t0 = Instant::now();
+        let mut r = MsgReceiver::new().with_command_ttl(std::time::Duration::from_secs(1));
+        let pi = SourceName::parse("pi").unwrap();
+        let cmd = r#"{"led":"on"}"#;
+        r.commands().submit(41, "pi", cmd, t0);
+        assert_eq!(
+            r.poll_timeout(),
+            Some(t0 + std::time::Duration::from_secs(1))
+        );
+        // an old-format message never gets a command
+        r.handle_datagram(addr(1), &emit_message(7, 1, &pi, b"[1]"), t0);
+        r.handle_recorded(true);
+        let got = replies(&mut r);
+        assert_eq!(got[0].1.len(), 20);
+        // a message that takes commands but is shorter than the reply with it: the reply
+        // says how long a message must be, and is no longer than the message
+        let short = emit_message_acking(7, 2, &pi, Some(0), b"[2]");
+        assert!(short.len() < 28 + cmd.len());
+        r.handle_datagram(addr(1), &short, t0);
+        r.handle_recorded(true);
+        let got = replies(&mut r);
+        assert_eq!(parse_command(&got[0].1), None);
+        assert_eq!(parse_waiting(&got[0].1), Some(28 + cmd.len()));
+        assert!(got[0].1.len() <= short.len());
+        assert_eq!(r.commands_too_long(), 1);
+        // padded to that: the command rides the reply, exactly as long as the message
+        let padded = emit_message_padded(8, 1, &pi, Some(0), 28 + cmd.len(), b"[5]");
+        r.handle_datagram(addr(1), &padded, t0);
+        r.handle_recorded(true);
+        let got = replies(&mut r);
+        assert_eq!(parse_command(&got[0].1), Some((41, cmd.as_bytes())));
+        assert_eq!(got[0].1.len(), padded.len());
+        // a long enough one: the command rides its reply, no longer than the message
+        let long = emit_message_acking(7, 3, &pi, Some(0), br#"{"t": 21.5, "pad": "........"}"#);
+        r.handle_datagram(addr(1), &long, t0);
+        r.handle_recorded(true);
+        let got = replies(&mut r);
+        assert!(got[0].1.len() <= long.len());
+        assert_eq!(parse_command(&got[0].1), Some((41, cmd.as_bytes())));
+        assert_eq!(parse_reply(&got[0].1).unwrap().seq, 3);
+        // the reply was lost: the resend (a duplicate) carries it again
+        r.handle_datagram(addr(1), &long, t0);
+        assert_eq!(
+            parse_command(&replies(&mut r)[0].1),
+            Some((41, cmd.as_bytes()))
+        );
+        assert!(r.poll_command_event().is_none());
+        // the next message acks it: delivered, and no command in its reply
+        let next = emit_message_acking(7, 4, &pi, Some(41), br#"{"t": 21.5, "pad": "........"}"#);
+        r.handle_datagram(addr(1), &next, t0);
+        r.handle_recorded(true);
+        assert_eq!(parse_command(&replies(&mut r)[0].1), None);
+        let e = r.poll_command_event().unwrap();
+        assert_eq!(
+            (e.id, e.source.as_str(), e.status),
+            (41, "pi", CommandStatus::Delivered)
+        );
+        // a command for a device that never sends expires at the TTL
+        r.commands().submit(42, "ghost", "1", t0);
+        r.handle_timeout(t0 + std::time::Duration::from_secs(1));
+        let e = r.poll_command_event().unwrap();
+        assert_eq!((e.id, e.status), (42, CommandStatus::Expired));
+        assert_eq!(r.poll_timeout(), None);
     }
 }

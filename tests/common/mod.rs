@@ -18,7 +18,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 pub use udphub_testkit::Finished;
 use udphub_testkit::Signal;
 
@@ -448,4 +448,92 @@ pub fn keygen(file: &Path) -> String {
         .expect("udphub-keygen");
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A client left running (e.g. `msg-client` taking commands), its stdout lines arriving
+/// as they are printed; killed and reaped on drop.
+pub struct LiveClient {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl LiveClient {
+    pub fn start(bin: &str, args: &[&str]) -> LiveClient {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LiveClient { child, lines }
+    }
+
+    /// The first stdout line (from now) that `want` accepts, waiting at most `within`.
+    pub fn line_where(&self, within: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for LiveClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait (at most `within`) until the hub's stderr contains `needle`.
+pub fn wait_stderr(hub: &HubProcess, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !hub.stderr().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not in the hub's stderr within {within:?}:\n{}",
+            hub.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `POST /api/sources/<source>/command` with `body` to the hub's web view at `http`: the
+/// status and the response body.
+pub fn post_command(http: SocketAddr, source: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(http).expect("connect to the web view");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /api/sources/{source}/command HTTP/1.1\r\nHost: {http}\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("the response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
 }

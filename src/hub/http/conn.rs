@@ -33,8 +33,10 @@ pub struct Request {
     pub target: String,
     /// Whether the connection may carry another request after the response.
     pub keep_alive: bool,
-    /// Whether a body was announced (it is never read).
+    /// Whether a body was announced (read only by [`Connection::read_body`]).
     pub has_body: bool,
+    /// The `Content-Length`, if one was given and is a number.
+    pub content_length: Option<usize>,
 }
 
 impl Request {
@@ -133,6 +135,26 @@ impl Connection {
         }
     }
 
+    /// Read a request body of `len` bytes (the caller bounds `len`), within
+    /// [`HEAD_TIMEOUT`]; `None` if the client closes or is too slow.
+    pub fn read_body(&mut self, len: usize, shutdown: &Shutdown) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + HEAD_TIMEOUT;
+        let mut chunk = [0u8; 4096];
+        while self.buf.len() < len {
+            if shutdown.is_triggered() || Instant::now() >= deadline {
+                return None;
+            }
+            let room = (len - self.buf.len()).min(chunk.len());
+            match self.stream.read(&mut chunk[..room]) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if crate::hub::net::is_timeout(&e) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(self.buf.drain(..len).collect())
+    }
+
     /// Close after an error response without losing it: stop writing, then read and
     /// discard what the client still sends (at most a second, at most 1 MiB). Closing a
     /// socket with unread input makes the kernel reset the connection, and the reset can
@@ -220,6 +242,11 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
         h.name.eq_ignore_ascii_case("transfer-encoding")
             || (h.name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() != b"0")
     });
+    let content_length = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok());
     let keep_alive = !has_body
         && if minor >= 1 {
             !has("connection", "close")
@@ -235,6 +262,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
             target: target.to_string(),
             keep_alive,
             has_body,
+            content_length,
         },
         len,
     )))
@@ -244,10 +272,13 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        202 => "Accepted",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

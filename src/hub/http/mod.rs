@@ -4,7 +4,10 @@
 //!   source live, with its counters, and the message channel; it polls `/state` every second;
 //! - `/stream/<source>`: MJPEG (`multipart/x-mixed-replace`) of the received JPEG bytes;
 //! - `/snapshot/<source>.jpg`: the newest frame;
-//! - `/state` (JSON) and `/metrics` (Prometheus text): the hub's counters.
+//! - `/state` (JSON) and `/metrics` (Prometheus text): the hub's counters;
+//! - `POST /api/sources/<source>/command`: a command (one JSON value, at most
+//!   [`crate::proto::commands::MAX_COMMAND_BYTES`]) for the framed message sender named
+//!   `<source>`, answered 202 `{"id": N}` (issue 15).
 //!
 //! Threads, no runtime: one accept thread and one thread per connection, at most
 //! `max_viewers` plus [`MAX_OTHER_CONNS`] connections, and at most `max_conns_per_addr` from
@@ -58,6 +61,7 @@ pub struct HttpView {
     max_conns_per_addr: usize,
     viewers: AtomicUsize,
     rates: Mutex<report::Rates>,
+    commands: Option<Arc<crate::hub::command_inbox::CommandInbox>>,
 }
 
 impl HttpView {
@@ -78,7 +82,17 @@ impl HttpView {
             max_conns_per_addr,
             viewers: AtomicUsize::new(0),
             rates: Mutex::new(report::Rates::default()),
+            commands: None,
         }
+    }
+
+    /// Take `POST /api/sources/<source>/command` into `inbox` (none: answered 503).
+    pub fn with_commands(
+        mut self,
+        inbox: Option<Arc<crate::hub::command_inbox::CommandInbox>>,
+    ) -> Self {
+        self.commands = inbox;
+        self
     }
 
     /// A place among the streaming viewers, if one is free.

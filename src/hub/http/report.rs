@@ -47,6 +47,8 @@ pub struct State {
     pub messages: MessagesState,
     /// With `--mqtt`: the bridge's counters (`null` without).
     pub mqtt: Option<crate::mqtt::MqttState>,
+    /// Commands down: submitted, delivered, expired, rejected, waiting.
+    pub commands: crate::hub::stats::CommandState,
     /// With keys: what was refused without a reply, per service and reason.
     pub refused: Vec<RefusedState>,
 }
@@ -245,6 +247,7 @@ pub fn build(
         sources,
         messages,
         mqtt: stats.mqtt_state(),
+        commands: stats.commands(),
         refused: stats
             .refused()
             .into_iter()

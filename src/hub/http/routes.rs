@@ -1,5 +1,6 @@
 //! What each path of the HTTP view serves: the page, `/state`, `/metrics`, snapshots and
-//! MJPEG streams; anything else gets 404, methods other than GET and HEAD 405 (or 501).
+//! MJPEG streams, and `POST /api/sources/<source>/command`; anything else gets 404,
+//! methods other than GET and HEAD 405 (or 501).
 //!
 //! A stream is served on its connection's own thread: it waits on the source's slot (with
 //! a timeout, to notice shutdown and a viewer that left) and writes whatever frame is
@@ -8,6 +9,7 @@
 use super::conn::{respond, respond_error, Connection, Request};
 use super::frames::FrameSlot;
 use super::HttpView;
+use crate::proto::commands::MAX_COMMAND_BYTES;
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use std::io::{self, Write};
 use std::time::Duration;
@@ -26,6 +28,16 @@ pub fn handle(
     view: &HttpView,
     shutdown: &Shutdown,
 ) -> io::Result<bool> {
+    if let Some(source) = req
+        .path()
+        .strip_prefix("/api/sources/")
+        .and_then(|s| s.strip_suffix("/command"))
+    {
+        if req.method == "POST" {
+            command(conn, req, source, view, shutdown)?;
+            return Ok(false);
+        }
+    }
     let head_only = match req.method.as_str() {
         "GET" => false,
         "HEAD" => true,
@@ -114,6 +126,69 @@ pub fn handle(
         )?;
     }
     Ok(true)
+}
+
+/// `POST /api/sources/<source>/command`: the body, one JSON value of at most
+/// [`MAX_COMMAND_BYTES`], for the framed sender named `source`: 202 `{"id", "source",
+/// "ttl_s"}` once handed to the message service (the outcome is published to MQTT and
+/// logged); 400 (bad name or JSON), 411 (no `Content-Length`), 413 (too long), 503 (no
+/// message service, or its inbox is full). The connection closes afterwards.
+fn command(
+    conn: &mut Connection,
+    req: &Request,
+    source: &str,
+    view: &HttpView,
+    shutdown: &Shutdown,
+) -> io::Result<()> {
+    let fail = |conn: &mut Connection, status, detail: &str| {
+        respond_error(&mut conn.writer(), status, detail, &[], false, false)
+    };
+    let Some(len) = req.content_length else {
+        return fail(
+            conn,
+            411,
+            "a command needs a Content-Length (no chunked bodies)",
+        );
+    };
+    if len > MAX_COMMAND_BYTES {
+        return fail(
+            conn,
+            413,
+            &format!("a command is at most {MAX_COMMAND_BYTES} bytes of JSON; this is {len}"),
+        );
+    }
+    if crate::wire::name::check(source).is_err() {
+        return fail(
+            conn,
+            400,
+            &format!("{source:?} is not a sender's name (1-64 of A-Z a-z 0-9 . _ -)"),
+        );
+    }
+    let Some(body) = conn.read_body(len, shutdown) else {
+        return Ok(());
+    };
+    let json = match crate::wire::seed_msg::parse_message(&body) {
+        Ok(json) => json,
+        Err(e) => return fail(conn, 400, &format!("the body must be one JSON value: {e}")),
+    };
+    let Some(inbox) = &view.commands else {
+        return fail(conn, 503, "this hub has no message service (--no-msg)");
+    };
+    match inbox.submit(source, json) {
+        Ok(id) => {
+            let body =
+                serde_json::json!({"id": id, "source": source, "ttl_s": inbox.ttl.as_secs_f64()});
+            respond(
+                &mut conn.writer(),
+                202,
+                &[("Content-Type", "application/json")],
+                body.to_string().as_bytes(),
+                false,
+                false,
+            )
+        }
+        Err(e) => fail(conn, 503, &e.to_string()),
+    }
 }
 
 /// The page, with the current state filled in. Every `<` of the JSON is escaped (`\u003c`,
