@@ -90,3 +90,46 @@ def test_framed_sender_checks_its_arguments():
     with udphub.MsgSender("127.0.0.1:9", protocol="framed") as msgs:
         assert udphub.msg.host_name() == msgs.name
 
+
+
+def test_a_command_reaches_the_python_sender_once(start_hub):
+    import urllib.request
+
+    hub = start_hub("--http", "127.0.0.1:0", "--command-ttl", "5")
+    got = []
+    with udphub.MsgSender(hub.msg, protocol="framed", name="arm-2",
+                          on_command=lambda value, cid: got.append((value, cid))) as msgs:
+        msgs.send({"hello": True})  # the hub now knows arm-2
+        req = urllib.request.Request(f"{hub.addr['http']}/api/sources/arm-2/command",
+                                     data=b'{"move": [1, 2]}', method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as answer:
+            assert answer.status == 202
+            command_id = json.loads(answer.read())["id"]
+        for i in range(50):  # a bounded number of messages, each one round trip
+            msgs.send({"i": i})
+            if got:
+                break
+        for i in range(5):  # the ack went with the next message: never delivered twice
+            msgs.send({"after": i})
+    assert got == [({"move": [1, 2]}, command_id)]
+
+
+def test_a_command_longer_than_the_messages_reaches_the_python_sender(start_hub):
+    import urllib.request
+
+    hub = start_hub("--http", "127.0.0.1:0")
+    got = []
+    big = {"path": "x" * 600}  # far longer than the 1-byte messages below
+    with udphub.MsgSender(hub.msg, protocol="framed", name="arm-3",
+                          on_command=lambda value, cid: got.append(value)) as msgs:
+        msgs.send(1)
+        req = urllib.request.Request(f"{hub.addr['http']}/api/sources/arm-3/command",
+                                     data=json.dumps(big).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=5) as answer:
+            assert answer.status == 202
+        for _ in range(50):  # the hub says how long a message must be; the next is padded
+            msgs.send(1)
+            if got:
+                break
+    assert got == [big]

@@ -81,6 +81,7 @@ class MsgSender(ClosesOnExit):
         self._run = random.getrandbits(32)
         self._seq = 0
         self._command_ack = 0
+        self._need = 0  # a waiting command's message length (the hub said so)
         host, port = parse_hub(hub, DEFAULT_PORTS["msg"])
         self.hub = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         family, sockaddr = resolve(host, port, socket.SOCK_DGRAM)
@@ -145,7 +146,8 @@ class MsgSender(ClosesOnExit):
     def _send_framed(self, json_bytes):
         self._seq += 1
         ack = self._command_ack if self.on_command is not None else None
-        datagram = wire.framed_message(self._run, self._seq, self.name, json_bytes, ack)
+        datagram = wire.framed_message(self._run, self._seq, self.name, json_bytes, ack,
+                                       self._need if ack is not None else 0)
         if len(datagram) > wire.MAX_UDP_PAYLOAD:
             raise ValueError(f"a {len(json_bytes)}-byte message does not fit in one UDP "
                              f"datagram (at most {wire.MAX_UDP_PAYLOAD} bytes with its header)")
@@ -160,9 +162,11 @@ class MsgSender(ClosesOnExit):
                 reply = wire.parse_message_reply(got)
                 if reply is None:
                     continue  # not a framed reply: not an answer
-                run, seq, status, command = reply
+                run, seq, status, command, need = reply
                 if command is not None:
                     self._take_command(*command)
+                if (run, seq) == (self._run, self._seq):
+                    self._need = need  # pad the next message so the command fits its reply
                 if (run, seq) != (self._run, self._seq):
                     continue  # a late answer to an earlier message
                 if status in ("recorded", "duplicate"):

@@ -112,43 +112,64 @@ MSG_MAGIC = b"UHFM"
 MSG_HEADER = struct.Struct("<4sBBHIQB")  # 21 bytes, then the name, [ack Q], the JSON
 MSG_REPLY = struct.Struct("<4sBBBBIQ")  # 20 bytes (the pad byte is the reply's flags)
 MSG_COMMAND = struct.Struct("<Q")  # after a reply flagged REPLY_COMMAND: the id, then JSON
+MSG_PAD = struct.Struct("<H")  # after the ack of a message flagged MSG_PADDED, then the pad
 #: Message flag: the sender takes commands; an ``ack Q`` (newest command id taken) follows
 #: the name.
 MSG_COMMANDS = 1
+#: Message flag (with MSG_COMMANDS): ``pad H`` and that many ignored bytes follow the ack.
+MSG_PADDED = 2
 #: Reply flag: a command follows (``id Q`` and its JSON).
 REPLY_COMMAND = 1
+#: Reply flag: a command waits for a message of at least ``need I`` bytes (the hub never
+#: answers an unauthenticated sender with more bytes than it sent).
+REPLY_WAITING = 2
+MSG_NEED = struct.Struct("<I")
 #: A framed reply's statuses, by number.
 MSG_STATUSES = ("recorded", "duplicate", "invalid", "not recorded")
 
 
-def framed_message(run, seq, name, json_bytes, ack=None):
+def framed_message(run, seq, name, json_bytes, ack=None, length=0):
     """A framed message; with ``ack`` (the newest command id received, 0 for none) flagged
-    ``MSG_COMMANDS``: the sender takes commands."""
+    ``MSG_COMMANDS``: the sender takes commands, and ``length`` pads the message to at least
+    that many bytes (a waiting command's ``need``)."""
     raw = name.encode("ascii")
-    flags = MSG_COMMANDS if ack is not None else 0
+    base = MSG_HEADER.size + len(raw) + len(json_bytes)
+    if ack is None:
+        return MSG_HEADER.pack(MSG_MAGIC, VERSION, 0, 0, run, seq, len(raw)) + raw + json_bytes
+    base += MSG_COMMAND.size
+    pad = None
+    if length > base:
+        pad = min(max(0, length - base - MSG_PAD.size), 0xFFFF)
+    flags = MSG_COMMANDS | (MSG_PADDED if pad is not None else 0)
     out = MSG_HEADER.pack(MSG_MAGIC, VERSION, 0, flags, run, seq, len(raw)) + raw
-    if ack is not None:
-        out += MSG_COMMAND.pack(ack)
+    out += MSG_COMMAND.pack(ack)
+    if pad is not None:
+        out += MSG_PAD.pack(pad) + b" " * pad
     return out + json_bytes
 
 
 def parse_message_reply(datagram):
-    """``(run, seq, status, command)`` of a framed message reply (``command``: ``None`` or
-    ``(id, json_bytes)``), or ``None`` for anything else."""
+    """``(run, seq, status, command, need)`` of a framed message reply (``command``: ``None``
+    or ``(id, json_bytes)``; ``need``: the length a message must have to get a waiting
+    command, else 0), or ``None`` for anything else."""
     if len(datagram) < MSG_REPLY.size:
         return None
     magic, version, kind, status, flags, run, seq = MSG_REPLY.unpack_from(datagram)
     if magic != MSG_MAGIC or version != VERSION or kind != 1 or status >= len(MSG_STATUSES):
         return None
-    command = None
-    if flags & REPLY_COMMAND:
+    command, need = None, 0
+    if flags == REPLY_COMMAND:
         if len(datagram) < MSG_REPLY.size + MSG_COMMAND.size:
             return None
         (cid,) = MSG_COMMAND.unpack_from(datagram, MSG_REPLY.size)
         command = (cid, datagram[MSG_REPLY.size + MSG_COMMAND.size:])
-    elif len(datagram) != MSG_REPLY.size:
+    elif flags == REPLY_WAITING:
+        if len(datagram) != MSG_REPLY.size + MSG_NEED.size:
+            return None
+        (need,) = MSG_NEED.unpack_from(datagram, MSG_REPLY.size)
+    elif flags != 0 or len(datagram) != MSG_REPLY.size:
         return None
-    return run, seq, MSG_STATUSES[status], command
+    return run, seq, MSG_STATUSES[status], command, need
 
 
 def seed_length_header(length):
