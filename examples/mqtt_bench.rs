@@ -8,8 +8,10 @@
 //! `{"seq":N,"t_us":T}` with `T` the wall clock (µs) when the line is written, into the
 //! publisher's stdin, and reads `mosquitto_sub`'s stdout, stamping each line's arrival: the
 //! latency is arrival − `t_us` (one clock, one machine). Each path runs twice:
-//! - **rate**: `--messages` lines written as fast as the publisher takes them; the rate is the
-//!   messages that arrived over the time from the first write to the last arrival;
+//! - **rate**: `--messages` lines written as fast as the path carries them, at most
+//!   [`WINDOW`] (100) on their way at once (more, and a burst overflows the broker's queue for
+//!   a slow subscriber: the run would measure drops); the rate is the messages that arrived
+//!   over the time from the first write to the last arrival;
 //! - **latency**: `--latency-messages` lines paced at `--latency-rate` a second (well below
 //!   either path's rate, so the figures are the path's own, not its queue's); p50/p99/max.
 //!
@@ -31,7 +33,9 @@ use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use udphub::client::stats::{percentile_of_sorted, MsgSummary};
@@ -148,6 +152,10 @@ impl Subscriber {
     }
 }
 
+/// Lines written but not yet seen by the subscriber, at most, in either path (below both
+/// Mosquitto's per-client queue of 1000 and the hub's MQTT client queue of 1024).
+const WINDOW: u64 = 100;
+
 /// What one end-to-end run saw.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 struct Run {
@@ -170,10 +178,21 @@ fn measure(mut stdin: ChildStdin, sub: &Subscriber, n: u64, per_s: Option<u64>) 
     if !warm {
         return Run::default();
     }
+    let arrived_shared = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::clone(&arrived_shared);
     let writer = thread::spawn(move || {
         let start = Instant::now();
         let first = wall_us();
         for seq in 0..n {
+            // at most WINDOW lines between the write and the subscriber (flat out, a burst
+            // would overflow the broker's queue for a slow subscriber and measure its drops)
+            let stalled = Instant::now() + Duration::from_secs(10);
+            while seq >= in_flight.load(Ordering::Relaxed) + WINDOW {
+                if Instant::now() > stalled {
+                    return (first, seq);
+                }
+                thread::sleep(Duration::from_micros(20)); // a bounded poll of the window
+            }
             if let Some(r) = per_s {
                 let due = start + Duration::from_secs_f64(seq as f64 / r.max(1) as f64);
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -203,6 +222,7 @@ fn measure(mut stdin: ChildStdin, sub: &Subscriber, n: u64, per_s: Option<u64>) 
             Some(s) if !*s => {
                 *s = true;
                 arrived += 1;
+                arrived_shared.store(arrived, Ordering::Relaxed);
                 last = at;
                 lat_us.push(at.saturating_sub(t));
             }
