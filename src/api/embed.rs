@@ -431,6 +431,54 @@ mod tests {
     }
 
     #[test]
+    fn a_framed_api_sender_takes_the_commands_the_hub_sends_it() {
+        use std::io::{Read, Write};
+        let hub = Hub::builder()
+            .msg_port(0)
+            .no_img()
+            .no_tcp()
+            .http("127.0.0.1:0".parse().unwrap())
+            .start()
+            .unwrap();
+        let addr = hub.msg_addr().unwrap().to_string();
+        let bad = MsgSender::builder(&addr).name("no spaces").connect();
+        assert_eq!(bad.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        let mut msg = MsgSender::builder(&addr).name("arm-9").connect().unwrap();
+        assert!(msg.send(&serde_json::json!({"hello": 1})).unwrap().acked);
+
+        let body = r#"{"grip":true}"#;
+        let mut http = std::net::TcpStream::connect(hub.http_addr().unwrap()).unwrap();
+        http.set_read_timeout(Some(LONG)).unwrap();
+        write!(
+            http,
+            "POST /api/sources/arm-9/command HTTP/1.1\r\nHost: hub\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        http.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+        let mut got = Vec::new();
+        for i in 0..50 {
+            // a bounded number of messages; the command rides a reply
+            assert!(msg.send(&serde_json::json!({"i": i})).unwrap().acked);
+            got.extend(std::iter::from_fn(|| msg.take_command()));
+            if !got.is_empty() {
+                break;
+            }
+        }
+        for i in 0..5 {
+            msg.send(&serde_json::json!({"after": i})).unwrap();
+            got.extend(std::iter::from_fn(|| msg.take_command()));
+        }
+        assert_eq!(got.len(), 1, "once: {got:?}");
+        assert_eq!(got[0].json, body);
+        hub.shutdown();
+    }
+
+    #[test]
     fn a_slow_program_gets_the_newest_frame_per_source() {
         let hub = Hub::builder()
             .img_port(0)

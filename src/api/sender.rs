@@ -326,12 +326,22 @@ pub struct MsgSender {
 pub struct MsgSenderBuilder {
     hub: String,
     reply_timeout: Duration,
+    name: Option<String>,
 }
 
 impl MsgSenderBuilder {
     /// Longest wait for the hub's reply to a message (default 1 s).
     pub fn reply_timeout(mut self, timeout: Duration) -> Self {
         self.reply_timeout = timeout;
+        self
+    }
+
+    /// Speak udphub's framed messages under this name (1-64 characters of `A-Z a-z 0-9 .
+    /// _ -`) instead of the seed format: each message carries the name, a run id and a
+    /// sequence number, is resent while its reply is late, and the hub records it exactly
+    /// once; commands from the hub come back ([`MsgSender::take_command`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -343,9 +353,17 @@ impl MsgSenderBuilder {
                 "reply timeout must be positive",
             ));
         }
+        let protocol = match &self.name {
+            None => msg_sender::MsgProtocol::Seed,
+            Some(name) => msg_sender::MsgProtocol::Framed {
+                name: SourceName::parse(name)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+                keys: None,
+            },
+        };
         let hub = resolve(&self.hub)?;
         Ok(MsgSender {
-            sender: msg_sender::MsgSender::open(hub, self.reply_timeout)?,
+            sender: msg_sender::MsgSender::open_with(hub, self.reply_timeout, protocol)?,
         })
     }
 }
@@ -361,7 +379,14 @@ impl MsgSender {
         MsgSenderBuilder {
             hub: hub.to_owned(),
             reply_timeout: Duration::from_secs(1),
+            name: None,
         }
+    }
+
+    /// The next command the hub sent this device (framed, [`MsgSenderBuilder::name`]), in
+    /// order, each once; commands arrive in the replies to [`MsgSender::send`].
+    pub fn take_command(&mut self) -> Option<msg_sender::Command> {
+        self.sender.take_command()
     }
 
     /// Send `value` as one JSON message and wait (at most the reply timeout) for the reply.

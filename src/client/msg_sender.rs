@@ -155,6 +155,9 @@ struct FramedRun {
     pad_to: usize,
 }
 
+/// Commands received and not yet taken ([`MsgSender::take_command`]), at most.
+pub const MAX_QUEUED_COMMANDS: usize = 64;
+
 /// A command from the hub (issue 15), for the device to run once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
@@ -419,6 +422,13 @@ impl MsgSender {
             return;
         };
         run.ack = id;
+        if self.commands.len() >= MAX_QUEUED_COMMANDS {
+            // not taken by the program: the oldest goes (a bounded queue, whoever sends)
+            log::warn!(
+                "commands not taken: dropping the oldest (at most {MAX_QUEUED_COMMANDS} kept)"
+            );
+            self.commands.pop_front();
+        }
         match String::from_utf8(json) {
             Ok(json) => self.commands.push_back(Command { id, json }),
             Err(_) => log::warn!("command {id} from the hub is not UTF-8: not run"),
