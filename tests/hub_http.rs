@@ -984,6 +984,15 @@ fn a_posted_command_reaches_msg_client_and_one_for_an_absent_device_expires() {
         serde_json::json!({"submitted": 3, "delivered": 2, "expired": 1, "rejected": 0,
                            "waiting": 0})
     );
+    let metrics = get(hub.http(), "/metrics").text();
+    for line in [
+        "udphub_commands_total{status=\"submitted\"} 3\n",
+        "udphub_commands_total{status=\"delivered\"} 2\n",
+        "udphub_commands_total{status=\"expired\"} 1\n",
+        "udphub_commands_waiting 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     // refused with a clear status
     assert_eq!(post_command(hub.http(), "pi", "{nope").0, 400);
     assert_eq!(post_command(hub.http(), "a/b", "1").0, 400);

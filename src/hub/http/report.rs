@@ -428,6 +428,28 @@ pub fn metrics(state: &State) -> String {
             })
             .collect(),
     );
+    let c = &state.commands;
+    family(
+        "udphub_commands_total",
+        "counter",
+        "Commands to devices (POST /api/sources/<source>/command, MQTT PREFIX/<source>/command), \
+         by outcome: submitted, delivered, expired, rejected.",
+        [
+            ("submitted", c.submitted),
+            ("delivered", c.delivered),
+            ("expired", c.expired),
+            ("rejected", c.rejected),
+        ]
+        .into_iter()
+        .map(|(status, n)| (format!("{{status=\"{status}\"}}"), n as f64))
+        .collect(),
+    );
+    family(
+        "udphub_commands_waiting",
+        "gauge",
+        "Commands not yet delivered nor expired.",
+        vec![(String::new(), c.waiting as f64)],
+    );
     if let Some(m) = &state.mqtt {
         let one = |v: u64| vec![(String::new(), v as f64)];
         family(
