@@ -133,3 +133,31 @@ def test_a_command_longer_than_the_messages_reaches_the_python_sender(start_hub)
             if got:
                 break
     assert got == [big]
+
+
+def test_a_command_in_a_reply_to_another_message_is_not_taken():
+    from udphub import wire
+
+    hub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a stand-in hub
+    hub.bind(("127.0.0.1", 0))
+    hub.settimeout(5)
+    got = []
+    with udphub.MsgSender(hub.getsockname(), protocol="framed", name="cam",
+                          on_command=lambda v, cid: got.append(v)) as msgs:
+        def answer():
+            data, peer = hub.recvfrom(65536)
+            _, _, _, flags, run, seq, _ = wire.MSG_HEADER.unpack_from(data)
+            assert flags & wire.MSG_COMMANDS
+            command = wire.MSG_COMMAND.pack(7) + b'{"forged": true}'
+            # a reply with a command naming another run, then the real, plain reply
+            hub.sendto(wire.MSG_REPLY.pack(wire.MSG_MAGIC, 1, 1, 0, wire.REPLY_COMMAND,
+                                           run ^ 1, seq) + command, peer)
+            hub.sendto(wire.MSG_REPLY.pack(wire.MSG_MAGIC, 1, 1, 0, 0, run, seq), peer)
+
+        import threading
+        t = threading.Thread(target=answer)
+        t.start()
+        assert msgs.send({"n": 1}).delivered
+        t.join(5)
+    assert got == []
+    hub.close()

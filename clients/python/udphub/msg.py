@@ -163,12 +163,13 @@ class MsgSender(ClosesOnExit):
                 if reply is None:
                     continue  # not a framed reply: not an answer
                 run, seq, status, command, need = reply
+                if (run, seq) != (self._run, self._seq):
+                    continue  # a late answer to an earlier message (or not the hub's)
+                # a command only from the answer to this message, as the Rust sender: one
+                # that names neither this run nor this message is not taken
                 if command is not None:
                     self._take_command(*command)
-                if (run, seq) == (self._run, self._seq):
-                    self._need = need  # pad the next message so the command fits its reply
-                if (run, seq) != (self._run, self._seq):
-                    continue  # a late answer to an earlier message
+                self._need = need  # pad the next message so the command fits its reply
                 if status in ("recorded", "duplicate"):
                     return MsgResult(time.monotonic() - sent, attempt, len(json_bytes))
                 if status == "not recorded":
