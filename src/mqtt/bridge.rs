@@ -12,7 +12,7 @@
 //! On shutdown `offline` is published, the client disconnects, and the connection gets at
 //! most [`FLUSH_TIMEOUT`] to send what is queued.
 
-use super::publisher::{Kind, Payload, Publish, Publisher, PublisherConfig, Qos};
+use super::publisher::{Incoming, Kind, Payload, Publish, Publisher, PublisherConfig, Qos};
 use super::{BrokerUrl, MqttCounters};
 use crate::api::{Frames, Messages};
 use crate::hub::command_inbox::CommandInbox;
@@ -63,15 +63,13 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Publisher> {
 /// (id 0: it never got one) when it is not UTF-8 or the inbox cannot take it.
 fn take_command(shared: &Shared, inbox: &CommandInbox, topic: &[u8], payload: &[u8]) {
     let topic = String::from_utf8_lossy(topic);
-    if topic.ends_with("/state") {
-        return lock(shared).handle_state_seen(&topic, payload);
-    }
-    let Some(source) = lock(shared).command_source(&topic).map(str::to_owned) else {
-        return;
+    let source = match lock(shared).handle_incoming(&topic, payload) {
+        Incoming::Command(source) => source,
+        Incoming::ForAnotherHub(source) => {
+            return log::debug!("mqtt: a command for {source}: another hub has it")
+        }
+        Incoming::Other => return,
     };
-    if !lock(shared).takes_command(&source) {
-        return log::debug!("mqtt: a command for {source}: another hub has it");
-    }
     let why = match std::str::from_utf8(payload) {
         Err(_) => "the payload is not UTF-8".to_string(),
         Ok(json) => match inbox.submit(&source, json) {

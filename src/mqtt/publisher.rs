@@ -116,6 +116,17 @@ struct Source {
     last_jpeg: Option<Instant>,
 }
 
+/// What a publication on a subscription was ([`Publisher::handle_incoming`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A command for this source, to take.
+    Command(String),
+    /// A command for a source another hub has: not this hub's.
+    ForAnotherHub(String),
+    /// A state (remembered), or nothing of ours.
+    Other,
+}
+
 /// The MQTT side of the hub as a state machine; see the [module docs](self).
 #[derive(Debug)]
 pub struct Publisher {
@@ -197,6 +208,21 @@ impl Publisher {
         self.owners
             .get(source)
             .is_none_or(|hub| *hub == self.config.hub_id)
+    }
+
+    /// A publication on one of the subscriptions ([`Publisher::state_filter`],
+    /// [`Publisher::command_filter`]): a state is remembered; a command is for this hub
+    /// ([`Incoming::Command`]) unless another hub has its source.
+    pub fn handle_incoming(&mut self, topic: &str, payload: &[u8]) -> Incoming {
+        if let Some(source) = self.command_source(topic) {
+            return if self.takes_command(source) {
+                Incoming::Command(source.to_owned())
+            } else {
+                Incoming::ForAnotherHub(source.to_owned())
+            };
+        }
+        self.handle_state_seen(topic, payload);
+        Incoming::Other
     }
 
     /// The outcome of a command: `PREFIX/<source>/command/result`, QoS 1.
@@ -597,6 +623,23 @@ mod tests {
         p.handle_state_seen("udphub/a/b/state", br#"{"hub":"hubA"}"#);
         assert!(!p.takes_command("pi"), "hubB's");
         assert!(p.takes_command("cam"));
+        assert_eq!(
+            p.handle_incoming("udphub/pi/command", b"1"),
+            Incoming::ForAnotherHub("pi".into())
+        );
+        assert_eq!(
+            p.handle_incoming("udphub/cam/command", b"1"),
+            Incoming::Command("cam".into())
+        );
+        assert_eq!(
+            p.handle_incoming("udphub/dog/state", br#"{"hub":"hubB"}"#),
+            Incoming::Other
+        );
+        assert_eq!(
+            p.handle_incoming("udphub/dog/command", b"1"),
+            Incoming::ForAnotherHub("dog".into()),
+            "a state seen through handle_incoming counts"
+        );
         assert!(p.takes_command("ghost"));
         p.handle_state_seen("udphub/pi/state", b"");
         assert!(p.takes_command("pi"), "its retained state was cleared");
