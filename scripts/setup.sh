@@ -4,11 +4,12 @@
 # window tests, libjpeg62-turbo-dev for the libjpeg reference timing of the JPEG walk
 # (testkit), chromium for the browser test of the hub's web page, python3-venv for the
 # virtual environment of the Python package's tests, mosquitto for the MQTT tests, which
-# start brokers of their own on loopback ports, never the system service). Idempotent: does nothing when
+# start brokers of their own on loopback ports, never the system service, iproute2 for
+# the link benchmark's network namespaces and tbf). Idempotent: does nothing when
 # everything is already there.
 set -euo pipefail
 
-packages=(libopencv-dev libjpeg62-turbo-dev clang libclang-dev g++ pkg-config xvfb xauth python3 python3-venv chromium mosquitto mosquitto-clients)
+packages=(libopencv-dev libjpeg62-turbo-dev clang libclang-dev g++ pkg-config xvfb xauth python3 python3-venv chromium mosquitto mosquitto-clients iproute2)
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup.sh: cargo not found; install a Rust toolchain (https://rustup.rs) and retry" >&2

@@ -40,17 +40,8 @@ fi
 # of its own: pip installs the package with its `image` extra (numpy, OpenCV) and pytest.
 cargo build --bin hub
 HUB_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/hub"
-# When python3 has pip, the venv is made without a copy of it (ensurepip alone takes ~10 s)
-# and python3's pip installs into it.
+bash scripts/pyvenv.sh pytest
 PYVENV=target/pyvenv
-if python3 -m pip --version >/dev/null 2>&1; then
-    [[ -x "$PYVENV/bin/python" ]] || python3 -m venv --without-pip "$PYVENV"
-    PIP=(python3 -m pip --python "$PYVENV/bin/python")
-else
-    [[ -x "$PYVENV/bin/pip" ]] || python3 -m venv "$PYVENV"
-    PIP=("$PYVENV/bin/python" -m pip)
-fi
-"${PIP[@]}" install --disable-pip-version-check -q --no-compile "./clients/python[image]" pytest
 UDPHUB_HUB_BIN="$HUB_BIN" "$PYVENV/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
 
 # Smoke run of the benchmark: that it runs and writes its JSON, not how fast anything is.

@@ -13,11 +13,12 @@
 //! stderr is collected likewise, so the hub never blocks on a full pipe and a failure
 //! message can show both.
 
-use std::io::{BufRead, BufReader, Read};
+use crate::process::{describe_command, lines};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -125,6 +126,18 @@ impl HubProcess {
                 None => cmd.env_remove(key),
             };
         }
+        Self::start_command(cmd, args, within)
+    }
+
+    /// Like [`HubProcess::start`], with `cmd` in place of the bare binary: the hub's path
+    /// behind a wrapper that execs it (`ip netns exec NS …/hub`, so the pid is the hub's),
+    /// with its environment already set.
+    pub fn start_command(
+        mut cmd: Command,
+        args: &[&str],
+        within: Duration,
+    ) -> Result<HubProcess, String> {
+        let shown = describe_command(&cmd);
         cmd.args(["--img-port", "0", "--msg-port", "0", "--tcp-port", "0"])
             .args(args)
             .stdin(Stdio::null())
@@ -132,18 +145,10 @@ impl HubProcess {
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+            .map_err(|e| format!("cannot start {shown}: {e}"))?;
 
         let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, stdout_lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stdout_lines = lines(stdout);
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let stderr_text = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr_text);

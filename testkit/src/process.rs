@@ -6,7 +6,7 @@
 //! benchmark reports it), and the moment it was seen to exit is kept (within a millisecond)
 //! so a caller can place the child's own measured span on its clock.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread::{self, JoinHandle};
@@ -15,6 +15,21 @@ use std::time::{Duration, Instant};
 /// How long the output pipes may stay open after the child has exited (a grandchild that
 /// inherited them keeps them open) before the run counts as failed.
 const PIPE_GRACE: Duration = Duration::from_secs(5);
+
+/// Read `pipe` line by line on a thread of its own; each line arrives on the receiver as it
+/// comes (without its newline), and the receiver disconnects at the pipe's end.
+pub fn lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
 
 /// Read `pipe` to its end on a thread of its own; the text arrives on the receiver once.
 pub fn collect(pipe: impl Read + Send + 'static) -> Receiver<String> {
