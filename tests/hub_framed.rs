@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use udphub::proto::framed_sender::{FramedSender, SenderConfig, SenderEvent};
+use udphub::proto::framed_sender::{FrameMeta, FramedSender, SenderConfig, SenderEvent};
 
 fn stop_ok(hub: HubProcess) -> String {
     let (status, stdout) = hub.stop("INT");
@@ -87,7 +87,7 @@ fn send_all(
         let now = Instant::now();
         while next < frames.len() && sender.can_send() {
             sender
-                .send_frame(Arc::new(frames[next].clone()), now)
+                .send_frame(Arc::new(frames[next].clone()), FrameMeta::default(), now)
                 .unwrap();
             next += 1;
         }

@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 
 use super::error::{ClientError, ImgConfigError};
 use super::handoff::{Handoff, Mode, Take};
-use super::img_sender::{open_sender, FrameOutcome, ImgSender, Protocol, SenderOptions};
+use super::img_sender::{
+    open_sender, CapturedFrame, FrameOutcome, ImgSender, Protocol, SenderOptions,
+};
 use super::mjpeg::{MjpegReader, SplitCounts, DEFAULT_MAX_FRAME_BYTES};
 use super::stats::{
     img_status_line, img_summary, spawn_status_printer, ImgStats, RateMeter, SharedImgStats,
@@ -44,6 +46,8 @@ use crate::hub::net::LogLimiter;
 use crate::jpegcheck::is_complete_jpeg;
 #[cfg(feature = "opencv")]
 use crate::media::{self, jpeg, FrameSource};
+#[cfg(feature = "opencv")]
+use crate::proto::framed_sender::FrameMeta;
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 
 /// Where frames come from.
@@ -358,7 +362,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
     } else {
         Mode::Backpressure
     };
-    let handoff: Handoff<Arc<Vec<u8>>> = Handoff::new(mode);
+    let handoff: Handoff<CapturedFrame> = Handoff::new(mode);
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let started = Instant::now();
 
@@ -472,17 +476,18 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
 /// Where the send thread takes its frames from.
 enum Input {
     /// From the capture thread.
-    Handoff(Handoff<Arc<Vec<u8>>>),
+    Handoff(Handoff<CapturedFrame>),
     /// The `--jpeg` bytes again for every frame (unpaced): no capture thread to wake up for
     /// every frame, which is all it would do.
     Repeat(Arc<Vec<u8>>),
 }
 
 impl Input {
-    fn take(&self) -> Take<Arc<Vec<u8>>> {
+    fn take(&self) -> Take<CapturedFrame> {
         match self {
             Input::Handoff(handoff) => handoff.take(POLL_INTERVAL),
-            Input::Repeat(jpeg) => Take::Item(Arc::clone(jpeg)),
+            // taken now: that is its capture time
+            Input::Repeat(jpeg) => Take::Item(CapturedFrame::now(Arc::clone(jpeg), 0)),
         }
     }
 
@@ -526,7 +531,7 @@ struct CaptureJob {
 fn capture_loop(
     mut producer: Producer,
     job: &CaptureJob,
-    out: &Handoff<Arc<Vec<u8>>>,
+    out: &Handoff<CapturedFrame>,
     stats: &SharedImgStats,
     stop: &Shutdown,
 ) -> Result<Option<SplitCounts>, ClientError> {
@@ -545,7 +550,9 @@ fn capture_loop(
             // Never catch up with a burst after a slow frame.
             due = (due + period).max(Instant::now());
         }
-        let jpeg = match &mut producer {
+        // The capture time is taken when the source returned the frame; the quality is the
+        // encoder's (0 for bytes sent as they came).
+        let frame = match &mut producer {
             #[cfg(feature = "opencv")]
             Producer::Encode(source) => {
                 let frame = match source.next_frame() {
@@ -556,6 +563,7 @@ fn capture_loop(
                     }
                     Err(e) => return Err(e.into()),
                 };
+                let meta = FrameMeta::captured_now(job.quality.clamp(0, 100) as u8);
                 let frame = media::into_size(frame, job.width, job.height)?;
                 let t0 = Instant::now();
                 let jpeg = jpeg::encode(&frame, job.quality)?;
@@ -566,11 +574,14 @@ fn capture_loop(
                         stop.trigger();
                     }
                 }
-                Arc::new(jpeg)
+                CapturedFrame {
+                    jpeg: Arc::new(jpeg),
+                    meta,
+                }
             }
-            Producer::Fixed(jpeg) => Arc::clone(jpeg),
+            Producer::Fixed(jpeg) => CapturedFrame::now(Arc::clone(jpeg), 0),
             Producer::Mjpeg(reader) => match reader.next_frame() {
-                Ok(Some(frame)) => Arc::new(frame),
+                Ok(Some(frame)) => CapturedFrame::now(Arc::new(frame), 0),
                 Ok(None) => {
                     log::info!("the MJPEG stream ended");
                     break;
@@ -584,7 +595,7 @@ fn capture_loop(
                 }
             },
         };
-        if !out.put(jpeg, stop) {
+        if !out.put(frame, stop) {
             break;
         }
     }
@@ -637,12 +648,12 @@ fn send_loop(
         if stop.is_triggered() || frames.is_some_and(|n| sent >= n) {
             break Ok(());
         }
-        let jpeg = match input.take() {
-            Take::Item(jpeg) => jpeg,
+        let frame = match input.take() {
+            Take::Item(frame) => frame,
             Take::Empty => continue,
             Take::Closed => break Ok(()),
         };
-        let outcomes = match sender.send_shared(&jpeg, stop) {
+        let outcomes = match sender.send(&frame, stop) {
             Ok(outcomes) => outcomes,
             Err(e) => break Err(e.into()),
         };
@@ -653,7 +664,7 @@ fn send_loop(
         }
         sent += 1;
         s.counts.sent = sent;
-        s.counts.bytes += jpeg.len() as u64;
+        s.counts.bytes += frame.jpeg.len() as u64;
         let replies = sender.reply_counts();
         s.counts.late_acks = replies.late_acks;
         s.counts.ignored = replies.ignored;

@@ -61,6 +61,36 @@ impl Default for SenderConfig {
     }
 }
 
+/// What the sender knows about a frame besides its bytes; [`Default`] is "unknown".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// When the frame was captured: wall clock, µs since the Unix epoch (0 = unknown).
+    pub capture_us: u64,
+    /// The JPEG quality the sender encoded it with (0 = unknown, e.g. bytes sent unchanged).
+    pub quality: u8,
+}
+
+impl FrameMeta {
+    /// A frame captured at `at` (wall clock), encoded with `quality` (0 = unknown).
+    pub fn captured_at(at: std::time::SystemTime, quality: u8) -> Self {
+        FrameMeta {
+            capture_us: wall_us(at),
+            quality,
+        }
+    }
+
+    /// A frame captured now (the wall clock), encoded with `quality` (0 = unknown).
+    pub fn captured_now(quality: u8) -> Self {
+        Self::captured_at(std::time::SystemTime::now(), quality)
+    }
+}
+
+/// `at` as µs since the Unix epoch (0 before it: unknown).
+pub fn wall_us(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Why a frame was given up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GiveUp {
@@ -81,6 +111,8 @@ pub enum SenderEvent {
         latency: Duration,
         /// Chunks sent again for it.
         resent: u32,
+        /// What [`FramedSender::send_frame`] was told about it.
+        meta: FrameMeta,
     },
     GaveUp {
         frame: u32,
@@ -108,6 +140,7 @@ impl Chunk {
 struct InFlight {
     frame: u32,
     data: Arc<Vec<u8>>,
+    meta: FrameMeta,
     count: u16,
     first_sent: Instant,
     last_activity: Instant,
@@ -189,8 +222,13 @@ impl FramedSender {
         rto.clamp(self.config.min_rto, self.config.max_rto)
     }
 
-    /// Queue a frame; returns its id.
-    pub fn send_frame(&mut self, data: Arc<Vec<u8>>, now: Instant) -> Result<u32, SendError> {
+    /// Queue a frame with what is known about it (`meta`); returns its id.
+    pub fn send_frame(
+        &mut self,
+        data: Arc<Vec<u8>>,
+        meta: FrameMeta,
+        now: Instant,
+    ) -> Result<u32, SendError> {
         if !self.can_send() {
             return Err(SendError::WindowFull);
         }
@@ -207,6 +245,7 @@ impl FramedSender {
         self.in_flight.push_back(InFlight {
             frame,
             data,
+            meta,
             count: count as u16,
             first_sent: now,
             last_activity: now,
@@ -292,6 +331,7 @@ impl FramedSender {
                         frame,
                         latency: now.saturating_duration_since(f.first_sent),
                         resent: f.resent,
+                        meta: f.meta,
                     },
                     AckStatus::Rejected => SenderEvent::GaveUp {
                         frame,

@@ -3,7 +3,7 @@
 //! No socket, no sleep: time only moves when the simulation says so.
 
 use super::framed_receiver::{FramedConfig, FramedDrop, FramedEvent, FramedReceiver};
-use super::framed_sender::{FramedSender, GiveUp, SenderConfig, SenderEvent};
+use super::framed_sender::{FrameMeta, FramedSender, GiveUp, SenderConfig, SenderEvent};
 use crate::wire::framed::{self, AckStatus, DataHeader};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -126,7 +126,7 @@ fn simulate(frames: &[Vec<u8>], config: SenderConfig, faults: Faults, seed: u64)
         assert!(steps < 10_000_000, "simulation does not end");
         while next < frames.len() && sender.can_send() {
             sender
-                .send_frame(Arc::new(frames[next].clone()), now)
+                .send_frame(Arc::new(frames[next].clone()), FrameMeta::default(), now)
                 .unwrap();
             next += 1;
         }
@@ -423,7 +423,9 @@ fn the_last_datagram_of_each_batch_is_polled() {
         t0,
     );
     let f = jpeg(10_000, 2);
-    sender.send_frame(Arc::new(f), t0).unwrap();
+    sender
+        .send_frame(Arc::new(f), FrameMeta::default(), t0)
+        .unwrap();
     let batch = |sender: &mut FramedSender| {
         let mut out = Vec::new();
         while let Some(t) = sender.poll_transmit(t0) {
@@ -594,7 +596,11 @@ fn a_newer_complete_frame_makes_older_partials_stale() {
 fn late_and_foreign_acks_are_ignored_by_the_sender() {
     let t0 = Instant::now();
     let mut s = FramedSender::new(SenderConfig::default(), HUB, 9, t0);
-    s.send_frame(Arc::new(jpeg(3000, 1)), t0).unwrap();
+    let meta = FrameMeta {
+        capture_us: 1_700_000_000_123_456,
+        quality: 77,
+    };
+    s.send_frame(Arc::new(jpeg(3000, 1)), meta, t0).unwrap();
     while s.poll_transmit(t0).is_some() {}
     s.handle_datagram(&framed::emit_ack(9, 77, AckStatus::Delivered, 0), t0); // not in flight
     s.handle_datagram(&framed::emit_ack(8, 0, AckStatus::Delivered, 0), t0); // other stream
@@ -610,8 +616,9 @@ fn late_and_foreign_acks_are_ignored_by_the_sender() {
         Some(SenderEvent::Acked {
             frame: 0,
             resent: 0,
+            meta: m,
             ..
-        })
+        }) if m == meta
     ));
     assert!(s.can_send());
 }

@@ -134,7 +134,7 @@ impl SecureImage {
 mod tests {
     use super::*;
     use crate::jpegcheck::filler_jpeg;
-    use crate::proto::framed_sender::{FramedSender, SenderConfig, SenderEvent};
+    use crate::proto::framed_sender::{FrameMeta, FramedSender, SenderConfig, SenderEvent};
     use crate::proto::image_receiver::{ImageConfig, ImageEvent, ImageReceiver};
     use crate::proto::secure_gate::INITIATION_BURST;
     use crate::secure::cipher::Cipher;
@@ -266,7 +266,9 @@ mod tests {
         // the garden camera claims to be "door" in its plaintext: the file's name wins
         let mut cam = Device::new(CAMERA, cam_key, hub_public, "door", now);
         let jpeg = filler_jpeg(5000, 1);
-        cam.sender.send_frame(Arc::new(jpeg.clone()), now).unwrap();
+        cam.sender
+            .send_frame(Arc::new(jpeg.clone()), FrameMeta::default(), now)
+            .unwrap();
         let events = exchange(&mut cam, &mut hub, now);
         assert_eq!(delivered(&events), [Some("garden".to_string())]);
         assert!(matches!(
@@ -277,7 +279,7 @@ mod tests {
         // a forged plain framed datagram with the camera's address and stream id: refused
         let mut forger = FramedSender::new(SenderConfig::default(), addr(HUB), 7, now);
         forger
-            .send_frame(Arc::new(filler_jpeg(500, 9)), now)
+            .send_frame(Arc::new(filler_jpeg(500, 9)), FrameMeta::default(), now)
             .unwrap();
         let forged = forger.poll_transmit(now).unwrap();
         hub.handle_datagram(addr(CAMERA), &forged.payload, now);
@@ -292,7 +294,9 @@ mod tests {
         assert_eq!(ack.to, addr("10.1.2.3:5000"));
 
         // the next genuine frame, replayed and tampered with on the way
-        cam.sender.send_frame(Arc::new(jpeg.clone()), now).unwrap();
+        cam.sender
+            .send_frame(Arc::new(jpeg.clone()), FrameMeta::default(), now)
+            .unwrap();
         let out = cam.outgoing(now);
         assert_eq!(out.len(), 4, "5000 bytes in 1400-byte chunks");
         let mut flipped = out[1].clone();
@@ -327,13 +331,17 @@ mod tests {
 
         // the door device is revoked: its session's next datagram is refused
         let mut door = Device::new("127.0.0.1:40002", door_key, hub_public, "door", now);
-        door.sender.send_frame(Arc::new(jpeg.clone()), now).unwrap();
+        door.sender
+            .send_frame(Arc::new(jpeg.clone()), FrameMeta::default(), now)
+            .unwrap();
         assert_eq!(
             delivered(&exchange(&mut door, &mut hub, now)),
             [Some("door".into())]
         );
         hub.set_keys(keys_for(&[(&cam_public, "garden")]));
-        door.sender.send_frame(Arc::new(jpeg), now).unwrap();
+        door.sender
+            .send_frame(Arc::new(jpeg), FrameMeta::default(), now)
+            .unwrap();
         let events = exchange(&mut door, &mut hub, now);
         assert!(delivered(&events).is_empty());
         assert!(

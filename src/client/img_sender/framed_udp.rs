@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{FrameOutcome, ImgSender, LostReason, Protocol, ReplyCounts, SendError};
+use super::{CapturedFrame, FrameOutcome, ImgSender, LostReason, Protocol, ReplyCounts, SendError};
 use crate::client::udp_link::{Reply, UdpLink, SEND_BATCH};
 use crate::proto::framed_sender::{self, Chunk, SenderConfig, SenderEvent};
 use crate::secure::session::Initiator;
@@ -232,21 +232,25 @@ impl FramedUdpSender {
 
 impl ImgSender for FramedUdpSender {
     fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
-        self.send_shared(&Arc::new(jpeg.to_vec()), stop)
+        self.send(&CapturedFrame::now(Arc::new(jpeg.to_vec()), 0), stop)
     }
 
-    fn send_shared(
+    fn send(
         &mut self,
-        jpeg: &Arc<Vec<u8>>,
+        frame: &CapturedFrame,
         stop: &Shutdown,
     ) -> Result<Vec<FrameOutcome>, SendError> {
+        let jpeg = &frame.jpeg;
         let mut out = Vec::new();
         if self.stopped {
             out.push(FrameOutcome::NotSent);
             return Ok(out);
         }
         self.pump_until(&mut out, stop, framed_sender::FramedSender::can_send)?;
-        match self.proto.send_frame(Arc::clone(jpeg), Instant::now()) {
+        match self
+            .proto
+            .send_frame(Arc::clone(jpeg), frame.meta, Instant::now())
+        {
             Ok(_) => {}
             Err(framed_sender::SendError::TooLarge) => {
                 return Err(SendError::FrameTooLarge {

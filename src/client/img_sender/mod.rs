@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proto::framed_sender::GiveUp;
+use crate::proto::framed_sender::{FrameMeta, GiveUp};
 use crate::shutdown::Shutdown;
 use crate::wire::framed;
 use crate::wire::seed_udp::HeaderWidth;
@@ -227,6 +227,25 @@ impl From<io::Error> for SendError {
     }
 }
 
+/// One frame to send: its JPEG bytes (shared, not copied, so a sender that keeps frames
+/// in flight keeps this one as it is) and what is known about it (capture time, quality).
+#[derive(Clone, Debug)]
+pub struct CapturedFrame {
+    pub jpeg: Arc<Vec<u8>>,
+    pub meta: FrameMeta,
+}
+
+impl CapturedFrame {
+    /// `jpeg`, captured now (the wall clock), encoded with `quality` (0 = unknown: bytes
+    /// sent as they came).
+    pub fn now(jpeg: Arc<Vec<u8>>, quality: u8) -> Self {
+        CapturedFrame {
+            jpeg,
+            meta: FrameMeta::captured_now(quality),
+        }
+    }
+}
+
 /// Counts a sender keeps about the replies it got.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplyCounts {
@@ -249,14 +268,15 @@ pub trait ImgSender: Send {
     /// that finished during the call: this frame's for the stop-and-wait protocols, any
     /// earlier in-flight frames' with a window.
     fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError>;
-    /// [`ImgSender::send_frame`] for a frame the caller already holds in an `Arc`: a sender
-    /// that keeps frames in flight keeps this one without copying it.
-    fn send_shared(
+    /// [`ImgSender::send_frame`] for a frame the caller already holds in an `Arc`, with its
+    /// [`FrameMeta`]: a sender that keeps frames in flight keeps this one without copying
+    /// it, and the framed sender tells the hub its capture time and quality.
+    fn send(
         &mut self,
-        jpeg: &Arc<Vec<u8>>,
+        frame: &CapturedFrame,
         stop: &Shutdown,
     ) -> Result<Vec<FrameOutcome>, SendError> {
-        self.send_frame(jpeg, stop)
+        self.send_frame(&frame.jpeg, stop)
     }
     /// Wait (bounded, cut short by `stop`) for the frames still in flight; their outcomes.
     /// Frames still in flight when `stop` cuts it short count as [`LostReason::Stopped`].
