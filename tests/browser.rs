@@ -215,6 +215,25 @@ fn the_page_shows_the_live_picture_in_a_real_browser() {
         .recv_timeout(REPLY_TIMEOUT * 4)
         .expect("the hub acked no frame of the pattern sender");
 
+    // the plots need two samples of the source (one a second) and a message with a number
+    let history_ready = || {
+        let (status, body) = http_request(hub.http(), "GET", "/api/history", None);
+        assert_eq!(status, 200, "/api/history: {body}");
+        let h: serde_json::Value = serde_json::from_str(&body).expect("/api/history is JSON");
+        h["sources"][&source_id].as_array().map_or(0, Vec::len) >= 2
+            && h["messages"]
+                .as_object()
+                .is_some_and(|m| m.values().any(|f| f.get("battery").is_some()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !history_ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/api/history has no two samples of {source_id} and no battery field within 20 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
     let screenshot_arg = format!("--screenshot={}", shot.display());
     let shot_out = run_chromium(&browser, &[&screenshot_arg], &url);
     let dom = run_chromium(&browser, &["--dump-dom"], &url);
@@ -263,5 +282,27 @@ fn the_page_shows_the_live_picture_in_a_real_browser() {
     assert!(
         html.contains("{\"frame\": "),
         "the page does not show the last message:\n{html}"
+    );
+    // the plots: the source's frame rate and the messages' battery field, each a line of
+    // points (two at least: the history had them before the page was loaded)
+    let plotted = |marker: &str| {
+        html.split(marker).nth(1).is_some_and(|rest| {
+            let points = rest.split("data-points=\"").nth(1).unwrap_or("");
+            points
+                .split('"')
+                .next()
+                .unwrap_or("0")
+                .parse::<u32>()
+                .unwrap_or(0)
+                >= 2
+        })
+    };
+    assert!(
+        plotted("data-plot=\"fps\""),
+        "no fps plot with points for the source in the page:\n{html}"
+    );
+    assert!(
+        plotted("data-field=\"battery\""),
+        "no plot of the messages' battery field in the page:\n{html}"
     );
 }

@@ -323,6 +323,9 @@ impl MessageTap {
     }
 }
 
+/// Messages the HTTP view's plots may fall behind by (the oldest are dropped past it).
+const HISTORY_TAP_MESSAGES: usize = 1024;
+
 /// [`start`], with `taps` fed every intact frame and recorded message.
 pub fn start_with_taps(
     config: &HubConfig,
@@ -450,6 +453,9 @@ pub fn start_with_taps(
         }
         None => (None, None),
     };
+    // The page's plots of message fields take the messages from a tap of their own.
+    let history_messages = (http_listener.is_some() && msg.is_some())
+        .then(|| Arc::new(MessageTap::new(HISTORY_TAP_MESSAGES)));
     if let (Some(listener), Some(frames)) = (http_listener, frames) {
         let view = http::HttpView::new(
             stats.clone(),
@@ -459,6 +465,10 @@ pub fn start_with_taps(
             config.http_max_conns_per_addr,
         )
         .with_commands(commands.clone());
+        let view = match &history_messages {
+            Some(tap) => view.with_message_history(Arc::clone(tap)),
+            None => view,
+        };
         other_threads.push(
             http::spawn(listener, Arc::new(view), shutdown.clone()).map_err(spawn_error("http"))?,
         );
@@ -495,7 +505,8 @@ pub fn start_with_taps(
         services.push(Service::Img);
     }
     if let Some((socket, _)) = msg {
-        let (stats, shutdown, tap) = (stats.clone(), shutdown.clone(), taps.messages);
+        let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        let tap: Vec<Arc<MessageTap>> = taps.messages.into_iter().chain(history_messages).collect();
         let mut receiver = crate::proto::msg_receiver::MsgReceiver::with_budget(
             config.msg_budget_bytes_per_s,
             config.msg_budget_burst_bytes,

@@ -45,14 +45,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Run the message service on `socket` until shutdown, with `receiver`'s budget.
-/// With a `tap` (a program embedding the hub), every recorded message is also offered to it;
+/// Every recorded message is also offered to each of `taps` (a program embedding the hub,
+/// the HTTP view's plots);
 /// with a command port, commands are taken from it and their results given back.
 pub fn run(
     socket: UdpSocket,
     mut receiver: MsgReceiver,
     security: Option<(SecurityConfig, KeyFile)>,
     mut log_file: Option<MsgLog>,
-    (tap, commands): (Option<Arc<super::MessageTap>>, Option<CommandPort>),
+    (taps, commands): (Vec<Arc<super::MessageTap>>, Option<CommandPort>),
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) {
@@ -141,7 +142,7 @@ pub fn run(
                 receiver.handle_recorded(recorded.is_ok());
                 if recorded.is_ok() {
                     sources.record_item(from, n);
-                    if let Some(tap) = &tap {
+                    for tap in &taps {
                         tap.offer(from, shown.clone(), text);
                     }
                     let at_s = stats.uptime().as_secs_f64();

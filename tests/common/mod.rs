@@ -517,16 +517,33 @@ pub fn wait_stderr(hub: &HubProcess, needle: &str, within: Duration) {
 /// `POST /api/sources/<source>/command` with `body` to the hub's web view at `http`: the
 /// status and the response body.
 pub fn post_command(http: SocketAddr, source: &str, body: &str) -> (u16, String) {
+    http_request(
+        http,
+        "POST",
+        &format!("/api/sources/{source}/command"),
+        Some(body),
+    )
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to the web view at `http`, with a JSON `body`
+/// when given: the status and the response body. Reads time out after 10 s.
+pub fn http_request(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(http).expect("connect to the web view");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /api/sources/{source}/command HTTP/1.1\r\nHost: {http}\r\nContent-Type: \
-         application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        head += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    write!(s, "{head}\r\n{}", body.unwrap_or("")).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).expect("the response");
     let (head, body) = text.split_once("\r\n\r\n").expect("a response head");

@@ -22,6 +22,10 @@
 //! connection socket is shut down, which ends even a write blocked on a stalled viewer, and
 //! all threads are joined.
 //!
+//! - `/api/history` (JSON): the last minutes of every source, which the page plots
+//!   ([`history`]: fed once a second by a thread of the view's own, and by the messages it
+//!   takes from a tap of its own);
+//!
 //! - [`frames`]: the newest frame per source;
 //! - `conn`: reading a request head (bounded), writing responses;
 //! - `routes`: what each path serves;
@@ -29,13 +33,16 @@
 
 mod conn;
 pub mod frames;
+pub mod history;
 mod report;
 mod routes;
 
 pub use report::ServiceInfo;
 
 use crate::hub::net::{spawn_accept_waker, ConnSlot, ConnTable, Refused, SharedLogLimiter};
+use crate::hub::source::{Service, SourceId};
 use crate::hub::stats::Stats;
+use crate::hub::MessageTap;
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 use frames::LatestFrames;
 use std::io;
@@ -62,6 +69,9 @@ pub struct HttpView {
     viewers: AtomicUsize,
     rates: Mutex<report::Rates>,
     commands: Option<Arc<crate::hub::command_inbox::CommandInbox>>,
+    history: Mutex<history::History>,
+    /// Recorded messages, for the plots of their numeric fields.
+    history_messages: Option<Arc<MessageTap>>,
 }
 
 impl HttpView {
@@ -83,7 +93,24 @@ impl HttpView {
             viewers: AtomicUsize::new(0),
             rates: Mutex::new(report::Rates::default()),
             commands: None,
+            history: Mutex::new(history::History::new()),
+            history_messages: None,
         }
+    }
+
+    /// Plot the numeric fields of the messages `tap` is fed.
+    pub fn with_message_history(mut self, tap: Arc<MessageTap>) -> Self {
+        self.history_messages = Some(tap);
+        self
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, history::History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `/api/history`.
+    fn history_state(&self) -> history::HistoryState {
+        self.history().state(self.stats.uptime().as_secs_f64())
     }
 
     /// Take `POST /api/sources/<source>/command` into `inbox` (none: answered 503).
@@ -138,9 +165,71 @@ pub fn spawn(
     view: Arc<HttpView>,
     shutdown: Shutdown,
 ) -> io::Result<JoinHandle<()>> {
+    let history = {
+        let (view, shutdown) = (Arc::clone(&view), shutdown.clone());
+        std::thread::Builder::new()
+            .name("http-history".into())
+            .spawn(move || history_loop(&view, &shutdown))?
+    };
     std::thread::Builder::new()
         .name("http".into())
-        .spawn(move || accept_loop(listener, view, shutdown))
+        .spawn(move || {
+            accept_loop(listener, view, shutdown);
+            let _ = history.join();
+        })
+}
+
+/// Messages parsed for the plots per second at most (the tap drops the oldest beyond its
+/// capacity; this bounds the CPU the plots may take under a flood).
+const HISTORY_MESSAGES_PER_S: u32 = 1000;
+
+/// Feed the history: every image source's counters once a second, and the messages of the
+/// view's tap as they come (at most [`HISTORY_MESSAGES_PER_S`]).
+fn history_loop(view: &HttpView, shutdown: &Shutdown) {
+    let mut next = Instant::now();
+    while !shutdown.is_triggered() {
+        let mut parsed = 0;
+        loop {
+            let now = Instant::now();
+            if now >= next || shutdown.is_triggered() {
+                break;
+            }
+            let wait = (next - now).min(POLL_INTERVAL);
+            let message = match &view.history_messages {
+                Some(tap) if parsed < HISTORY_MESSAGES_PER_S => tap.take(wait),
+                _ => {
+                    shutdown.wait_timeout(wait);
+                    None
+                }
+            };
+            if let Some(m) = message {
+                parsed += 1;
+                let id = SourceId {
+                    service: Service::Msg,
+                    addr: m.from,
+                }
+                .slug();
+                let now_s = view.stats.uptime().as_secs_f64();
+                view.history().record_message(&id, now_s, &m.json);
+            }
+        }
+        next += Duration::from_secs(1);
+        let now_s = view.stats.uptime().as_secs_f64();
+        let snapshot = view.stats.snapshot();
+        let mut history = view.history();
+        for (id, s) in &snapshot {
+            if id.service == Service::Msg {
+                continue;
+            }
+            let reading = history::ImageReading {
+                frames: s.items,
+                bytes: s.bytes,
+                ..history::ImageReading::default()
+            };
+            history.record_image(&id.slug(), now_s, reading);
+        }
+        history.forget_old(now_s);
+    }
 }
 
 fn accept_loop(listener: TcpListener, view: Arc<HttpView>, shutdown: Shutdown) {

@@ -79,6 +79,16 @@ pub fn handle(
             head_only,
             keep,
         )?;
+    } else if path == "/api/history" {
+        let body = serde_json::to_vec(&view.history_state()).map_err(io::Error::other)?;
+        respond(
+            &mut conn.writer(),
+            200,
+            &[("Content-Type", "application/json")],
+            &body,
+            head_only,
+            keep,
+        )?;
     } else if path == "/metrics" {
         let body = super::report::metrics(&view.state());
         respond(
@@ -191,11 +201,19 @@ fn command(
     }
 }
 
-/// The page, with the current state filled in. Every `<` of the JSON is escaped (`\u003c`,
-/// which means the same in JSON), so no text from a sender can end the script element.
+/// The page, with the current state and history filled in. Every `<` of the JSON is
+/// escaped (`\u003c`, which means the same in JSON), so no text from a sender (a name, a
+/// message field) can end the script element.
 fn page(view: &HttpView) -> io::Result<String> {
-    let json = serde_json::to_string(&view.state()).map_err(io::Error::other)?;
-    Ok(PAGE.replacen("null /*INITIAL_STATE*/", &json.replace('<', "\\u003c"), 1))
+    let state = serde_json::to_string(&view.state()).map_err(io::Error::other)?;
+    let history = serde_json::to_string(&view.history_state()).map_err(io::Error::other)?;
+    Ok(PAGE
+        .replacen("null /*INITIAL_STATE*/", &state.replace('<', "\\u003c"), 1)
+        .replacen(
+            "null /*INITIAL_HISTORY*/",
+            &history.replace('<', "\\u003c"),
+            1,
+        ))
 }
 
 fn not_found(conn: &mut Connection, slug: &str, head_only: bool, keep: bool) -> io::Result<()> {
