@@ -458,15 +458,73 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// Where a walk of a scan paused: at the start of an MCU, with the bit reader's state
+/// and the DC predictors, so that walking on from here with more of the frame does
+/// exactly what a walk from the start would (see [`walk_scan_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ScanProgress {
+    /// Where the scan's coded data starts (a progress belongs to that scan only).
+    pub(super) start: usize,
+    /// The next MCU to walk.
+    mcu: u32,
+    pos: usize,
+    buf: u64,
+    nbits: i32,
+    preds: [i32; 4],
+}
+
+impl ScanProgress {
+    /// The next MCU to walk.
+    #[cfg(test)]
+    pub(super) fn mcu(&self) -> u32 {
+        self.mcu
+    }
+}
+
+/// How [`walk_scan_from`] ended.
+pub(super) enum Walked {
+    /// The scan was walked to its end (the position of the marker after it) or a fault.
+    Done(Result<usize, JpegError>),
+    /// The data given may end before the next MCU does: walk on from here with more.
+    Paused(ScanProgress),
+}
+
+/// Bytes one block can take at most: 64 codes of at most 16 bits with values of at most
+/// 16 bits, every byte stuffed (`FF 00`).
+const MAX_BLOCK_BYTES: usize = 64 * 32 / 8 * 2;
+
 /// Walks the entropy-coded data of `scan`, starting at `start`; returns the position of
 /// the marker that follows it.
 pub(super) fn walk_scan(
     data: &[u8],
     start: usize,
     frame: &Frame,
-    mut scan: Scan,
+    scan: Scan,
     restart_interval: u16,
 ) -> Result<usize, JpegError> {
+    match walk_scan_from(data, start, frame, scan, restart_interval, None, None) {
+        Walked::Done(result) => result,
+        Walked::Paused(_) => unreachable!("a walk without a limit never pauses"),
+    }
+}
+
+/// [`walk_scan`], resumable: from `from` (a pause of this scan) or from the start, and,
+/// with a `limit` (how many bytes of the frame are there so far), pausing before an MCU
+/// that could read past it. An MCU reads at most [`MAX_BLOCK_BYTES`] per block plus the
+/// reader's 8 bytes of lookahead, so every MCU walked before a pause read only bytes below
+/// the limit and did what it does in the whole frame: a fault found before the pause is
+/// the whole frame's fault, and walking on from the pause gives the whole walk's verdict.
+/// A scan with restart intervals, or a reader that reached a marker, never pauses (the
+/// walk goes on to its end; the caller ignores the verdict of a walk of part of a frame).
+pub(super) fn walk_scan_from(
+    data: &[u8],
+    start: usize,
+    frame: &Frame,
+    mut scan: Scan,
+    restart_interval: u16,
+    from: Option<ScanProgress>,
+    limit: Option<usize>,
+) -> Walked {
     // The MCU layout: which scan component each block belongs to.
     let mut layout = [0u8; 10];
     let mut blocks = 0;
@@ -492,19 +550,51 @@ pub(super) fn walk_scan(
     };
     let layout = &layout[..blocks];
     let mcus = mcus_x * mcus_y;
+    // Pause when the next MCU could reach the limit (never with restart intervals).
+    let pause_at = match limit {
+        Some(limit) if restart_interval == 0 => limit.saturating_sub(MAX_BLOCK_BYTES * blocks + 16),
+        _ => usize::MAX,
+    };
     let mut reader = BitReader::new(data, start);
+    let mut first = 0;
+    if let Some(p) = from.filter(|p| p.start == start) {
+        reader.pos = p.pos;
+        reader.buf = p.buf;
+        reader.nbits = p.nbits;
+        for (c, &pred) in scan.comps.iter_mut().zip(&p.preds) {
+            c.pred = pred;
+        }
+        first = p.mcu;
+    }
     let mut left = restart_interval;
     let mut next_rst = 0u8;
-    for mcu in 0..mcus {
+    for mcu in first..mcus {
+        if reader.pos > pause_at && !reader.marker {
+            let mut preds = [0; 4];
+            for (p, c) in preds.iter_mut().zip(&scan.comps) {
+                *p = c.pred;
+            }
+            return Walked::Paused(ScanProgress {
+                start,
+                mcu,
+                pos: reader.pos,
+                buf: reader.buf,
+                nbits: reader.nbits,
+                preds,
+            });
+        }
         if restart_interval != 0 {
             if left == 0 {
-                let (pos, marker) = reader.end_of_segment()?;
+                let (pos, marker) = match reader.end_of_segment() {
+                    Ok(found) => found,
+                    Err(e) => return Walked::Done(Err(e)),
+                };
                 if marker != RST0 + next_rst {
-                    return Err(JpegError::BadRestart {
+                    return Walked::Done(Err(JpegError::BadRestart {
                         expected: next_rst,
                         found: marker,
                         offset: pos,
-                    });
+                    }));
                 }
                 reader = BitReader::new(data, pos + 2);
                 for c in &mut scan.comps {
@@ -520,24 +610,24 @@ pub(super) fn walk_scan(
             if let Err(fault) = reader.block(comp) {
                 let offset = reader.offset();
                 if reader.overran() {
-                    return Err(reader.data_ends(mcu, mcus));
+                    return Walked::Done(Err(reader.data_ends(mcu, mcus)));
                 }
                 let component = comp.id;
-                return Err(match fault {
+                return Walked::Done(Err(match fault {
                     Fault::UndefinedCode => JpegError::UndefinedHuffmanCode { offset },
                     Fault::DcCategory(category) => JpegError::DcCategory { category, offset },
                     Fault::AcSymbol(symbol) => JpegError::AcSymbol { symbol, offset },
                     Fault::Past63 => JpegError::CoefficientPast63 { offset },
                     Fault::DcRange => JpegError::DcOutOfRange { component, offset },
                     Fault::AcRange => JpegError::AcOutOfRange { component, offset },
-                });
+                }));
             }
         }
         if reader.nbits < 0 {
-            return Err(reader.data_ends(mcu, mcus));
+            return Walked::Done(Err(reader.data_ends(mcu, mcus)));
         }
     }
-    Ok(reader.end_of_segment()?.0)
+    Walked::Done(reader.end_of_segment().map(|(pos, _)| pos))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! A marker is the byte [`PREFIX`] (`FF`) followed by one of the codes below (ITU T.81
 //! table B.1); the other files name markers by these constants, never by number.
 
-use super::entropy::{walk_scan, Huffman};
+use super::entropy::{walk_scan, walk_scan_from, Huffman, ScanProgress, Walked};
 use super::segments::{parse_dht, parse_dqt, parse_dri, Frame, FrameError, Scan};
 use super::{JpegError, JpegInfo};
 use std::fmt;
@@ -116,7 +116,34 @@ pub(super) enum Depth {
 /// segment parsed by [`super::segments`] and (at [`Depth::Entropy`]) each scan walked by
 /// [`super::entropy`].
 pub(super) fn walk_segments(bytes: &[u8], depth: Depth) -> Result<JpegInfo, JpegError> {
+    walk_segments_resumable(bytes, depth, None)
+}
+
+/// Where a walk of part of a frame stands (see [`super::IncrementalCheck`]).
+#[derive(Debug, Default)]
+pub(super) struct Resume {
+    /// How many bytes of the frame the walk is given (`None`: all of them).
+    pub(super) limit: Option<usize>,
+    /// Where the walk of the first scan paused last.
+    pub(super) progress: Option<ScanProgress>,
+    /// A walk with a limit went past the first scan without pausing (a fault, a marker,
+    /// the scan's end, restart intervals): walking more of a part adds nothing.
+    pub(super) settled: bool,
+}
+
+/// [`walk_segments`] at [`Depth::Entropy`], whose first scan is walked on from
+/// `resume.progress` and, with `resume.limit`, pauses where the bytes there are may end
+/// (recording where in `resume.progress`). The verdict of a walk given part of a frame
+/// means nothing (a paused walk returns [`JpegError::MissingEoi`]); a walk of the whole
+/// frame from a progress found in a part of it gives exactly the verdict of a walk from
+/// the start.
+pub(super) fn walk_segments_resumable(
+    bytes: &[u8],
+    depth: Depth,
+    mut resume: Option<&mut Resume>,
+) -> Result<JpegInfo, JpegError> {
     let structure_only = depth == Depth::Structure;
+    let mut scans = 0;
     if !bytes.starts_with(&super::SOI) {
         return Err(JpegError::NotJpeg);
     }
@@ -239,10 +266,26 @@ pub(super) fn walk_segments(bytes: &[u8], depth: Depth) -> Result<JpegInfo, Jpeg
                                 restart_interval,
                             )?
                         } else {
-                            walk_scan(bytes, end, frame, scan, restart_interval)?
+                            walk_first_or_next(
+                                bytes,
+                                end,
+                                frame,
+                                scan,
+                                restart_interval,
+                                &mut scans,
+                                &mut resume,
+                            )?
                         }
                         #[cfg(not(test))]
-                        walk_scan(bytes, end, frame, scan, restart_interval)?
+                        walk_first_or_next(
+                            bytes,
+                            end,
+                            frame,
+                            scan,
+                            restart_interval,
+                            &mut scans,
+                            &mut resume,
+                        )?
                     }
                 };
                 after_scan = true;
@@ -251,6 +294,41 @@ pub(super) fn walk_segments(bytes: &[u8], depth: Depth) -> Result<JpegInfo, Jpeg
             _ => {} // APPn, COM
         }
         pos = end;
+    }
+}
+
+/// Walk a scan: the first one resumably when there is a `resume` (see
+/// [`walk_segments_resumable`]), the others from their start.
+fn walk_first_or_next(
+    bytes: &[u8],
+    start: usize,
+    frame: &Frame,
+    scan: Scan,
+    restart_interval: u16,
+    scans: &mut u32,
+    resume: &mut Option<&mut Resume>,
+) -> Result<usize, JpegError> {
+    *scans += 1;
+    let Some(r) = resume.as_deref_mut().filter(|_| *scans == 1) else {
+        return walk_scan(bytes, start, frame, scan, restart_interval);
+    };
+    match walk_scan_from(
+        bytes,
+        start,
+        frame,
+        scan,
+        restart_interval,
+        r.progress,
+        r.limit,
+    ) {
+        Walked::Done(result) => {
+            r.settled |= r.limit.is_some();
+            result
+        }
+        Walked::Paused(progress) => {
+            r.progress = Some(progress);
+            Err(JpegError::MissingEoi)
+        }
     }
 }
 

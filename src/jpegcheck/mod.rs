@@ -255,6 +255,94 @@ pub fn validate(bytes: &[u8]) -> Result<JpegInfo, JpegError> {
     result
 }
 
+/// New bytes [`IncrementalCheck::advance`] waits for before it walks again.
+pub const ADVANCE_STEP: usize = 8 * 1024;
+
+/// [`validate`] for a frame whose bytes arrive in order over a while (a seed chunked frame
+/// over a slow link): [`advance`](Self::advance) walks the entropy-coded data that has
+/// arrived so far (pausing at an MCU that could need bytes not yet there), and
+/// [`finish`](Self::finish) walks the rest and gives the verdict on the whole frame,
+/// exactly [`validate`]'s (the unit tests check every call against it). So when the last
+/// datagram comes, only its share of the walk is left.
+///
+/// Only the first scan is walked ahead, and only when it has no restart intervals (a
+/// live camera's frames have one scan and, from OpenCV and libjpeg, no restart markers);
+/// everything else is walked by `finish`. Each advance parses the headers again (a few
+/// microseconds: the tables are built on the stack, as [`validate`] does), which is why it
+/// walks only every [`ADVANCE_STEP`] bytes. Keeps the walk's position, a few dozen bytes.
+#[derive(Debug)]
+pub struct IncrementalCheck {
+    resume: markers::Resume,
+    walked: usize,
+    /// [`ADVANCE_STEP`], smaller in the tests.
+    step: usize,
+}
+
+impl Default for IncrementalCheck {
+    fn default() -> Self {
+        IncrementalCheck {
+            resume: markers::Resume::default(),
+            walked: 0,
+            step: ADVANCE_STEP,
+        }
+    }
+}
+
+impl IncrementalCheck {
+    pub fn new() -> Self {
+        IncrementalCheck::default()
+    }
+
+    /// A check that walks every `step` new bytes.
+    #[cfg(test)]
+    fn with_step(step: usize) -> Self {
+        IncrementalCheck {
+            step,
+            ..IncrementalCheck::default()
+        }
+    }
+
+    /// The MCU of the first scan the walk has paused at (0: not walked ahead).
+    #[cfg(test)]
+    fn paused_at_mcu(&self) -> u32 {
+        self.resume.progress.map_or(0, |p| p.mcu())
+    }
+
+    /// Walk on through `prefix`, the frame's first bytes (each call at least as many as the
+    /// last); does nothing until [`ADVANCE_STEP`] more bytes are there.
+    pub fn advance(&mut self, prefix: &[u8]) {
+        if self.resume.settled || prefix.len() < self.walked + self.step {
+            return;
+        }
+        self.walked = prefix.len();
+        self.resume.limit = Some(prefix.len());
+        // the verdict on part of a frame means nothing; the progress is what counts
+        let _ = markers::walk_segments_resumable(
+            prefix,
+            Depth::Entropy { range_checks: true },
+            Some(&mut self.resume),
+        );
+    }
+
+    /// The verdict on the whole `frame` (whose first bytes every [`advance`](Self::advance)
+    /// was given): the same as [`validate`]`(frame)`.
+    pub fn finish(mut self, frame: &[u8]) -> Result<JpegInfo, JpegError> {
+        self.resume.limit = None;
+        let result = markers::walk_segments_resumable(
+            frame,
+            Depth::Entropy { range_checks: true },
+            Some(&mut self.resume),
+        );
+        #[cfg(test)]
+        assert_eq!(
+            result,
+            validate(frame),
+            "the incremental walk and the whole walk disagree"
+        );
+        result
+    }
+}
+
 /// Whether `bytes` is structurally one JPEG: SOI, then marker segments each whole, a frame
 /// header (baseline, extended or progressive) with a width and height of at least 1 and 1
 /// to 4 components, at least one scan after it, and EOI as the last two bytes. A scan's

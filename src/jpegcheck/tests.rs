@@ -1023,6 +1023,54 @@ fn lockstep_on_the_unmutated_frames_and_every_truncation_of_one() {
     assert!(ends_early > 0);
 }
 
+/// Check `jpeg` as if its bytes came `step` at a time: the verdict (which
+/// [`IncrementalCheck::finish`] asserts to be [`validate`]'s, in the tests) and the MCU the
+/// walk had got to before the last bytes came.
+fn incremental(jpeg: &[u8], step: usize) -> (Result<JpegInfo, JpegError>, u32) {
+    let mut check = IncrementalCheck::with_step(step);
+    let mut n = 0;
+    while n < jpeg.len() {
+        n = (n + step).min(jpeg.len());
+        if n < jpeg.len() {
+            check.advance(&jpeg[..n]);
+        }
+    }
+    let paused = check.paused_at_mcu();
+    (check.finish(jpeg), paused)
+}
+
+#[test]
+fn the_incremental_walk_gives_the_whole_walks_verdict_and_walks_ahead() {
+    for (i, jpeg) in lockstep_frames().iter().enumerate() {
+        for step in [256, 1024, 1400, 8192] {
+            assert!(incremental(jpeg, step).0.is_ok(), "frame {i}, step {step}");
+        }
+    }
+    // A 640x480 frame in 1400-byte steps: the walk was most of the way through (its
+    // 1200 MCUs of 4:2:0) before the last datagram, and the result is the same. (It stops
+    // short by the worst case of one MCU, 3088 bytes, of the bytes there: 853 MCUs of the
+    // 22 kB frame when this was written.)
+    let jpeg = frame_640x480_q90();
+    let (verdict, paused) = incremental(&jpeg, 1400);
+    assert!(verdict.is_ok());
+    assert!(
+        paused > 600,
+        "paused at MCU {paused} of 1200 in a {}-byte frame",
+        jpeg.len()
+    );
+    // A frame with restart intervals is walked only at the end, with the same verdict.
+    let (verdict, paused) = incremental(&lockstep_frames()[2], 256);
+    assert!(verdict.is_ok());
+    assert_eq!(paused, 0);
+    // Every cut of the noisy frame with EOI appended, in small steps.
+    let jpeg = &lockstep_frames()[1];
+    for len in (scan_start(jpeg)..jpeg.len()).step_by(97) {
+        let mut cut = jpeg[..len].to_vec();
+        cut.extend_from_slice(&EOI);
+        assert!(incremental(&cut, 300).0.is_err());
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
@@ -1076,5 +1124,7 @@ proptest::proptest! {
             }
         }
         assert_lockstep(&m).ok();
+        // and the same verdict when the mutant's bytes come `size` at a time
+        incremental(&m, size.max(64));
     }
 }
