@@ -437,6 +437,41 @@ fn run(args: &Args) -> Result<(), String> {
             println!("{}", keys_row(r));
         }
     }
+    // The last datagram to the ack (issue 10): seed chunked through a paced link, the
+    // walk running as the datagrams come.
+    let ack_delays: Vec<Value> = if args.only.is_empty() || args.only.iter().any(|o| o == "ack") {
+        [
+            (&f66, 50.0, if args.quick { 20 } else { 200 }),
+            (&f4m, 200.0, if args.quick { 2 } else { 10 }),
+        ]
+        .into_iter()
+        .map(|(frame, rate, n)| {
+            eprintln!(
+                "bench: ack delay, {} bytes at {rate} Mbit/s ...",
+                frame.bytes
+            );
+            paced_ack_delay(&bins, frame, rate, n).unwrap_or_else(|e| json!({"error": e}))
+        })
+        .collect()
+    } else {
+        Vec::new()
+    };
+    if !ack_delays.is_empty() {
+        println!("\nSeed chunked through a paced link: from the datagram that completes a frame to its ack (target <= 100 us)");
+        println!("| frame | link | frames | p50 | p99 | max |\n|---:|---:|---:|---:|---:|---:|");
+        for d in &ack_delays {
+            let us = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.0} us"));
+            println!(
+                "| {} B | {} Mbit/s | {} | {} | {} | {} |",
+                d["frame_bytes"],
+                d["rate_mbit"],
+                d["ack_delay"]["count"],
+                us(&d["ack_delay"]["p50_us"]),
+                us(&d["ack_delay"]["p99_us"]),
+                us(&d["ack_delay"]["max_us"])
+            );
+        }
+    }
     let met = results.iter().filter(|r| r["met"] == true).count();
     println!(
         "\n{met} of {} cases meet their targets; {:.0} s in all; JSON: {}",
@@ -455,6 +490,7 @@ fn run(args: &Args) -> Result<(), String> {
         "load_average_after": loadavg(),
         "seconds": started.elapsed().as_secs_f64(),
         "cases": results,
+        "ack_delay": ack_delays,
     });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(&args.out, text + "\n").map_err(|e| format!("{}: {e}", args.out.display()))?;
@@ -636,6 +672,68 @@ fn process_cpu(pid: u32) -> Option<Duration> {
 
 /// Start `program args` (`RUST_LOG=warn`, so logging is not measured) with its output
 /// collected.
+/// `img-client --protocol chunked` sends `frames` of `frame` through an in-process relay
+/// limited to `rate_mbit` (so the datagrams reach the hub spaced as on a link of that
+/// rate, and the hub walks each frame as it comes); the hub's own measurement of the time
+/// from the datagram completing each frame to its ack, read from its JSON summary.
+fn paced_ack_delay(
+    bins: &Bins,
+    frame: &Frame,
+    rate_mbit: f64,
+    frames: u64,
+) -> Result<Value, String> {
+    use udphub::relay::{link::LinkConfig, FaultConfig, Relay};
+    let hub = start_hub(&bins.hub, &["--json-summary".to_string()])?;
+    let img = hub.ports.img.ok_or("no image port")?;
+    let stop = udphub::shutdown::Shutdown::new();
+    let mut link = LinkConfig::new(rate_mbit);
+    link.queue_bytes = 8 << 20; // the client sends a frame at once: the link spaces it
+    let relay = Relay::start(
+        "127.0.0.1:0".parse().expect("an address"),
+        img,
+        FaultConfig {
+            link: Some(link),
+            ..FaultConfig::default()
+        },
+        FaultConfig::default(),
+        stop.clone(),
+    )
+    .map_err(|e| format!("relay: {e}"))?;
+    let args: Vec<String> = [
+        "--jpeg",
+        &frame.path.display().to_string(),
+        "--protocol",
+        "chunked",
+        "--hub",
+        &relay.local_addr().to_string(),
+        "--frames",
+        &frames.to_string(),
+        "--ack-timeout-ms",
+        "5000",
+        "--json-summary",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let run = spawn(&bins.img_client, &args)?.wait(Instant::now() + Duration::from_secs(120))?;
+    stop.trigger();
+    relay.join();
+    let stopped = hub.stop(Signal::Int, Duration::from_secs(10))?;
+    if !run.success() {
+        return Err(format!("img-client failed: {}", run.describe()));
+    }
+    let summary = stopped.summary()?;
+    let img = summary
+        .service(udphub::hub::source::Service::Img)
+        .ok_or("no image service in the summary")?;
+    Ok(json!({
+        "frame_bytes": frame.bytes,
+        "rate_mbit": rate_mbit,
+        "delivered": img.total.items,
+        "ack_delay": img.ack_delay,
+    }))
+}
+
 fn spawn(program: &Path, args: &[String]) -> Result<Running, String> {
     Running::spawn(
         Command::new(program).args(args).env("RUST_LOG", "warn"),

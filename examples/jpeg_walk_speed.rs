@@ -13,11 +13,16 @@
 //! (walk / libjpeg: below 1 the walk is the cheaper). `--save DIR` writes the frames, so that a profiler
 //! (`valgrind --tool=callgrind --toggle-collect='*validate*'`) can be run on the files
 //! with `--runs 1` without counting the encoding.
+//!
+//! A second table times the walk as a seed chunked frame's datagrams come
+//! ([`IncrementalCheck`], fed the frame 1024 bytes at a time as the hub is): what it costs
+//! in all while the datagrams come, and what is left to do when the last one arrives (the
+//! part that delays the ack), beside the whole walk.
 
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use udphub::jpegcheck::validate;
+use udphub::jpegcheck::{validate, IncrementalCheck};
 use udphub::media::testjpeg::{noise_jpeg, noisy_pattern_jpeg};
 use udphub::media::{jpeg, FrameSource, PatternSource};
 
@@ -57,6 +62,7 @@ fn main() -> Result<(), String> {
         "{:<28} {:>8}  {:>21}  {:>21}  {:>6}  runs",
         "frame", "bytes", "walk µs min/median", "libjpeg µs min/median", "ratio"
     );
+    let mut incremental_rows = Vec::new();
     for (name, bytes) in &frames {
         validate(bytes).map_err(|e| format!("{name}: {e}"))?;
         udphub_testkit::libjpeg::read_coefficients(bytes).map_err(|e| format!("{name}: {e}"))?;
@@ -76,6 +82,27 @@ fn main() -> Result<(), String> {
                 );
             }));
         }
+        // The walk as 1024-byte datagrams come: ahead (all but the last), then the rest.
+        let (mut ahead, mut last) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for _ in 0..runs {
+            let mut check = IncrementalCheck::new();
+            ahead.push(time(|| {
+                let mut n = 0;
+                while n + 1024 < bytes.len() {
+                    n += 1024;
+                    check.advance(std::hint::black_box(&bytes[..n]));
+                }
+            }));
+            last.push(time(|| {
+                std::hint::black_box(check.finish(std::hint::black_box(bytes)).ok());
+            }));
+        }
+        incremental_rows.push((
+            name.clone(),
+            bytes.len(),
+            min_median(&mut ahead).0,
+            min_median(&mut last).0,
+        ));
         let (walk_min, walk_median) = min_median(&mut walk);
         let (lib_min, lib_median) = min_median(&mut libjpeg);
         let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -88,6 +115,21 @@ fn main() -> Result<(), String> {
             us(lib_median),
             walk_min.as_secs_f64() / lib_min.as_secs_f64(),
             bytes.len() as f64 / walk_min.as_secs_f64() / 1e6,
+        );
+        incremental_rows.last_mut().expect("pushed").0 = format!("{name}|{:.1}", us(walk_min));
+    }
+    println!(
+        "\nas 1024-byte datagrams come (IncrementalCheck, minimum µs per frame):\n{:<28} {:>8}  {:>10}  {:>14}  {:>16}  {:>10}",
+        "frame", "bytes", "whole walk", "while coming", "at the last one", "in all"
+    );
+    for (tagged, len, ahead, last) in incremental_rows {
+        let (name, whole) = tagged.split_once('|').expect("tagged");
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "{name:<28} {len:>8}  {whole:>10}  {:>14.1}  {:>16.1}  {:>10.1}",
+            us(ahead),
+            us(last),
+            us(ahead) + us(last)
         );
     }
     Ok(())

@@ -14,6 +14,7 @@ use super::reload;
 use super::sinks::FrameSinks;
 use super::source::{Service, SourceId};
 use super::stats::{SourceCache, Stats};
+use crate::client::stats::Samples;
 use crate::proto::image_receiver::{Delivered, ImageConfig, ImageEvent, ImageReceiver, Outcome};
 use crate::proto::secure_gate::SecurityConfig;
 use crate::secure::authorized::KeyFile;
@@ -41,9 +42,10 @@ pub fn run(
         None => (ImageReceiver::new(config), None),
     };
     let mut read_timeout = ReadTimeout::new();
-    let mut sources = SourceCache::new(Service::Img, stats);
+    let mut sources = SourceCache::new(Service::Img, Arc::clone(&stats));
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    let mut ack_delay = Samples::new();
     while !shutdown.is_triggered() {
         let wake = reassembler.poll_timeout();
         let wait = wait_until(wake, Instant::now());
@@ -70,7 +72,9 @@ pub fn run(
         }
         // count and hand on first, then ack: once a sender has its ack, the frame is in
         // the statistics and in every consumer (e.g. the HTTP view's /state and /snapshot)
+        let mut delivered = false;
         while let Some(event) = reassembler.poll_event() {
+            delivered |= event.outcome() == Outcome::Frame;
             on_event(event, &mut sources, &sinks, &mut limiter, now);
         }
         while let Some(t) = reassembler.poll_transmit() {
@@ -78,7 +82,12 @@ pub fn run(
                 log::debug!("img: cannot ack {}: {e}", t.to);
             }
         }
+        if delivered {
+            // the datagram that completed a frame, to its ack (and any other reply) sent
+            ack_delay.record(now.elapsed());
+        }
     }
+    stats.set_ack_delay(Service::Img, &ack_delay);
     log::debug!("img: stopped");
 }
 

@@ -7,6 +7,7 @@
 //! once and keeps the `Arc`, so the per-frame cost is a few relaxed atomic adds.
 
 use super::source::{Service, SourceId};
+use crate::client::stats::{Samples, SamplesSummary};
 use crate::hub::saver::SaverReport;
 use crate::shutdown::Shutdown;
 use crate::wire::name::SourceName;
@@ -119,6 +120,9 @@ pub struct Stats {
     refused: Mutex<BTreeMap<(Service, &'static str), u64>>,
     /// Commands down (issue 15), as the message service last counted them.
     commands: CommandCounters,
+    /// Per service, from the arrival of the datagram that completed a frame to its ack
+    /// being sent, as the service stored it when it stopped.
+    ack_delays: Mutex<BTreeMap<Service, SamplesSummary>>,
 }
 
 /// What became of commands, lock-free (the message service stores, readers load).
@@ -166,7 +170,14 @@ impl Stats {
             names: Mutex::new(Names::default()),
             refused: Mutex::new(BTreeMap::new()),
             commands: CommandCounters::default(),
+            ack_delays: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// `service`'s ack delays (see [`ServiceSummary::ack_delay`]), stored when it stops.
+    pub fn set_ack_delay(&self, service: Service, samples: &Samples) {
+        let mut delays = self.ack_delays.lock().unwrap_or_else(|e| e.into_inner());
+        delays.insert(service, SamplesSummary::of(samples));
     }
 
     /// The message service's command counts now.
@@ -381,6 +392,12 @@ impl Stats {
                     service,
                     total: SourceSummary::of(None, &total),
                     sources,
+                    ack_delay: self
+                        .ack_delays
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&service)
+                        .cloned(),
                 }
             })
             .collect();
@@ -440,6 +457,11 @@ pub struct ServiceSummary {
     pub total: SourceSummary,
     /// Sorted by address; past [`MAX_SOURCES`] the others share address `0.0.0.0:0`.
     pub sources: Vec<SourceSummary>,
+    /// The image service: for each delivered frame, from the moment the datagram that
+    /// completed it was received to the moment its ack was sent (the check of the frame
+    /// and its hand-over to the sinks), in µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_delay: Option<SamplesSummary>,
 }
 
 /// One source's (or a service's total) counts in the [`HubSummary`]; see [`Counters`].

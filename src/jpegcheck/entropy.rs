@@ -26,6 +26,7 @@ use super::segments::{Frame, Scan, ScanComp};
 use super::JpegError;
 
 /// A Huffman table ready for decoding.
+#[derive(Clone)]
 pub(super) struct Huffman {
     pub(super) defined: bool,
     /// An AC table: `fast` holds [`AcEntry`] values, and decoding returns the code length
@@ -489,10 +490,6 @@ pub(super) enum Walked {
     Paused(ScanProgress),
 }
 
-/// Bytes one block can take at most: 64 codes of at most 16 bits with values of at most
-/// 16 bits, every byte stuffed (`FF 00`).
-const MAX_BLOCK_BYTES: usize = 64 * 32 / 8 * 2;
-
 /// Walks the entropy-coded data of `scan`, starting at `start`; returns the position of
 /// the marker that follows it.
 pub(super) fn walk_scan(
@@ -509,13 +506,15 @@ pub(super) fn walk_scan(
 }
 
 /// [`walk_scan`], resumable: from `from` (a pause of this scan) or from the start, and,
-/// with a `limit` (how many bytes of the frame are there so far), pausing before an MCU
-/// that could read past it. An MCU reads at most [`MAX_BLOCK_BYTES`] per block plus the
-/// reader's 8 bytes of lookahead, so every MCU walked before a pause read only bytes below
-/// the limit and did what it does in the whole frame: a fault found before the pause is
-/// the whole frame's fault, and walking on from the pause gives the whole walk's verdict.
-/// A scan with restart intervals, or a reader that reached a marker, never pauses (the
-/// walk goes on to its end; the caller ignores the verdict of a walk of part of a frame).
+/// with a `limit` (`data` is then the first bytes of the frame, all there are so far),
+/// pausing at the start of the first MCU that reads up to the end of `data`: such an MCU
+/// may read differently once more bytes are there (the reader takes the end for a
+/// marker), so its walk is undone (the reader's state and the DC predictors are taken
+/// before each MCU) and the pause is at its start. Every MCU walked before a pause read
+/// only bytes of the frame as it is: a fault found then is the whole frame's fault, and
+/// walking on from the pause gives the whole walk's verdict. A scan with restart
+/// intervals never pauses (the walk goes on to its end; the caller ignores the verdict on
+/// part of a frame).
 pub(super) fn walk_scan_from(
     data: &[u8],
     start: usize,
@@ -550,11 +549,8 @@ pub(super) fn walk_scan_from(
     };
     let layout = &layout[..blocks];
     let mcus = mcus_x * mcus_y;
-    // Pause when the next MCU could reach the limit (never with restart intervals).
-    let pause_at = match limit {
-        Some(limit) if restart_interval == 0 => limit.saturating_sub(MAX_BLOCK_BYTES * blocks + 16),
-        _ => usize::MAX,
-    };
+    // Undo and pause an MCU that reached the end of a part (never with restart intervals).
+    let resumable = limit.is_some() && restart_interval == 0;
     let mut reader = BitReader::new(data, start);
     let mut first = 0;
     if let Some(p) = from.filter(|p| p.start == start) {
@@ -566,65 +562,77 @@ pub(super) fn walk_scan_from(
         }
         first = p.mcu;
     }
+    let progress = |reader: &BitReader, scan: &Scan, mcu| {
+        let mut preds = [0; 4];
+        for (p, c) in preds.iter_mut().zip(&scan.comps) {
+            *p = c.pred;
+        }
+        ScanProgress {
+            start,
+            mcu,
+            pos: reader.pos,
+            buf: reader.buf,
+            nbits: reader.nbits,
+            preds,
+        }
+    };
     let mut left = restart_interval;
     let mut next_rst = 0u8;
     for mcu in first..mcus {
-        if reader.pos > pause_at && !reader.marker {
-            let mut preds = [0; 4];
-            for (p, c) in preds.iter_mut().zip(&scan.comps) {
-                *p = c.pred;
-            }
-            return Walked::Paused(ScanProgress {
-                start,
-                mcu,
-                pos: reader.pos,
-                buf: reader.buf,
-                nbits: reader.nbits,
-                preds,
-            });
-        }
-        if restart_interval != 0 {
-            if left == 0 {
-                let (pos, marker) = match reader.end_of_segment() {
-                    Ok(found) => found,
-                    Err(e) => return Walked::Done(Err(e)),
-                };
-                if marker != RST0 + next_rst {
-                    return Walked::Done(Err(JpegError::BadRestart {
-                        expected: next_rst,
-                        found: marker,
-                        offset: pos,
-                    }));
+        let before = resumable.then(|| progress(&reader, &scan, mcu));
+        let walked: Result<(), JpegError> = 'mcu: {
+            if restart_interval != 0 {
+                if left == 0 {
+                    let (pos, marker) = match reader.end_of_segment() {
+                        Ok(found) => found,
+                        Err(e) => break 'mcu Err(e),
+                    };
+                    if marker != RST0 + next_rst {
+                        break 'mcu Err(JpegError::BadRestart {
+                            expected: next_rst,
+                            found: marker,
+                            offset: pos,
+                        });
+                    }
+                    reader = BitReader::new(data, pos + 2);
+                    for c in &mut scan.comps {
+                        c.pred = 0;
+                    }
+                    next_rst = (next_rst + 1) & 7;
+                    left = restart_interval;
                 }
-                reader = BitReader::new(data, pos + 2);
-                for c in &mut scan.comps {
-                    c.pred = 0;
-                }
-                next_rst = (next_rst + 1) & 7;
-                left = restart_interval;
+                left -= 1;
             }
-            left -= 1;
-        }
-        for &b in layout {
-            let comp = &mut scan.comps[usize::from(b)];
-            if let Err(fault) = reader.block(comp) {
-                let offset = reader.offset();
-                if reader.overran() {
-                    return Walked::Done(Err(reader.data_ends(mcu, mcus)));
+            for &b in layout {
+                let comp = &mut scan.comps[usize::from(b)];
+                if let Err(fault) = reader.block(comp) {
+                    let offset = reader.offset();
+                    if reader.overran() {
+                        break 'mcu Err(reader.data_ends(mcu, mcus));
+                    }
+                    let component = comp.id;
+                    break 'mcu Err(match fault {
+                        Fault::UndefinedCode => JpegError::UndefinedHuffmanCode { offset },
+                        Fault::DcCategory(category) => JpegError::DcCategory { category, offset },
+                        Fault::AcSymbol(symbol) => JpegError::AcSymbol { symbol, offset },
+                        Fault::Past63 => JpegError::CoefficientPast63 { offset },
+                        Fault::DcRange => JpegError::DcOutOfRange { component, offset },
+                        Fault::AcRange => JpegError::AcOutOfRange { component, offset },
+                    });
                 }
-                let component = comp.id;
-                return Walked::Done(Err(match fault {
-                    Fault::UndefinedCode => JpegError::UndefinedHuffmanCode { offset },
-                    Fault::DcCategory(category) => JpegError::DcCategory { category, offset },
-                    Fault::AcSymbol(symbol) => JpegError::AcSymbol { symbol, offset },
-                    Fault::Past63 => JpegError::CoefficientPast63 { offset },
-                    Fault::DcRange => JpegError::DcOutOfRange { component, offset },
-                    Fault::AcRange => JpegError::AcOutOfRange { component, offset },
-                }));
             }
+            if reader.nbits < 0 {
+                break 'mcu Err(reader.data_ends(mcu, mcus));
+            }
+            Ok(())
+        };
+        // The end of a part, as the reader saw it: it took the end for a marker (no byte
+        // after an FF, or none at all). What this MCU did may change with more bytes.
+        if let Some(p) = before.filter(|_| reader.marker && reader.pos + 2 > data.len()) {
+            return Walked::Paused(p);
         }
-        if reader.nbits < 0 {
-            return Walked::Done(Err(reader.data_ends(mcu, mcus)));
+        if let Err(e) = walked {
+            return Walked::Done(Err(e));
         }
     }
     Walked::Done(reader.end_of_segment().map(|(pos, _)| pos))

@@ -129,6 +129,39 @@ pub(super) struct Resume {
     /// A walk with a limit went past the first scan without pausing (a fault, a marker,
     /// the scan's end, restart intervals): walking more of a part adds nothing.
     pub(super) settled: bool,
+    /// What the segments before the first scan defined, kept by the first walk that got
+    /// there, so later walks start at that scan's header instead of building the tables
+    /// again (on the heap: about 41 KiB).
+    pub(super) headers: Option<Box<Headers>>,
+}
+
+/// The tables and frame header in force at the first scan, and where its SOS marker is.
+#[derive(Clone)]
+pub(super) struct Headers {
+    huff: [[Huffman; 4]; 2],
+    quant: [Option<[u16; 64]>; 4],
+    frame: Frame,
+    restart_interval: u16,
+    coded: [bool; 4],
+    sos: usize,
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Headers")
+            .field("sos", &self.sos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resume {
+    /// The kept headers' size.
+    pub(super) const TABLES_BYTES: usize = std::mem::size_of::<Headers>();
+
+    /// Heap bytes held (the kept headers).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.headers.as_ref().map_or(0, |_| Self::TABLES_BYTES)
+    }
 }
 
 /// [`walk_segments`] at [`Depth::Entropy`], whose first scan is walked on from
@@ -154,6 +187,15 @@ pub(super) fn walk_segments_resumable(
     let mut first_interval: Option<u16> = None;
     let mut coded = [false; 4];
     let mut pos = 2;
+    if let Some(h) = resume.as_deref().and_then(|r| r.headers.as_deref()) {
+        // the same bytes as when they were kept: start at the first scan's header
+        huff = h.huff.clone();
+        quant = h.quant;
+        frame = Some(h.frame.clone());
+        restart_interval = h.restart_interval;
+        coded = h.coded;
+        pos = h.sos;
+    }
     // Right after entropy-coded data, the marker must follow at once; between marker
     // segments, FF fill bytes may come first (the standard allows them, libjpeg skips them).
     let mut after_scan = false;
@@ -248,6 +290,18 @@ pub(super) fn walk_segments_resumable(
                     return Err(bad("scan before the frame header (SOF)"));
                 };
                 first_interval.get_or_insert(restart_interval);
+                if let Some(r) = resume.as_deref_mut().filter(|r| r.headers.is_none()) {
+                    if scans == 0 {
+                        r.headers = Some(Box::new(Headers {
+                            huff: huff.clone(),
+                            quant,
+                            frame: frame.clone(),
+                            restart_interval,
+                            coded,
+                            sos: pos,
+                        }));
+                    }
+                }
                 pos = match depth {
                     Depth::Structure => {
                         check_scan_header(seg, frame.count).map_err(bad)?;

@@ -267,9 +267,9 @@ pub const ADVANCE_STEP: usize = 8 * 1024;
 ///
 /// Only the first scan is walked ahead, and only when it has no restart intervals (a
 /// live camera's frames have one scan and, from OpenCV and libjpeg, no restart markers);
-/// everything else is walked by `finish`. Each advance parses the headers again (a few
-/// microseconds: the tables are built on the stack, as [`validate`] does), which is why it
-/// walks only every [`ADVANCE_STEP`] bytes. Keeps the walk's position, a few dozen bytes.
+/// everything else is walked by `finish`. The first walk that reaches the scan keeps the
+/// tables the headers defined (on the heap, about 41 KiB: [`heap_bytes`](Self::heap_bytes)),
+/// so later ones start at the scan; each walks only every [`ADVANCE_STEP`] new bytes.
 #[derive(Debug)]
 pub struct IncrementalCheck {
     resume: markers::Resume,
@@ -322,6 +322,17 @@ impl IncrementalCheck {
             Depth::Entropy { range_checks: true },
             Some(&mut self.resume),
         );
+    }
+
+    /// What [`heap_bytes`](Self::heap_bytes) is once the tables are kept.
+    pub fn tables_bytes() -> usize {
+        markers::Resume::TABLES_BYTES
+    }
+
+    /// Heap bytes this check holds: the tables it keeps once the walk reached the first
+    /// scan (about 41 KiB), 0 before. A caller bounding memory counts them.
+    pub fn heap_bytes(&self) -> usize {
+        self.resume.heap_bytes()
     }
 
     /// The verdict on the whole `frame` (whose first bytes every [`advance`](Self::advance)

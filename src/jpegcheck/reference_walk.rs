@@ -29,6 +29,7 @@ pub(super) fn validate_reference(bytes: &[u8]) -> Result<JpegInfo, JpegError> {
 
 /// A Huffman table ready for decoding (the reference walk's own form of it, built beside
 /// the fast walk's by [`super::entropy::Huffman::build`]).
+#[derive(Clone)]
 pub(super) struct Huffman {
     /// An AC table: decoding returns the code length plus the size of the coefficient
     /// that follows (its low 4 bits), the bits to skip in one go.

@@ -74,6 +74,7 @@ pub(super) struct Component {
 }
 
 /// The frame header (SOF0 or SOF1).
+#[derive(Clone)]
 pub(super) struct Frame {
     pub(super) precision: u8,
     pub(super) width: u16,

@@ -1047,9 +1047,7 @@ fn the_incremental_walk_gives_the_whole_walks_verdict_and_walks_ahead() {
         }
     }
     // A 640x480 frame in 1400-byte steps: the walk was most of the way through (its
-    // 1200 MCUs of 4:2:0) before the last datagram, and the result is the same. (It stops
-    // short by the worst case of one MCU, 3088 bytes, of the bytes there: 853 MCUs of the
-    // 22 kB frame when this was written.)
+    // 1200 MCUs of 4:2:0) before the last datagram, and the result is the same.
     let jpeg = frame_640x480_q90();
     let (verdict, paused) = incremental(&jpeg, 1400);
     assert!(verdict.is_ok());

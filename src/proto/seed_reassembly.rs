@@ -26,12 +26,14 @@
 //! So a frame assembled from several datagrams must also pass [`jpegcheck::validate`], a walk of
 //! its Huffman-coded data (about 0.1 to 0.7 ms for a 640x480 frame) that finds data out of
 //! place; a JPEG kind it does not walk (progressive, arithmetic) falls back to the SOI/EOI
-//! check. A frame in one datagram cannot be reordered and gets the SOI/EOI check only. The
-//! framed protocol carries chunk indices and needs none of this.
+//! check. The walk runs as the datagrams come ([`IncrementalCheck`], every 8 KiB), so when
+//! the last one arrives only the last few kilobytes are left to walk before the ack. A
+//! frame in one datagram cannot be reordered and gets the SOI/EOI check only. The framed
+//! protocol carries chunk indices and needs none of this.
 
 use super::memory::{grow_for, PartialMemory};
 use super::Transmit;
-use crate::jpegcheck::{self, is_complete_jpeg, JpegError};
+use crate::jpegcheck::{self, is_complete_jpeg, IncrementalCheck, JpegError};
 use crate::wire::seed_udp::{self, HeaderError, HeaderWidth, IMG_ACK};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -177,11 +179,13 @@ struct Partial {
     expected: u64,
     buf: Vec<u8>,
     last_seen: Instant,
+    /// The JPEG walk of the bytes so far, so that the last datagram leaves only its share.
+    check: IncrementalCheck,
 }
 
 impl Partial {
     fn held(&self) -> usize {
-        self.buf.capacity() + PARTIAL_OVERHEAD
+        self.buf.capacity() + PARTIAL_OVERHEAD + self.check.heap_bytes()
     }
 }
 
@@ -247,12 +251,15 @@ impl SeedReassembler {
         grow_for(&mut partial.buf, data.len(), partial.expected as usize);
         partial.buf.extend_from_slice(data);
         partial.last_seen = now;
-        let after = partial.held();
         let complete = partial.buf.len() as u64 == partial.expected;
+        if !complete {
+            partial.check.advance(&partial.buf);
+        }
+        let after = partial.held();
         self.memory.recharge(from, before, after, now);
         if complete {
             let partial = self.remove_partial(from).expect("present");
-            self.finish(from, partial.buf, partial.expected, true);
+            self.finish(from, partial.buf, partial.expected, Some(partial.check));
         } else {
             self.evict_until_within_budget();
         }
@@ -324,7 +331,7 @@ impl SeedReassembler {
                 }),
             }
         } else if is_complete_jpeg(data) {
-            self.finish(from, data.to_vec(), data.len() as u64, false);
+            self.finish(from, data.to_vec(), data.len() as u64, None);
         } else {
             self.events.push_back(SeedEvent::Rejected {
                 from,
@@ -341,6 +348,7 @@ impl SeedReassembler {
             expected,
             buf: Vec::new(),
             last_seen: now,
+            check: IncrementalCheck::new(),
         };
         self.memory.charge(from, partial.held(), now);
         let deadline = now + self.config.frame_timeout;
@@ -350,8 +358,14 @@ impl SeedReassembler {
     }
 
     /// Deliver and ack `jpeg` if it passes the check (see the module comment; `assembled`:
-    /// it came in several datagrams), or report it corrupt.
-    fn finish(&mut self, from: SocketAddr, jpeg: Vec<u8>, expected: u64, assembled: bool) {
+    /// it came in several datagrams, walked as they came), or report it corrupt.
+    fn finish(
+        &mut self,
+        from: SocketAddr,
+        jpeg: Vec<u8>,
+        expected: u64,
+        assembled: Option<IncrementalCheck>,
+    ) {
         let structure = |jpeg: &[u8]| {
             jpegcheck::check_structure(jpeg)
                 .map(drop)
@@ -359,10 +373,11 @@ impl SeedReassembler {
         };
         let verdict = if !is_complete_jpeg(&jpeg) {
             Err(Corruption::NotJpeg)
-        } else if assembled {
-            // the full walk where chunks could be out of order; what it cannot walk
-            // (progressive frames) must at least have the structure of a JPEG
-            match jpegcheck::validate(&jpeg) {
+        } else if let Some(check) = assembled {
+            // the full walk where chunks could be out of order (the rest of the walk that
+            // ran as they came, with the same verdict); what it cannot walk (progressive
+            // frames) must at least have the structure of a JPEG
+            match check.finish(&jpeg) {
                 Ok(_) => Ok(()),
                 Err(JpegError::Unsupported(_)) => structure(&jpeg),
                 Err(e) => Err(Corruption::BadData(e)),
@@ -799,8 +814,11 @@ mod tests {
 
     #[test]
     fn memory_budget_drops_the_oldest_partial() {
+        // (a partial frame also holds its walk's tables once the walk reached its scan:
+        // room for two of them)
+        let budget = 200_000 + 2 * IncrementalCheck::tables_bytes();
         let mut r = SeedReassembler::new(SeedConfig {
-            max_partial_bytes: 200_000,
+            max_partial_bytes: budget,
             ..SeedConfig::default()
         });
         let t0 = Instant::now();
@@ -815,7 +833,7 @@ mod tests {
                 &d[..100],
                 t0 + Duration::from_millis(i as u64),
             );
-            assert!(r.partial_bytes() <= 200_000);
+            assert!(r.partial_bytes() <= budget);
         }
         let run = drain(&mut r);
         let evicted: Vec<SocketAddr> = run
