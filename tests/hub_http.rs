@@ -151,7 +151,7 @@ fn metrics(hub: &HubProcess) -> HashMap<String, f64> {
             let mut w = rest.split(' ');
             let name = w.next().unwrap().to_string();
             let kind = w.next().unwrap();
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             assert!(
                 kind != "counter" || name.ends_with("_total"),
                 "counter name {line}"
@@ -162,6 +162,12 @@ fn metrics(hub: &HubProcess) -> HashMap<String, f64> {
                 .rsplit_once(' ')
                 .unwrap_or_else(|| panic!("sample {line:?}"));
             let name = key.split('{').next().unwrap();
+            // a histogram's series carry its name and a suffix
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|h| typed.iter().any(|t| t == h))
+                .unwrap_or(name);
             assert!(helped.iter().any(|h| h == name), "no HELP before {line}");
             assert!(typed.iter().any(|t| t == name), "no TYPE before {line}");
             let value: f64 = value

@@ -11,9 +11,10 @@
 
 use super::net::{is_timeout, LogLimiter};
 use super::reload;
-use super::sinks::FrameSinks;
+use super::sinks::{Arrival, FrameSinks};
 use super::source::{Service, SourceId};
 use super::stats::{SourceCache, Stats};
+use crate::proto::framed_receiver::WallClock;
 use crate::proto::image_receiver::{Delivered, ImageConfig, ImageEvent, ImageReceiver, Outcome};
 use crate::proto::secure_gate::SecurityConfig;
 use crate::secure::authorized::KeyFile;
@@ -44,6 +45,8 @@ pub fn run(
     let mut sources = SourceCache::new(Service::Img, stats);
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    // the hub's wall clock for seed frames' arrival (framed frames carry the receiver's)
+    let wall = WallClock::system();
     while !shutdown.is_triggered() {
         let wake = reassembler.poll_timeout();
         let wait = wait_until(wake, Instant::now());
@@ -71,7 +74,13 @@ pub fn run(
         // count and hand on first, then ack: once a sender has its ack, the frame is in
         // the statistics and in every consumer (e.g. the HTTP view's /state and /snapshot)
         while let Some(event) = reassembler.poll_event() {
-            on_event(event, &mut sources, &sinks, &mut limiter, now);
+            on_event(
+                event,
+                &mut sources,
+                &sinks,
+                &mut limiter,
+                (now, wall.at(now)),
+            );
         }
         while let Some(t) = reassembler.poll_transmit() {
             if let Err(e) = socket.send_to(&t.payload, t.to) {
@@ -87,7 +96,7 @@ fn on_event(
     sources: &mut SourceCache,
     sinks: &FrameSinks,
     limiter: &mut LogLimiter,
-    now: Instant,
+    (now, wall_us): (Instant, u64),
 ) {
     let from = event.from();
     let counter = match event.outcome() {
@@ -97,12 +106,18 @@ fn on_event(
                 name,
                 authenticated,
                 jpeg,
-            }) = event.into_frame()
+                frame,
+                timing,
+            }) = event.into_frame(wall_us)
             else {
                 return;
             };
             let shown = name.and_then(|n| sources.shown_name(from, n.as_str(), authenticated));
-            let (len, seq) = (jpeg.len(), sources.record_item(from, jpeg.len()));
+            let (len, seq) = (jpeg.len(), sources.record_frame(from, jpeg.len(), &timing));
+            let arrival = Arrival {
+                frame: frame.map_or(seq, u64::from),
+                timing,
+            };
             sinks.deliver(
                 SourceId {
                     service: Service::Img,
@@ -110,6 +125,7 @@ fn on_event(
                 },
                 shown,
                 seq,
+                arrival,
                 jpeg,
             );
             log::debug!("img: frame {seq} of {len} bytes from {from}");

@@ -6,8 +6,10 @@
 //! message port, or one TCP connection). Each service thread looks its sources' counters up
 //! once and keeps the `Arc`, so the per-frame cost is a few relaxed atomic adds.
 
+use super::latency::{LatencyHistogram, LatencyState, LatencyWindow};
 use super::source::{Service, SourceId};
 use crate::hub::saver::SaverReport;
+use crate::proto::framed_receiver::FrameTiming;
 use crate::shutdown::Shutdown;
 use crate::wire::name::SourceName;
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,9 @@ pub struct Counters {
     pub rejected: AtomicU64,
     first_us: AtomicU64,
     last_us: AtomicU64,
+    /// Frame latencies (image sources): locked once per frame by its service thread, and
+    /// by readers (`/state`, `/metrics`, the reports) for a copy.
+    pub latency: Mutex<LatencyWindow>,
 }
 
 /// A plain copy of [`Counters`].
@@ -306,6 +311,27 @@ impl Stats {
         before + 1
     }
 
+    /// Take a delivered frame's timing into its source's latency figures.
+    pub fn record_timing(&self, c: &Counters, timing: &FrameTiming) {
+        c.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(timing);
+    }
+
+    /// Every image source's latency now (those that delivered a frame with a capture time
+    /// or a clock state), with its histogram.
+    pub fn latencies(&self) -> HashMap<SourceId, (LatencyState, LatencyHistogram)> {
+        let now_us = crate::proto::framed_sender::wall_us(std::time::SystemTime::now());
+        let map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter_map(|(id, c)| {
+                let w = c.latency.lock().unwrap_or_else(|e| e.into_inner());
+                (!w.is_empty()).then(|| (*id, (w.state(now_us), w.histogram())))
+            })
+            .collect()
+    }
+
     /// Keep `text`, received at `at_s` (seconds since the hub started), as the newest
     /// message. Called by the message service for every valid message: a copy of at most
     /// [`LAST_MESSAGE_BYTES`] bytes into a buffer that is reused (no allocation once it has
@@ -362,6 +388,7 @@ impl Stats {
     pub fn summary(&self, services: &[Service]) -> HubSummary {
         let all = self.snapshot();
         let names = self.names();
+        let mut latencies = self.latencies();
         let services = services
             .iter()
             .map(|&service| {
@@ -373,6 +400,7 @@ impl Stats {
                         total.add(s);
                         SourceSummary {
                             name: names.get(k).cloned(),
+                            latency_ms: latencies.remove(k).map(|(l, _)| l),
                             ..SourceSummary::of(k.addr, s)
                         }
                     })
@@ -458,6 +486,10 @@ pub struct SourceSummary {
     pub corrupt: u64,
     pub dropped: u64,
     pub rejected: u64,
+    /// Image sources whose frames carry a capture time: latency over the last seconds and
+    /// the clock state ([`crate::hub::latency`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<LatencyState>,
 }
 
 impl SourceSummary {
@@ -471,6 +503,7 @@ impl SourceSummary {
             corrupt: s.corrupt,
             dropped: s.dropped,
             rejected: s.rejected,
+            latency_ms: None,
         }
     }
 }
@@ -547,6 +580,9 @@ fn line(service: Service, s: &SourceSummary) -> String {
             ", {} corrupt, {} dropped, {} rejected",
             s.corrupt, s.dropped, s.rejected
         );
+        if let Some(latency) = &s.latency_ms {
+            let _ = write!(l, ", {}", latency.line());
+        }
     }
     l
 }
@@ -617,6 +653,13 @@ impl SourceCache {
         let shown: Arc<str> = shown.into();
         self.shown.insert(addr, shown.clone());
         Some(shown)
+    }
+
+    /// Count one intact frame from `addr` with its timing; returns its 1-based number.
+    pub fn record_frame(&mut self, addr: SocketAddr, bytes: usize, timing: &FrameTiming) -> u64 {
+        let counters = Self::lookup(&mut self.map, self.service, &self.stats, addr);
+        self.stats.record_timing(counters, timing);
+        self.stats.record_item(counters, bytes)
     }
 
     /// Count one intact frame or message from `addr`; returns its 1-based number.
@@ -697,6 +740,7 @@ fn report_lines(
     previous: &mut HashMap<SourceId, Snapshot>,
     now: Vec<(SourceId, Snapshot)>,
     names: &HashMap<SourceId, String>,
+    latencies: &HashMap<SourceId, (LatencyState, LatencyHistogram)>,
     interval: Duration,
 ) -> Vec<String> {
     let mut active: Vec<(SourceId, Snapshot, u64)> = Vec::new();
@@ -717,8 +761,12 @@ fn report_lines(
     let mut lines: Vec<String> = active
         .iter()
         .map(|(id, d, total)| {
+            let latency = latencies
+                .get(id)
+                .map(|(l, _)| format!(", {}", l.line()))
+                .unwrap_or_default();
             format!(
-                "{}: {} ({total} total)",
+                "{}: {}{latency} ({total} total)",
                 shown(id, names.get(id).map(String::as_str)),
                 d.interval_rates(id.service, interval)
             )
@@ -757,8 +805,9 @@ pub fn spawn_reporter(
         .spawn(move || {
             let mut previous: HashMap<SourceId, Snapshot> = HashMap::new();
             while !shutdown.wait_timeout(interval) {
-                for line in report_lines(&mut previous, stats.snapshot(), &stats.names(), interval)
-                {
+                let (snapshot, names) = (stats.snapshot(), stats.names());
+                let latencies = stats.latencies();
+                for line in report_lines(&mut previous, snapshot, &names, &latencies, interval) {
                     log::info!("{line}");
                 }
             }
@@ -826,7 +875,13 @@ mod tests {
             .collect();
         now.push((src(Service::Img, 9000), snap(50, 5_000_000)));
         now.push((src(Service::Msg, 7000), snap(10, 500)));
-        let lines = report_lines(&mut previous, now.clone(), &HashMap::new(), secs);
+        let lines = report_lines(
+            &mut previous,
+            now.clone(),
+            &HashMap::new(),
+            &HashMap::new(),
+            secs,
+        );
         assert_eq!(lines.len(), REPORT_TOP_SOURCES + 1, "{lines:#?}");
         assert_eq!(
             lines[0],
@@ -850,9 +905,18 @@ mod tests {
              +0 rejected"
         );
         // nothing changed: nothing to say; a source gone is forgotten
-        assert!(report_lines(&mut previous, now.clone(), &HashMap::new(), secs).is_empty());
+        assert!(report_lines(
+            &mut previous,
+            now.clone(),
+            &HashMap::new(),
+            &HashMap::new(),
+            secs
+        )
+        .is_empty());
         now.truncate(10);
-        assert!(report_lines(&mut previous, now, &HashMap::new(), secs).is_empty());
+        assert!(
+            report_lines(&mut previous, now, &HashMap::new(), &HashMap::new(), secs).is_empty()
+        );
         assert_eq!(previous.len(), 10);
     }
 
