@@ -96,7 +96,16 @@ impl LatencyWindow {
     /// The state at `now_us` (the hub's wall clock): percentiles over the latencies of the
     /// last [`WINDOW`].
     pub fn state(&self, now_us: u64) -> LatencyState {
-        let since = now_us.saturating_sub(WINDOW.as_micros() as u64);
+        self.state_since(now_us.saturating_sub(WINDOW.as_micros() as u64))
+    }
+
+    /// The state over the last [`WINDOW_FRAMES`] latencies, however old (the exit summary,
+    /// where a source that stopped a while ago still has figures).
+    pub fn state_of_last_frames(&self) -> LatencyState {
+        self.state_since(0)
+    }
+
+    fn state_since(&self, since: u64) -> LatencyState {
         let mut v: Vec<u64> = self
             .recent
             .iter()
@@ -147,12 +156,10 @@ impl LatencyState {
             .map(|e| format!(", offset ±{e:.1} ms"))
             .unwrap_or_default();
         match (self.p50, self.p99) {
-            (Some(p50), Some(p99)) => {
-                format!(
-                    "latency p50 {p50:.1} ms, p99 {p99:.1} ms ({}{err})",
-                    self.clock
-                )
-            }
+            (Some(p50), Some(p99)) => format!(
+                "latency p50 {p50:.1} ms, p99 {p99:.1} ms of {} frames ({}{err})",
+                self.frames, self.clock
+            ),
             _ => format!("latency unknown (clock {}{err})", self.clock),
         }
     }
@@ -202,7 +209,13 @@ mod tests {
             ("unsynced", None, 100)
         );
         assert_eq!(w.histogram().count, 100);
-        assert!(s.line().contains("p99 99.0 ms (unsynced)"), "{}", s.line());
+        assert!(
+            s.line().contains("p99 99.0 ms of 100 frames (unsynced)"),
+            "{}",
+            s.line()
+        );
+        // the summary's figures: the last frames, however old
+        assert_eq!(w.state_of_last_frames().p50, Some(51.0));
     }
 
     #[test]

@@ -320,14 +320,19 @@ impl Stats {
     }
 
     /// Every image source's latency now (those that delivered a frame with a capture time
-    /// or a clock state), with its histogram.
-    pub fn latencies(&self) -> HashMap<SourceId, (LatencyState, LatencyHistogram)> {
+    /// or a clock state), with its histogram: percentiles over the recent window, or
+    /// (`recent` false) over the last frames however old.
+    pub fn latencies(&self, recent: bool) -> HashMap<SourceId, (LatencyState, LatencyHistogram)> {
         let now_us = crate::proto::framed_sender::wall_us(std::time::SystemTime::now());
         let map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         map.iter()
             .filter_map(|(id, c)| {
                 let w = c.latency.lock().unwrap_or_else(|e| e.into_inner());
-                (!w.is_empty()).then(|| (*id, (w.state(now_us), w.histogram())))
+                let state = match recent {
+                    true => w.state(now_us),
+                    false => w.state_of_last_frames(),
+                };
+                (!w.is_empty()).then(|| (*id, (state, w.histogram())))
             })
             .collect()
     }
@@ -388,7 +393,7 @@ impl Stats {
     pub fn summary(&self, services: &[Service]) -> HubSummary {
         let all = self.snapshot();
         let names = self.names();
-        let mut latencies = self.latencies();
+        let mut latencies = self.latencies(false);
         let services = services
             .iter()
             .map(|&service| {
@@ -806,7 +811,7 @@ pub fn spawn_reporter(
             let mut previous: HashMap<SourceId, Snapshot> = HashMap::new();
             while !shutdown.wait_timeout(interval) {
                 let (snapshot, names) = (stats.snapshot(), stats.names());
-                let latencies = stats.latencies();
+                let latencies = stats.latencies(true);
                 for line in report_lines(&mut previous, snapshot, &names, &latencies, interval) {
                     log::info!("{line}");
                 }

@@ -182,7 +182,7 @@ pub fn build(
 ) -> State {
     let snapshot = stats.snapshot();
     let names = stats.names();
-    let mut latencies = stats.latencies();
+    let mut latencies = stats.latencies(true);
     let uptime_s = stats.uptime().as_secs_f64();
     let mut sources = Vec::new();
     let mut msg_sources = Vec::new();
