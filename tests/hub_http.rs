@@ -151,7 +151,7 @@ fn metrics(hub: &HubProcess) -> HashMap<String, f64> {
             let mut w = rest.split(' ');
             let name = w.next().unwrap().to_string();
             let kind = w.next().unwrap();
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             assert!(
                 kind != "counter" || name.ends_with("_total"),
                 "counter name {line}"
@@ -162,6 +162,12 @@ fn metrics(hub: &HubProcess) -> HashMap<String, f64> {
                 .rsplit_once(' ')
                 .unwrap_or_else(|| panic!("sample {line:?}"));
             let name = key.split('{').next().unwrap();
+            // a histogram's series carry its name and a suffix
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|h| typed.iter().any(|t| t == h))
+                .unwrap_or(name);
             assert!(helped.iter().any(|h| h == name), "no HELP before {line}");
             assert!(typed.iter().any(|t| t == name), "no TYPE before {line}");
             let value: f64 = value
@@ -1069,4 +1075,164 @@ fn on_command_runs_the_program_with_the_command_on_stdin_and_a_failing_one_stops
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Latency (issue 13)
+// ---------------------------------------------------------------------------------------
+
+/// `hub --frame-log` with img-client over framed UDP and a stamped seed chunked frame:
+/// framed lines carry the capture time and (once the clock estimate is in) a synced latency
+/// that is sane (0 <= latency < 10 s: a sanity check, not a timing assertion); the seed
+/// line carries its stamp's capture time, unsynced. `/state`, `/metrics` and the client's
+/// summary show the latency and the clock.
+#[test]
+fn frame_latency_is_logged_and_shown_for_framed_and_stamped_seed_frames() {
+    let files = tempfile::tempdir().unwrap();
+    let jpeg = files.path().join("frame.jpg");
+    std::fs::write(&jpeg, fake_jpeg(5000, 7)).unwrap();
+    let log = files.path().join("frames.jsonl");
+    let hub = start_hub(&["--frame-log", log.to_str().unwrap()]);
+    let run = send_named(&hub, &jpeg, 20, "lat-cam");
+    assert!(run.success(), "{}", run.describe());
+    assert!(
+        run.stdout.contains("  capture to ack: p50 "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  clock: hub - client "),
+        "{}",
+        run.stdout
+    );
+    // a seed chunked frame stamped with its capture time
+    let capture_us = 1_764_000_000_123_456u64;
+    let stamped = udphub::jpegcheck::with_capture_stamp(&real_jpeg(3000, 9), capture_us);
+    let sock = udp_client();
+    send_chunked(&sock, hub.img(), &stamped);
+    expect_reply(&sock, hub.img(), IMG_ACK, "ack of the stamped frame");
+    // img-client over the seed TCP stream stamps the frames it encodes itself
+    let tcp = run_client(
+        env!("CARGO_BIN_EXE_img-client"),
+        &[
+            "--hub",
+            &hub.tcp().to_string(),
+            "--protocol",
+            "tcp",
+            "--pattern",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--frames",
+            "3",
+            "--status-interval-ms",
+            "0",
+        ],
+        b"",
+    );
+    assert!(tcp.success(), "{}", tcp.describe());
+
+    let st = state_when(&hub, "a synced latency", |st| {
+        st["sources"].as_array().unwrap().iter().any(|s| {
+            s["name"] == "lat-cam"
+                && s["latency_ms"]["clock"] == "synced"
+                && s["latency_ms"]["p50"].is_number()
+        })
+    });
+    let cam = st["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "lat-cam")
+        .unwrap();
+    let l = &cam["latency_ms"];
+    assert!(
+        l["p99"].as_f64().unwrap() >= l["p50"].as_f64().unwrap(),
+        "{l}"
+    );
+    assert!(l["offset_err_ms"].as_f64().unwrap() <= 20.0, "{l}");
+    let seed_id = format!("udp-127.0.0.1-{}", sock.local_addr().unwrap().port());
+    assert_eq!(source(&st, &seed_id)["latency_ms"]["clock"], "unsynced");
+    let m = metrics(&hub);
+    let count = m
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("udphub_frame_latency_seconds_count{") && k.contains("lat-cam")
+        })
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no latency histogram for lat-cam: {m:#?}"));
+    assert!(count >= 1.0);
+
+    let (status, stdout) = hub.stop("INT");
+    assert!(status.success());
+    assert!(stdout.contains("latency p50 "), "{stdout}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 24, "{text}");
+    let keys = [
+        "arrival_us",
+        "bytes",
+        "capture_us",
+        "clock",
+        "frame",
+        "latency_ms",
+        "name",
+        "quality",
+        "source",
+    ];
+    for line in &lines {
+        let mut got: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        got.sort();
+        assert_eq!(got, keys, "{line}");
+    }
+    let framed: Vec<&Value> = lines.iter().filter(|l| l["name"] == "lat-cam").collect();
+    assert_eq!(framed.len(), 20);
+    for (i, l) in framed.iter().enumerate() {
+        assert_eq!(l["frame"], i as u64, "{l}");
+        assert_eq!(l["bytes"], 5000);
+        assert!(l["capture_us"].as_u64().unwrap() <= l["arrival_us"].as_u64().unwrap() + 20_000);
+        assert_eq!(l["quality"], Value::Null, "--jpeg bytes: no quality");
+    }
+    // the first frames go out before the first ack brought the hub's time
+    let synced: Vec<f64> = framed
+        .iter()
+        .filter(|l| l["clock"] == "synced")
+        .map(|l| l["latency_ms"].as_f64().unwrap())
+        .collect();
+    assert!(synced.len() >= 15, "{text}");
+    assert!(
+        synced.iter().all(|&ms| (0.0..10_000.0).contains(&ms)),
+        "{synced:?}"
+    );
+    let tcp_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["bytes"] != 5000 && l["name"].is_null() && l["capture_us"] != capture_us)
+        .collect();
+    assert_eq!(tcp_lines.len(), 3, "{text}");
+    for l in tcp_lines {
+        // a capture time from the stamp, no clock
+        assert!(l["capture_us"].as_u64().is_some(), "{l}");
+        assert_eq!(
+            (&l["clock"], &l["latency_ms"]),
+            (&Value::from("unsynced"), &Value::Null)
+        );
+    }
+    let seed = lines
+        .iter()
+        .find(|l| l["capture_us"] == capture_us)
+        .unwrap();
+    assert_eq!(seed["capture_us"], capture_us);
+    assert_eq!(
+        (&seed["clock"], &seed["latency_ms"], &seed["frame"]),
+        (&Value::from("unsynced"), &Value::Null, &Value::from(1))
+    );
 }

@@ -281,7 +281,7 @@ impl ImageSender {
 
 fn delivery_of(outcome: FrameOutcome, resends: u64) -> Delivery {
     match outcome {
-        FrameOutcome::Acked { rtt } => Delivery::acked(rtt, resends),
+        FrameOutcome::Acked { rtt, .. } => Delivery::acked(rtt, resends),
         FrameOutcome::Lost(reason) => Delivery::lost(reason.to_string(), resends),
         FrameOutcome::NotSent => Delivery::lost("not sent".into(), resends),
         // (the framed sender behind ImageSender always has an ack; this is the TCP stream's)

@@ -107,6 +107,19 @@ struct Args {
     /// With --msg-log, rotated files kept (FILE.1 .. FILE.N); 0 starts FILE again.
     #[arg(long, default_value_t = 4, value_name = "N")]
     msg_log_keep: u32,
+    /// Append one JSON line per delivered frame (framed, seed UDP and seed TCP) to FILE:
+    /// {"arrival_us", "source", "name", "frame", "bytes", "capture_us", "latency_ms",
+    /// "clock", "quality"}. Written by its own thread (a full queue drops lines, counted,
+    /// never slowing the receivers), rotated as --msg-log is.
+    #[arg(long, value_name = "FILE")]
+    frame_log: Option<PathBuf>,
+    /// With --frame-log, start a new file past this many bytes (FILE -> FILE.1 -> ...);
+    /// at least 131072.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    frame_log_max_bytes: u64,
+    /// With --frame-log, rotated files kept (FILE.1 .. FILE.N); 0 starts FILE again.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    frame_log_keep: u32,
     /// With --save-dir, the most bytes of frames the folder holds; the oldest are deleted
     /// first (frames already there at start count).
     #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
@@ -193,6 +206,9 @@ impl Args {
             http_max_conns_per_addr: self.http_max_conns_per_addr,
             msg_log_max_bytes: self.msg_log_max_bytes,
             msg_log_keep: self.msg_log_keep,
+            frame_log: self.frame_log.clone(),
+            frame_log_max_bytes: self.frame_log_max_bytes,
+            frame_log_keep: self.frame_log_keep,
             save_max_bytes: self.save_max_bytes,
             msg_budget_bytes_per_s: self.msg_budget_bytes_per_s,
             msg_budget_burst_bytes: self.msg_budget_burst_bytes,

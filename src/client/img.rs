@@ -563,7 +563,8 @@ fn capture_loop(
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let meta = FrameMeta::captured_now(job.quality.clamp(0, 100) as u8);
+                // libjpeg takes quality 0 as 1; 0 here means "not encoded by us"
+                let meta = FrameMeta::captured_now(job.quality.clamp(1, 100) as u8);
                 let frame = media::into_size(frame, job.width, job.height)?;
                 let t0 = Instant::now();
                 let jpeg = jpeg::encode(&frame, job.quality)?;
@@ -653,6 +654,10 @@ fn send_loop(
             Take::Empty => continue,
             Take::Closed => break Ok(()),
         };
+        let frame = match sender.stamps_capture_time() {
+            true => frame.stamped(),
+            false => frame,
+        };
         let outcomes = match sender.send(&frame, stop) {
             Ok(outcomes) => outcomes,
             Err(e) => break Err(e.into()),
@@ -669,6 +674,7 @@ fn send_loop(
         s.counts.late_acks = replies.late_acks;
         s.counts.ignored = replies.ignored;
         s.counts.skipped = input.skipped();
+        s.clock = sender.clock().or(s.clock);
     };
     input.hang_up();
     let in_flight = sender.flush(stop);
@@ -685,6 +691,7 @@ fn send_loop(
     s.counts.late_acks = replies.late_acks;
     s.counts.ignored = replies.ignored;
     s.counts.skipped = input.skipped();
+    s.clock = sender.clock().or(s.clock);
     result
 }
 
@@ -693,9 +700,15 @@ fn record(s: &mut ImgStats, outcomes: Vec<FrameOutcome>, limiter: &mut LogLimite
     let mut not_sent = false;
     for outcome in outcomes {
         match outcome {
-            FrameOutcome::Acked { rtt } => {
+            FrameOutcome::Acked {
+                rtt,
+                capture_to_ack,
+            } => {
                 s.counts.acked += 1;
                 s.rtt.record(rtt);
+                if let Some(d) = capture_to_ack {
+                    s.capture_to_ack.record(d);
+                }
             }
             FrameOutcome::Written { took } => {
                 s.counts.written += 1;

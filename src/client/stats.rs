@@ -272,6 +272,11 @@ pub struct ImgStats {
     pub counts: ImgCounts,
     pub rtt: Samples,
     pub encode: Samples,
+    /// From each acked frame's capture to its ack's arrival, on this client's wall clock:
+    /// an upper bound on the one-way latency capture -> hub (the ack's trip back included).
+    pub capture_to_ack: Samples,
+    /// The sender's estimate of `hub clock - this client's clock` (framed), the newest.
+    pub clock: Option<crate::proto::framed_sender::ClockEstimate>,
 }
 
 /// Shared handle to [`ImgStats`].
@@ -362,6 +367,26 @@ pub fn img_summary(what: &str, stats: &ImgStats, elapsed: Duration, has_ack: boo
         fmt_ms(p[1]),
         fmt_ms(stats.rtt.max())
     );
+    if stats.capture_to_ack.count() > 0 {
+        let p = stats.capture_to_ack.percentiles(&[50.0, 99.0]);
+        let _ = writeln!(
+            out,
+            "  capture to ack: p50 {}, p99 {}, max {} (capture to its ack's arrival on this \
+             client's clock: an upper bound on the one-way latency to the hub)",
+            fmt_ms(p[0]),
+            fmt_ms(p[1]),
+            fmt_ms(stats.capture_to_ack.max())
+        );
+    }
+    if let Some(c) = &stats.clock {
+        let _ = writeln!(
+            out,
+            "  clock: hub - client {:+.3} ms, within {:.3} ms (from the hub's time in its \
+             acks, the fastest round trip of the last minute)",
+            c.offset_us as f64 / 1e3,
+            c.err_us as f64 / 1e3
+        );
+    }
     let _ = writeln!(
         out,
         "  encode: mean {}, p50 {} per frame ({} frames encoded)",
@@ -394,6 +419,15 @@ pub struct ImgSummary {
     pub rtt_is_write_time: bool,
     pub rtt: SamplesSummary,
     pub encode: SamplesSummary,
+    /// Capture to ack arrival, on this client's clock ([`ImgStats::capture_to_ack`]).
+    #[serde(default)]
+    pub capture_to_ack: SamplesSummary,
+    /// `hub clock - this client's clock`, µs, and its uncertainty (framed, once the hub
+    /// sent its time); `null` without an estimate.
+    #[serde(default)]
+    pub clock_offset_us: Option<i64>,
+    #[serde(default)]
+    pub clock_offset_err_us: Option<u64>,
     /// Why the run ended early, if it did.
     pub error: Option<String>,
 }
@@ -417,6 +451,9 @@ impl ImgSummary {
             fps_sent: per_second(c.sent, elapsed),
             rtt: SamplesSummary::of(&stats.rtt),
             encode: SamplesSummary::of(&stats.encode),
+            capture_to_ack: SamplesSummary::of(&stats.capture_to_ack),
+            clock_offset_us: stats.clock.map(|c| c.offset_us),
+            clock_offset_err_us: stats.clock.map(|c| c.err_us),
             error,
         }
     }

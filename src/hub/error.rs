@@ -35,6 +35,9 @@ pub enum HubError {
     /// `--msg-log` cannot be opened for appending.
     #[error("--msg-log {}: {source}", path.display())]
     MsgLog { path: PathBuf, source: io::Error },
+    /// `--frame-log` cannot be opened for appending.
+    #[error("--frame-log {}: {source}", path.display())]
+    FrameLog { path: PathBuf, source: io::Error },
     /// `--save-dir` cannot be created or written.
     #[error("--save-dir {}: {source}", path.display())]
     SaveDir { path: PathBuf, source: io::Error },
@@ -67,6 +70,8 @@ pub enum ConfigError {
     SaveEvery,
     #[error("--msg-log-max-bytes must be at least {0} (one largest message)")]
     MsgLogMaxBytes(u64),
+    #[error("--frame-log-max-bytes must be at least {0}")]
+    FrameLogMaxBytes(u64),
     #[error("--msg-budget-bytes-per-s must be positive")]
     MsgBudget,
     #[error("--save-max-bytes must be positive")]

@@ -11,10 +11,11 @@
 
 use super::net::{is_timeout, LogLimiter};
 use super::reload;
-use super::sinks::FrameSinks;
+use super::sinks::{Arrival, FrameSinks};
 use super::source::{Service, SourceId};
 use super::stats::{SourceCache, Stats};
 use crate::client::stats::Samples;
+use crate::proto::framed_receiver::WallClock;
 use crate::proto::image_receiver::{Delivered, ImageConfig, ImageEvent, ImageReceiver, Outcome};
 use crate::proto::secure_gate::SecurityConfig;
 use crate::secure::authorized::KeyFile;
@@ -46,6 +47,8 @@ pub fn run(
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
     let mut ack_delay = Samples::new();
+    // the hub's wall clock for seed frames' arrival (framed frames carry the receiver's)
+    let wall = WallClock::system();
     while !shutdown.is_triggered() {
         let wake = reassembler.poll_timeout();
         let wait = wait_until(wake, Instant::now());
@@ -75,7 +78,13 @@ pub fn run(
         let mut delivered = false;
         while let Some(event) = reassembler.poll_event() {
             delivered |= event.outcome() == Outcome::Frame;
-            on_event(event, &mut sources, &sinks, &mut limiter, now);
+            on_event(
+                event,
+                &mut sources,
+                &sinks,
+                &mut limiter,
+                (now, wall.at(now)),
+            );
         }
         while let Some(t) = reassembler.poll_transmit() {
             if let Err(e) = socket.send_to(&t.payload, t.to) {
@@ -96,7 +105,7 @@ fn on_event(
     sources: &mut SourceCache,
     sinks: &FrameSinks,
     limiter: &mut LogLimiter,
-    now: Instant,
+    (now, wall_us): (Instant, u64),
 ) {
     let from = event.from();
     let counter = match event.outcome() {
@@ -106,12 +115,18 @@ fn on_event(
                 name,
                 authenticated,
                 jpeg,
-            }) = event.into_frame()
+                frame,
+                timing,
+            }) = event.into_frame(wall_us)
             else {
                 return;
             };
             let shown = name.and_then(|n| sources.shown_name(from, n.as_str(), authenticated));
-            let (len, seq) = (jpeg.len(), sources.record_item(from, jpeg.len()));
+            let (len, seq) = (jpeg.len(), sources.record_frame(from, jpeg.len(), &timing));
+            let arrival = Arrival {
+                frame: frame.map_or(seq, u64::from),
+                timing,
+            };
             sinks.deliver(
                 SourceId {
                     service: Service::Img,
@@ -119,6 +134,7 @@ fn on_event(
                 },
                 shown,
                 seq,
+                arrival,
                 jpeg,
             );
             log::debug!("img: frame {seq} of {len} bytes from {from}");

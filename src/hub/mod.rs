@@ -22,8 +22,10 @@
 pub mod command_inbox;
 pub mod display;
 pub mod error;
+pub mod frame_log;
 pub mod http;
 pub mod img_service;
+pub mod latency;
 pub mod msg_log;
 pub mod msg_service;
 pub mod net;
@@ -71,6 +73,12 @@ pub struct HubConfig {
     pub msg_log_max_bytes: u64,
     /// Rotated message logs kept (`FILE.1` … `FILE.N`).
     pub msg_log_keep: u32,
+    /// `--frame-log`: one JSON line per delivered frame ([`frame_log`]).
+    pub frame_log: Option<PathBuf>,
+    /// `--frame-log` rotates past this many bytes (at least [`msg_log::MIN_MAX_BYTES`]).
+    pub frame_log_max_bytes: u64,
+    /// Rotated frame logs kept.
+    pub frame_log_keep: u32,
     /// The message budget all senders share, bytes per second, and each one's burst.
     pub msg_budget_bytes_per_s: u64,
     pub msg_budget_burst_bytes: u64,
@@ -123,6 +131,9 @@ impl Default for HubConfig {
             msg_log: None,
             msg_log_max_bytes: 64 << 20,
             msg_log_keep: 4,
+            frame_log: None,
+            frame_log_max_bytes: 64 << 20,
+            frame_log_keep: 4,
             msg_budget_bytes_per_s: crate::proto::msg_receiver::DEFAULT_BUDGET_BYTES_PER_S,
             msg_budget_burst_bytes: crate::proto::msg_receiver::DEFAULT_BUDGET_BURST_BYTES,
             save_dir: None,
@@ -170,6 +181,8 @@ pub struct RunningHub {
     services: Vec<Service>,
     service_threads: Vec<JoinHandle<()>>,
     saver: Option<SaverThread>,
+    /// The `--frame-log` writer: joined after the services, so it writes out their frames.
+    frame_log: Option<JoinHandle<()>>,
     other_threads: Vec<JoinHandle<()>>,
 }
 
@@ -203,6 +216,9 @@ impl HubConfig {
         }
         if self.msg_log_max_bytes < msg_log::MIN_MAX_BYTES {
             return Err(ConfigError::MsgLogMaxBytes(msg_log::MIN_MAX_BYTES));
+        }
+        if self.frame_log_max_bytes < msg_log::MIN_MAX_BYTES {
+            return Err(ConfigError::FrameLogMaxBytes(msg_log::MIN_MAX_BYTES));
         }
         if self.msg_budget_bytes_per_s == 0 {
             return Err(ConfigError::MsgBudget);
@@ -385,6 +401,16 @@ pub fn start_with_taps(
         ),
         None => None,
     };
+    let frame_log = match &config.frame_log {
+        Some(path) => Some(
+            msg_log::LineLog::open(path, config.frame_log_max_bytes, config.frame_log_keep)
+                .map_err(|source| HubError::FrameLog {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let bound = BoundAddrs {
         img: img
             .as_ref()
@@ -434,6 +460,13 @@ pub fn start_with_taps(
         .map(|_| Arc::new(http::frames::LatestFrames::default()));
     sinks.frames = frames.clone();
     sinks.tap = taps.frames;
+    let mut frame_log_thread = None;
+    if let Some(log) = frame_log {
+        let (handle, thread) =
+            frame_log::spawn(log, shutdown.clone()).map_err(spawn_error("frame-log"))?;
+        sinks.frame_log = Some(handle);
+        frame_log_thread = Some(thread);
+    }
     let mut other_threads = Vec::new();
     if config.display {
         if let Some((queue, handle)) = display::spawn(shutdown.clone()) {
@@ -561,6 +594,7 @@ pub fn start_with_taps(
         services,
         service_threads,
         saver: saver_thread,
+        frame_log: frame_log_thread,
         other_threads,
     })
 }
@@ -595,6 +629,9 @@ impl RunningHub {
             }
         }
         let saved = self.saver.map(SaverThread::join);
+        if let Some(h) = self.frame_log {
+            let _ = h.join();
+        }
         for h in self.other_threads {
             let _ = h.join();
         }

@@ -1,5 +1,6 @@
 //! The `--msg-log` file: one JSON line per recorded message, rotated by size, and a write
-//! that recovers by itself once the disk has room again.
+//! that recovers by itself once the disk has room again. The writer ([`LineLog`]) takes any
+//! lines: `--frame-log` ([`super::frame_log`]) writes through it too, with the same bounds.
 //!
 //! Why rotation: a log that only grows fills its disk (issue 11: 216 MB/s from one sender).
 //! The live file `FILE` holds at most `--msg-log-max-bytes`; when the next line would not
@@ -34,8 +35,8 @@ pub fn rotated_path(base: &Path, k: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The message log. See the module documentation.
-pub struct MsgLog {
+/// The message log's writer, for any lines. See the module documentation.
+pub struct LineLog {
     path: PathBuf,
     max_bytes: u64,
     keep: u32,
@@ -49,11 +50,14 @@ pub struct MsgLog {
     line: Vec<u8>,
 }
 
-impl MsgLog {
+/// The `--msg-log` file.
+pub type MsgLog = LineLog;
+
+impl LineLog {
     /// Open `path` for appending (creating it if needed); rotate past `max_bytes` (at least
     /// [`MIN_MAX_BYTES`]), keeping `keep` older files.
-    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<MsgLog> {
-        let mut log = MsgLog {
+    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<LineLog> {
+        let mut log = LineLog {
             path: path.to_path_buf(),
             max_bytes: max_bytes.max(MIN_MAX_BYTES),
             keep,
@@ -105,7 +109,17 @@ impl MsgLog {
                 single_line(json_text)
             )?,
         }
-        let line_len = self.line.len() as u64;
+        let line = std::mem::take(&mut self.line);
+        let result = self.append_line(&line);
+        self.line = line;
+        result
+    }
+
+    /// Append `line` (one or more whole lines, each ending in `\n`) in one write, rotating
+    /// first if it would take the file past its cap. On an error nothing of it is left in
+    /// the file (as far as the file system lets it be cut back).
+    pub fn append_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let line_len = line.len() as u64;
         if self.file.is_none() {
             self.reopen()?;
         }
@@ -114,9 +128,9 @@ impl MsgLog {
         }
         let len = self.len;
         let Some(file) = self.file.as_mut() else {
-            return Err(io::Error::other("the message log is not open"));
+            return Err(io::Error::other("the log file is not open"));
         };
-        match file.write_all(&self.line) {
+        match file.write_all(line) {
             Ok(()) => {
                 self.len += line_len;
                 Ok(())

@@ -6,9 +6,11 @@
 //! message port, or one TCP connection). Each service thread looks its sources' counters up
 //! once and keeps the `Arc`, so the per-frame cost is a few relaxed atomic adds.
 
+use super::latency::{LatencyHistogram, LatencyState, LatencyWindow};
 use super::source::{Service, SourceId};
 use crate::client::stats::{Samples, SamplesSummary};
 use crate::hub::saver::SaverReport;
+use crate::proto::framed_receiver::FrameTiming;
 use crate::shutdown::Shutdown;
 use crate::wire::name::SourceName;
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,9 @@ pub struct Counters {
     pub rejected: AtomicU64,
     first_us: AtomicU64,
     last_us: AtomicU64,
+    /// Frame latencies (image sources): locked once per frame by its service thread, and
+    /// by readers (`/state`, `/metrics`, the reports) for a copy.
+    pub latency: Mutex<LatencyWindow>,
 }
 
 /// A plain copy of [`Counters`].
@@ -317,6 +322,32 @@ impl Stats {
         before + 1
     }
 
+    /// Take a delivered frame's timing into its source's latency figures.
+    pub fn record_timing(&self, c: &Counters, timing: &FrameTiming) {
+        c.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(timing);
+    }
+
+    /// Every image source's latency now (those that delivered a frame with a capture time
+    /// or a clock state), with its histogram: percentiles over the recent window, or
+    /// (`recent` false) over the last frames however old.
+    pub fn latencies(&self, recent: bool) -> HashMap<SourceId, (LatencyState, LatencyHistogram)> {
+        let now_us = crate::proto::framed_sender::wall_us(std::time::SystemTime::now());
+        let map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter_map(|(id, c)| {
+                let w = c.latency.lock().unwrap_or_else(|e| e.into_inner());
+                let state = match recent {
+                    true => w.state(now_us),
+                    false => w.state_of_last_frames(),
+                };
+                (!w.is_empty()).then(|| (*id, (state, w.histogram())))
+            })
+            .collect()
+    }
+
     /// Keep `text`, received at `at_s` (seconds since the hub started), as the newest
     /// message. Called by the message service for every valid message: a copy of at most
     /// [`LAST_MESSAGE_BYTES`] bytes into a buffer that is reused (no allocation once it has
@@ -373,6 +404,7 @@ impl Stats {
     pub fn summary(&self, services: &[Service]) -> HubSummary {
         let all = self.snapshot();
         let names = self.names();
+        let mut latencies = self.latencies(false);
         let services = services
             .iter()
             .map(|&service| {
@@ -384,6 +416,7 @@ impl Stats {
                         total.add(s);
                         SourceSummary {
                             name: names.get(k).cloned(),
+                            latency_ms: latencies.remove(k).map(|(l, _)| l),
                             ..SourceSummary::of(k.addr, s)
                         }
                     })
@@ -480,6 +513,10 @@ pub struct SourceSummary {
     pub corrupt: u64,
     pub dropped: u64,
     pub rejected: u64,
+    /// Image sources whose frames carry a capture time: latency over the last seconds and
+    /// the clock state ([`crate::hub::latency`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<LatencyState>,
 }
 
 impl SourceSummary {
@@ -493,6 +530,7 @@ impl SourceSummary {
             corrupt: s.corrupt,
             dropped: s.dropped,
             rejected: s.rejected,
+            latency_ms: None,
         }
     }
 }
@@ -569,6 +607,9 @@ fn line(service: Service, s: &SourceSummary) -> String {
             ", {} corrupt, {} dropped, {} rejected",
             s.corrupt, s.dropped, s.rejected
         );
+        if let Some(latency) = &s.latency_ms {
+            let _ = write!(l, ", {}", latency.line());
+        }
     }
     l
 }
@@ -639,6 +680,13 @@ impl SourceCache {
         let shown: Arc<str> = shown.into();
         self.shown.insert(addr, shown.clone());
         Some(shown)
+    }
+
+    /// Count one intact frame from `addr` with its timing; returns its 1-based number.
+    pub fn record_frame(&mut self, addr: SocketAddr, bytes: usize, timing: &FrameTiming) -> u64 {
+        let counters = Self::lookup(&mut self.map, self.service, &self.stats, addr);
+        self.stats.record_timing(counters, timing);
+        self.stats.record_item(counters, bytes)
     }
 
     /// Count one intact frame or message from `addr`; returns its 1-based number.
@@ -719,6 +767,7 @@ fn report_lines(
     previous: &mut HashMap<SourceId, Snapshot>,
     now: Vec<(SourceId, Snapshot)>,
     names: &HashMap<SourceId, String>,
+    latencies: &HashMap<SourceId, (LatencyState, LatencyHistogram)>,
     interval: Duration,
 ) -> Vec<String> {
     let mut active: Vec<(SourceId, Snapshot, u64)> = Vec::new();
@@ -739,8 +788,12 @@ fn report_lines(
     let mut lines: Vec<String> = active
         .iter()
         .map(|(id, d, total)| {
+            let latency = latencies
+                .get(id)
+                .map(|(l, _)| format!(", {}", l.line()))
+                .unwrap_or_default();
             format!(
-                "{}: {} ({total} total)",
+                "{}: {}{latency} ({total} total)",
                 shown(id, names.get(id).map(String::as_str)),
                 d.interval_rates(id.service, interval)
             )
@@ -779,8 +832,9 @@ pub fn spawn_reporter(
         .spawn(move || {
             let mut previous: HashMap<SourceId, Snapshot> = HashMap::new();
             while !shutdown.wait_timeout(interval) {
-                for line in report_lines(&mut previous, stats.snapshot(), &stats.names(), interval)
-                {
+                let (snapshot, names) = (stats.snapshot(), stats.names());
+                let latencies = stats.latencies(true);
+                for line in report_lines(&mut previous, snapshot, &names, &latencies, interval) {
                     log::info!("{line}");
                 }
             }
@@ -848,7 +902,13 @@ mod tests {
             .collect();
         now.push((src(Service::Img, 9000), snap(50, 5_000_000)));
         now.push((src(Service::Msg, 7000), snap(10, 500)));
-        let lines = report_lines(&mut previous, now.clone(), &HashMap::new(), secs);
+        let lines = report_lines(
+            &mut previous,
+            now.clone(),
+            &HashMap::new(),
+            &HashMap::new(),
+            secs,
+        );
         assert_eq!(lines.len(), REPORT_TOP_SOURCES + 1, "{lines:#?}");
         assert_eq!(
             lines[0],
@@ -872,9 +932,18 @@ mod tests {
              +0 rejected"
         );
         // nothing changed: nothing to say; a source gone is forgotten
-        assert!(report_lines(&mut previous, now.clone(), &HashMap::new(), secs).is_empty());
+        assert!(report_lines(
+            &mut previous,
+            now.clone(),
+            &HashMap::new(),
+            &HashMap::new(),
+            secs
+        )
+        .is_empty());
         now.truncate(10);
-        assert!(report_lines(&mut previous, now, &HashMap::new(), secs).is_empty());
+        assert!(
+            report_lines(&mut previous, now, &HashMap::new(), &HashMap::new(), secs).is_empty()
+        );
         assert_eq!(previous.len(), 10);
     }
 

@@ -15,9 +15,10 @@
 //! JPEG is counted corrupt and skipped: the length prefix keeps the stream in sync.
 
 use super::net::{is_timeout, spawn_accept_waker, ConnSlot, ConnTable, SharedLogLimiter};
-use super::sinks::FrameSinks;
+use super::sinks::{Arrival, FrameSinks};
 use super::source::{Service, SourceId};
 use super::stats::{Counters, Stats};
+use crate::proto::framed_receiver::FrameTiming;
 use crate::proto::secure_gate::Refusal;
 use crate::proto::seed_tcp::{
     EndReason, Position, ReadInto, SeedTcpConfig, SeedTcpDecoder, TcpEvent,
@@ -278,8 +279,13 @@ fn on_event(
     let counter = match event.outcome() {
         Some(Outcome::Frame) => {
             if let TcpEvent::Frame(jpeg) = event {
+                let arrival_us = crate::proto::framed_sender::wall_us(std::time::SystemTime::now());
+                let stamp = crate::jpegcheck::capture_stamp(&jpeg);
+                let timing = FrameTiming::stamped(arrival_us, stamp);
+                stats.record_timing(counters, &timing);
                 let seq = stats.record_item(counters, jpeg.len());
-                sinks.deliver(source, None, seq, jpeg);
+                let arrival = Arrival { frame: seq, timing };
+                sinks.deliver(source, None, seq, arrival, jpeg);
             }
             return;
         }

@@ -25,6 +25,9 @@
 //!   decode costs (`examples/jpeg_walk_speed.rs` times it); decoding to pixels is left to
 //!   the consumers that need pixels.
 //!
+//! A seed frame's capture time rides in a JPEG comment ([`capture_stamp`],
+//! [`with_capture_stamp`]; see `stamp`).
+//!
 //! Inside: `markers` names the marker codes and walks the segments, `segments` parses the
 //! DQT, DHT, SOF, DRI and SOS segments, `entropy` walks the entropy-coded data of a scan.
 
@@ -33,12 +36,14 @@ mod markers;
 #[cfg(test)]
 mod reference_walk;
 mod segments;
+mod stamp;
 #[cfg(test)]
 mod test_encoder;
 #[cfg(test)]
 mod tests;
 
 use markers::{Depth, Marker};
+pub use stamp::{capture_stamp, with_capture_stamp, STAMP_PREFIX};
 use std::fmt;
 
 /// Start-of-image marker.

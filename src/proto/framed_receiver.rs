@@ -31,6 +31,14 @@
 //! ranges that fit (the sender resends those and polls again); an ack that does not fit is
 //! not sent (the sender probes again).
 //!
+//! Time: a chunk flagged [`framed::CLOCK`] or [`framed::CAPTURED`] is answered with an ack
+//! carrying the hub's wall clock ([`framed::HUB_TIME`]) when the chunk is at least as long
+//! as that ack, so the sender can estimate the clock offset; the hub's wall clock is an
+//! anchor taken at construction plus the monotonic `now` passed in. Every delivered frame
+//! comes with its [`FrameTiming`]: arrival on the hub's clock and, when chunk 0 carried
+//! [`framed::CAPTURED`], capture time, quality and the latency corrected by the sender's
+//! offset estimate ([`FrameTiming::framed`]).
+//!
 //! Cost per datagram (the hub's receiving thread runs this for every one): one hash lookup
 //! of the sender, no lock; an allocation only as a buffer grows (amortised doubling), for a
 //! chunk past a gap, and for an ack or nack.
@@ -39,7 +47,7 @@ use super::memory::{grow_for, PartialMemory};
 use super::reply_credit::{ReplyCredit, UnvalidatedReplies};
 use super::Transmit;
 use crate::jpegcheck::check_structure;
-use crate::wire::framed::{self, AckStatus, DataHeader, Packet, ParseError};
+use crate::wire::framed::{self, AckStatus, Captured, DataHeader, Packet, ParseError};
 use crate::wire::name::SourceName;
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
@@ -47,6 +55,139 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// A sender's clock-offset estimate counts as good enough to correct latency with when its
+/// uncertainty is at most this (µs): the latency shown is then within this of the truth.
+pub const MAX_SYNC_ERR_US: u32 = 20_000;
+
+/// Whether a frame's latency could be measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockSync {
+    /// Capture time and an offset estimate within [`MAX_SYNC_ERR_US`]: latency measured.
+    Synced,
+    /// A capture time, but no offset estimate or one too uncertain (or a seed frame's
+    /// stamp, whose sender's clock the hub knows nothing about): no latency.
+    Unsynced,
+    /// No capture time (a sender that predates it).
+    None,
+}
+
+impl ClockSync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockSync::Synced => "synced",
+            ClockSync::Unsynced => "unsynced",
+            ClockSync::None => "none",
+        }
+    }
+}
+
+/// When a delivered frame was captured and arrived, and how late it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameTiming {
+    /// When the frame was complete, the hub's wall clock, µs since the Unix epoch.
+    pub arrival_us: u64,
+    /// When the sender captured it, the sender's wall clock (µs), if it said.
+    pub capture_us: Option<u64>,
+    /// The JPEG quality the sender chose, if it said.
+    pub quality: Option<u8>,
+    pub clock: ClockSync,
+    /// The sender's offset uncertainty (µs), if it has an estimate.
+    pub offset_err_us: Option<u32>,
+    /// `arrival - (capture + offset)` in µs (never below 0: the true latency cannot be),
+    /// when [`ClockSync::Synced`].
+    pub latency_us: Option<u64>,
+}
+
+impl FrameTiming {
+    /// A frame without a capture time.
+    pub fn arrived(arrival_us: u64) -> Self {
+        FrameTiming {
+            arrival_us,
+            capture_us: None,
+            quality: None,
+            clock: ClockSync::None,
+            offset_err_us: None,
+            latency_us: None,
+        }
+    }
+
+    /// A framed frame: its chunk 0's [`Captured`] extension, if it had one. The capture
+    /// time is moved onto the hub's clock by the sender's offset estimate when that is
+    /// within [`MAX_SYNC_ERR_US`].
+    pub fn framed(arrival_us: u64, captured: Option<&Captured>) -> Self {
+        let Some(c) = captured else {
+            return Self::arrived(arrival_us);
+        };
+        let offset = c.offset();
+        let synced = offset.filter(|&(_, err)| err <= MAX_SYNC_ERR_US);
+        FrameTiming {
+            arrival_us,
+            capture_us: Some(c.capture_us),
+            quality: (c.quality != 0).then_some(c.quality),
+            clock: if synced.is_some() {
+                ClockSync::Synced
+            } else {
+                ClockSync::Unsynced
+            },
+            offset_err_us: offset.map(|(_, err)| err),
+            latency_us: synced.map(|(offset, _)| {
+                let on_hub = c.capture_us as i128 + offset as i128;
+                (arrival_us as i128 - on_hub).clamp(0, u64::MAX as i128) as u64
+            }),
+        }
+    }
+
+    /// A seed frame with the capture time stamped into its JPEG, if any
+    /// ([`crate::jpegcheck::capture_stamp`]): the hub has no offset for a seed sender, so
+    /// its latency is not known ("unsynced").
+    pub fn stamped(arrival_us: u64, capture_us: Option<u64>) -> Self {
+        FrameTiming {
+            capture_us,
+            clock: match capture_us {
+                Some(_) => ClockSync::Unsynced,
+                None => ClockSync::None,
+            },
+            ..Self::arrived(arrival_us)
+        }
+    }
+
+    pub fn latency_ms(&self) -> Option<f64> {
+        self.latency_us.map(|us| us as f64 / 1e3)
+    }
+}
+
+/// A wall clock driven by the monotonic `now` callers pass in: an anchor pair taken once.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    instant: Instant,
+    wall_us: u64,
+}
+
+impl WallClock {
+    /// The system's wall clock, now.
+    pub fn system() -> Self {
+        Self::anchored(Instant::now(), std::time::SystemTime::now())
+    }
+
+    /// `instant` stands for `wall` (tests).
+    pub fn anchored(instant: Instant, wall: std::time::SystemTime) -> Self {
+        WallClock {
+            instant,
+            wall_us: super::framed_sender::wall_us(wall),
+        }
+    }
+
+    /// The wall clock at `now`, µs since the Unix epoch.
+    pub fn at(&self, now: Instant) -> u64 {
+        match now.checked_duration_since(self.instant) {
+            Some(d) => self.wall_us + d.as_micros() as u64,
+            None => self
+                .wall_us
+                .saturating_sub(self.instant.duration_since(now).as_micros() as u64),
+        }
+    }
+}
 
 /// Bytes charged per partial frame on top of its buffer.
 const PARTIAL_OVERHEAD: usize = 256;
@@ -114,6 +255,8 @@ pub enum FramedEvent {
         /// The name the stream gave ([`framed::NAMED`]), if any.
         name: Option<SourceName>,
         jpeg: Vec<u8>,
+        /// Arrival, capture time and latency.
+        timing: FrameTiming,
     },
     /// Every chunk arrived but the bytes are not a complete JPEG.
     Corrupt { from: SocketAddr, frame: u32 },
@@ -218,6 +361,8 @@ struct Partial {
     later_bytes: usize,
     started: Instant,
     last_seen: Instant,
+    /// Chunk 0's capture extension, once chunk 0 came.
+    captured: Option<Captured>,
 }
 
 impl Partial {
@@ -233,6 +378,7 @@ impl Partial {
             later_bytes: 0,
             started: now,
             last_seen: now,
+            captured: None,
         }
     }
 
@@ -358,6 +504,7 @@ impl Stream {
             transmits,
             unvalidated,
             now,
+            ..
         } = out;
         if self.credit.available(validated) >= payload.len()
             && unvalidated.allow(payload.len(), validated, *now)
@@ -380,6 +527,22 @@ struct Replies<'a> {
     transmits: &'a mut VecDeque<Transmit>,
     unvalidated: &'a mut UnvalidatedReplies,
     now: Instant,
+    /// The hub's wall clock at `now`, µs.
+    wall_us: u64,
+}
+
+/// The ack answering data chunk `h` (in a datagram of `datagram_len` bytes) about `frame`:
+/// with the hub's clock when the chunk asked for it and is at least as long as that ack.
+fn ack_for(
+    h: &DataHeader,
+    datagram_len: usize,
+    frame: u32,
+    status: AckStatus,
+    wall_us: u64,
+) -> Vec<u8> {
+    let asks = h.flags & (framed::CLOCK | framed::CAPTURED) != 0;
+    let hub_us = (asks && datagram_len >= framed::TIMED_ACK_LEN).then_some(wall_us);
+    framed::emit_timed_ack(h.stream, frame, status, h.ts_us, hub_us)
 }
 
 /// `a` is newer than `b` in wrapping (serial number) order.
@@ -401,11 +564,18 @@ pub struct FramedReceiver {
     events: VecDeque<FramedEvent>,
     transmits: VecDeque<Transmit>,
     unvalidated: UnvalidatedReplies,
+    wall: WallClock,
 }
 
 impl FramedReceiver {
     pub fn new(config: FramedConfig) -> Self {
+        Self::with_wall_clock(config, WallClock::system())
+    }
+
+    /// A receiver whose wall clock (arrival times, the time in acks) is `wall` (tests).
+    pub fn with_wall_clock(config: FramedConfig, wall: WallClock) -> Self {
         FramedReceiver {
+            wall,
             memory: PartialMemory::new(config.max_partial_bytes),
             config,
             streams: HashMap::new(),
@@ -468,12 +638,13 @@ impl FramedReceiver {
 
     /// Feed one datagram (that starts with the framed magic) from `from` at `now`.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
-        let (h, name, payload) = match framed::parse(data) {
+        let (h, name, captured, payload) = match framed::parse(data) {
             Ok(Packet::Data {
                 header,
                 name,
+                captured,
                 payload,
-            }) => (header, name, payload),
+            }) => (header, name, captured, payload),
             Ok(_) => return self.reject(from, FramedReject::WrongDirection),
             Err(e) => return self.reject(from, FramedReject::Parse(e)),
         };
@@ -493,16 +664,18 @@ impl FramedReceiver {
         {
             self.forget_quietest_streams();
         }
-        self.on_data(from, &h, name, payload, data.len(), now);
+        self.on_data(from, &h, name, captured, payload, data.len(), now);
         self.evict_until_within_budget();
     }
 
     /// A parsed data chunk, in a datagram of `datagram_len` bytes.
+    #[allow(clippy::too_many_arguments)]
     fn on_data(
         &mut self,
         from: SocketAddr,
         h: &DataHeader,
         name: Option<&str>,
+        captured: Option<Captured>,
         payload: &[u8],
         datagram_len: usize,
         now: Instant,
@@ -514,12 +687,14 @@ impl FramedReceiver {
             events,
             transmits,
             unvalidated,
+            wall,
             ..
         } = self;
         let mut out = Replies {
             transmits,
             unvalidated,
             now,
+            wall_us: wall.at(now),
         };
         let stream = match streams.entry(from) {
             Entry::Occupied(e) => {
@@ -549,11 +724,11 @@ impl FramedReceiver {
             Some(at) => at,
             None => {
                 if let Some(&(_, status)) = stream.recent.iter().find(|(f, _)| *f == h.frame) {
-                    let ack = framed::emit_ack(h.stream, h.frame, status, h.ts_us);
+                    let ack = ack_for(h, datagram_len, h.frame, status, out.wall_us);
                     return stream.reply(&mut out, from, validated, ack);
                 }
                 if stream.newest_delivered.is_some_and(|n| !newer(h.frame, n)) {
-                    let ack = framed::emit_ack(h.stream, h.frame, AckStatus::Stale, h.ts_us);
+                    let ack = ack_for(h, datagram_len, h.frame, AckStatus::Stale, out.wall_us);
                     return stream.reply(&mut out, from, validated, ack);
                 }
                 if h.length as usize + PARTIAL_OVERHEAD > config.max_partial_bytes {
@@ -584,6 +759,9 @@ impl FramedReceiver {
             });
         }
         p.last_seen = now;
+        if captured.is_some() {
+            p.captured = captured;
+        }
         if !p.has(h.index) {
             let before = p.held();
             p.write(h.index, payload);
@@ -594,7 +772,13 @@ impl FramedReceiver {
             let p = stream.partials.swap_remove(at);
             memory.release(from, p.held());
             debug_assert_eq!(p.buf.len(), p.length as usize, "every chunk written");
-            return Self::finish(from, h, p.buf, stream, memory, events, &mut out);
+            let captured = p.captured;
+            let done = Done {
+                h,
+                datagram_len,
+                captured,
+            };
+            return Self::finish(from, done, p.buf, stream, memory, events, &mut out);
         }
         if h.index == h.count - 1 || h.flags & framed::POLL != 0 {
             // as many ranges as the reply credit allows, at least one
@@ -691,13 +875,14 @@ impl FramedReceiver {
     /// Every chunk of a frame is in: check it, ack it, and deliver it.
     fn finish(
         from: SocketAddr,
-        h: &DataHeader,
+        done: Done,
         jpeg: Vec<u8>,
         stream: &mut Stream,
         memory: &mut PartialMemory,
         events: &mut VecDeque<FramedEvent>,
         out: &mut Replies,
     ) {
+        let h = done.h;
         let status = if check_structure(&jpeg).is_ok() {
             AckStatus::Delivered
         } else {
@@ -712,7 +897,7 @@ impl FramedReceiver {
             memory.mark_completed(from);
         }
         let validated = memory.has_completed(from);
-        let ack = framed::emit_ack(h.stream, h.frame, status, h.ts_us);
+        let ack = ack_for(h, done.datagram_len, h.frame, status, out.wall_us);
         stream.reply(out, from, validated, ack);
         if status == AckStatus::Rejected {
             return events.push_back(FramedEvent::Corrupt {
@@ -737,6 +922,14 @@ impl FramedReceiver {
             frame: h.frame,
             name: stream.name.clone(),
             jpeg,
+            timing: FrameTiming::framed(out.wall_us, done.captured.as_ref()),
         });
     }
+}
+
+/// The chunk that completed a frame, and what its chunk 0 said.
+struct Done<'a> {
+    h: &'a DataHeader,
+    datagram_len: usize,
+    captured: Option<Captured>,
 }

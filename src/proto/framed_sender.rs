@@ -18,9 +18,22 @@
 //! the ack that was lost. Probes back off (RTO doubling per silent probe, up to 16x) and the
 //! backoff starts over whenever the hub is heard from.
 //! Acks for frames no longer in flight, or of another stream, are ignored.
+//!
+//! Clock: every data datagram is flagged [`framed::CLOCK`], and a hub that knows the flag
+//! puts its wall clock (`hub_us`) into the ack. With `t1` the sender's wall time when the
+//! answered datagram left (its echoed `ts_us`, mapped through the wall anchor taken at
+//! construction), `t2 = hub_us` and `t4` the sender's wall time when the ack came, one
+//! sample is `offset = t2 - (t1 + t4) / 2` (hub clock minus sender clock) with `err =
+//! (t4 - t1) / 2`: whatever the split of the round trip between the two directions, the
+//! true offset is within `err` of the sample. [`ClockFilter`] keeps the sample with the
+//! smallest round trip of the last minute, as NTP's clock filter does (queueing only ever
+//! adds delay, so the fastest round trip is the least distorted), its error growing with
+//! its age by [`DRIFT_PPM`]. Chunk 0 of every frame with a capture time carries the
+//! capture time, this estimate and the quality ([`framed::CAPTURED`]), so the hub can tell
+//! how old the frame is on its own clock.
 
 use super::Transmit;
-use crate::wire::framed::{self, AckStatus, DataHeader, DataHeaderBytes, Packet};
+use crate::wire::framed::{self, AckStatus, Captured, DataHeader, DataHeaderBytes, Packet};
 use crate::wire::name::SourceName;
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -91,6 +104,87 @@ pub fn wall_us(at: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// How fast two clocks may drift apart, at most, in parts per million (NTP's bound for a
+/// disciplined clock is 15; an undisciplined crystal can be worse): the error of a clock
+/// sample grows by this much per second of its age.
+pub const DRIFT_PPM: u64 = 50;
+
+/// A clock-offset estimate: `hub clock - sender clock`, within `err_us` (µs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockEstimate {
+    pub offset_us: i64,
+    pub err_us: u64,
+}
+
+/// NTP's clock filter, simplified: the minimum-round-trip sample of a recent window, the
+/// best of each [`ClockFilter::BUCKET`] kept for [`ClockFilter::BUCKETS`] buckets (about a
+/// minute), so a burst of queued acks cannot push a good sample out. Socket-free: times
+/// passed in.
+#[derive(Clone, Debug, Default)]
+pub struct ClockFilter {
+    /// (bucket start, best sample in it: estimate and when it was taken), oldest first.
+    buckets: VecDeque<(Instant, ClockEstimate, Instant)>,
+    samples: u64,
+}
+
+impl ClockFilter {
+    /// The span of one bucket.
+    pub const BUCKET: Duration = Duration::from_secs(4);
+    /// Buckets kept: samples older than `BUCKET * BUCKETS` are forgotten.
+    pub const BUCKETS: usize = 15;
+
+    /// One exchange: `t1` the wall time the datagram left, `t2` the hub's wall time in its
+    /// answer, `t4` the wall time the answer came (all µs), observed at `now`. A sample
+    /// with `t4 < t1` (impossible) is ignored.
+    pub fn add(&mut self, t1: u64, t2: u64, t4: u64, now: Instant) {
+        let Some(rtt) = t4.checked_sub(t1) else {
+            return;
+        };
+        let mid = t1 as i128 + rtt as i128 / 2;
+        let offset = (t2 as i128 - mid).clamp(i64::MIN as i128 + 1, i64::MAX as i128) as i64;
+        let sample = ClockEstimate {
+            offset_us: offset,
+            err_us: rtt.div_ceil(2),
+        };
+        self.samples += 1;
+        while self.buckets.front().is_some_and(|(start, ..)| {
+            now.saturating_duration_since(*start) >= Self::BUCKET * Self::BUCKETS as u32
+        }) {
+            self.buckets.pop_front();
+        }
+        match self.buckets.back_mut() {
+            Some((start, best, at)) if now.saturating_duration_since(*start) < Self::BUCKET => {
+                if sample.err_us <= best.err_us {
+                    (*best, *at) = (sample, now);
+                }
+            }
+            _ => self.buckets.push_back((now, sample, now)),
+        }
+    }
+
+    /// The best estimate at `now`: the sample whose error, grown by [`DRIFT_PPM`] for its
+    /// age, is smallest; `None` before the first sample (or once every sample is a minute old).
+    pub fn estimate(&self, now: Instant) -> Option<ClockEstimate> {
+        let horizon = Self::BUCKET * Self::BUCKETS as u32;
+        self.buckets
+            .iter()
+            .filter(|(start, ..)| now.saturating_duration_since(*start) < horizon)
+            .map(|(_, e, at)| {
+                let age_us = now.saturating_duration_since(*at).as_micros() as u64;
+                ClockEstimate {
+                    offset_us: e.offset_us,
+                    err_us: e.err_us + age_us * DRIFT_PPM / 1_000_000,
+                }
+            })
+            .min_by_key(|e| e.err_us)
+    }
+
+    /// Samples taken so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+}
+
 /// Why a frame was given up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GiveUp {
@@ -159,6 +253,10 @@ pub struct FramedSender {
     hub: SocketAddr,
     stream: u32,
     epoch: Instant,
+    /// The sender's wall clock at `epoch`, µs since the Unix epoch: `ts_us` values map to
+    /// wall times through it (one anchor per run, so a wall-clock step does not split it).
+    wall_at_epoch_us: u64,
+    clock: ClockFilter,
     next_frame: u32,
     in_flight: VecDeque<InFlight>,
     /// (frame, chunk index) to send, in order.
@@ -181,6 +279,21 @@ impl FramedSender {
     /// A sender to `hub` for stream `stream` (pick it at random per run). `epoch` is the
     /// origin of the timestamps put into datagrams.
     pub fn new(config: SenderConfig, hub: SocketAddr, stream: u32, epoch: Instant) -> Self {
+        let wall_at_epoch = std::time::SystemTime::now()
+            .checked_sub(Instant::now().saturating_duration_since(epoch))
+            .unwrap_or(std::time::UNIX_EPOCH);
+        Self::with_wall_clock(config, hub, stream, epoch, wall_us(wall_at_epoch))
+    }
+
+    /// [`FramedSender::new`] with the wall-clock time `epoch` stands for, µs since the Unix
+    /// epoch (tests, and callers with their own clock).
+    pub fn with_wall_clock(
+        config: SenderConfig,
+        hub: SocketAddr,
+        stream: u32,
+        epoch: Instant,
+        wall_at_epoch_us: u64,
+    ) -> Self {
         let chunk_size = config.chunk_size.clamp(1, framed::MAX_CHUNK_SIZE);
         FramedSender {
             config: SenderConfig {
@@ -191,6 +304,8 @@ impl FramedSender {
             hub,
             stream,
             epoch,
+            wall_at_epoch_us,
+            clock: ClockFilter::default(),
             next_frame: 0,
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
@@ -261,6 +376,22 @@ impl FramedSender {
         now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
+    /// The sender's wall clock at `now`, µs since the Unix epoch (through its anchor).
+    pub fn wall_us(&self, now: Instant) -> u64 {
+        self.wall_at_epoch_us + self.ts(now)
+    }
+
+    /// The current estimate of `hub clock - sender clock` ([`ClockFilter`]); `None` before
+    /// a hub that puts its time into acks has answered.
+    pub fn clock_estimate(&self, now: Instant) -> Option<ClockEstimate> {
+        self.clock.estimate(now)
+    }
+
+    /// Acks with the hub's time seen so far.
+    pub fn clock_samples(&self) -> u64 {
+        self.clock.samples()
+    }
+
     /// The next datagram to send, to the hub; `None` when there is none.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         let chunk = self.poll_chunk(now)?;
@@ -287,8 +418,21 @@ impl FramedSender {
             let length = f.data.len() as u32;
             let start = framed::chunk_len(length, f.count) * index as usize;
             let len = framed::payload_len(length, f.count, index);
-            // The last of a batch asks for an answer.
-            let flags = if f.queued == 0 { framed::POLL } else { 0 };
+            // The last of a batch asks for an answer; every datagram asks for the hub's
+            // clock in it.
+            let flags = framed::CLOCK | if f.queued == 0 { framed::POLL } else { 0 };
+            let captured = (index == 0 && f.meta.capture_us != 0).then(|| {
+                let (offset_us, offset_err_us) = match self.clock.estimate(now) {
+                    Some(e) => (e.offset_us, e.err_us.min(u32::MAX as u64) as u32),
+                    None => (framed::NO_OFFSET, u32::MAX),
+                };
+                Captured {
+                    capture_us: f.meta.capture_us,
+                    offset_us,
+                    offset_err_us,
+                    quality: f.meta.quality,
+                }
+            });
             let header = DataHeader {
                 flags,
                 stream: self.stream,
@@ -302,6 +446,7 @@ impl FramedSender {
                 header: framed::data_header(
                     &header,
                     self.config.name.as_ref().filter(|_| index == 0),
+                    captured.as_ref(),
                 ),
                 frame: Arc::clone(&f.data),
                 payload: start..start + len,
@@ -318,7 +463,13 @@ impl FramedSender {
                 frame,
                 status,
                 ts_us,
+                hub_us,
             }) if stream == self.stream => {
+                if let (Some(t2), true) = (hub_us, ts_us != 0) {
+                    // a clock sample, whether or not the frame is still in flight
+                    let (t1, t4) = (self.wall_at_epoch_us + ts_us, self.wall_us(now));
+                    self.clock.add(t1, t2, t4, now);
+                }
                 let Some(at) = self.in_flight.iter().position(|f| f.frame == frame) else {
                     return; // late: no longer in flight
                 };

@@ -354,7 +354,8 @@ fn the_hub_nacks_exactly_the_missing_chunks() {
             stream: 1,
             frame: 0,
             status: AckStatus::Delivered,
-            ts_us: 1
+            ts_us: 1,
+            hub_us: None
         }]
     );
     // a resent chunk of a finished frame gets the ack again (the first may have been lost)
@@ -430,7 +431,11 @@ fn the_last_datagram_of_each_batch_is_polled() {
         let mut out = Vec::new();
         while let Some(t) = sender.poll_transmit(t0) {
             match framed::parse(&t.payload) {
-                Ok(framed::Packet::Data { header: h, .. }) => out.push((h.index, h.flags)),
+                Ok(framed::Packet::Data { header: h, .. }) => {
+                    // every datagram asks for the hub's clock; POLL is what differs
+                    assert_ne!(h.flags & framed::CLOCK, 0);
+                    out.push((h.index, h.flags & !framed::CLOCK))
+                }
                 other => panic!("{other:?}"),
             }
         }
@@ -491,16 +496,17 @@ fn a_restarted_sender_drops_its_old_partial_and_its_new_frames_arrive() {
             ..
         })
     ));
-    assert_eq!(
+    assert!(matches!(
         hub.poll_event(),
         Some(FramedEvent::Frame {
             from: CLIENT,
             stream: 222,
             frame: 0,
             name: None,
-            jpeg: new
-        })
-    );
+            jpeg,
+            ..
+        }) if jpeg == new
+    ));
     assert_eq!(hub.partial_frames(), 0);
     assert_eq!(hub.partial_bytes(), 0);
 }
@@ -571,7 +577,8 @@ fn a_newer_complete_frame_makes_older_partials_stale() {
         stream: 1,
         frame: 5,
         status: AckStatus::Stale,
-        ts_us: 0
+        ts_us: 0,
+        hub_us: None
     }));
     // the rest of frame 5 arrives late: answered stale, never delivered
     hub.handle_datagram(CLIENT, &data(1, 5, 1, 3, &a), now);
@@ -968,5 +975,174 @@ fn a_validated_sender_gets_full_nacks() {
     assert!(
         matches!(&nacks[..], [framed::Packet::Nack { missing, .. }] if *missing == want),
         "{nacks:?}"
+    );
+}
+
+/// The hub's clock runs 3.7 s ahead of the sender's; datagrams take 30 ms up and 2 ms down
+/// (asymmetric), some frames another 0..60 ms in a queue on the way up. The sender's offset
+/// estimate is within its stated error of the truth, the error is at most half the fastest
+/// round trip, and the hub's latency figure (synced) is within that error of the true
+/// capture-to-arrival time.
+#[test]
+fn the_clock_offset_is_estimated_within_its_error_over_an_asymmetric_path() {
+    use super::framed_receiver::{ClockSync, WallClock};
+    use std::time::UNIX_EPOCH;
+    let t0 = Instant::now();
+    let sender_wall0 = 1_764_000_000_000_000u64; // µs
+    let offset_true_us: i64 = 3_700_000;
+    let (up, down) = (Duration::from_millis(30), Duration::from_millis(2));
+    let hub_wall = UNIX_EPOCH + Duration::from_micros(sender_wall0 + offset_true_us as u64);
+    let mut hub =
+        FramedReceiver::with_wall_clock(FramedConfig::default(), WallClock::anchored(t0, hub_wall));
+    let mut s = FramedSender::with_wall_clock(SenderConfig::default(), HUB, 5, t0, sender_wall0);
+    assert_eq!(s.clock_estimate(t0), None, "no sample yet");
+    let mut timings = Vec::new();
+    for i in 0..40u32 {
+        let sent = t0 + Duration::from_millis(100) * i;
+        let queued = Duration::from_millis(u64::from(i % 4) * 20);
+        let capture_us = s.wall_us(sent) - 5_000; // captured 5 ms before it was sent
+        let meta = FrameMeta {
+            capture_us,
+            quality: 70,
+        };
+        s.send_frame(Arc::new(jpeg(3000, u64::from(i))), meta, sent)
+            .unwrap();
+        let arrives = sent + up + queued;
+        while let Some(t) = s.poll_transmit(sent) {
+            hub.handle_datagram(CLIENT, &t.payload, arrives);
+        }
+        while let Some(t) = hub.poll_transmit() {
+            s.handle_datagram(&t.payload, arrives + down);
+        }
+        while let Some(e) = hub.poll_event() {
+            if let FramedEvent::Frame { timing, .. } = e {
+                let truth_us = (arrives - sent).as_micros() as u64 + 5_000;
+                timings.push((timing, truth_us));
+            }
+        }
+        assert!(matches!(s.poll_event(), Some(SenderEvent::Acked { .. })));
+    }
+    let est = s.clock_estimate(t0 + Duration::from_secs(4)).unwrap();
+    let diff = (est.offset_us - offset_true_us).unsigned_abs();
+    assert!(
+        diff <= est.err_us,
+        "estimate {est:?}, truth {offset_true_us}"
+    );
+    // the fastest round trip is 32 ms: its half, plus a little drift allowance
+    assert!(est.err_us <= 16_500, "{est:?}");
+    // every ack was a sample but the first (sent at the epoch: ts_us 0 stands for "no time")
+    assert_eq!(s.clock_samples(), 39);
+    // the first two frames went out before any estimate (the first ack had no usable
+    // time): a capture time, but unsynced
+    for (t, _) in &timings[..2] {
+        assert_eq!(
+            (t.clock, t.latency_us, t.quality),
+            (ClockSync::Unsynced, None, Some(70))
+        );
+        assert!(t.capture_us.is_some());
+    }
+    assert_eq!(timings.len(), 40);
+    for (i, (t, truth_us)) in timings.iter().enumerate().skip(2) {
+        let err = t.offset_err_us.unwrap();
+        if err > super::framed_receiver::MAX_SYNC_ERR_US {
+            // only the queued round trips were sampled yet: too uncertain to tell
+            assert!(i < 5, "{i}: {t:?}");
+            assert_eq!((t.clock, t.latency_us), (ClockSync::Unsynced, None));
+            continue;
+        }
+        assert_eq!(t.clock, ClockSync::Synced, "{t:?}");
+        let err = u64::from(err);
+        let latency = t.latency_us.unwrap();
+        assert!(
+            latency.abs_diff(*truth_us) <= err,
+            "{t:?}, truth {truth_us}"
+        );
+    }
+}
+
+/// The hub puts its clock into an ack only for a datagram that asks (CLOCK or CAPTURED)
+/// and is at least as long as that ack: a short datagram gets the plain 28-byte ack.
+#[test]
+fn the_hub_time_never_makes_an_ack_longer_than_what_it_answers() {
+    let now = Instant::now();
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let send = |hub: &mut FramedReceiver, stream: u32, flags: u16, payload: &[u8]| {
+        let h = DataHeader {
+            flags,
+            stream,
+            frame: 0,
+            index: 0,
+            count: 1,
+            length: payload.len() as u32,
+            ts_us: 9,
+        };
+        let mut d = Vec::new();
+        framed::emit_data(&mut d, &h, payload);
+        hub.handle_datagram(CLIENT, &d, now);
+        let t = hub.poll_transmit().expect("an answer");
+        let hub_us = match framed::parse(&t.payload) {
+            Ok(framed::Packet::Ack { hub_us, .. }) => hub_us,
+            other => panic!("{other:?}"),
+        };
+        (d.len(), t.payload.len(), hub_us)
+    };
+    // 3 bytes (not a JPEG: rejected) in a 35-byte datagram: the plain ack
+    let (sent, got, hub_us) = send(&mut hub, 1, framed::CLOCK, b"abc");
+    assert_eq!((sent, got, hub_us), (35, framed::ACK_LEN, None));
+    // 4 bytes: 36 = the timed ack's length
+    let (sent, got, hub_us) = send(&mut hub, 2, framed::CLOCK, b"abcd");
+    assert_eq!((sent, got), (36, framed::TIMED_ACK_LEN));
+    assert!(
+        hub_us.is_some_and(|t| t > 1_700_000_000_000_000),
+        "{hub_us:?}"
+    );
+    // not asked for: none
+    let (_, got, _) = send(&mut hub, 3, 0, &jpeg(500, 1));
+    assert_eq!(got, framed::ACK_LEN);
+}
+
+/// Latency is computed only with an offset estimate within MAX_SYNC_ERR_US; without one
+/// (or with a worse one) the frame is "unsynced", and a frame without a capture time "none".
+#[test]
+fn latency_needs_a_good_enough_offset() {
+    use super::framed_receiver::{ClockSync, FrameTiming, MAX_SYNC_ERR_US};
+    use crate::wire::framed::{Captured, NO_OFFSET};
+    let c = Captured {
+        capture_us: 1_000_000_000,
+        offset_us: 3_700_000,
+        offset_err_us: 500,
+        quality: 0,
+    };
+    let arrival = 1_000_000_000 + 3_700_000 + 42_000;
+    let t = FrameTiming::framed(arrival, Some(&c));
+    assert_eq!(
+        (t.clock, t.latency_us, t.quality),
+        (ClockSync::Synced, Some(42_000), None)
+    );
+    let worse = Captured {
+        offset_err_us: MAX_SYNC_ERR_US + 1,
+        ..c
+    };
+    let t = FrameTiming::framed(arrival, Some(&worse));
+    assert_eq!((t.clock, t.latency_us), (ClockSync::Unsynced, None));
+    let none = Captured {
+        offset_us: NO_OFFSET,
+        ..c
+    };
+    let t = FrameTiming::framed(arrival, Some(&none));
+    assert_eq!(
+        (t.clock, t.latency_us, t.offset_err_us),
+        (ClockSync::Unsynced, None, None)
+    );
+    let t = FrameTiming::framed(arrival, None);
+    assert_eq!((t.clock, t.capture_us), (ClockSync::None, None));
+    // an estimate that puts the capture after the arrival (within its error) gives 0
+    let ahead = Captured {
+        offset_us: 3_700_000 + 43_000,
+        ..c
+    };
+    assert_eq!(
+        FrameTiming::framed(arrival, Some(&ahead)).latency_us,
+        Some(0)
     );
 }

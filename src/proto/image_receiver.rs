@@ -6,7 +6,7 @@
 //! secure datagrams go to [`super::secure_image`], and unauthenticated ones are refused
 //! except from the trusted ranges.
 
-use super::framed_receiver::{FramedConfig, FramedEvent, FramedReceiver};
+use super::framed_receiver::{FrameTiming, FramedConfig, FramedEvent, FramedReceiver};
 use super::secure_gate::{Refusal, SecurityConfig};
 use super::secure_image::SecureImage;
 use super::seed_reassembly::{SeedConfig, SeedEvent, SeedReassembler};
@@ -60,6 +60,11 @@ pub struct Delivered {
     /// The name is the authorized-keys file's, not a claim.
     pub authenticated: bool,
     pub jpeg: Vec<u8>,
+    /// The framed frame id (seed formats have none).
+    pub frame: Option<u32>,
+    /// Arrival, capture time (framed: [`crate::wire::framed::CAPTURED`]; seed: the JPEG's
+    /// stamp, [`crate::jpegcheck::capture_stamp`]) and latency.
+    pub timing: FrameTiming,
 }
 
 impl ImageEvent {
@@ -100,16 +105,32 @@ impl ImageEvent {
     }
 
     /// A delivered frame: its sender, its name (framed senders that give one), whether
-    /// that name is authenticated (the keys file's), and the JPEG.
-    pub fn into_frame(self) -> Option<Delivered> {
-        let (from, name, jpeg, authenticated) = match self {
-            ImageEvent::Seed(SeedEvent::Frame { from, jpeg }) => (from, None, jpeg, false),
+    /// that name is authenticated (the keys file's), the JPEG, and its timing. A framed
+    /// frame's arrival is the receiver's; a seed frame arrived at `seed_arrival_us` (the
+    /// hub's wall clock, µs since the Unix epoch) and its capture time is its stamp.
+    pub fn into_frame(self, seed_arrival_us: u64) -> Option<Delivered> {
+        let (from, name, jpeg, authenticated, frame, timing) = match self {
+            ImageEvent::Seed(SeedEvent::Frame { from, jpeg }) => {
+                let stamp = crate::jpegcheck::capture_stamp(&jpeg);
+                let timing = FrameTiming::stamped(seed_arrival_us, stamp);
+                (from, None, jpeg, false, None, timing)
+            }
             ImageEvent::Framed(FramedEvent::Frame {
-                from, name, jpeg, ..
-            }) => (from, name, jpeg, false),
+                from,
+                name,
+                jpeg,
+                frame,
+                timing,
+                ..
+            }) => (from, name, jpeg, false, Some(frame), timing),
             ImageEvent::Secure(FramedEvent::Frame {
-                from, name, jpeg, ..
-            }) => (from, name, jpeg, true),
+                from,
+                name,
+                jpeg,
+                frame,
+                timing,
+                ..
+            }) => (from, name, jpeg, true, Some(frame), timing),
             _ => return None,
         };
         Some(Delivered {
@@ -117,6 +138,8 @@ impl ImageEvent {
             name,
             authenticated,
             jpeg,
+            frame,
+            timing,
         })
     }
 
@@ -298,7 +321,7 @@ mod tests {
         let mut frames = Vec::new();
         while let Some(e) = r.poll_event() {
             assert_eq!(e.outcome(), Outcome::Frame);
-            let d = e.into_frame().unwrap();
+            let d = e.into_frame(0).unwrap();
             assert!(d.name.is_none() && !d.authenticated);
             frames.push((d.from, d.jpeg));
         }

@@ -8,8 +8,10 @@
 //! magic   4s  b"UHFR"
 //! version B   1
 //! kind    B   0 = data, 1 = ack, 2 = nack
-//! flags   H   data: bit 0 = POLL (answer now), bit 1 = NAMED (a name follows the header);
-//!             every other bit, and in acks/nacks: 0
+//! flags   H   data: bit 0 = POLL (answer now), bit 1 = NAMED (a name follows the header),
+//!             bit 2 = CAPTURED (capture time and clock offset follow the name),
+//!             bit 3 = CLOCK (put the hub's clock into the ack);
+//!             ack: bit 0 = HUB_TIME (the hub's clock follows); every other bit: 0
 //! stream  I   random per sender run: a restarted sender is a new stream
 //! frame   I   frame id, +1 per frame (wraps)
 //! ```
@@ -25,9 +27,24 @@
 //!   frame is complete, else a nack) when it gets the last chunk (`index == count - 1`) or a
 //!   chunk flagged [`POLL`]; a sender flags the last datagram of each batch of resends, so
 //!   every recovery round costs one round trip, not a timeout. Other data is not answered.
+//!
+//!   With [`CAPTURED`] set (senders set it on chunk 0 only, like [`NAMED`]), the header (and
+//!   the name) is followed by [`CAPTURED_STRUCT`] (24 bytes) before the payload:
+//!   `capture_us Q, offset_us q, offset_err_us I, quality B, 3 pad`: when the frame was
+//!   captured (the sender's wall clock, µs since the Unix epoch), the sender's estimate of
+//!   `hub clock - sender clock` in µs ([`NO_OFFSET`] = `i64::MIN`: no estimate yet) and its
+//!   uncertainty in µs, and the JPEG quality the sender chose (0 = unknown). A frame from a
+//!   sender that predates this flag has no capture time: the flag tells them apart (the
+//!   hub reports its latency as "none"). [`CLOCK`] asks the hub for its clock in the ack.
 //! - **ack** (hub → sender), [`ACK_STRUCT`] (28 bytes): `status B, 3 pad, ts_us Q` echoing the
 //!   data's timestamp. Status 0 = delivered, 1 = rejected (do not resend), 2 = stale (a newer
-//!   frame of the stream was delivered first; do not resend).
+//!   frame of the stream was delivered first; do not resend). With [`HUB_TIME`] set (only in
+//!   answer to a datagram flagged [`CLOCK`] or [`CAPTURED`] and at least [`TIMED_ACK_LEN`]
+//!   bytes long, so an ack never outweighs what it answers), `hub_us Q` follows (36 bytes):
+//!   the hub's wall clock, µs since the Unix epoch, when it sent the ack. Parsers that read
+//!   the first 28 bytes of an ack of at least 28 (older Rust and Python senders) are not
+//!   disturbed by it. The sender estimates the clock offset from these as NTP does
+//!   ([`crate::proto::framed_sender`]).
 //! - **nack** (hub → sender), [`NACK_STRUCT`] (20 bytes) + `n` ranges of `start H, len H`:
 //!   `received H, n H` — the chunks the hub has, and the missing chunk ranges to resend.
 
@@ -61,8 +78,24 @@ pub const POLL: u16 = 1;
 
 /// Data flag: the sender's name follows the header (`name_len B` + the name).
 pub const NAMED: u16 = 2;
-/// The longest data header: the fixed part, the name's length byte and the longest name.
-pub const MAX_DATA_HEADER_LEN: usize = DATA_HEADER_LEN + 1 + name::MAX_LEN;
+/// Data flag: [`CAPTURED_STRUCT`] (capture time, clock offset, quality) follows the header
+/// and the name.
+pub const CAPTURED: u16 = 4;
+/// Data flag: the sender asks for the hub's clock in the ack that answers this datagram.
+pub const CLOCK: u16 = 8;
+/// Length of the [`CAPTURED`] extension.
+pub const CAPTURED_LEN: usize = 24;
+/// Python `struct` format of the [`CAPTURED`] extension.
+pub const CAPTURED_STRUCT: &str = "<QqIB3x";
+/// `offset_us` when the sender has no estimate of the clock offset.
+pub const NO_OFFSET: i64 = i64::MIN;
+/// Ack flag: `hub_us Q` (the hub's wall clock) follows the ack.
+pub const HUB_TIME: u16 = 1;
+/// Length of an ack flagged [`HUB_TIME`].
+pub const TIMED_ACK_LEN: usize = ACK_LEN + 8;
+/// The longest data header: the fixed part, the name's length byte, the longest name and
+/// the [`CAPTURED`] extension.
+pub const MAX_DATA_HEADER_LEN: usize = DATA_HEADER_LEN + 1 + name::MAX_LEN + CAPTURED_LEN;
 
 /// Python `struct` format of a data datagram's header.
 pub const DATA_STRUCT: &str = "<4sBBHIIHHIQ";
@@ -96,6 +129,26 @@ pub struct DataHeader {
     pub ts_us: u64,
 }
 
+/// What a [`CAPTURED`] chunk says about its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// The sender's wall clock when the frame was captured, µs since the Unix epoch.
+    pub capture_us: u64,
+    /// The sender's estimate of `hub clock - sender clock`, µs ([`NO_OFFSET`]: none).
+    pub offset_us: i64,
+    /// The estimate's uncertainty, µs.
+    pub offset_err_us: u32,
+    /// The JPEG quality the sender chose (0 = unknown).
+    pub quality: u8,
+}
+
+impl Captured {
+    /// The offset estimate and its uncertainty, if the sender has one.
+    pub fn offset(&self) -> Option<(i64, u32)> {
+        (self.offset_us != NO_OFFSET).then_some((self.offset_us, self.offset_err_us))
+    }
+}
+
 /// A parsed framed datagram; `Data` borrows its name and payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet<'a> {
@@ -104,6 +157,8 @@ pub enum Packet<'a> {
         /// The sender's name, when the datagram is flagged [`NAMED`] (checked against the
         /// name alphabet).
         name: Option<&'a str>,
+        /// The capture extension, when the datagram is flagged [`CAPTURED`].
+        captured: Option<Captured>,
         payload: &'a [u8],
     },
     Ack {
@@ -111,6 +166,8 @@ pub enum Packet<'a> {
         frame: u32,
         status: AckStatus,
         ts_us: u64,
+        /// The hub's wall clock (µs since the Unix epoch) when the ack is flagged [`HUB_TIME`].
+        hub_us: Option<u64>,
     },
     Nack {
         stream: u32,
@@ -132,6 +189,9 @@ pub enum ParseError {
     Inconsistent,
     /// A [`NAMED`] datagram whose name is cut short or not a valid name.
     BadName,
+    /// A [`CAPTURED`] datagram too short for the extension, or an ack flagged
+    /// [`HUB_TIME`] without the time.
+    BadExtension,
 }
 
 impl fmt::Display for ParseError {
@@ -144,6 +204,7 @@ impl fmt::Display for ParseError {
             ParseError::UnknownStatus(s) => write!(f, "unknown ack status {s}"),
             ParseError::Inconsistent => write!(f, "chunk index, count, length and size disagree"),
             ParseError::BadName => write!(f, "the sender's name is cut short or not a valid name"),
+            ParseError::BadExtension => write!(f, "a flagged extension is cut short"),
         }
     }
 }
@@ -198,7 +259,7 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
                 length: u32_at(b, 20),
                 ts_us: u64_at(b, 24),
             };
-            let (name, payload) = if h.flags & NAMED == 0 {
+            let (name, rest) = if h.flags & NAMED == 0 {
                 (None, &b[DATA_HEADER_LEN..])
             } else {
                 let len = *b.get(DATA_HEADER_LEN).ok_or(ParseError::BadName)? as usize;
@@ -207,6 +268,20 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
                 let name = std::str::from_utf8(bytes).map_err(|_| ParseError::BadName)?;
                 name::check(name).map_err(|_| ParseError::BadName)?;
                 (Some(name), &b[start + len..])
+            };
+            let (captured, payload) = if h.flags & CAPTURED == 0 {
+                (None, rest)
+            } else {
+                if rest.len() < CAPTURED_LEN {
+                    return Err(ParseError::BadExtension);
+                }
+                let c = Captured {
+                    capture_us: u64_at(rest, 0),
+                    offset_us: u64_at(rest, 8) as i64,
+                    offset_err_us: u32_at(rest, 16),
+                    quality: rest[20],
+                };
+                (Some(c), &rest[CAPTURED_LEN..])
             };
             let consistent = h.count > 0
                 && h.index < h.count
@@ -220,6 +295,7 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
             Ok(Packet::Data {
                 header: h,
                 name,
+                captured,
                 payload,
             })
         }
@@ -233,11 +309,19 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
                 2 => AckStatus::Stale,
                 s => return Err(ParseError::UnknownStatus(s)),
             };
+            let hub_us = if u16_at(b, 6) & HUB_TIME == 0 {
+                None
+            } else if b.len() < TIMED_ACK_LEN {
+                return Err(ParseError::BadExtension);
+            } else {
+                Some(u64_at(b, ACK_LEN))
+            };
             Ok(Packet::Ack {
                 stream,
                 frame,
                 status,
                 ts_us: u64_at(b, 20),
+                hub_us,
             })
         }
         KIND_NACK => {
@@ -286,7 +370,7 @@ pub fn emit_named_data(
     name: Option<&SourceName>,
     payload: &[u8],
 ) {
-    out.extend_from_slice(&data_header(h, name));
+    out.extend_from_slice(&data_header(h, name, None));
     out.extend_from_slice(payload);
 }
 
@@ -307,15 +391,23 @@ impl Deref for DataHeaderBytes {
 /// A data datagram's header alone: the datagram is this followed by the payload (a sender
 /// can hand both to the kernel as two parts, without copying the payload next to it). With
 /// a `name`, the [`NAMED`] flag is set and the name follows the fixed header; without one,
-/// the flag is cleared.
-pub fn data_header(h: &DataHeader, name: Option<&SourceName>) -> DataHeaderBytes {
+/// the flag is cleared. The same for `captured` and [`CAPTURED`] (after the name).
+pub fn data_header(
+    h: &DataHeader,
+    name: Option<&SourceName>,
+    captured: Option<&Captured>,
+) -> DataHeaderBytes {
     let mut out = DataHeaderBytes {
         bytes: [0u8; MAX_DATA_HEADER_LEN],
         len: DATA_HEADER_LEN as u8,
     };
-    let flags = match name {
+    let mut flags = match name {
         Some(_) => h.flags | NAMED,
         None => h.flags & !NAMED,
+    };
+    flags = match captured {
+        Some(_) => flags | CAPTURED,
+        None => flags & !CAPTURED,
     };
     let b = &mut out.bytes;
     b[..4].copy_from_slice(&MAGIC);
@@ -333,15 +425,38 @@ pub fn data_header(h: &DataHeader, name: Option<&SourceName>) -> DataHeaderBytes
         b[DATA_HEADER_LEN + 1..DATA_HEADER_LEN + 1 + n.len()].copy_from_slice(n);
         out.len = (DATA_HEADER_LEN + 1 + n.len()) as u8;
     }
+    if let Some(c) = captured {
+        let at = out.len as usize;
+        b[at..at + 8].copy_from_slice(&c.capture_us.to_le_bytes());
+        b[at + 8..at + 16].copy_from_slice(&c.offset_us.to_le_bytes());
+        b[at + 16..at + 20].copy_from_slice(&c.offset_err_us.to_le_bytes());
+        b[at + 20] = c.quality; // then 3 bytes of padding, zero
+        out.len = (at + CAPTURED_LEN) as u8;
+    }
     out
 }
 
 /// An ack datagram.
 pub fn emit_ack(stream: u32, frame: u32, status: AckStatus, ts_us: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ACK_LEN);
-    emit_prefix(&mut out, KIND_ACK, 0, stream, frame);
+    emit_timed_ack(stream, frame, status, ts_us, None)
+}
+
+/// An ack datagram, with the hub's wall clock (flagged [`HUB_TIME`]) when `hub_us` is given.
+pub fn emit_timed_ack(
+    stream: u32,
+    frame: u32,
+    status: AckStatus,
+    ts_us: u64,
+    hub_us: Option<u64>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TIMED_ACK_LEN);
+    let flags = if hub_us.is_some() { HUB_TIME } else { 0 };
+    emit_prefix(&mut out, KIND_ACK, flags, stream, frame);
     out.extend_from_slice(&[status as u8, 0, 0, 0]);
     out.extend_from_slice(&ts_us.to_le_bytes());
+    if let Some(hub_us) = hub_us {
+        out.extend_from_slice(&hub_us.to_le_bytes());
+    }
     out
 }
 
@@ -389,6 +504,7 @@ mod tests {
             Ok(Packet::Data {
                 header: h,
                 name: None,
+                captured: None,
                 payload: &[0xAA; 1000][..]
             })
         );
@@ -402,6 +518,7 @@ mod tests {
             Ok(Packet::Data {
                 header: polled,
                 name: None,
+                captured: None,
                 payload: &[0xAA; 1000][..]
             })
         );
@@ -430,6 +547,7 @@ mod tests {
             Ok(Packet::Data {
                 header: named,
                 name: Some("cam"),
+                captured: None,
                 payload: &[7, 8, 9][..]
             })
         );
@@ -463,7 +581,8 @@ mod tests {
                 stream: 9,
                 frame: 8,
                 status: AckStatus::Delivered,
-                ts_us: 0x1122
+                ts_us: 0x1122,
+                hub_us: None
             })
         );
         let n = emit_nack(9, 8, 40, &[(3, 2), (10, 1)]);
@@ -482,6 +601,125 @@ mod tests {
                 received: 40,
                 missing: vec![(3, 2), (10, 1)]
             })
+        );
+    }
+
+    #[test]
+    fn captured_data_literal_bytes() {
+        // struct.pack('<4sBBHIIHHIQB', b'UHFR', 1, 0, 2|4|8, 1, 0, 0, 1, 3, 7, 3) + b'cam'
+        //   + struct.pack('<QqIB3x', 0x0102030405060708, -5, 300, 90) + payload
+        let h = DataHeader {
+            flags: CLOCK,
+            stream: 1,
+            frame: 0,
+            index: 0,
+            count: 1,
+            length: 3,
+            ts_us: 7,
+        };
+        let c = Captured {
+            capture_us: 0x0102_0304_0506_0708,
+            offset_us: -5,
+            offset_err_us: 300,
+            quality: 90,
+        };
+        let name = SourceName::parse("cam").unwrap();
+        let header = data_header(&h, Some(&name), Some(&c));
+        let mut b = header.to_vec();
+        b.extend_from_slice(&[7, 8, 9]);
+        assert_eq!(b[6..8], [14, 0], "NAMED | CAPTURED | CLOCK");
+        assert_eq!(
+            b[DATA_HEADER_LEN..],
+            [
+                3, b'c', b'a', b'm', // the name
+                8, 7, 6, 5, 4, 3, 2, 1, // capture_us
+                0xFB, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, // offset_us = -5
+                0x2C, 1, 0, 0, // offset_err_us = 300
+                90, 0, 0, 0, // quality, pad
+                7, 8, 9 // payload
+            ]
+        );
+        let flagged = DataHeader {
+            flags: NAMED | CAPTURED | CLOCK,
+            ..h
+        };
+        assert_eq!(
+            parse(&b),
+            Ok(Packet::Data {
+                header: flagged,
+                name: Some("cam"),
+                captured: Some(c),
+                payload: &[7, 8, 9][..]
+            })
+        );
+        assert_eq!(c.offset(), Some((-5, 300)));
+        // without a name, and without an estimate (offset_us = i64::MIN)
+        let none = Captured {
+            offset_us: NO_OFFSET,
+            offset_err_us: 0,
+            ..c
+        };
+        let mut b = data_header(&h, None, Some(&none)).to_vec();
+        b.extend_from_slice(&[7, 8, 9]);
+        assert_eq!(b[6..8], [12, 0], "CAPTURED | CLOCK");
+        assert_eq!(
+            b[DATA_HEADER_LEN + 8..DATA_HEADER_LEN + 16],
+            [0, 0, 0, 0, 0, 0, 0, 0x80]
+        );
+        match parse(&b) {
+            Ok(Packet::Data {
+                captured: Some(got),
+                name: None,
+                payload,
+                ..
+            }) => {
+                assert_eq!(got, none);
+                assert_eq!(got.offset(), None);
+                assert_eq!(payload, [7, 8, 9]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // the flag without the extension's bytes
+        assert_eq!(
+            parse(&b[..DATA_HEADER_LEN + 10]),
+            Err(ParseError::BadExtension)
+        );
+        // the flags without a name or an extension are cleared on emit (CLOCK stays)
+        assert_eq!(data_header(&flagged, None, None)[6..8], [8, 0]);
+    }
+
+    #[test]
+    fn timed_ack_literal_bytes_and_old_parsers() {
+        // struct.pack('<4sBBHIIB3xQQ', b'UHFR', 1, 1, 1, 9, 8, 0, 0x1122, 0x0A0B0C0D)
+        let a = emit_timed_ack(9, 8, AckStatus::Delivered, 0x1122, Some(0x0A0B_0C0D));
+        assert_eq!(
+            a,
+            [
+                b'U', b'H', b'F', b'R', 1, 1, 1, 0, 9, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0x22, 0x11,
+                0, 0, 0, 0, 0, 0, 0x0D, 0x0C, 0x0B, 0x0A, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(a.len(), TIMED_ACK_LEN);
+        assert_eq!(
+            parse(&a),
+            Ok(Packet::Ack {
+                stream: 9,
+                frame: 8,
+                status: AckStatus::Delivered,
+                ts_us: 0x1122,
+                hub_us: Some(0x0A0B_0C0D)
+            })
+        );
+        // An old parser (Rust: len >= ACK_LEN, status at 16, ts_us at 20, flags ignored;
+        // Python: ACK.unpack_from, which reads the first 28 bytes) sees the plain ack.
+        let plain = emit_ack(9, 8, AckStatus::Delivered, 0x1122);
+        assert_eq!(a[..6], plain[..6]);
+        assert_eq!(a[8..ACK_LEN], plain[8..]);
+        // the flag without the time
+        assert_eq!(parse(&a[..ACK_LEN]), Err(ParseError::BadExtension));
+        assert_eq!(
+            emit_timed_ack(9, 8, AckStatus::Stale, 1, None),
+            emit_ack(9, 8, AckStatus::Stale, 1)
         );
     }
 

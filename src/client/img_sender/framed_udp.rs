@@ -202,7 +202,10 @@ impl FramedUdpSender {
             let (SenderEvent::Acked { resent, .. } | SenderEvent::GaveUp { resent, .. }) = event;
             *resent_total += u64::from(resent);
             out.push(match event {
-                SenderEvent::Acked { latency, .. } => FrameOutcome::Acked { rtt: latency },
+                SenderEvent::Acked { latency, meta, .. } => FrameOutcome::Acked {
+                    rtt: latency,
+                    capture_to_ack: super::capture_to(Instant::now(), meta.capture_us),
+                },
                 SenderEvent::GaveUp { reason, .. } => {
                     FrameOutcome::Lost(LostReason::GaveUp(reason))
                 }
@@ -294,6 +297,10 @@ impl ImgSender for FramedUdpSender {
             late_acks: 0,
             ignored: self.link.ignored(),
         }
+    }
+
+    fn clock(&self) -> Option<framed_sender::ClockEstimate> {
+        self.proto.clock_estimate(Instant::now())
     }
 }
 

@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proto::framed_sender::{FrameMeta, GiveUp};
+use crate::proto::framed_sender::{ClockEstimate, FrameMeta, GiveUp};
 use crate::shutdown::Shutdown;
 use crate::wire::framed;
 use crate::wire::seed_udp::HeaderWidth;
@@ -131,8 +131,13 @@ impl Default for SenderOptions {
 /// What became of one frame.
 #[derive(Debug)]
 pub enum FrameOutcome {
-    /// The hub acked it; `rtt` runs from its first byte sent.
-    Acked { rtt: Duration },
+    /// The hub acked it; `rtt` runs from its first byte sent, `capture_to_ack` from its
+    /// capture time (when known) to the ack's arrival, on this client's wall clock: an
+    /// upper bound on the one-way latency capture -> hub.
+    Acked {
+        rtt: Duration,
+        capture_to_ack: Option<Duration>,
+    },
     /// TCP: the kernel took all of it in `took`. The seed stream has no ack, so whether the
     /// hub received it is not known.
     Written { took: Duration },
@@ -235,7 +240,33 @@ pub struct CapturedFrame {
     pub meta: FrameMeta,
 }
 
+/// From a frame's capture (`capture_us`, wall clock µs; 0 = unknown) to `at` (an ack's
+/// arrival), on this client's wall clock.
+pub fn capture_to(at: std::time::Instant, capture_us: u64) -> Option<Duration> {
+    if capture_us == 0 {
+        return None;
+    }
+    let now_us = crate::proto::framed_sender::wall_us(std::time::SystemTime::now());
+    let at_us = now_us.saturating_sub(at.elapsed().as_micros() as u64);
+    Some(Duration::from_micros(at_us.saturating_sub(capture_us)))
+}
+
 impl CapturedFrame {
+    /// The frame a seed sender sends: the seed formats have no field for a capture time, so
+    /// a frame this client encoded (quality known) that has one gets it stamped into a
+    /// leading comment segment ([`crate::jpegcheck::with_capture_stamp`], 40 bytes or so);
+    /// bytes sent as they came (`--jpeg`, `--mjpeg`: quality 0) stay as they are.
+    pub fn stamped(self) -> CapturedFrame {
+        if self.meta.capture_us == 0 || self.meta.quality == 0 {
+            return self;
+        }
+        let jpeg = crate::jpegcheck::with_capture_stamp(&self.jpeg, self.meta.capture_us);
+        CapturedFrame {
+            jpeg: Arc::new(jpeg),
+            meta: self.meta,
+        }
+    }
+
     /// `jpeg`, captured now (the wall clock), encoded with `quality` (0 = unknown: bytes
     /// sent as they came).
     pub fn now(jpeg: Arc<Vec<u8>>, quality: u8) -> Self {
@@ -285,6 +316,16 @@ pub trait ImgSender: Send {
     }
     /// Late and ignored replies so far.
     fn reply_counts(&self) -> ReplyCounts;
+    /// The estimate of `hub clock - this client's clock` (framed: from the hub's time in
+    /// its acks); `None` when there is none.
+    fn clock(&self) -> Option<ClockEstimate> {
+        None
+    }
+    /// Whether frames go out with their capture time stamped into the JPEG
+    /// ([`CapturedFrame::stamped`]): the seed formats, which have no field for it.
+    fn stamps_capture_time(&self) -> bool {
+        false
+    }
     /// Called once after the last frame (tcp: close the stream cleanly).
     fn finish(&mut self) {}
 }

@@ -196,6 +196,10 @@ impl SeedTcpSender {
 }
 
 impl ImgSender for SeedTcpSender {
+    fn stamps_capture_time(&self) -> bool {
+        true
+    }
+
     fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
         if let Some(stream) = &self.stream {
             if Self::peer_closed(stream) {

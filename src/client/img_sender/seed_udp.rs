@@ -12,7 +12,10 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use super::{FrameOutcome, ImgSender, LostReason, Protocol, ReplyCounts, SendError};
+use super::{
+    capture_to, CapturedFrame, FrameOutcome, ImgSender, LostReason, Protocol, ReplyCounts,
+    SendError,
+};
 use crate::client::udp_link::{Reply, UdpLink};
 use crate::shutdown::Shutdown;
 use crate::wire::seed_udp::{emit_length_header, seed_chunks, HeaderWidth, CHUNK_SIZE, IMG_ACK};
@@ -85,6 +88,39 @@ impl SeedUdpSender {
 
 impl ImgSender for SeedUdpSender {
     fn send_frame(&mut self, jpeg: &[u8], stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
+        self.send_bytes(jpeg, 0, stop)
+    }
+
+    /// `frame` as it is (the caller stamps it: [`ImgSender::stamps_capture_time`]); its
+    /// capture time gives the ack's capture-to-ack time.
+    fn send(
+        &mut self,
+        frame: &CapturedFrame,
+        stop: &Shutdown,
+    ) -> Result<Vec<FrameOutcome>, SendError> {
+        self.send_bytes(&frame.jpeg, frame.meta.capture_us, stop)
+    }
+
+    fn stamps_capture_time(&self) -> bool {
+        true
+    }
+
+    fn reply_counts(&self) -> ReplyCounts {
+        ReplyCounts {
+            late_acks: self.late_acks,
+            ignored: self.link.ignored(),
+        }
+    }
+}
+
+impl SeedUdpSender {
+    /// Send `jpeg`, captured at `capture_us` (0 = unknown), and wait for its ack.
+    fn send_bytes(
+        &mut self,
+        jpeg: &[u8],
+        capture_us: u64,
+        stop: &Shutdown,
+    ) -> Result<Vec<FrameOutcome>, SendError> {
         let header = self.header(jpeg.len())?;
         self.late_acks += self.link.drain(|p| is_img_ack(p).is_some())?;
         let started = Instant::now();
@@ -109,18 +145,12 @@ impl ImgSender for SeedUdpSender {
         let outcome = match self.link.wait_reply_or_stop(deadline, stop, is_img_ack)? {
             Some(Reply::Got((), at)) => FrameOutcome::Acked {
                 rtt: at.saturating_duration_since(started),
+                capture_to_ack: capture_to(at, capture_us),
             },
             Some(Reply::TimedOut) => FrameOutcome::Lost(LostReason::NoAck),
             None => FrameOutcome::Lost(LostReason::Stopped),
         };
         Ok(vec![outcome])
-    }
-
-    fn reply_counts(&self) -> ReplyCounts {
-        ReplyCounts {
-            late_acks: self.late_acks,
-            ignored: self.link.ignored(),
-        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! few seconds, so the page shows what a source does now and a quiet source drops to 0.
 
 use super::frames::LatestFrames;
+use crate::hub::latency::{LatencyHistogram, LatencyState, LatencyWindow, BUCKETS_S};
 use crate::hub::source::Service;
 use crate::hub::stats::{Snapshot, Stats};
 use serde::Serialize;
@@ -93,6 +94,12 @@ pub struct SourceState {
     /// `/stream/<id>` and `/snapshot/<id>.jpg` once a frame is there to show.
     pub stream: Option<String>,
     pub snapshot: Option<String>,
+    /// Frame latency over the last seconds, and the clock state of the newest frame
+    /// ([`crate::hub::latency`]).
+    pub latency_ms: LatencyState,
+    /// For `/metrics`: every synced frame's latency so far.
+    #[serde(skip)]
+    pub latency_histogram: Option<LatencyHistogram>,
 }
 
 /// The message channel.
@@ -175,6 +182,7 @@ pub fn build(
 ) -> State {
     let snapshot = stats.snapshot();
     let names = stats.names();
+    let mut latencies = stats.latencies(true);
     let uptime_s = stats.uptime().as_secs_f64();
     let mut sources = Vec::new();
     let mut msg_sources = Vec::new();
@@ -185,7 +193,13 @@ pub fn build(
         match id.service {
             Service::Img | Service::Tcp => {
                 let viewable = frames.get(id).is_some();
+                let (latency_ms, latency_histogram) = match latencies.remove(id) {
+                    Some((state, histogram)) => (state, Some(histogram)),
+                    None => (LatencyWindow::default().state(0), None),
+                };
                 sources.push(SourceState {
+                    latency_ms,
+                    latency_histogram,
                     fps: rates.observe(
                         format!("{}/{slug}", id.service.name()),
                         uptime_s,
@@ -272,6 +286,30 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// `udphub_frame_latency_seconds`, per image source with a synced frame.
+fn histogram(out: &mut String, state: &State, src: &dyn Fn(&SourceState) -> String) {
+    let name = "udphub_frame_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Capture to arrival on the hub, on the hub's clock (the sender's \
+         offset estimate applied), per image source whose clock is synced."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for s in &state.sources {
+        let Some(h) = &s.latency_histogram else {
+            continue;
+        };
+        let labels = src(s);
+        let inner = &labels[1..labels.len() - 1];
+        for (le, n) in BUCKETS_S.iter().zip(h.cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{{inner},le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{inner},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{labels} {}", h.sum_s);
+        let _ = writeln!(out, "{name}_count{labels} {}", h.count);
+    }
 }
 
 /// The state in the Prometheus text exposition format (version 0.0.4).
@@ -483,6 +521,7 @@ pub fn metrics(state: &State) -> String {
             one(m.connections),
         );
     }
+    histogram(&mut out, state, &src);
     out
 }
 
@@ -526,6 +565,12 @@ mod tests {
         );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
+            // a histogram's series are named after it
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|h| text.contains(&format!("# TYPE {h} histogram")))
+                .unwrap_or(name);
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "no TYPE for {name}"
