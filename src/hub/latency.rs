@@ -8,6 +8,7 @@
 //! window holds the last [`WINDOW_FRAMES`] latencies of the last [`WINDOW`], so p50/p99
 //! describe what a source does now and cost a sort of at most 512 numbers per request.
 
+use crate::client::stats::percentile_of_sorted;
 use crate::proto::framed_receiver::{ClockSync, FrameTiming};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -32,6 +33,8 @@ pub struct LatencyWindow {
     /// The newest frame's clock state and offset uncertainty.
     clock: ClockSync,
     offset_err_us: Option<u32>,
+    /// The newest frame's JPEG quality, as its sender said.
+    quality: Option<u8>,
 }
 
 impl Default for LatencyWindow {
@@ -43,6 +46,7 @@ impl Default for LatencyWindow {
             count: 0,
             clock: ClockSync::None,
             offset_err_us: None,
+            quality: None,
         }
     }
 }
@@ -60,6 +64,10 @@ pub struct LatencyState {
     pub offset_err_ms: Option<f64>,
     /// Latencies in the window.
     pub frames: usize,
+    /// The JPEG quality of the newest frame, as its sender said (for the page's plots;
+    /// `/state` shows it beside the source, not here).
+    #[serde(skip)]
+    pub quality: Option<u8>,
 }
 
 /// The histogram as `/metrics` shows it.
@@ -75,6 +83,7 @@ impl LatencyWindow {
     /// Take one delivered frame's timing.
     pub fn record(&mut self, t: &FrameTiming) {
         self.clock = t.clock;
+        self.quality = t.quality;
         self.offset_err_us = t.offset_err_us;
         let Some(latency_us) = t.latency_us else {
             return;
@@ -113,17 +122,14 @@ impl LatencyWindow {
             .map(|&(_, l)| l)
             .collect();
         v.sort_unstable();
-        let pick = |p: f64| -> Option<f64> {
-            let last = v.len().checked_sub(1)?;
-            let i = ((p / 100.0) * last as f64).round() as usize;
-            Some(v[i.min(last)] as f64 / 1e3)
-        };
+        let pick = |p: f64| percentile_of_sorted(&v, p).map(|us| us as f64 / 1e3);
         LatencyState {
             p50: pick(50.0),
             p99: pick(99.0),
             clock: self.clock.as_str().to_string(),
             offset_err_ms: self.offset_err_us.map(|e| e as f64 / 1e3),
             frames: v.len(),
+            quality: self.quality,
         }
     }
 
@@ -190,7 +196,8 @@ mod tests {
             w.record(&synced(t0 + i * 10_000, i * 1000));
         }
         let s = w.state(t0 + 1_000_000);
-        assert_eq!((s.p50, s.p99, s.frames), (Some(51.0), Some(99.0), 100));
+        // nearest rank, as every percentile of the crate (client::stats::percentile_of_sorted)
+        assert_eq!((s.p50, s.p99, s.frames), (Some(50.0), Some(99.0), 100));
         assert_eq!((s.clock.as_str(), s.offset_err_ms), ("synced", Some(0.15)));
         // 20 s later nothing is recent, but the histogram keeps every frame
         let later = w.state(t0 + 21_000_000);
@@ -215,7 +222,7 @@ mod tests {
             s.line()
         );
         // the summary's figures: the last frames, however old
-        assert_eq!(w.state_of_last_frames().p50, Some(51.0));
+        assert_eq!(w.state_of_last_frames().p50, Some(50.0));
     }
 
     #[test]

@@ -216,15 +216,19 @@ fn history_loop(view: &HttpView, shutdown: &Shutdown) {
         next += Duration::from_secs(1);
         let now_s = view.stats.uptime().as_secs_f64();
         let snapshot = view.stats.snapshot();
+        let latencies = view.stats.latencies(true);
         let mut history = view.history();
         for (id, s) in &snapshot {
             if id.service == Service::Msg {
                 continue;
             }
+            let latency = latencies.get(id).map(|(l, _)| l);
             let reading = history::ImageReading {
                 frames: s.items,
                 bytes: s.bytes,
-                ..history::ImageReading::default()
+                latency_p50_ms: latency.and_then(|l| l.p50),
+                latency_p99_ms: latency.and_then(|l| l.p99),
+                quality: latency.and_then(|l| l.quality),
             };
             history.record_image(&id.slug(), now_s, reading);
         }

@@ -94,6 +94,9 @@ pub struct SourceState {
     /// `/stream/<id>` and `/snapshot/<id>.jpg` once a frame is there to show.
     pub stream: Option<String>,
     pub snapshot: Option<String>,
+    /// The JPEG quality of its newest frame, as the sender said (framed senders that say
+    /// it); `null` otherwise.
+    pub quality: Option<u8>,
     /// Frame latency over the last seconds, and the clock state of the newest frame
     /// ([`crate::hub::latency`]).
     pub latency_ms: LatencyState,
@@ -198,6 +201,7 @@ pub fn build(
                     None => (LatencyWindow::default().state(0), None),
                 };
                 sources.push(SourceState {
+                    quality: latency_ms.quality,
                     latency_ms,
                     latency_histogram,
                     fps: rates.observe(
