@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use udphub::client::cli_args::{parse_name, KeyArgs};
-use udphub::client::img::{self, ImgClientConfig, SourceSpec};
+use udphub::client::img::{self, AdaptOptions, ImgClientConfig, SourceSpec};
 use udphub::client::img_sender::{Protocol, SenderOptions};
 use udphub::client::stats::{json_line, ImgSummary};
 use udphub::client::{resolve_hub, ClientError};
+use udphub::proto::adapt::WindowMode;
 use udphub::shutdown::Shutdown;
 use udphub::wire::name::SourceName;
 use udphub::wire::seed_udp::HeaderWidth;
@@ -42,6 +43,17 @@ struct Args {
     /// Send a synthetic test pattern (frame number and clock drawn in); needs no camera.
     #[arg(long)]
     pattern: bool,
+    /// --pattern: add fresh uniform noise of this amplitude (0-255) to every frame, as a
+    /// camera sensor would, so the JPEG's size depends on quality and size as a camera's
+    /// does. 18 makes the 640x480 pattern about 67 kB a frame at quality 90 (the issue-13
+    /// benchmark scene); 0, the default, is the plain pattern (about 22 kB).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "AMPLITUDE",
+        requires = "pattern"
+    )]
+    noise: u8,
     /// Send this JPEG file's bytes as they are (no decode, no re-encode), every frame the
     /// same, looped; --width/--height/--quality do not apply. For measuring the network
     /// path without the encoder.
@@ -80,11 +92,28 @@ struct Args {
     #[arg(long, default_value_t = 1400, value_name = "BYTES",
           value_parser = clap::value_parser!(u32).range(1..=65_000))]
     chunk_size: u32,
-    /// framed: frames in flight at most (1 = wait for each ack, as the seed does; more for
-    /// throughput on a link with delay).
-    #[arg(long, default_value_t = 1, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=64))]
-    window: u32,
+    /// framed: frames in flight at most: auto (the default) chooses it from the link, about
+    /// its bandwidth-delay product over the frame size (the expected time from send to ack
+    /// times the frame rate), 1 to 8, starting at 1; N (1-64) fixes it (1 = wait for each
+    /// ack, as the seed does).
+    #[arg(long, default_value = "auto", value_name = "N|auto", value_parser = parse_window)]
+    window: WindowMode,
+    /// Adapt to the link: on (the default) chooses JPEG quality first (from --quality down
+    /// to 30 in steps of 10), then size (3/4, then 1/2 of --width/--height), then, for a
+    /// live source (camera, pattern), the frame rate (captures skipped, latest frame wins),
+    /// from the delivery rate and the queueing delay the acks show, to keep latency under
+    /// --max-latency-ms and the stream within what the link carries; it climbs back when
+    /// the link frees up. A video or images adapt quality and size and are still sent frame
+    /// for frame. --jpeg/--mjpeg bytes are sent as they are and --protocol tcp has no ack:
+    /// nothing to adapt there. off: every frame at --quality, --width x --height.
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
+    adapt: bool,
+    /// --adapt on: the latency (capture to ack) to keep under. Without --fps the
+    /// controller plans for 30 frames a second.
+    #[arg(long, default_value_t = 100, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_latency_ms: u64,
     /// Longest wait for a frame's ack (udp), or for a stalled write (tcp); a frame without
     /// an ack by then counts as lost and the next one is sent.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
@@ -122,6 +151,24 @@ struct Args {
     json_summary: bool,
 }
 
+fn parse_window(s: &str) -> Result<WindowMode, String> {
+    if s == "auto" {
+        return Ok(WindowMode::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(WindowMode::Fixed(n)),
+        _ => Err("must be auto or a number of frames from 1 to 64".into()),
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("must be on or off".into()),
+    }
+}
+
 fn parse_header_bytes(s: &str) -> Result<usize, String> {
     match s {
         "4" => Ok(4),
@@ -150,6 +197,7 @@ impl Args {
             width: self.width,
             height: self.height,
             quality: self.quality,
+            noise: self.noise,
             fps: self.fps,
             frames: self.frames,
             hub: resolve_hub(&self.hub)?,
@@ -164,7 +212,10 @@ impl Args {
                     HeaderWidth::Eight
                 },
                 chunk_size: self.chunk_size as usize,
-                window: self.window as usize,
+                window: match self.window {
+                    WindowMode::Fixed(n) => n,
+                    WindowMode::Auto => 1,
+                },
                 name: Some(self.name.clone().unwrap_or_else(SourceName::of_this_host)),
                 keys: self
                     .keys
@@ -173,6 +224,11 @@ impl Args {
             show: self.show,
             status_interval: (self.status_interval_ms > 0)
                 .then(|| Duration::from_millis(self.status_interval_ms)),
+            adapt: AdaptOptions {
+                adapt: self.adapt,
+                max_latency: Duration::from_millis(self.max_latency_ms),
+                window: self.window,
+            },
         })
     }
 }

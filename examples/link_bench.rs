@@ -73,7 +73,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// img-client's `--noise` for the 66.7 kB-at-q90 scene.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 18)]
     noise: u32,
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/link.json")]

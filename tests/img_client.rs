@@ -1,6 +1,7 @@
 //! End-to-end tests of `img-client`: against the real `hub` in each protocol (every frame of
 //! a test video acked, saved, and decoding to the requested size), against a stand-in for
-//! the seed's Python server, against a port where nothing answers, and the demo script.
+//! the seed's Python server, against a port where nothing answers, and the demo script;
+//! adaptation through `udp-relay`'s rate limit (`--adapt on` and `off`).
 //!
 //! Loopback only, OS-chosen ports, every wait bounded: child processes are waited for with
 //! a deadline (and killed, failing the test, past it).
@@ -536,4 +537,87 @@ fn tcp_over_a_slow_link_skips_frames_instead_of_queueing_them() {
         stream_bytes,
         "every frame counted as written arrives: {summary}"
     );
+}
+
+/// The issue-13 scene (the 640x480 pattern with noise 18, ~67 kB a frame at q90, 30 fps:
+/// 16 Mbit/s) through `udp-relay --rate-mbit 4`, framed: with `--adapt on` the chosen
+/// quality or size goes below the start, with `--adapt off` every frame stays at q90; the
+/// hub saves every delivered frame whole either way. No timing is asserted.
+#[test]
+fn adapt_lowers_quality_or_size_through_a_narrow_link_and_off_keeps_it() {
+    for (adapt, frames) in [("on", "45"), ("off", "20")] {
+        let save_dir = tempfile::tempdir().unwrap();
+        let hub = HubProcess::start(&["--save-dir", save_dir.path().to_str().unwrap()]);
+        let upstream = hub.img().to_string();
+        let relay = common::LiveClient::start(
+            env!("CARGO_BIN_EXE_udp-relay"),
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &upstream,
+                "--rate-mbit",
+                "4",
+                "--queue-bytes",
+                "250000",
+            ],
+        );
+        let listening = relay
+            .line_where(Duration::from_secs(10), |l| l.contains("listening on udp"))
+            .expect("the relay says where it listens");
+        let at = listening
+            .strip_prefix("udp-relay: listening on udp ")
+            .and_then(|r| r.split_once(" -> "))
+            .map(|(addr, _)| addr.to_owned())
+            .unwrap_or_else(|| panic!("unexpected line {listening:?}"));
+        let run = img_client(&[
+            "--hub",
+            &at,
+            "--pattern",
+            "--noise",
+            "18",
+            "--fps",
+            "30",
+            "--frames",
+            frames,
+            "--adapt",
+            adapt,
+            "--json-summary",
+        ]);
+        drop(relay);
+        assert!(run.success(), "{}", run.describe());
+        let summary: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        let e = &summary["encoding"];
+        assert_eq!(e["adapt"].as_bool(), Some(adapt == "on"), "{summary}");
+        let quality_min = e["quality_min"].as_i64().unwrap();
+        let width_min = e["width_min"].as_i64().unwrap();
+        if adapt == "on" {
+            assert!(quality_min < 90 || width_min < 640, "{summary}");
+        } else {
+            assert_eq!(
+                (quality_min, e["quality"].as_i64()),
+                (90, Some(90)),
+                "{summary}"
+            );
+            assert_eq!(width_min, 640, "{summary}");
+        }
+        let (status, hub_out) = hub.stop("INT");
+        assert!(status.success(), "hub exit {status:?}\n{hub_out}");
+        // never a corrupt frame: the hub counted none, and every saved frame decodes
+        for line in hub_out.lines().filter(|l| l.contains(" corrupt")) {
+            let n = line
+                .split(", ")
+                .find_map(|p| p.strip_suffix(" corrupt"))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            assert_eq!(n, Some(0), "{line}\n{hub_out}");
+        }
+        let saved = list_dir(save_dir.path());
+        assert!(!saved.is_empty(), "{hub_out}");
+        for name in &saved {
+            let bytes = std::fs::read(save_dir.path().join(name)).unwrap();
+            let (w, _) = jpeg::decoded_size(&bytes)
+                .unwrap_or_else(|e| panic!("saved frame {name} does not decode: {e}"));
+            assert!(adapt == "on" || w == 640, "{name}: {w} wide");
+        }
+    }
 }

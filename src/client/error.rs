@@ -94,6 +94,8 @@ pub enum ImgConfigError {
     Fps(f64),
     #[error("--ack-timeout-ms must be positive")]
     AckTimeout,
+    #[error("--max-latency-ms must be positive")]
+    MaxLatency,
     #[error("--show cannot preview a --jpeg file (it is never decoded)")]
     ShowJpeg,
     #[error("--show cannot preview an --mjpeg stream (its frames are never decoded)")]

@@ -17,6 +17,14 @@
 //! from a regular file every frame is sent. Without the `opencv` feature only `--jpeg` and
 //! `--mjpeg` exist: the other sources are an error that says so.
 //!
+//! Adaptation ([`crate::proto::adapt`], `--adapt on`, the default): the send thread feeds
+//! every frame's ack (or give-up) to a shared [`Controller`] and sets the framed sender's
+//! window from it (`--window auto`); the capture thread encodes each frame at the
+//! controller's quality and size and, for a live source, skips captures to honour its
+//! frame rate (latest wins: never a queue at the sender). A video or images adapt quality
+//! and size but are still sent frame for frame; `--jpeg`/`--mjpeg` bytes cannot be
+//! re-encoded and the tcp stream has no ack, so neither adapts (the window still can).
+//!
 //! The run ends when `--frames` frames were sent, when a video ends, on a fatal error, or
 //! when the caller's [`Shutdown`] is triggered (Ctrl-C). A frame whose ack is being waited
 //! for at that moment gets at most two more poll slices ([`super::udp_link::STOP_POLL`]: one
@@ -36,7 +44,7 @@ use std::time::{Duration, Instant};
 use super::error::{ClientError, ImgConfigError};
 use super::handoff::{Handoff, Mode, Take};
 use super::img_sender::{
-    open_sender, CapturedFrame, FrameOutcome, ImgSender, Protocol, SenderOptions,
+    open_sender, CapturedFrame, FrameOutcome, ImgSender, LostReason, Protocol, SenderOptions,
 };
 use super::mjpeg::{MjpegReader, SplitCounts, DEFAULT_MAX_FRAME_BYTES};
 use super::stats::{
@@ -46,8 +54,8 @@ use crate::hub::net::LogLimiter;
 use crate::jpegcheck::is_complete_jpeg;
 #[cfg(feature = "opencv")]
 use crate::media::{self, jpeg, FrameSource};
-#[cfg(feature = "opencv")]
-use crate::proto::framed_sender::FrameMeta;
+use crate::proto::adapt::{self, AdaptConfig, Controller, WindowMode};
+use crate::proto::framed_sender::{FrameMeta, GiveUp};
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 
 /// Where frames come from.
@@ -97,9 +105,11 @@ impl SourceSpec {
     /// Open the source; a camera that cannot be opened is an error that suggests
     /// `--pattern` and `--video` (never a silent switch to fake frames). A
     /// [`SourceSpec::Jpeg`] or [`SourceSpec::Mjpeg`] yields no pixels (it is sent as it
-    /// is): use [`read_jpeg`] or [`open_mjpeg`].
+    /// is): use [`read_jpeg`] or [`open_mjpeg`]. `noise`: the amplitude of the noise added
+    /// to every frame of the test pattern ([`media::PatternSource::with_noise`]); other
+    /// sources ignore it.
     #[cfg(feature = "opencv")]
-    pub fn open(&self, width: i32, height: i32) -> media::Result<Box<dyn FrameSource>> {
+    pub fn open(&self, width: i32, height: i32, noise: u8) -> media::Result<Box<dyn FrameSource>> {
         Ok(match self {
             SourceSpec::Jpeg(path) | SourceSpec::Mjpeg(path) => {
                 return Err(media::MediaError::InvalidInput(format!(
@@ -112,7 +122,9 @@ impl SourceSpec {
             }
             SourceSpec::Video(path) => Box::new(media::VideoFileSource::open(path)?),
             SourceSpec::Image(path) => Box::new(media::ImageSource::open(path)?),
-            SourceSpec::Pattern => Box::new(media::PatternSource::new(width, height)),
+            SourceSpec::Pattern => {
+                Box::new(media::PatternSource::new(width, height).with_noise(noise))
+            }
         })
     }
 }
@@ -126,6 +138,8 @@ pub struct ImgClientConfig {
     pub height: i32,
     /// JPEG quality, 0..=100.
     pub quality: i32,
+    /// `--pattern`: amplitude of the fresh noise added to every frame (0: the plain pattern).
+    pub noise: u8,
     /// At most this many frames per second (`None`: as fast as acks allow).
     pub fps: Option<f64>,
     /// Stop after sending this many frames.
@@ -137,6 +151,41 @@ pub struct ImgClientConfig {
     pub show: bool,
     /// How often to print a status line on stderr (`None`: never).
     pub status_interval: Option<Duration>,
+    /// `--adapt`, `--max-latency-ms`, `--window`.
+    pub adapt: AdaptOptions,
+}
+
+/// How `img-client` adapts to the link ([`crate::proto::adapt`]).
+#[derive(Clone, Debug)]
+pub struct AdaptOptions {
+    /// `--adapt on`: the controller chooses quality, size and (live sources) frame rate.
+    /// Applies to re-encoded sources (camera, pattern, images, video) over the protocols
+    /// with an ack; `--jpeg`/`--mjpeg` bytes and the tcp stream are sent as they are.
+    pub adapt: bool,
+    /// The latency (capture to ack) the controller keeps under.
+    pub max_latency: Duration,
+    /// framed: `--window auto` (chosen from the round trip) or fixed
+    /// ([`SenderOptions::window`] is ignored when auto).
+    pub window: WindowMode,
+}
+
+impl Default for AdaptOptions {
+    fn default() -> Self {
+        AdaptOptions {
+            adapt: true,
+            max_latency: Duration::from_millis(100),
+            window: WindowMode::Auto,
+        }
+    }
+}
+
+/// The frame rate the controller plans for when no `--fps` is given (a camera's).
+pub const DEFAULT_ADAPT_FPS: f64 = 30.0;
+
+type SharedController = Arc<Mutex<Controller>>;
+
+fn lock_ctl(c: &SharedController) -> MutexGuard<'_, Controller> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a run did.
@@ -177,6 +226,9 @@ impl ImgClientConfig {
         }
         if self.sender.ack_timeout.is_zero() {
             return Err(ImgConfigError::AckTimeout);
+        }
+        if self.adapt.max_latency.is_zero() {
+            return Err(ImgConfigError::MaxLatency);
         }
         if self.show && matches!(self.source, SourceSpec::Jpeg(_)) {
             return Err(ImgConfigError::ShowJpeg);
@@ -307,7 +359,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
         SourceSpec::Jpeg(path) => Producer::Fixed(Arc::new(read_jpeg(path)?)),
         SourceSpec::Mjpeg(path) => Producer::Mjpeg(Box::new(open_mjpeg(path, &stop)?)),
         #[cfg(feature = "opencv")]
-        other => Producer::Encode(other.open(config.width, config.height)?),
+        other => Producer::Encode(other.open(config.width, config.height, config.noise)?),
         #[cfg(not(feature = "opencv"))]
         other => {
             return Err(ClientError::NeedsOpenCv {
@@ -363,6 +415,45 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
         Mode::Backpressure
     };
     let handoff: Handoff<CapturedFrame> = Handoff::new(mode);
+    // The controller: it chooses the encoding of re-encoded sources over a protocol with
+    // an ack (--adapt on), and the framed window (--window auto).
+    #[cfg(feature = "opencv")]
+    let re_encoded = matches!(producer, Producer::Encode(_));
+    #[cfg(not(feature = "opencv"))]
+    let re_encoded = false;
+    let adapting = config.adapt.adapt && re_encoded && has_ack;
+    let window = match config.protocol {
+        Protocol::Framed => config.adapt.window,
+        _ => WindowMode::Fixed(1),
+    };
+    let controller: Option<SharedController> =
+        (adapting || window == WindowMode::Auto).then(|| {
+            Arc::new(Mutex::new(Controller::new(
+                AdaptConfig {
+                    max_latency: config.adapt.max_latency,
+                    max_fps: config.fps.unwrap_or(DEFAULT_ADAPT_FPS),
+                    quality: config.quality,
+                    adapt: adapting,
+                    window,
+                },
+                Instant::now(),
+            )))
+        });
+    {
+        let mut s = lock(&stats);
+        s.encoding.adapt = adapting;
+        s.encoding.window = (window == WindowMode::Auto).then_some(1);
+    }
+    if config.adapt.adapt && !adapting {
+        log::info!(
+            "--adapt: {} are sent as they are (no quality or size to choose)",
+            if !has_ack {
+                "frames over the tcp stream (no ack to learn the link from)"
+            } else {
+                "--jpeg/--mjpeg frames"
+            }
+        );
+    }
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let started = Instant::now();
 
@@ -378,6 +469,10 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
             quality: config.quality,
             fps: config.fps,
             show: config.show,
+            adapt: controller.clone().filter(|_| adapting),
+            // a live source skips captures to honour the controller's frame rate; a video
+            // or images are sent frame for frame (quality and size adapt, the rate does not)
+            adapt_fps: config.source.is_live(),
             mjpeg_path: match &config.source {
                 SourceSpec::Mjpeg(path) => Some(path.clone()),
                 _ => None,
@@ -405,8 +500,16 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
     let capture = capture.transpose()?;
     let send = {
         let (stats, send_stop, frames) = (stats.clone(), stop.clone(), config.frames);
+        let controller = controller.clone();
         let spawned = thread::Builder::new().name("send".into()).spawn(move || {
-            let result = send_loop(sender, frames, &input, &stats, &send_stop);
+            let result = send_loop(
+                sender,
+                frames,
+                &input,
+                &stats,
+                controller.as_ref(),
+                &send_stop,
+            );
             let _ = done_tx.send(());
             result
         });
@@ -430,7 +533,7 @@ pub fn run(config: &ImgClientConfig, shutdown: &Shutdown) -> Result<ImgReport, C
         spawn_status_printer(interval, stop, move || {
             let s = lock(&stats);
             let fps = meter.rate(Instant::now(), s.counts.sent);
-            img_status_line(&s.counts, has_ack, fps, s.rtt.percentile(50.0))
+            img_status_line(&s.counts, has_ack, fps, s.rtt.percentile(50.0)) + &s.encoding.status()
         })
         .map_err(|e| log::warn!("no status lines: {e}"))
         .ok()
@@ -521,6 +624,10 @@ struct CaptureJob {
     quality: i32,
     fps: Option<f64>,
     show: bool,
+    /// `--adapt on`: the controller whose quality and size frames are encoded with.
+    adapt: Option<SharedController>,
+    /// Skip captures to honour the controller's frame rate (live sources).
+    adapt_fps: bool,
     /// The `--mjpeg` path, for its read errors.
     mjpeg_path: Option<PathBuf>,
 }
@@ -539,9 +646,19 @@ fn capture_loop(
     let _ = (job.width, job.height, job.quality, job.show, stats);
     #[cfg(feature = "opencv")]
     let mut preview = if job.show { open_preview() } else { None };
-    let period = job.fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
     let mut due = Instant::now();
     while !stop.is_triggered() && !out.is_hung_up() {
+        // the controller's frame rate, when it went below the planned one (latest wins:
+        // captures are skipped, never queued)
+        let target = job.adapt.as_ref().map(|c| lock_ctl(c).target());
+        let adapted_fps = target
+            .filter(|t| job.adapt_fps && t.fps < job.fps.unwrap_or(DEFAULT_ADAPT_FPS))
+            .map(|t| t.fps);
+        let period = [job.fps, adapted_fps]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min)
+            .map(|fps| Duration::from_secs_f64(1.0 / fps));
         if let Some(period) = period {
             let now = Instant::now();
             if now < due && stop.wait_timeout(due - now) {
@@ -563,12 +680,27 @@ fn capture_loop(
                     }
                     Err(e) => return Err(e.into()),
                 };
+                let (width, height, quality) = match target {
+                    Some(t) => {
+                        let (w, h) = t.scale.apply(job.width, job.height);
+                        (w, h, t.quality)
+                    }
+                    None => (job.width, job.height, job.quality),
+                };
                 // libjpeg takes quality 0 as 1; 0 here means "not encoded by us"
-                let meta = FrameMeta::captured_now(job.quality.clamp(1, 100) as u8);
-                let frame = media::into_size(frame, job.width, job.height)?;
+                let meta = FrameMeta::captured_now(quality.clamp(1, 100) as u8);
+                let frame = media::into_size(frame, width, height)?;
                 let t0 = Instant::now();
-                let jpeg = jpeg::encode(&frame, job.quality)?;
-                lock(stats).encode.record(t0.elapsed());
+                let jpeg = jpeg::encode(&frame, quality)?;
+                if let (Some(c), Some(t)) = (&job.adapt, target) {
+                    lock_ctl(c).on_encoded(t.level, jpeg.len());
+                }
+                {
+                    let mut s = lock(stats);
+                    s.encode.record(t0.elapsed());
+                    let fps = target.filter(|_| job.adapt_fps).map(|t| t.fps);
+                    s.encoding.record(quality, width, height, fps);
+                }
                 if let Some(window) = &mut preview {
                     if show_preview(window, &frame) {
                         log::info!("ESC pressed in the preview window; stopping");
@@ -641,6 +773,7 @@ fn send_loop(
     frames: Option<u64>,
     input: &Input,
     stats: &SharedImgStats,
+    controller: Option<&SharedController>,
     stop: &Shutdown,
 ) -> Result<(), ClientError> {
     let mut limiter = LogLimiter::new(5);
@@ -662,7 +795,14 @@ fn send_loop(
             Ok(outcomes) => outcomes,
             Err(e) => break Err(e.into()),
         };
+        let window = controller.map(|c| feed(c, &outcomes));
+        if let Some(window) = window {
+            sender.set_window(window);
+        }
         let mut s = lock(stats);
+        if let Some(window) = window.filter(|_| s.encoding.window.is_some()) {
+            s.encoding.window = Some(window);
+        }
         let not_sent = record(&mut s, outcomes, &mut limiter);
         if not_sent {
             continue;
@@ -695,6 +835,37 @@ fn send_loop(
     result
 }
 
+/// Tell the controller what became of the frames that finished; the window it chooses.
+fn feed(controller: &SharedController, outcomes: &[FrameOutcome]) -> usize {
+    let mut c = lock_ctl(controller);
+    let now = Instant::now();
+    for outcome in outcomes {
+        match outcome {
+            FrameOutcome::Acked {
+                rtt,
+                capture_to_ack,
+                bytes,
+                resent,
+                ..
+            } => c.on_acked(
+                adapt::Acked {
+                    bytes: *bytes,
+                    send_to_ack: *rtt,
+                    capture_to_ack: *capture_to_ack,
+                    resent: *resent,
+                },
+                now,
+            ),
+            // no ack despite the resends (a stale or refused frame says nothing of the link)
+            FrameOutcome::Lost(LostReason::NoAck | LostReason::GaveUp(GiveUp::Deadline)) => {
+                c.on_gave_up(now)
+            }
+            _ => {}
+        }
+    }
+    c.target().window
+}
+
 /// Count finished frames; true if the frame just offered was not sent at all.
 fn record(s: &mut ImgStats, outcomes: Vec<FrameOutcome>, limiter: &mut LogLimiter) -> bool {
     let mut not_sent = false;
@@ -703,6 +874,7 @@ fn record(s: &mut ImgStats, outcomes: Vec<FrameOutcome>, limiter: &mut LogLimite
             FrameOutcome::Acked {
                 rtt,
                 capture_to_ack,
+                ..
             } => {
                 s.counts.acked += 1;
                 s.rtt.record(rtt);
@@ -738,6 +910,7 @@ mod tests {
             width: 64,
             height: 48,
             quality: 80,
+            noise: 0,
             fps: None,
             frames: Some(frames),
             hub,
@@ -748,6 +921,7 @@ mod tests {
             },
             show: false,
             status_interval: None,
+            adapt: AdaptOptions::default(),
         }
     }
 

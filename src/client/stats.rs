@@ -277,6 +277,114 @@ pub struct ImgStats {
     pub capture_to_ack: Samples,
     /// The sender's estimate of `hub clock - this client's clock` (framed), the newest.
     pub clock: Option<crate::proto::framed_sender::ClockEstimate>,
+    /// What the frames were encoded with (frames encoded here only, not `--jpeg`/`--mjpeg`).
+    pub encoding: EncodingStats,
+}
+
+/// What the capture thread encoded with: the current choice and its min/mean over the run
+/// (with `--adapt on` the controller's, [`crate::proto::adapt`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EncodingStats {
+    /// The controller chose the encoding (`--adapt on` with a source that is re-encoded).
+    pub adapt: bool,
+    /// Frames encoded.
+    pub frames: u64,
+    pub quality: i32,
+    pub width: i32,
+    pub height: i32,
+    /// The frame rate chosen (`None`: as configured, not chosen).
+    pub fps: Option<f64>,
+    /// `--window auto`: the frames in flight chosen now.
+    pub window: Option<usize>,
+    pub quality_min: i32,
+    quality_sum: f64,
+    pub width_min: i32,
+    pub height_min: i32,
+    pub fps_min: Option<f64>,
+    fps_sum: f64,
+    fps_count: u64,
+}
+
+impl EncodingStats {
+    /// A frame encoded at `quality`, `width` x `height`, with the chosen frame rate `fps`.
+    pub fn record(&mut self, quality: i32, width: i32, height: i32, fps: Option<f64>) {
+        let first = self.frames == 0;
+        self.frames += 1;
+        self.quality = quality;
+        self.width = width;
+        self.height = height;
+        self.fps = fps;
+        self.quality_sum += f64::from(quality);
+        if first || quality < self.quality_min {
+            self.quality_min = quality;
+        }
+        if first
+            || i64::from(width) * i64::from(height)
+                < i64::from(self.width_min) * i64::from(self.height_min)
+        {
+            (self.width_min, self.height_min) = (width, height);
+        }
+        if let Some(f) = fps {
+            self.fps_min = Some(self.fps_min.map_or(f, |m| m.min(f)));
+            self.fps_sum += f;
+            self.fps_count += 1;
+        }
+    }
+
+    pub fn quality_mean(&self) -> Option<f64> {
+        (self.frames > 0).then(|| self.quality_sum / self.frames as f64)
+    }
+
+    pub fn fps_mean(&self) -> Option<f64> {
+        (self.fps_count > 0).then(|| self.fps_sum / self.fps_count as f64)
+    }
+
+    /// The status line's part: ` | q60 640x480 30.0 fps window 2`.
+    pub fn status(&self) -> String {
+        if self.frames == 0 && self.window.is_none() {
+            return String::new();
+        }
+        let mut s = String::from(" |");
+        if self.frames > 0 {
+            let _ = write!(s, " q{} {}x{}", self.quality, self.width, self.height);
+        }
+        if let Some(fps) = self.fps {
+            let _ = write!(s, " {fps:.1} fps");
+        }
+        if let Some(w) = self.window {
+            let _ = write!(s, " window {w}");
+        }
+        s
+    }
+
+    /// The summary's line, or nothing when no frame was encoded and no window chosen.
+    fn summary_line(&self, out: &mut String) {
+        if self.frames > 0 {
+            let _ = write!(
+                out,
+                "  encoding ({}): quality now {} (min {}, mean {:.1}), size now {}x{} (min {}x{})",
+                if self.adapt { "adapted" } else { "fixed" },
+                self.quality,
+                self.quality_min,
+                self.quality_mean().unwrap_or(0.0),
+                self.width,
+                self.height,
+                self.width_min,
+                self.height_min
+            );
+            if let (Some(fps), Some(min), Some(mean)) = (self.fps, self.fps_min, self.fps_mean()) {
+                let _ = write!(out, ", fps now {fps:.1} (min {min:.1}, mean {mean:.1})");
+            }
+        } else if self.window.is_some() {
+            out.push_str("  encoding: sent as they are");
+        }
+        if let Some(w) = self.window {
+            let _ = write!(out, ", window now {w}");
+        }
+        if self.frames > 0 || self.window.is_some() {
+            out.push('\n');
+        }
+    }
 }
 
 /// Shared handle to [`ImgStats`].
@@ -394,7 +502,56 @@ pub fn img_summary(what: &str, stats: &ImgStats, elapsed: Duration, has_ack: boo
         fmt_ms(stats.encode.percentile(50.0)),
         stats.encode.count()
     );
+    if stats.capture_to_ack.count() > 0 {
+        let p = stats.capture_to_ack.percentiles(&[50.0, 99.0]);
+        let _ = writeln!(
+            out,
+            "  capture to ack: p50 {}, p99 {}, max {}",
+            fmt_ms(p[0]),
+            fmt_ms(p[1]),
+            fmt_ms(stats.capture_to_ack.max())
+        );
+    }
+    stats.encoding.summary_line(&mut out);
     out
+}
+
+/// [`EncodingStats`] in a JSON summary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EncodingSummary {
+    pub adapt: bool,
+    pub frames: u64,
+    pub quality: i32,
+    pub quality_min: i32,
+    pub quality_mean: Option<f64>,
+    pub width: i32,
+    pub height: i32,
+    pub width_min: i32,
+    pub height_min: i32,
+    pub fps: Option<f64>,
+    pub fps_min: Option<f64>,
+    pub fps_mean: Option<f64>,
+    pub window: Option<usize>,
+}
+
+impl EncodingSummary {
+    pub fn of(e: &EncodingStats) -> EncodingSummary {
+        EncodingSummary {
+            adapt: e.adapt,
+            frames: e.frames,
+            quality: e.quality,
+            quality_min: e.quality_min,
+            quality_mean: e.quality_mean(),
+            width: e.width,
+            height: e.height,
+            width_min: e.width_min,
+            height_min: e.height_min,
+            fps: e.fps,
+            fps_min: e.fps_min,
+            fps_mean: e.fps_mean(),
+            window: e.window,
+        }
+    }
 }
 
 /// The camera client's summary as `img-client --json-summary` prints it: the text
@@ -428,6 +585,9 @@ pub struct ImgSummary {
     pub clock_offset_us: Option<i64>,
     #[serde(default)]
     pub clock_offset_err_us: Option<u64>,
+    /// What the frames were encoded with (`--adapt`), and the window chosen.
+    #[serde(default)]
+    pub encoding: EncodingSummary,
     /// Why the run ended early, if it did.
     pub error: Option<String>,
 }
@@ -454,6 +614,7 @@ impl ImgSummary {
             capture_to_ack: SamplesSummary::of(&stats.capture_to_ack),
             clock_offset_us: stats.clock.map(|c| c.offset_us),
             clock_offset_err_us: stats.clock.map(|c| c.err_us),
+            encoding: EncodingSummary::of(&stats.encoding),
             error,
         }
     }

@@ -295,6 +295,8 @@ pub struct PatternSource {
     frame: u64,
     /// Shown instead of the wall-clock time, so the frames are the same on every run.
     fixed_clock: Option<String>,
+    /// Amplitude of the uniform noise added to every frame ([`add_noise`]); 0: none.
+    noise: u8,
 }
 
 impl PatternSource {
@@ -305,7 +307,17 @@ impl PatternSource {
             height,
             frame: 0,
             fixed_clock: None,
+            noise: 0,
         }
+    }
+
+    /// The same pattern with fresh uniform noise of `amplitude` (0..=255) added to every
+    /// frame, as a camera sensor would: a live source whose JPEG size depends on quality
+    /// and size as a camera's does (the plain pattern compresses to a third of that).
+    /// 0 is the plain pattern.
+    pub fn with_noise(mut self, amplitude: u8) -> Self {
+        self.noise = amplitude;
+        self
     }
 
     /// The same pattern with `text` in place of the clock: every run draws the very same
@@ -445,16 +457,34 @@ fn utc_clock() -> String {
     )
 }
 
+/// `frame` (8-bit, any channels) with uniform noise in `0..amplitude` added to every
+/// sample (saturating at 255), drawn from OpenCV's thread RNG: different on every call
+/// unless the caller seeds it first (`opencv::core::set_rng_seed`).
+pub fn add_noise(frame: &Mat, amplitude: f64) -> Result<Mat> {
+    let mut noise =
+        Mat::new_rows_cols_with_default(frame.rows(), frame.cols(), frame.typ(), Scalar::all(0.0))?;
+    opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(amplitude))?;
+    let mut noisy = Mat::default();
+    opencv::core::add(frame, &noise, &mut noisy, &opencv::core::no_array(), -1)?;
+    Ok(noisy)
+}
+
 impl FrameSource for PatternSource {
     fn next_frame(&mut self) -> Result<Option<Mat>> {
         check_size("test pattern", self.width, self.height)?;
-        let frame = self.draw()?;
+        let mut frame = self.draw()?;
+        if self.noise > 0 {
+            frame = add_noise(&frame, f64::from(self.noise))?;
+        }
         self.frame += 1;
         Ok(Some(frame))
     }
 
     fn describe(&self) -> String {
-        format!("test pattern ({}x{})", self.width, self.height)
+        match self.noise {
+            0 => format!("test pattern ({}x{})", self.width, self.height),
+            a => format!("test pattern ({}x{}, noise {a})", self.width, self.height),
+        }
     }
 }
 
@@ -482,6 +512,31 @@ mod tests {
             assert!(!same_pixels(&pair[0], &pair[1]));
         }
         assert_eq!(src.frames_produced(), 30);
+    }
+
+    #[test]
+    fn noisy_pattern_frames_differ_and_grow_with_the_amplitude() {
+        let size = |amplitude: u8| {
+            let mut src = PatternSource::new(640, 480)
+                .with_fixed_clock("12:00:00.000 UTC")
+                .with_noise(amplitude);
+            let a = next(&mut src);
+            let b = next(&mut src);
+            (a, b, src.describe())
+        };
+        let (plain, _, _) = size(0);
+        let (a, b, what) = size(18);
+        assert!(what.contains("noise 18"), "{what}");
+        // fresh noise every frame, not the same noise again
+        let mut diff = Mat::default();
+        opencv::core::absdiff(&a, &b, &mut diff).unwrap();
+        let changed = opencv::core::count_non_zero(&diff.reshape(1, 0).unwrap()).unwrap();
+        assert!(changed > 640 * 480, "{changed} samples changed");
+        let q90 = |m: &Mat| super::super::jpeg::encode(m, 90).unwrap().len();
+        let (plain, noisy) = (q90(&plain), q90(&a));
+        // the scene of issue 13: about 66.7 kB a frame at q90 (plain: about a third)
+        assert!((58_000..78_000).contains(&noisy), "{noisy} bytes");
+        assert!(plain * 2 < noisy, "{plain} vs {noisy}");
     }
 
     #[test]

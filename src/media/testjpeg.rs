@@ -15,6 +15,7 @@
 use opencv::core::{Mat, Scalar, CV_8UC3};
 use opencv::prelude::*;
 
+use super::source::add_noise;
 use super::{jpeg, FrameSource, MediaError, PatternSource, Result};
 
 /// The shortest frame [`jpeg_of_len`] makes: a small colour JPEG with OpenCV's tables is
@@ -182,12 +183,8 @@ pub fn noisy_pattern_jpeg(w: i32, h: i32, quality: i32, target: usize) -> Result
         .next_frame()?
         .ok_or_else(|| MediaError::InvalidInput("the test pattern ended".into()))?;
     let encode = |amplitude: f64| -> Result<Vec<u8>> {
-        let mut noise = Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(0.0))?;
         opencv::core::set_rng_seed(7)?;
-        opencv::core::randu(&mut noise, &Scalar::all(0.0), &Scalar::all(amplitude))?;
-        let mut noisy = Mat::default();
-        opencv::core::add(&frame, &noise, &mut noisy, &opencv::core::no_array(), -1)?;
-        jpeg::encode(&noisy, quality)
+        jpeg::encode(&add_noise(&frame, amplitude)?, quality)
     };
     // The size grows with the noise amplitude: bisect it.
     let (mut lo, mut hi, mut amplitude) = (0.0, 255.0, 32.0);

@@ -328,6 +328,16 @@ impl FramedSender {
         self.in_flight.len()
     }
 
+    /// Frames in flight at most from now on (at least 1; `--window auto` changes it as the
+    /// link does). Frames already in flight beyond a smaller window stay in flight.
+    pub fn set_window(&mut self, window: usize) {
+        self.config.window = window.max(1);
+    }
+
+    pub fn window(&self) -> usize {
+        self.config.window
+    }
+
     /// The current retransmission timeout.
     pub fn rto(&self) -> Duration {
         let rto = match self.srtt {

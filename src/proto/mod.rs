@@ -12,6 +12,8 @@
 //! - [`image_receiver`]: the image port, the seed UDP formats ([`seed_reassembly`]) and the
 //!   framed one ([`framed_receiver`]) on one socket;
 //! - [`framed_sender`]: the client's side of the framed format;
+//! - [`adapt`]: the camera client's choice of quality, size, frame rate and window from
+//!   the acks (issue 13);
 //! - [`seed_tcp`]: the seed TCP stream, one decoder per connection (nothing is sent back);
 //! - [`msg_receiver`]: the message port's replies, and log before ack, within a budget;
 //! - [`memory`], [`reply_credit`]: what the image receivers charge per source: partial-frame
@@ -19,6 +21,7 @@
 //! - [`budget`]: a token bucket, and one rate shared fairly by the sources using it.
 //! - [`commands`]: commands waiting per source for a reply to carry them to the device.
 
+pub mod adapt;
 pub mod budget;
 pub mod commands;
 pub mod framed_receiver;

@@ -12,6 +12,7 @@
 //! replies opened before the state machine sees them. A hub that restarted is noticed by
 //! the initiator (nothing authenticated back for a second) and the handshake redone.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -113,6 +114,8 @@ pub struct FramedUdpSender {
     stopped: bool,
     /// Chunks sent again, over every finished frame.
     resent: u64,
+    /// The bytes of each frame in flight, by frame id (for [`FrameOutcome::Acked`]).
+    sizes: HashMap<u32, usize>,
 }
 
 impl FramedUdpSender {
@@ -143,6 +146,7 @@ impl FramedUdpSender {
             frame_deadline: options.ack_timeout,
             stopped: false,
             resent: 0,
+            sizes: HashMap::new(),
         })
     }
 
@@ -169,6 +173,7 @@ impl FramedUdpSender {
             chunks,
             resent: resent_total,
             secure,
+            sizes,
             ..
         } = self;
         let now = Instant::now();
@@ -202,11 +207,20 @@ impl FramedUdpSender {
             let (SenderEvent::Acked { resent, .. } | SenderEvent::GaveUp { resent, .. }) = event;
             *resent_total += u64::from(resent);
             out.push(match event {
-                SenderEvent::Acked { latency, meta, .. } => FrameOutcome::Acked {
+                SenderEvent::Acked {
+                    frame,
+                    latency,
+                    resent,
+                    meta,
+                } => FrameOutcome::Acked {
                     rtt: latency,
                     capture_to_ack: super::capture_to(Instant::now(), meta.capture_us),
+                    bytes: sizes.remove(&frame).unwrap_or(0),
+                    resent,
+                    meta,
                 },
-                SenderEvent::GaveUp { reason, .. } => {
+                SenderEvent::GaveUp { frame, reason, .. } => {
+                    sizes.remove(&frame);
                     FrameOutcome::Lost(LostReason::GaveUp(reason))
                 }
             });
@@ -254,7 +268,9 @@ impl ImgSender for FramedUdpSender {
             .proto
             .send_frame(Arc::clone(jpeg), frame.meta, Instant::now())
         {
-            Ok(_) => {}
+            Ok(id) => {
+                self.sizes.insert(id, jpeg.len());
+            }
             Err(framed_sender::SendError::TooLarge) => {
                 return Err(SendError::FrameTooLarge {
                     len: jpeg.len(),
@@ -290,6 +306,11 @@ impl ImgSender for FramedUdpSender {
             out.extend((0..in_flight).map(|_| FrameOutcome::Lost(LostReason::Stopped)));
         }
         Ok(out)
+    }
+
+    fn set_window(&mut self, window: usize) {
+        self.window = window.max(1);
+        self.proto.set_window(self.window);
     }
 
     fn reply_counts(&self) -> ReplyCounts {

@@ -133,10 +133,16 @@ impl Default for SenderOptions {
 pub enum FrameOutcome {
     /// The hub acked it; `rtt` runs from its first byte sent, `capture_to_ack` from its
     /// capture time (when known) to the ack's arrival, on this client's wall clock: an
-    /// upper bound on the one-way latency capture -> hub.
+    /// upper bound on the one-way latency capture -> hub. `bytes`, `resent` (framed:
+    /// chunks sent again; 0 for the seed formats, which cannot resend) and `meta` (what the
+    /// frame was sent with; default when the sender was not given it) feed
+    /// [`crate::proto::adapt`].
     Acked {
         rtt: Duration,
         capture_to_ack: Option<Duration>,
+        bytes: usize,
+        resent: u32,
+        meta: FrameMeta,
     },
     /// TCP: the kernel took all of it in `took`. The seed stream has no ack, so whether the
     /// hub received it is not known.
@@ -326,6 +332,9 @@ pub trait ImgSender: Send {
     fn stamps_capture_time(&self) -> bool {
         false
     }
+    /// Frames in flight at most from now on (`--window auto`); only the framed sender
+    /// keeps more than one, the others ignore it.
+    fn set_window(&mut self, _window: usize) {}
     /// Called once after the last frame (tcp: close the stream cleanly).
     fn finish(&mut self) {}
 }

@@ -146,6 +146,9 @@ impl SeedUdpSender {
             Some(Reply::Got((), at)) => FrameOutcome::Acked {
                 rtt: at.saturating_duration_since(started),
                 capture_to_ack: capture_to(at, capture_us),
+                bytes: jpeg.len(),
+                resent: 0,
+                meta: Default::default(),
             },
             Some(Reply::TimedOut) => FrameOutcome::Lost(LostReason::NoAck),
             None => FrameOutcome::Lost(LostReason::Stopped),
