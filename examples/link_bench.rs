@@ -78,6 +78,10 @@ struct Args {
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/link.json")]
     out: PathBuf,
+    /// Keep each run's hub frame log and the sender's output (status lines) in this folder,
+    /// as `CASE-SENDER.frames.jsonl` and `CASE-SENDER.sender.log`.
+    #[arg(long)]
+    keep_logs: Option<PathBuf>,
 }
 
 /// The rate-step case: the link's rate over time (seconds from the sender's start, Mbit/s).
@@ -675,10 +679,29 @@ fn measure(ctx: &Ctx, link: &Link, case: &Case, sender: Sender) -> Result<Value,
             let s: ImgSummary = serde_json::from_str(line)
                 .map_err(|e| format!("img-client's JSON summary: {e}: {line}"))?;
             let raw: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-            (s.lost, raw.get("adapt").cloned().unwrap_or(Value::Null))
+            (s.lost, raw.get("encoding").cloned().unwrap_or(Value::Null))
         }
     };
 
+    if let Some(dir) = &ctx.args.keep_logs {
+        let stem = dir.join(format!(
+            "{}-{}",
+            case.name.replace('%', "pct"),
+            sender.name()
+        ));
+        let keep = |ext: &str, bytes: &[u8]| {
+            let path = stem.with_extension(ext);
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&path, bytes))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        keep(
+            "sender.log",
+            format!("{}\n{}", done.stderr, done.stdout).as_bytes(),
+        )?;
+        std::fs::copy(&frame_log, stem.with_extension("frames.jsonl"))
+            .map_err(|e| format!("keeping {}: {e}", frame_log.display()))?;
+    }
     // The frame log, counted from the end of the warm-up.
     let text =
         std::fs::read_to_string(&frame_log).map_err(|e| format!("{}: {e}", frame_log.display()))?;
@@ -736,7 +759,7 @@ fn measure(ctx: &Ctx, link: &Link, case: &Case, sender: Sender) -> Result<Value,
         "corrupt_detected_by_hub": corrupt_detected,
         "saved_frames_decoded": decoded,
         "corrupt": corrupt,
-        "sender_adapt": quality_summary,
+        "sender_encoding": quality_summary,
     });
     if case.step {
         v["step"] = step_figures(&frames, &step_at_us);

@@ -587,8 +587,13 @@ enum Input {
 
 impl Input {
     fn take(&self) -> Take<CapturedFrame> {
+        self.take_within(POLL_INTERVAL)
+    }
+
+    /// A frame, waiting at most `timeout` for one.
+    fn take_within(&self, timeout: Duration) -> Take<CapturedFrame> {
         match self {
-            Input::Handoff(handoff) => handoff.take(POLL_INTERVAL),
+            Input::Handoff(handoff) => handoff.take(timeout),
             // taken now: that is its capture time
             Input::Repeat(jpeg) => Take::Item(CapturedFrame::now(Arc::clone(jpeg), 0)),
         }
@@ -766,6 +771,10 @@ fn show_preview(window: &mut media::Window, frame: &media::Mat) -> bool {
     matches!(media::pump_events(1), Ok(Some(27)))
 }
 
+/// The longest wait on the socket between two looks at the handoff while frames are in
+/// flight: what a captured frame may wait for the sender then, at most.
+const IDLE_SLICE: Duration = Duration::from_millis(2);
+
 /// Send frames from `input` until it closes, `frames` were sent, `stop` is set, or a fatal
 /// error. Hangs up `input` when done so the capture thread stops too.
 fn send_loop(
@@ -782,8 +791,27 @@ fn send_loop(
         if stop.is_triggered() || frames.is_some_and(|n| sent >= n) {
             break Ok(());
         }
-        let frame = match input.take() {
+        // With frames in flight, replies are taken as they come while the next frame is
+        // awaited, so their times are true: the handoff is looked at between waits on the
+        // socket of at most IDLE_SLICE (a frame waits that long at most).
+        let busy = sender.in_flight() > 0;
+        let taken = match busy {
+            true => input.take_within(Duration::ZERO),
+            false => input.take(),
+        };
+        let frame = match taken {
             Take::Item(frame) => frame,
+            Take::Empty if busy => {
+                let outcomes = match sender.idle(Instant::now() + IDLE_SLICE, stop) {
+                    Ok(outcomes) => outcomes,
+                    Err(e) => break Err(e.into()),
+                };
+                if let Some(c) = controller {
+                    sender.set_window(feed(c, &outcomes));
+                }
+                record(&mut lock(stats), outcomes, &mut limiter);
+                continue;
+            }
             Take::Empty => continue,
             Take::Closed => break Ok(()),
         };

@@ -89,6 +89,12 @@ pub const GROWTH_PER_SECOND: f64 = 2.0;
 pub const CLIMB_HOLD: Duration = Duration::from_millis(300);
 /// No growth (and no second cut) for this long after an overuse.
 pub const OVERUSE_HOLD: Duration = Duration::from_millis(500);
+/// Without a line through the frames' times, the path's delay is taken as this share of
+/// the smallest send-to-ack.
+pub const BASE_GUESS: f64 = 0.9;
+/// The share of the frame budget used while the last frame still met a queue, so it
+/// drains (a queue as deep as the rate's 500 ms then drains in about a second).
+pub const DRAIN_SHARE: f64 = 0.5;
 /// Observations kept at most.
 const MAX_HISTORY: usize = 512;
 
@@ -213,6 +219,8 @@ pub struct Controller {
     /// Moving average of send to ack (seconds) of frames without resends.
     d_avg: Option<f64>,
     overuses: u64,
+    /// The queueing the last frame without resends met, seconds.
+    queueing: f64,
 }
 
 /// Relative JPEG size against quality, at full size (1 at quality 90): measured on the
@@ -305,6 +313,7 @@ impl Controller {
             hold_until: now,
             d_avg: None,
             overuses: 0,
+            queueing: 0.0,
             config,
         }
     }
@@ -421,7 +430,10 @@ impl Controller {
         // never high); only once the path's delay is known (until then `own` holds it)
         let excess = self.rate.map_or(f64::NAN, |r| own - bytes / r);
         let threshold = (self.config.max_latency.as_secs_f64() * 0.1).max(0.010);
-        let queued = clean && self.base_known && excess > threshold;
+        let queued = clean && excess > threshold;
+        if clean {
+            self.queueing = excess.max(0.0);
+        }
         if late || queued {
             log::debug!(
                 "adapt: overuse ({}): {bytes} bytes, send to ack {:.1} ms, own {:.1} ms, \
@@ -515,7 +527,16 @@ impl Controller {
                 self.base_known = true;
             }
         }
-        self.base = self.base.min(min_d);
+        self.base = if self.base_known {
+            self.base.min(min_d)
+        } else {
+            // no line yet (every frame of about one size): the smallest send-to-ack less a
+            // share for the frame's own time on the link. Too high a rate follows, which the
+            // queueing it causes corrects at once; too low a one (0, as before) would hold
+            // the estimate at frame size over round trip, far under the link's on a long
+            // path, with nothing to lift it
+            BASE_GUESS * min_d
+        };
     }
 
     fn decide(&mut self, now: Instant) {
@@ -525,7 +546,11 @@ impl Controller {
         let max_fps = self.config.max_fps;
         if self.config.adapt {
             let lat = self.config.max_latency.as_secs_f64() * 0.5 - self.base * 0.5;
-            let budget = (UTILIZATION * rate / max_fps).min(lat.max(0.0) * rate);
+            let mut budget = (UTILIZATION * rate / max_fps).min(lat.max(0.0) * rate);
+            if self.queueing > (self.config.max_latency.as_secs_f64() * 0.1).max(0.010) {
+                // a queue is still there: send under the rate until it drains
+                budget *= DRAIN_SHARE;
+            }
             let last = self.levels.len() - 1;
             let want = (0..self.levels.len())
                 .find(|&l| self.expected_bytes(l) <= budget)

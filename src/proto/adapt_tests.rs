@@ -458,3 +458,73 @@ fn expected_sizes_come_from_what_was_encoded() {
     assert_eq!(c.expected_bytes(3), 10_000.0);
     assert!(c.expected_bytes(4) < 10_000.0);
 }
+
+/// A long path whose frames are all about one size gives no line through (size, send to
+/// ack), so the path's delay is not known from one. The estimate must still climb out of
+/// "frame size over round trip" (here 4.6 kB over 45 ms, a tenth of the link): the start
+/// at full quality overfills the link, the controller falls to the bottom rung, and from
+/// there it has to find the link's rate again. A fluid model of the link (1 MB/s, 40 ms
+/// round trip, FIFO), frames sent as captured, acks handed over when they arrive.
+#[test]
+fn on_a_long_path_it_climbs_back_from_the_bottom_rung_without_a_line() {
+    let t0 = Instant::now();
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    let mut c = Controller::new(
+        AdaptConfig {
+            max_latency: Duration::from_millis(100),
+            max_fps: 30.0,
+            quality: 90,
+            adapt: true,
+            window: WindowMode::Auto,
+        },
+        t0,
+    );
+    const RATE: f64 = 1_000_000.0;
+    const RTT: f64 = 0.040;
+    let (mut now, mut link_free, mut next_capture) = (0.0f64, 0.0f64, 0.0f64);
+    // (ack time, sent time, bytes), in ack order
+    let mut acks: std::collections::VecDeque<(f64, f64, usize)> = Default::default();
+    let mut bottom_seen = false;
+    let mut late = Vec::new();
+    while now < 12.0 {
+        let next_ack = acks.front().map_or(f64::INFINITY, |a| a.0);
+        if next_ack <= next_capture {
+            let (ack, sent, bytes) = acks.pop_front().unwrap();
+            now = ack;
+            c.on_acked(
+                Acked {
+                    bytes,
+                    send_to_ack: Duration::from_secs_f64(ack - sent),
+                    capture_to_ack: Some(Duration::from_secs_f64(ack - sent)),
+                    resent: 0,
+                },
+                at(now),
+            );
+            if now > 8.0 {
+                late.push(ack - sent);
+            }
+        } else {
+            now = next_capture;
+            let t = c.target();
+            bottom_seen |= t.level == SIZES.len() - 1;
+            let bytes = SIZES[t.level] as usize;
+            c.on_encoded(t.level, bytes);
+            let start = now.max(link_free);
+            link_free = start + bytes as f64 / RATE;
+            acks.push_back((link_free + RTT, now, bytes));
+            next_capture = now + 1.0 / t.fps;
+        }
+    }
+    let t = c.target();
+    let rate = c.estimates().rate.unwrap();
+    assert!(
+        bottom_seen,
+        "the start at full quality did not overfill the link"
+    );
+    assert!(rate >= 0.5 * RATE, "rate estimate {rate:.0} B/s of {RATE}");
+    assert!(t.fps >= 25.0, "{t:?}");
+    assert!(t.level <= 4, "still at rung {} after 12 s: {t:?}", t.level);
+    late.sort_by(f64::total_cmp);
+    let p99 = late[late.len() * 99 / 100];
+    assert!(p99 <= 0.100, "send to ack p99 {p99:.3} s over the last 4 s");
+}

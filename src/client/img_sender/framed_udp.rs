@@ -313,6 +313,22 @@ impl ImgSender for FramedUdpSender {
         self.proto.set_window(self.window);
     }
 
+    fn in_flight(&self) -> usize {
+        if self.stopped {
+            0
+        } else {
+            self.proto.in_flight()
+        }
+    }
+
+    fn idle(&mut self, until: Instant, stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
+        let mut out = Vec::new();
+        if ImgSender::in_flight(self) > 0 {
+            self.pump(until, stop, &mut out)?;
+        }
+        Ok(out)
+    }
+
     fn reply_counts(&self) -> ReplyCounts {
         ReplyCounts {
             late_acks: 0,

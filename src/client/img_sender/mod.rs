@@ -38,7 +38,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::proto::framed_sender::{ClockEstimate, FrameMeta, GiveUp};
 use crate::shutdown::Shutdown;
@@ -335,6 +335,18 @@ pub trait ImgSender: Send {
     /// Frames in flight at most from now on (`--window auto`); only the framed sender
     /// keeps more than one, the others ignore it.
     fn set_window(&mut self, _window: usize) {}
+    /// Frames sent whose outcome is not known yet (only a sender with a window has any
+    /// between calls).
+    fn in_flight(&self) -> usize {
+        0
+    }
+    /// Between frames: take the replies that come until `until` (cut short by `stop` and
+    /// by the first reply), so an ack is handled when it arrives, not when the next frame
+    /// is sent (its round trip and the adaptation's rate samples would be late by up to a
+    /// frame's interval); the outcomes of the frames that finished.
+    fn idle(&mut self, _until: Instant, _stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
+        Ok(Vec::new())
+    }
     /// Called once after the last frame (tcp: close the stream cleanly).
     fn finish(&mut self) {}
 }

@@ -6,7 +6,9 @@
 //! Never a backlog: the kernel may hold at most [`DEFAULT_SEND_BUFFER`] (or
 //! `--tcp-send-buffer`) of a stream's bytes, sent-but-unacked ones included, and a write
 //! returns only once fewer than [`NOTSENT_LOWAT`] of them are still unsent (Linux's
-//! `TCP_NOTSENT_LOWAT`). So a frame's write takes as long as the link needs to carry it,
+//! `TCP_NOTSENT_LOWAT`), and (Linux, where the kernel has it) the connection uses BBR
+//! congestion control, which keeps about the path's bandwidth-delay product in flight
+//! rather than filling the bottleneck's queue. So a frame's write takes as long as the link needs to carry it,
 //! and the frames the camera makes meanwhile replace each other upstream (latest frame
 //! wins, counted as skipped) instead of queueing seconds of video in the kernel, where a
 //! blocking `sendall` with the default, autotuned buffer (up to 4 MB) puts them.
@@ -127,6 +129,28 @@ fn bound_queue(stream: &TcpStream, send_buffer: Option<usize>) -> io::Result<()>
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
+        }
+        // BBR paces at the bottleneck's rate and keeps about its bandwidth-delay product in
+        // flight, where the default (cubic, loss-based) fills a deep access-point queue
+        // (up to the send buffer) before it backs off: the difference between a frame's
+        // time on the link and that plus a buffer's worth. Where the kernel has no BBR (or
+        // does not let this user pick it) the default stays.
+        const CONGESTION: &[u8] = b"bbr";
+        // SAFETY: a valid socket, and a pointer to CONGESTION.len() bytes.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                CONGESTION.as_ptr().cast(),
+                CONGESTION.len() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            log::debug!(
+                "tcp: congestion control bbr not available ({}); the kernel's default stays",
+                io::Error::last_os_error()
+            );
         }
     }
     Ok(())
