@@ -128,6 +128,9 @@ pub struct Stats {
     /// Per service, from the arrival of the datagram that completed a frame to its ack
     /// being sent, as the service stored it when it stopped.
     ack_delays: Mutex<BTreeMap<Service, SamplesSummary>>,
+    /// Per service, framed frames rebuilt from parity, as the service stored it when it
+    /// stopped.
+    rebuilt: Mutex<BTreeMap<Service, crate::proto::framed_receiver::Rebuilt>>,
 }
 
 /// What became of commands, lock-free (the message service stores, readers load).
@@ -176,7 +179,15 @@ impl Stats {
             refused: Mutex::new(BTreeMap::new()),
             commands: CommandCounters::default(),
             ack_delays: Mutex::new(BTreeMap::new()),
+            rebuilt: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// `service`'s frames rebuilt from parity (see [`ServiceSummary::rebuilt`]), stored
+    /// when it stops.
+    pub fn set_rebuilt(&self, service: Service, rebuilt: crate::proto::framed_receiver::Rebuilt) {
+        let mut all = self.rebuilt.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(service, rebuilt);
     }
 
     /// `service`'s ack delays (see [`ServiceSummary::ack_delay`]), stored when it stops.
@@ -431,6 +442,13 @@ impl Stats {
                         .unwrap_or_else(|e| e.into_inner())
                         .get(&service)
                         .cloned(),
+                    rebuilt: self
+                        .rebuilt
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&service)
+                        .copied()
+                        .filter(|r| *r != Default::default()),
                 }
             })
             .collect();
@@ -495,6 +513,10 @@ pub struct ServiceSummary {
     /// and its hand-over to the sinks), in µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_delay: Option<SamplesSummary>,
+    /// The image service: framed frames rebuilt from parity (frames, data chunks, and
+    /// rebuilds refused by the check), when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<crate::proto::framed_receiver::Rebuilt>,
 }
 
 /// One source's (or a service's total) counts in the [`HubSummary`]; see [`Counters`].
@@ -548,6 +570,13 @@ impl HubSummary {
         for s in &self.services {
             let service = s.service;
             let _ = writeln!(out, "  {}: {}", service.title(), line(service, &s.total));
+            if let Some(r) = &s.rebuilt {
+                let _ = writeln!(
+                    out,
+                    "    frames rebuilt from parity: {} ({} chunks; {} rebuilds failed the check)",
+                    r.frames, r.chunks, r.failed
+                );
+            }
             for source in &s.sources {
                 let id = SourceId {
                     service,

@@ -1121,7 +1121,7 @@ enum Piece<'a> {
 }
 
 /// Frames rebuilt from parity (see the module documentation).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rebuilt {
     /// Frames delivered with chunks rebuilt from parity.
     pub frames: u64,
@@ -1129,4 +1129,15 @@ pub struct Rebuilt {
     pub chunks: u64,
     /// Rebuilds whose frame did not match the parity's check (dropped, then nacked).
     pub failed: u64,
+}
+
+impl Rebuilt {
+    /// Both counts together.
+    pub fn add(self, other: Rebuilt) -> Rebuilt {
+        Rebuilt {
+            frames: self.frames + other.frames,
+            chunks: self.chunks + other.chunks,
+            failed: self.failed + other.failed,
+        }
+    }
 }

@@ -125,6 +125,11 @@ impl SecureImage {
         Some(event)
     }
 
+    /// Frames rebuilt from parity by the framed receiver inside.
+    pub fn rebuilt(&self) -> super::framed_receiver::Rebuilt {
+        self.framed.rebuilt()
+    }
+
     pub fn partial_bytes(&self) -> usize {
         self.framed.partial_bytes()
     }
