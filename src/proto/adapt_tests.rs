@@ -458,3 +458,41 @@ fn expected_sizes_come_from_what_was_encoded() {
     assert_eq!(c.expected_bytes(3), 10_000.0);
     assert!(c.expected_bytes(4) < 10_000.0);
 }
+
+/// With parity the budget is for the JPEG and its shards: the same link (2 MB/s from the
+/// acks, a 53 kB frame budget at 30 fps) keeps rung 1 (37 kB) without parity, and goes a
+/// rung lower with 50% parity (37 kB x 1.5 = 56 kB does not fit; 27 kB x 1.5 does).
+#[test]
+fn the_budget_counts_the_parity() {
+    let t0 = Instant::now();
+    let rung = |overhead: f64| {
+        let mut c = Controller::new(
+            AdaptConfig {
+                max_latency: Duration::from_millis(100),
+                max_fps: 30.0,
+                quality: 90,
+                adapt: true,
+                window: WindowMode::Auto,
+            },
+            t0,
+        );
+        for (l, &bytes) in SIZES.iter().enumerate() {
+            c.on_encoded(l, bytes as usize);
+        }
+        c.set_parity_overhead(overhead);
+        for i in 1..=10u32 {
+            let acked = Acked {
+                bytes: 20_000,
+                send_to_ack: Duration::from_millis(10),
+                capture_to_ack: None,
+                resent: 0,
+            };
+            c.on_acked(acked, t0 + Duration::from_millis(40) * i);
+        }
+        let rate = c.estimates().rate.expect("a rate");
+        assert!((rate - 2e6).abs() < 1.0, "{rate}");
+        c.target().level
+    };
+    assert_eq!(rung(0.0), 1);
+    assert_eq!(rung(0.5), 2);
+}
