@@ -75,7 +75,7 @@ impl std::str::FromStr for FecMode {
 /// `ceil(k p + 2 sqrt(k p (1 - p))) + 1` parity shards, at most `k / 2` (at least 1) and
 /// 255; 0 when `loss` is 0 (see the module documentation).
 pub fn auto_parity(k: usize, loss: f64) -> u8 {
-    if !(loss > 0.0) || k == 0 {
+    if loss.is_nan() || loss <= 0.0 || k == 0 {
         return 0;
     }
     let p = loss.min(1.0);

@@ -1131,9 +1131,10 @@ pub struct Rebuilt {
     pub failed: u64,
 }
 
-impl Rebuilt {
+impl std::ops::Add for Rebuilt {
+    type Output = Rebuilt;
     /// Both counts together.
-    pub fn add(self, other: Rebuilt) -> Rebuilt {
+    fn add(self, other: Rebuilt) -> Rebuilt {
         Rebuilt {
             frames: self.frames + other.frames,
             chunks: self.chunks + other.chunks,

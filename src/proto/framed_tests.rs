@@ -1151,11 +1151,7 @@ fn latency_needs_a_good_enough_offset() {
 
 /// A sender with 1000-byte chunks and `fec`, one frame of `f` queued: its datagrams, each
 /// with what it is (`Ok(data index)` or `Err(parity shard number)`).
-fn fec_frame(
-    fec: super::fec::FecMode,
-    f: &[u8],
-    t0: Instant,
-) -> (FramedSender, Vec<(Result<u16, u16>, Vec<u8>)>) {
+fn fec_frame(fec: super::fec::FecMode, f: &[u8], t0: Instant) -> (FramedSender, Vec<Sent>) {
     let config = SenderConfig {
         chunk_size: 1000,
         fec,
@@ -1169,7 +1165,10 @@ fn fec_frame(
     (sender, out)
 }
 
-fn drain(sender: &mut FramedSender, now: Instant) -> Vec<(Result<u16, u16>, Vec<u8>)> {
+/// A datagram sent: `Ok(data index)` or `Err(parity shard number)`, and its bytes.
+type Sent = (Result<u16, u16>, Vec<u8>);
+
+fn drain(sender: &mut FramedSender, now: Instant) -> Vec<Sent> {
     std::iter::from_fn(|| sender.poll_transmit(now))
         .map(|t| {
             let d = t.payload.into_owned();
