@@ -1549,3 +1549,72 @@ fn auto_parity_starts_at_zero_and_follows_the_reported_loss() {
     assert_eq!(sender.parity_in_use(), (m, 22));
     assert_eq!(drain(&mut sender, t0).len(), 22 + m as usize);
 }
+
+/// Parity shards are charged like data chunks: a flood of made-up shards (20 sources per
+/// camera chunk, each 10 shards of a claimed 256 KiB frame with 255 of them) presses the
+/// budget, and only the flood is evicted; the camera's frames, with parity of their own
+/// and a chunk of each lost, are all rebuilt and delivered.
+#[test]
+fn a_flood_of_parity_shards_evicts_only_itself() {
+    let config = FramedConfig {
+        max_partial_bytes: 1 << 20,
+        ..FramedConfig::default()
+    };
+    let mut hub = FramedReceiver::new(config);
+    let mut clock = Clock::new();
+    let t0 = Instant::now();
+    let mut n = 0;
+    let mut flood_evicted = 0;
+    let mut delivered = Vec::new();
+    for frame in 0..10u32 {
+        let f = real_jpeg(30_000, u64::from(frame));
+        let (_, out) = fec_frame(super::fec::FecMode::Percent(10), &f, t0);
+        for (what, d) in &out {
+            let mut d = d.clone();
+            d[12..16].copy_from_slice(&frame.to_le_bytes());
+            if *what == Ok(7) {
+                continue; // lost: parity rebuilds it
+            }
+            hub.handle_datagram(CLIENT, &d, clock.tick());
+            for _ in 0..20 {
+                for j in 0..10 {
+                    let h = DataHeader {
+                        flags: 255 << 8,
+                        stream: n as u32,
+                        frame: 0,
+                        index: j,
+                        count: 256,
+                        length: 256 << 10,
+                        ts_us: 1,
+                    };
+                    let mut p = Vec::new();
+                    framed::emit_parity(&mut p, &h, 0, &[0x5A; 1024]);
+                    hub.handle_datagram(attacker(n), &p, clock.tick());
+                }
+                n += 1;
+            }
+            assert!(hub.partial_bytes() <= 1 << 20);
+        }
+        while let Some(e) = hub.poll_event() {
+            match e {
+                FramedEvent::Frame {
+                    from, frame: got, ..
+                } => {
+                    assert_eq!(from, CLIENT);
+                    delivered.push(got);
+                }
+                FramedEvent::Dropped { from, .. } => {
+                    assert_ne!(from, CLIENT, "the camera's frame was evicted");
+                    flood_evicted += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(delivered, (0..10).collect::<Vec<_>>());
+    assert_eq!(hub.rebuilt().frames, 10);
+    assert!(
+        flood_evicted > 1000,
+        "the flood did press the budget: {flood_evicted}"
+    );
+}
