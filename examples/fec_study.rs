@@ -1,5 +1,5 @@
 //! `fec_study`: does a little forward error correction per frame beat nack round trips
-//! (issue 13)? Run it with `cargo run --release --example fec_study` (about 20 s).
+//! (issue 13)? Run it with `cargo run --release --example fec_study` (some 10 s).
 //!
 //! It decided that the framed protocol should have parity chunks, and now compares the
 //! real implementation ([`udphub::proto::fec`], `img-client --fec`) with the model it was

@@ -1008,4 +1008,35 @@ mod tests {
         let back: MsgSummary = serde_json::from_str(&json.to_string()).unwrap();
         assert_eq!(back, s);
     }
+
+    #[test]
+    fn the_parity_in_use_is_in_the_status_line_the_summary_and_the_json() {
+        let mut stats = ImgStats::default();
+        assert_eq!(stats.encoding.status(), "");
+        stats.encoding.fec = Some(crate::client::img_sender::FecState {
+            parity: 3,
+            data: 22,
+            parity_sent: 30,
+            rebuilt: 7,
+        });
+        assert_eq!(stats.encoding.status(), " | fec 3/22");
+        let s = img_summary("x", &stats, Duration::from_secs(1), true);
+        assert!(
+            s.contains(
+                "fec: now 3/22 (parity/data chunks), 30 parity chunks sent, 7 data chunks \
+                 rebuilt by the hub"
+            ),
+            "{s}"
+        );
+        let json =
+            serde_json::to_value(ImgSummary::of(&stats, Duration::from_secs(1), None)).unwrap();
+        assert_eq!(
+            json["encoding"]["fec"],
+            serde_json::json!({"parity": 3, "data": 22, "parity_sent": 30, "rebuilt": 7})
+        );
+        stats.encoding.fec = None;
+        let json =
+            serde_json::to_value(ImgSummary::of(&stats, Duration::from_secs(1), None)).unwrap();
+        assert!(json["encoding"].get("fec").is_none(), "{json}");
+    }
 }

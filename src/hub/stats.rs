@@ -997,6 +997,40 @@ mod tests {
     }
 
     #[test]
+    fn frames_rebuilt_from_parity_are_in_the_summary_when_there_were_any() {
+        use crate::proto::framed_receiver::Rebuilt;
+        let stats = Stats::new();
+        stats.set_rebuilt(Service::Img, Rebuilt::default());
+        let summary = stats.summary(&[Service::Img]);
+        assert_eq!(summary.services[0].rebuilt, None);
+        assert!(!summary.text().contains("parity"));
+        let json = serde_json::to_value(&summary).unwrap();
+        assert!(json["services"][0].get("rebuilt").is_none(), "{json}");
+        let r = Rebuilt {
+            frames: 2,
+            chunks: 3,
+            failed: 1,
+        };
+        stats.set_rebuilt(Service::Img, r);
+        let summary = stats.summary(&[Service::Img]);
+        assert_eq!(summary.services[0].rebuilt, Some(r));
+        assert!(
+            summary.text().contains(
+                "    frames rebuilt from parity: 2 (3 chunks; 1 rebuilds failed the check)"
+            ),
+            "{}",
+            summary.text()
+        );
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(
+            json["services"][0]["rebuilt"],
+            serde_json::json!({"frames": 2, "chunks": 3, "failed": 1})
+        );
+        let back: HubSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, summary);
+    }
+
+    #[test]
     fn the_summary_reads_back_from_json_and_prints_the_same_text() {
         let stats = Stats::new();
         let mut img = SourceCache::new(Service::Img, stats.clone());
