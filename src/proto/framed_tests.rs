@@ -1618,3 +1618,65 @@ fn a_flood_of_parity_shards_evicts_only_itself() {
         "the flood did press the budget: {flood_evicted}"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any loss, duplication and reordering of a frame's data and parity datagrams, and a
+    /// byte of one shard (or its check) changed: the receiver delivers exactly the
+    /// original, or nothing, never twice; and it does deliver it when every data chunk
+    /// came, or (no shard changed) when data chunks and shards together are enough.
+    #[test]
+    fn parity_reassembly_delivers_the_original_or_nothing(
+        len in 2usize..20_000,
+        chunk in 200usize..3000,
+        pct in 1u16..=100,
+        picks in proptest::collection::vec(0usize..1000, 0..80),
+        corrupt in proptest::option::of((0usize..1000, 0usize..5000, 1u8..=255)),
+    ) {
+        let f = jpeg(len.max(4), len as u64);
+        let t0 = Instant::now();
+        let config = SenderConfig {
+            chunk_size: chunk,
+            fec: super::fec::FecMode::Percent(pct),
+            ..SenderConfig::default()
+        };
+        let mut sender = FramedSender::new(config, HUB, 1, t0);
+        sender.send_frame(Arc::new(f.clone()), FrameMeta::default(), t0).unwrap();
+        let out = drain(&mut sender, t0);
+        let (m, k) = sender.parity_in_use();
+        prop_assert_eq!(out.len(), k as usize + m as usize);
+        let shards: Vec<usize> = (0..out.len()).filter(|&i| out[i].0.is_err()).collect();
+        let corrupt = corrupt.map(|(which, at, x)| {
+            let i = shards[which % shards.len()];
+            let body = out[i].1.len() - framed::DATA_HEADER_LEN;
+            (i, framed::DATA_HEADER_LEN + at % body, x)
+        });
+        let mut hub = FramedReceiver::new(FramedConfig::default());
+        let (mut data, mut parity) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+        let mut frames = Vec::new();
+        for p in &picks {
+            let i = p % out.len();
+            let mut d = out[i].1.clone();
+            if let Some((ci, at, x)) = corrupt {
+                if ci == i {
+                    d[at] ^= x;
+                }
+            }
+            match out[i].0 {
+                Ok(index) => data.insert(index),
+                Err(j) => parity.insert(j),
+            };
+            hub.handle_datagram(CLIENT, &d, t0);
+            while let Some(e) = hub.poll_event() {
+                if let FramedEvent::Frame { jpeg, .. } = e { frames.push(jpeg); }
+            }
+        }
+        prop_assert!(frames.len() <= 1, "delivered twice");
+        prop_assert!(frames.iter().all(|j| j == &f), "a wrong frame delivered");
+        let enough = data.len() + parity.len() >= k as usize;
+        if data.len() == k as usize || (corrupt.is_none() && enough) {
+            prop_assert_eq!(frames.len(), 1);
+        }
+    }
+}
