@@ -1123,7 +1123,8 @@ enum Piece<'a> {
 /// Frames rebuilt from parity (see the module documentation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rebuilt {
-    /// Frames delivered with chunks rebuilt from parity.
+    /// Frames completed with chunks rebuilt from parity (then checked as any complete
+    /// frame: one that is not a JPEG is still refused).
     pub frames: u64,
     /// Data chunks rebuilt.
     pub chunks: u64,
