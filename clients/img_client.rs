@@ -98,6 +98,13 @@ struct Args {
     /// ack, as the seed does).
     #[arg(long, default_value = "auto", value_name = "N|auto", value_parser = parse_window)]
     window: WindowMode,
+    /// framed: forward error correction, Reed-Solomon parity chunks after each frame's
+    /// data chunks so the hub rebuilds lost ones without a round trip: auto (the default)
+    /// sends none while the hub reports no loss, and enough for the loss it reports
+    /// (about mean + 2 deviations + 1); N (0-100) fixes it at N parity chunks per 100 data
+    /// chunks (rounded up); off (or 0) sends none.
+    #[arg(long, default_value = "auto", value_name = "auto|off|N")]
+    fec: udphub::proto::fec::FecMode,
     /// Adapt to the link: on (the default) chooses JPEG quality first (from --quality down
     /// to 30 in steps of 10), then size (3/4, then 1/2 of --width/--height), then, for a
     /// live source (camera, pattern), the frame rate (captures skipped, latest frame wins),
@@ -220,6 +227,7 @@ impl Args {
                 keys: self
                     .keys
                     .device_keys(self.protocol == Protocol::Framed, "img-client")?,
+                fec: self.fec,
             },
             show: self.show,
             status_interval: (self.status_interval_ms > 0)

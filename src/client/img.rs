@@ -827,10 +827,17 @@ fn send_loop(
         if let Some(window) = window {
             sender.set_window(window);
         }
+        let fec = sender.fec();
+        if let (Some(c), Some(f)) = (controller, fec) {
+            // the budget is for the JPEG and its parity
+            let overhead = f64::from(f.parity) / f64::from(f.data.max(1));
+            lock_ctl(c).set_parity_overhead(overhead);
+        }
         let mut s = lock(stats);
         if let Some(window) = window.filter(|_| s.encoding.window.is_some()) {
             s.encoding.window = Some(window);
         }
+        s.encoding.fec = fec.or(s.encoding.fec);
         let not_sent = record(&mut s, outcomes, &mut limiter);
         if not_sent {
             continue;
@@ -860,6 +867,7 @@ fn send_loop(
     s.counts.ignored = replies.ignored;
     s.counts.skipped = input.skipped();
     s.clock = sender.clock().or(s.clock);
+    s.encoding.fec = sender.fec().or(s.encoding.fec);
     result
 }
 

@@ -296,6 +296,8 @@ pub struct EncodingStats {
     pub fps: Option<f64>,
     /// `--window auto`: the frames in flight chosen now.
     pub window: Option<usize>,
+    /// Framed with `--fec` on: the parity in use now and what it did.
+    pub fec: Option<crate::client::img_sender::FecState>,
     pub quality_min: i32,
     quality_sum: f64,
     pub width_min: i32,
@@ -339,9 +341,9 @@ impl EncodingStats {
         (self.fps_count > 0).then(|| self.fps_sum / self.fps_count as f64)
     }
 
-    /// The status line's part: ` | q60 640x480 30.0 fps window 2`.
+    /// The status line's part: ` | q60 640x480 30.0 fps window 2 fec 3/22`.
     pub fn status(&self) -> String {
-        if self.frames == 0 && self.window.is_none() {
+        if self.frames == 0 && self.window.is_none() && self.fec.is_none() {
             return String::new();
         }
         let mut s = String::from(" |");
@@ -353,6 +355,9 @@ impl EncodingStats {
         }
         if let Some(w) = self.window {
             let _ = write!(s, " window {w}");
+        }
+        if let Some(f) = self.fec {
+            let _ = write!(s, " fec {}/{}", f.parity, f.data);
         }
         s
     }
@@ -383,6 +388,14 @@ impl EncodingStats {
         }
         if self.frames > 0 || self.window.is_some() {
             out.push('\n');
+        }
+        if let Some(f) = self.fec {
+            let _ = writeln!(
+                out,
+                "  fec: now {}/{} (parity/data chunks), {} parity chunks sent, {} data chunks \
+                 rebuilt by the hub",
+                f.parity, f.data, f.parity_sent, f.rebuilt
+            );
         }
     }
 }
@@ -532,6 +545,19 @@ pub struct EncodingSummary {
     pub fps_min: Option<f64>,
     pub fps_mean: Option<f64>,
     pub window: Option<usize>,
+    /// Framed with `--fec` on: the newest frame's parity chunks and data chunks, parity
+    /// chunks sent, data chunks the hub rebuilt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fec: Option<FecSummary>,
+}
+
+/// [`crate::client::img_sender::FecState`] in a JSON summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FecSummary {
+    pub parity: u8,
+    pub data: u16,
+    pub parity_sent: u64,
+    pub rebuilt: u64,
 }
 
 impl EncodingSummary {
@@ -550,6 +576,12 @@ impl EncodingSummary {
             fps_min: e.fps_min,
             fps_mean: e.fps_mean(),
             window: e.window,
+            fec: e.fec.map(|f| FecSummary {
+                parity: f.parity,
+                data: f.data,
+                parity_sent: f.parity_sent,
+                rebuilt: f.rebuilt,
+            }),
         }
     }
 }
@@ -975,5 +1007,36 @@ mod tests {
         assert!(json["rtt"]["max_us"].is_null(), "{json}");
         let back: MsgSummary = serde_json::from_str(&json.to_string()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn the_parity_in_use_is_in_the_status_line_the_summary_and_the_json() {
+        let mut stats = ImgStats::default();
+        assert_eq!(stats.encoding.status(), "");
+        stats.encoding.fec = Some(crate::client::img_sender::FecState {
+            parity: 3,
+            data: 22,
+            parity_sent: 30,
+            rebuilt: 7,
+        });
+        assert_eq!(stats.encoding.status(), " | fec 3/22");
+        let s = img_summary("x", &stats, Duration::from_secs(1), true);
+        assert!(
+            s.contains(
+                "fec: now 3/22 (parity/data chunks), 30 parity chunks sent, 7 data chunks \
+                 rebuilt by the hub"
+            ),
+            "{s}"
+        );
+        let json =
+            serde_json::to_value(ImgSummary::of(&stats, Duration::from_secs(1), None)).unwrap();
+        assert_eq!(
+            json["encoding"]["fec"],
+            serde_json::json!({"parity": 3, "data": 22, "parity_sent": 30, "rebuilt": 7})
+        );
+        stats.encoding.fec = None;
+        let json =
+            serde_json::to_value(ImgSummary::of(&stats, Duration::from_secs(1), None)).unwrap();
+        assert!(json["encoding"].get("fec").is_none(), "{json}");
     }
 }

@@ -97,6 +97,7 @@ pub fn run(
         }
     }
     stats.set_ack_delay(Service::Img, &ack_delay);
+    stats.set_rebuilt(Service::Img, reassembler.rebuilt());
     log::debug!("img: stopped");
 }
 

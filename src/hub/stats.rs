@@ -128,6 +128,9 @@ pub struct Stats {
     /// Per service, from the arrival of the datagram that completed a frame to its ack
     /// being sent, as the service stored it when it stopped.
     ack_delays: Mutex<BTreeMap<Service, SamplesSummary>>,
+    /// Per service, framed frames rebuilt from parity, as the service stored it when it
+    /// stopped.
+    rebuilt: Mutex<BTreeMap<Service, crate::proto::framed_receiver::Rebuilt>>,
 }
 
 /// What became of commands, lock-free (the message service stores, readers load).
@@ -176,7 +179,15 @@ impl Stats {
             refused: Mutex::new(BTreeMap::new()),
             commands: CommandCounters::default(),
             ack_delays: Mutex::new(BTreeMap::new()),
+            rebuilt: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// `service`'s frames rebuilt from parity (see [`ServiceSummary::rebuilt`]), stored
+    /// when it stops.
+    pub fn set_rebuilt(&self, service: Service, rebuilt: crate::proto::framed_receiver::Rebuilt) {
+        let mut all = self.rebuilt.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(service, rebuilt);
     }
 
     /// `service`'s ack delays (see [`ServiceSummary::ack_delay`]), stored when it stops.
@@ -431,6 +442,13 @@ impl Stats {
                         .unwrap_or_else(|e| e.into_inner())
                         .get(&service)
                         .cloned(),
+                    rebuilt: self
+                        .rebuilt
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&service)
+                        .copied()
+                        .filter(|r| *r != Default::default()),
                 }
             })
             .collect();
@@ -495,6 +513,10 @@ pub struct ServiceSummary {
     /// and its hand-over to the sinks), in µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_delay: Option<SamplesSummary>,
+    /// The image service: framed frames rebuilt from parity (frames, data chunks, and
+    /// rebuilds refused by the check), when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<crate::proto::framed_receiver::Rebuilt>,
 }
 
 /// One source's (or a service's total) counts in the [`HubSummary`]; see [`Counters`].
@@ -548,6 +570,13 @@ impl HubSummary {
         for s in &self.services {
             let service = s.service;
             let _ = writeln!(out, "  {}: {}", service.title(), line(service, &s.total));
+            if let Some(r) = &s.rebuilt {
+                let _ = writeln!(
+                    out,
+                    "    frames rebuilt from parity: {} ({} chunks; {} rebuilds failed the check)",
+                    r.frames, r.chunks, r.failed
+                );
+            }
             for source in &s.sources {
                 let id = SourceId {
                     service,
@@ -965,6 +994,40 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("1 corrupt"), "{summary}");
+    }
+
+    #[test]
+    fn frames_rebuilt_from_parity_are_in_the_summary_when_there_were_any() {
+        use crate::proto::framed_receiver::Rebuilt;
+        let stats = Stats::new();
+        stats.set_rebuilt(Service::Img, Rebuilt::default());
+        let summary = stats.summary(&[Service::Img]);
+        assert_eq!(summary.services[0].rebuilt, None);
+        assert!(!summary.text().contains("parity"));
+        let json = serde_json::to_value(&summary).unwrap();
+        assert!(json["services"][0].get("rebuilt").is_none(), "{json}");
+        let r = Rebuilt {
+            frames: 2,
+            chunks: 3,
+            failed: 1,
+        };
+        stats.set_rebuilt(Service::Img, r);
+        let summary = stats.summary(&[Service::Img]);
+        assert_eq!(summary.services[0].rebuilt, Some(r));
+        assert!(
+            summary.text().contains(
+                "    frames rebuilt from parity: 2 (3 chunks; 1 rebuilds failed the check)"
+            ),
+            "{}",
+            summary.text()
+        );
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(
+            json["services"][0]["rebuilt"],
+            serde_json::json!({"frames": 2, "chunks": 3, "failed": 1})
+        );
+        let back: HubSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, summary);
     }
 
     #[test]

@@ -49,7 +49,9 @@
 //! half is for the wait at the sender and for jitter). The encoding is the best rung of the
 //! ladder ([`Controller::levels`]: the configured quality, then down in steps of 10 to
 //! [`MIN_QUALITY`], then 3/4 and 1/2 of the size at that quality) whose expected size fits
-//! the budget; expected sizes are learnt from the frames encoded (a moving average per
+//! the budget (with forward error correction, a frame's JPEG and its parity shards:
+//! [`Controller::set_parity_overhead`]; the rate samples count the parity sent too);
+//! expected sizes are learnt from the frames encoded (a moving average per
 //! rung, the other rungs scaled from the nearest known one by a prior curve). Down is at
 //! once, to whatever fits; up is one rung at a time, at most every [`CLIMB_HOLD`], and only
 //! when the rung above fits with 10% to spare: hysteresis, so it never flips between two
@@ -163,7 +165,7 @@ pub struct Target {
 /// What an acked frame tells.
 #[derive(Clone, Copy, Debug)]
 pub struct Acked {
-    /// Its JPEG bytes.
+    /// Its bytes on the link: the JPEG and its parity shards, if any.
     pub bytes: usize,
     /// From its first datagram sent to its ack.
     pub send_to_ack: Duration,
@@ -221,6 +223,8 @@ pub struct Controller {
     overuses: u64,
     /// The queueing the last frame without resends met, seconds.
     queueing: f64,
+    /// Parity bytes sent per JPEG byte (forward error correction): the budget is for both.
+    parity_overhead: f64,
 }
 
 /// Relative JPEG size against quality, at full size (1 at quality 90): measured on the
@@ -314,6 +318,7 @@ impl Controller {
             d_avg: None,
             overuses: 0,
             queueing: 0.0,
+            parity_overhead: 0.0,
             config,
         }
     }
@@ -339,6 +344,19 @@ impl Controller {
             base_rtt: Duration::from_secs_f64(self.base),
             overuses: self.overuses,
         }
+    }
+
+    /// The sender adds `overhead` parity bytes per JPEG byte from now on
+    /// ([`crate::proto::fec`]): a frame's expected bytes on the link are its JPEG's times
+    /// `1 + overhead`, and the rung chosen is the one whose JPEG and parity fit the budget.
+    /// (The acks' [`Acked::bytes`] are to include the parity as well.)
+    pub fn set_parity_overhead(&mut self, overhead: f64) {
+        self.parity_overhead = overhead.max(0.0);
+    }
+
+    /// The expected bytes on the link of a frame at rung `level`: its JPEG and its parity.
+    fn expected_wire_bytes(&self, level: usize) -> f64 {
+        self.expected_bytes(level) * (1.0 + self.parity_overhead)
     }
 
     /// A frame was encoded at rung `level` into `bytes`.
@@ -383,7 +401,7 @@ impl Controller {
         self.hold_until = now + OVERUSE_HOLD;
     }
 
-    /// A frame was acked at `now`.
+    /// A frame was acked at `now`; [`Acked::bytes`] counts its parity too.
     pub fn on_acked(&mut self, a: Acked, now: Instant) {
         let d = a.send_to_ack.as_secs_f64();
         let sent = now.checked_sub(a.send_to_ack).unwrap_or(now);
@@ -553,7 +571,7 @@ impl Controller {
             }
             let last = self.levels.len() - 1;
             let want = (0..self.levels.len())
-                .find(|&l| self.expected_bytes(l) <= budget)
+                .find(|&l| self.expected_wire_bytes(l) <= budget)
                 .unwrap_or(last);
             if want != self.level {
                 log::debug!(
@@ -569,12 +587,12 @@ impl Controller {
                 self.last_climb = now;
             } else if want < self.level
                 && now.saturating_duration_since(self.last_climb) >= CLIMB_HOLD
-                && self.expected_bytes(self.level - 1) <= budget * 0.9
+                && self.expected_wire_bytes(self.level - 1) <= budget * 0.9
             {
                 self.level -= 1;
                 self.last_climb = now;
             }
-            let e = self.expected_bytes(self.level);
+            let e = self.expected_wire_bytes(self.level);
             self.fps = if self.level == last && e * max_fps > UTILIZATION * rate {
                 (UTILIZATION * rate / e).clamp(MIN_FPS.min(max_fps), max_fps)
             } else {
@@ -582,7 +600,7 @@ impl Controller {
             };
         }
         if self.config.window == WindowMode::Auto {
-            let e = self.expected_bytes(self.level);
+            let e = self.expected_wire_bytes(self.level);
             let t = (self.base + e / rate).max(self.d_avg.unwrap_or(0.0));
             self.window = ((t * self.fps).ceil() as usize).clamp(1, MAX_AUTO_WINDOW);
         }

@@ -528,3 +528,43 @@ fn on_a_long_path_it_climbs_back_from_the_bottom_rung_without_a_line() {
     let p99 = late[late.len() * 99 / 100];
     assert!(p99 <= 0.100, "send to ack p99 {p99:.3} s over the last 4 s");
 }
+
+/// With parity the budget is for the JPEG and its shards: the same link (2 MB/s and a 5 ms
+/// path, from 3 s of acks of 20 and 40 kB frames; a 53 kB frame budget at 30 fps) keeps
+/// rung 1 (37 kB) without parity, and settles a rung lower with 50% parity (37 kB x 1.5 =
+/// 56 kB does not fit; 27 kB x 1.5 does).
+#[test]
+fn the_budget_counts_the_parity() {
+    let t0 = Instant::now();
+    let rung = |overhead: f64| {
+        let mut c = Controller::new(
+            AdaptConfig {
+                max_latency: Duration::from_millis(100),
+                max_fps: 30.0,
+                quality: 90,
+                adapt: true,
+                window: WindowMode::Auto,
+            },
+            t0,
+        );
+        for (l, &bytes) in SIZES.iter().enumerate() {
+            c.on_encoded(l, bytes as usize);
+        }
+        c.set_parity_overhead(overhead);
+        for i in 1..=75u32 {
+            let bytes = if i % 2 == 0 { 20_000 } else { 40_000 };
+            let acked = Acked {
+                bytes,
+                send_to_ack: Duration::from_secs_f64(0.005 + bytes as f64 / 2e6),
+                capture_to_ack: None,
+                resent: 0,
+            };
+            c.on_acked(acked, t0 + Duration::from_millis(40) * i);
+        }
+        let rate = c.estimates().rate.expect("a rate");
+        assert!((rate - 2e6).abs() < 1.0, "{rate}");
+        c.target().level
+    };
+    assert_eq!(rung(0.0), 1);
+    assert_eq!(rung(0.5), 2);
+}

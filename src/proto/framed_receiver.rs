@@ -10,7 +10,17 @@
 //!   after a timeout), or a chunk flagged [`framed::POLL`] (the last of a batch of
 //!   resends), the hub answers with a nack listing the missing chunk ranges;
 //! - a chunk of a frame already finished is answered with that frame's ack again (the first
-//!   one may have been lost);
+//!   one may have been lost); a parity shard of one only when it is the last or polled;
+//! - parity ([`framed::PARITY`]): a frame's parity shards are kept with its chunks (and
+//!   charged to the same budget); as soon as the chunks and shards held are as many as its
+//!   data chunks, the missing chunks are rebuilt (reed-solomon-simd's decoder), the whole
+//!   frame is checked against the shards' check ([`framed::frame_check`]) and, when it
+//!   matches, finished as any complete frame (its ack saying how many chunks were rebuilt).
+//!   This is sooner than the frame's last datagram: the loss of the last shard costs no
+//!   probe. A check that differs (a wrong shard) drops the frame's shards (later ones are
+//!   not kept) and the missing chunks are nacked as without parity: a frame is never
+//!   delivered from a wrong shard. When the frame has parity, its last datagram is the
+//!   last shard, not the last data chunk;
 //! - latest frame wins: once a frame is delivered, older partial frames of the stream are
 //!   dropped and acked `Stale`, and chunks of older frames are answered `Stale`;
 //! - partial frames expire after `frame_timeout`; memory is bounded per stream (a few partial
@@ -49,6 +59,7 @@ use super::Transmit;
 use crate::jpegcheck::check_structure;
 use crate::wire::framed::{self, AckStatus, Captured, DataHeader, Packet, ParseError};
 use crate::wire::name::SourceName;
+use reed_solomon_simd::ReedSolomonDecoder;
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -243,7 +254,8 @@ pub enum FramedReject {
     WrongDirection,
     /// The announced length is above `max_frame_bytes`.
     TooLarge(u32),
-    /// A chunk disagrees with earlier chunks of its frame (length or count).
+    /// A chunk disagrees with earlier chunks of its frame (length, count, parity count, or
+    /// a parity shard's check).
     Mismatch,
 }
 
@@ -365,6 +377,14 @@ struct Partial {
     last_seen: Instant,
     /// Chunk 0's capture extension, once chunk 0 came.
     captured: Option<Captured>,
+    /// The frame's parity count `m`, and the shards that came (by number).
+    parity_count: u8,
+    parity: BTreeMap<u16, Box<[u8]>>,
+    parity_bytes: usize,
+    /// The check the shards carry (the first shard's; the others must agree).
+    check: Option<u64>,
+    /// A rebuild failed its check: the shards are dropped and no more are kept.
+    parity_failed: bool,
 }
 
 impl Partial {
@@ -381,6 +401,11 @@ impl Partial {
             started: now,
             last_seen: now,
             captured: None,
+            parity_count: h.parity_count(),
+            parity: BTreeMap::new(),
+            parity_bytes: 0,
+            check: None,
+            parity_failed: false,
         }
     }
 
@@ -389,6 +414,8 @@ impl Partial {
         self.buf.capacity()
             + self.later_bytes
             + self.later.len() * CHUNK_OVERHEAD
+            + self.parity_bytes
+            + self.parity.len() * CHUNK_OVERHEAD
             + PARTIAL_OVERHEAD
     }
 
@@ -419,6 +446,70 @@ impl Partial {
 
     fn has(&self, index: u16) -> bool {
         index < self.in_order || self.later.contains_key(&index)
+    }
+
+    /// Chunks and shards held are enough to rebuild the missing chunks.
+    fn can_rebuild(&self) -> bool {
+        !self.parity_failed
+            && self.received < self.count
+            && self.received as usize + self.parity.len() >= self.count as usize
+    }
+
+    /// The frame from its chunks and shards, if the shards rebuild it and it matches their
+    /// check; else `None`, and the shards are dropped (the missing chunks are nacked).
+    fn rebuild(&mut self, decoder: &mut Option<ReedSolomonDecoder>) -> Option<Vec<u8>> {
+        let rebuilt = self.decode(decoder);
+        if rebuilt.is_none() {
+            self.parity_failed = true;
+            self.parity.clear();
+            self.parity_bytes = 0;
+        }
+        rebuilt
+    }
+
+    fn decode(&self, decoder: &mut Option<ReedSolomonDecoder>) -> Option<Vec<u8>> {
+        let (k, m) = (self.count as usize, self.parity_count as usize);
+        let (length, count) = (self.length, self.count);
+        let (c, s) = (
+            framed::chunk_len(length, count),
+            framed::shard_len(length, count),
+        );
+        let decoder = match decoder {
+            Some(d) => {
+                d.reset(k, m, s).ok()?;
+                d
+            }
+            None => decoder.insert(ReedSolomonDecoder::new(k, m, s).ok()?),
+        };
+        let chunk = |i: u16| -> Option<&[u8]> {
+            if i < self.in_order {
+                let start = c * i as usize;
+                Some(&self.buf[start..start + framed::payload_len(length, count, i)])
+            } else {
+                self.later.get(&i).map(|b| &b[..])
+            }
+        };
+        let mut padded = vec![0u8; s];
+        for i in 0..count {
+            if let Some(bytes) = chunk(i) {
+                padded[..bytes.len()].copy_from_slice(bytes);
+                padded[bytes.len()..].fill(0);
+                decoder.add_original_shard(i as usize, &padded).ok()?;
+            }
+        }
+        for (&j, shard) in &self.parity {
+            decoder.add_recovery_shard(j as usize, shard).ok()?;
+        }
+        let result = decoder.decode().ok()?;
+        let mut frame = Vec::with_capacity(length as usize);
+        for i in 0..count {
+            let len = framed::payload_len(length, count, i);
+            match chunk(i) {
+                Some(bytes) => frame.extend_from_slice(bytes),
+                None => frame.extend_from_slice(&result.restored_original(i as usize)?[..len]),
+            }
+        }
+        (Some(framed::frame_check(&frame)) == self.check).then_some(frame)
     }
 
     /// Missing chunk ranges, `(start, len)`, in order, at most `limit` of them: found from
@@ -541,10 +632,11 @@ fn ack_for(
     frame: u32,
     status: AckStatus,
     wall_us: u64,
+    rebuilt: u16,
 ) -> Vec<u8> {
     let asks = h.flags & (framed::CLOCK | framed::CAPTURED) != 0;
     let hub_us = (asks && datagram_len >= framed::TIMED_ACK_LEN).then_some(wall_us);
-    framed::emit_timed_ack(h.stream, frame, status, h.ts_us, hub_us)
+    framed::emit_rebuilt_ack(h.stream, frame, status, h.ts_us, hub_us, rebuilt)
 }
 
 /// `a` is newer than `b` in wrapping (serial number) order.
@@ -567,6 +659,9 @@ pub struct FramedReceiver {
     transmits: VecDeque<Transmit>,
     unvalidated: UnvalidatedReplies,
     wall: WallClock,
+    /// Made once, reused for every rebuild.
+    decoder: Option<ReedSolomonDecoder>,
+    rebuilt: Rebuilt,
 }
 
 impl FramedReceiver {
@@ -585,7 +680,14 @@ impl FramedReceiver {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             unvalidated: UnvalidatedReplies::default(),
+            decoder: None,
+            rebuilt: Rebuilt::default(),
         }
+    }
+
+    /// Frames and chunks rebuilt from parity so far.
+    pub fn rebuilt(&self) -> Rebuilt {
+        self.rebuilt
     }
 
     pub fn poll_event(&mut self) -> Option<FramedEvent> {
@@ -646,7 +748,12 @@ impl FramedReceiver {
                 name,
                 captured,
                 payload,
-            }) => (header, name, captured, payload),
+            }) => (header, name, captured, Piece::Data(payload)),
+            Ok(Packet::Parity {
+                header,
+                check,
+                shard,
+            }) => (header, None, None, Piece::Parity { check, shard }),
             Ok(_) => return self.reject(from, FramedReject::WrongDirection),
             Err(e) => return self.reject(from, FramedReject::Parse(e)),
         };
@@ -678,7 +785,7 @@ impl FramedReceiver {
         h: &DataHeader,
         name: Option<&str>,
         captured: Option<Captured>,
-        payload: &[u8],
+        piece: Piece,
         datagram_len: usize,
         now: Instant,
     ) {
@@ -690,8 +797,18 @@ impl FramedReceiver {
             transmits,
             unvalidated,
             wall,
+            decoder,
+            rebuilt,
             ..
         } = self;
+        let parity = matches!(piece, Piece::Parity { .. });
+        // the frame's last datagram (its last parity shard, when it has parity), or polled
+        let m = h.parity_count();
+        let last = match parity {
+            true => h.index + 1 == u16::from(m),
+            false => m == 0 && h.index == h.count - 1,
+        };
+        let answer = last || h.flags & framed::POLL != 0;
         let mut out = Replies {
             transmits,
             unvalidated,
@@ -725,12 +842,18 @@ impl FramedReceiver {
         let at = match stream.partials.iter().position(|p| p.frame == h.frame) {
             Some(at) => at,
             None => {
+                if parity && !answer && stream.recent.iter().any(|(f, _)| *f == h.frame) {
+                    return; // the rest of a rebuilt frame's shards: no reply each
+                }
                 if let Some(&(_, status)) = stream.recent.iter().find(|(f, _)| *f == h.frame) {
-                    let ack = ack_for(h, datagram_len, h.frame, status, out.wall_us);
+                    let ack = ack_for(h, datagram_len, h.frame, status, out.wall_us, 0);
                     return stream.reply(&mut out, from, validated, ack);
                 }
                 if stream.newest_delivered.is_some_and(|n| !newer(h.frame, n)) {
-                    let ack = ack_for(h, datagram_len, h.frame, AckStatus::Stale, out.wall_us);
+                    if parity && !answer {
+                        return;
+                    }
+                    let ack = ack_for(h, datagram_len, h.frame, AckStatus::Stale, out.wall_us, 0);
                     return stream.reply(&mut out, from, validated, ack);
                 }
                 if h.length as usize + PARTIAL_OVERHEAD > config.max_partial_bytes {
@@ -754,7 +877,7 @@ impl FramedReceiver {
             }
         };
         let p = &mut stream.partials[at];
-        if p.length != h.length || p.count != h.count {
+        if p.length != h.length || p.count != h.count || p.parity_count != m {
             return events.push_back(FramedEvent::Rejected {
                 from,
                 reason: FramedReject::Mismatch,
@@ -764,11 +887,30 @@ impl FramedReceiver {
         if captured.is_some() {
             p.captured = captured;
         }
-        if !p.has(h.index) {
-            let before = p.held();
-            p.write(h.index, payload);
-            p.received += 1;
-            memory.recharge(from, before, p.held(), now);
+        match piece {
+            Piece::Data(payload) => {
+                if !p.has(h.index) {
+                    let before = p.held();
+                    p.write(h.index, payload);
+                    p.received += 1;
+                    memory.recharge(from, before, p.held(), now);
+                }
+            }
+            Piece::Parity { check, shard } => {
+                if p.check.is_some_and(|c| c != check) {
+                    return events.push_back(FramedEvent::Rejected {
+                        from,
+                        reason: FramedReject::Mismatch,
+                    });
+                }
+                if !p.parity_failed && p.received < p.count && !p.parity.contains_key(&h.index) {
+                    let before = p.held();
+                    p.check = Some(check);
+                    p.parity_bytes += shard.len();
+                    p.parity.insert(h.index, shard.into());
+                    memory.recharge(from, before, p.held(), now);
+                }
+            }
         }
         if p.received == p.count {
             let p = stream.partials.swap_remove(at);
@@ -779,10 +921,39 @@ impl FramedReceiver {
                 h,
                 datagram_len,
                 captured,
+                rebuilt: 0,
             };
             return Self::finish(from, done, p.buf, stream, memory, events, &mut out);
         }
-        if h.index == h.count - 1 || h.flags & framed::POLL != 0 {
+        if p.can_rebuild() {
+            let before = p.held();
+            match p.rebuild(decoder) {
+                Some(frame) => {
+                    let p = stream.partials.swap_remove(at);
+                    memory.release(from, before);
+                    let n = p.count - p.received;
+                    rebuilt.frames += 1;
+                    rebuilt.chunks += u64::from(n);
+                    let done = Done {
+                        h,
+                        datagram_len,
+                        captured: p.captured,
+                        rebuilt: n,
+                    };
+                    return Self::finish(from, done, frame, stream, memory, events, &mut out);
+                }
+                None => {
+                    log::debug!(
+                        "framed: frame {} from {from} does not match its parity's check",
+                        h.frame
+                    );
+                    rebuilt.failed += 1;
+                    memory.recharge(from, before, p.held(), now);
+                }
+            }
+        }
+        let p = &mut stream.partials[at];
+        if answer {
             // as many ranges as the reply credit allows, at least one
             let room = stream.credit.available(validated);
             let fit = room.saturating_sub(framed::NACK_HEADER_LEN) / 4;
@@ -899,7 +1070,14 @@ impl FramedReceiver {
             memory.mark_completed(from);
         }
         let validated = memory.has_completed(from);
-        let ack = ack_for(h, done.datagram_len, h.frame, status, out.wall_us);
+        let ack = ack_for(
+            h,
+            done.datagram_len,
+            h.frame,
+            status,
+            out.wall_us,
+            done.rebuilt,
+        );
         stream.reply(out, from, validated, ack);
         if status == AckStatus::Rejected {
             return events.push_back(FramedEvent::Corrupt {
@@ -934,4 +1112,36 @@ struct Done<'a> {
     h: &'a DataHeader,
     datagram_len: usize,
     captured: Option<Captured>,
+    /// Data chunks rebuilt from parity.
+    rebuilt: u16,
+}
+
+/// What a data datagram carries.
+enum Piece<'a> {
+    Data(&'a [u8]),
+    Parity { check: u64, shard: &'a [u8] },
+}
+
+/// Frames rebuilt from parity (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rebuilt {
+    /// Frames completed with chunks rebuilt from parity (then checked as any complete
+    /// frame: one that is not a JPEG is still refused).
+    pub frames: u64,
+    /// Data chunks rebuilt.
+    pub chunks: u64,
+    /// Rebuilds whose frame did not match the parity's check (dropped, then nacked).
+    pub failed: u64,
+}
+
+impl std::ops::Add for Rebuilt {
+    type Output = Rebuilt;
+    /// Both counts together.
+    fn add(self, other: Rebuilt) -> Rebuilt {
+        Rebuilt {
+            frames: self.frames + other.frames,
+            chunks: self.chunks + other.chunks,
+            failed: self.failed + other.failed,
+        }
+    }
 }

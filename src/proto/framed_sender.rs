@@ -19,6 +19,15 @@
 //! backoff starts over whenever the hub is heard from.
 //! Acks for frames no longer in flight, or of another stream, are ignored.
 //!
+//! Forward error correction ([`SenderConfig::fec`], [`FramedSender::set_fec`]): a frame
+//! may get `m` Reed-Solomon parity shards ([`framed::PARITY`], computed with
+//! `reed-solomon-simd` when the frame is queued) sent after its data chunks, the last shard
+//! flagged [`framed::POLL`] instead of the last data chunk; the hub rebuilds up to `m` lost
+//! data chunks without a round trip. Resends (after a nack, and probes) are data chunks
+//! only. `m` is chosen per frame by [`super::fec::FecMode`] from the loss the hub reported:
+//! the chunks its nacks listed and the chunks its acks say were rebuilt
+//! ([`framed::ack_rebuilt`]), over the data chunks sent ([`super::fec::LossEstimator`]).
+//!
 //! Clock: every data datagram is flagged [`framed::CLOCK`], and a hub that knows the flag
 //! puts its wall clock (`hub_us`) into the ack. With `t1` the sender's wall time when the
 //! answered datagram left (its echoed `ts_us`, mapped through the wall anchor taken at
@@ -32,6 +41,7 @@
 //! capture time, this estimate and the quality ([`framed::CAPTURED`]), so the hub can tell
 //! how old the frame is on its own clock.
 
+use super::fec::{FecMode, LossEstimator};
 use super::Transmit;
 use crate::wire::framed::{self, AckStatus, Captured, DataHeader, DataHeaderBytes, Packet};
 use crate::wire::name::SourceName;
@@ -58,6 +68,8 @@ pub struct SenderConfig {
     pub max_rto: Duration,
     /// The sender's name, carried in chunk 0 of every frame ([`framed::NAMED`]).
     pub name: Option<SourceName>,
+    /// Parity shards per frame (forward error correction): none by default.
+    pub fec: FecMode,
 }
 
 impl Default for SenderConfig {
@@ -70,6 +82,7 @@ impl Default for SenderConfig {
             min_rto: Duration::from_millis(10),
             max_rto: Duration::from_millis(250),
             name: None,
+            fec: FecMode::Off,
         }
     }
 }
@@ -215,11 +228,12 @@ pub enum SenderEvent {
     },
 }
 
-/// One data datagram to send: [`Chunk::header`] followed by [`Chunk::payload`].
+/// One data or parity datagram to send: [`Chunk::header`] followed by [`Chunk::payload`].
 #[derive(Clone, Debug)]
 pub struct Chunk {
     pub header: DataHeaderBytes,
-    /// The frame the payload is part of (shared, not copied).
+    /// The bytes the payload is part of (shared, not copied): the frame, or for a parity
+    /// datagram its frame's parity (each shard after its check).
     pub frame: Arc<Vec<u8>>,
     /// Where the payload is in `frame`.
     pub payload: Range<usize>,
@@ -244,6 +258,14 @@ struct InFlight {
     resent: u32,
     /// Chunks of this frame waiting in the transmit queue.
     queued: u32,
+    /// Parity shards (`m`), and their datagrams' payloads: `m` blocks of the check and a
+    /// shard.
+    parity: u8,
+    parity_data: Arc<Vec<u8>>,
+    /// Data chunks sent (first sending and resends), and of them reported lost (nacked, or
+    /// rebuilt from parity by the hub): the loss estimate's sample.
+    sent_data: u32,
+    lost: u32,
 }
 
 /// The framed sender. See the module documentation.
@@ -259,8 +281,17 @@ pub struct FramedSender {
     clock: ClockFilter,
     next_frame: u32,
     in_flight: VecDeque<InFlight>,
-    /// (frame, chunk index) to send, in order.
-    queue: VecDeque<(u32, u16)>,
+    /// (frame, slot) to send, in order: slot `i < count` is data chunk `i`, `count + j`
+    /// parity shard `j`.
+    queue: VecDeque<(u32, u32)>,
+    loss: LossEstimator,
+    /// The parity count and data chunk count of the newest frame.
+    last_parity: (u8, u16),
+    /// Made once, reused for every frame's parity.
+    encoder: Option<reed_solomon_simd::ReedSolomonEncoder>,
+    /// Parity shards sent, data chunks rebuilt by the hub (from its acks).
+    parity_sent: u64,
+    rebuilt: u64,
     srtt: Option<Duration>,
     rttvar: Duration,
     events: VecDeque<SenderEvent>,
@@ -309,6 +340,11 @@ impl FramedSender {
             next_frame: 0,
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
+            loss: LossEstimator::default(),
+            last_parity: (0, 0),
+            encoder: None,
+            parity_sent: 0,
+            rebuilt: 0,
             srtt: None,
             rttvar: Duration::ZERO,
             events: VecDeque::new(),
@@ -338,6 +374,71 @@ impl FramedSender {
         self.config.window
     }
 
+    /// How frames queued from now on get their parity shards.
+    pub fn set_fec(&mut self, fec: FecMode) {
+        self.config.fec = fec;
+    }
+
+    pub fn fec(&self) -> FecMode {
+        self.config.fec
+    }
+
+    /// The newest frame's parity: (`m` parity shards, `k` data chunks).
+    pub fn parity_in_use(&self) -> (u8, u16) {
+        self.last_parity
+    }
+
+    /// The datagram loss rate the hub reported lately ([`LossEstimator`]).
+    pub fn loss_estimate(&self, now: Instant) -> f64 {
+        self.loss.loss(now)
+    }
+
+    /// Parity shards sent so far.
+    pub fn parity_sent(&self) -> u64 {
+        self.parity_sent
+    }
+
+    /// Data chunks the hub said it rebuilt from parity, so far.
+    pub fn rebuilt(&self) -> u64 {
+        self.rebuilt
+    }
+
+    /// The parity datagrams' payloads of `data` in `count` chunks with `m` shards: each
+    /// shard after the frame's check; `None` when the codec cannot (it can for every
+    /// shape the wire allows).
+    fn encode_parity(&mut self, data: &[u8], count: u16, m: u8) -> Option<Vec<u8>> {
+        let (k, m) = (count as usize, m as usize);
+        let length = data.len() as u32;
+        let (c, s) = (
+            framed::chunk_len(length, count),
+            framed::shard_len(length, count),
+        );
+        let encoder = match &mut self.encoder {
+            Some(e) => {
+                e.reset(k, m, s).ok()?;
+                e
+            }
+            None => self
+                .encoder
+                .insert(reed_solomon_simd::ReedSolomonEncoder::new(k, m, s).ok()?),
+        };
+        let mut padded = vec![0u8; s];
+        for i in 0..k {
+            let chunk = &data[(i * c).min(data.len())..((i + 1) * c).min(data.len())];
+            padded[..chunk.len()].copy_from_slice(chunk);
+            padded[chunk.len()..].fill(0);
+            encoder.add_original_shard(&padded).ok()?;
+        }
+        let check = framed::frame_check(data).to_le_bytes();
+        let result = encoder.encode().ok()?;
+        let mut out = Vec::with_capacity(m * (framed::PARITY_CHECK_LEN + s));
+        for shard in result.recovery_iter() {
+            out.extend_from_slice(&check);
+            out.extend_from_slice(shard);
+        }
+        Some(out)
+    }
+
     /// The current retransmission timeout.
     pub fn rto(&self) -> Duration {
         let rto = match self.srtt {
@@ -364,9 +465,24 @@ impl FramedSender {
         if data.len() > u32::MAX as usize || count > u16::MAX as usize {
             return Err(SendError::TooLarge);
         }
+        let mut m = self.config.fec.parity(count, self.loss.loss(now));
+        if count > framed::MAX_PARITY_DATA as usize {
+            m = 0;
+        }
+        let parity_data = match m {
+            0 => Vec::new(),
+            _ => self
+                .encode_parity(&data, count as u16, m)
+                .unwrap_or_else(|| {
+                    m = 0;
+                    Vec::new()
+                }),
+        };
+        self.last_parity = (m, count as u16);
         let frame = self.next_frame;
         self.next_frame = self.next_frame.wrapping_add(1);
-        self.queue.extend((0..count as u16).map(|i| (frame, i)));
+        self.queue
+            .extend((0..count as u32 + u32::from(m)).map(|i| (frame, i)));
         self.in_flight.push_back(InFlight {
             frame,
             data,
@@ -377,7 +493,11 @@ impl FramedSender {
             rounds: 0,
             silent: 0,
             resent: 0,
-            queued: count as u32,
+            queued: count as u32 + u32::from(m),
+            parity: m,
+            parity_data: Arc::new(parity_data),
+            sent_data: 0,
+            lost: 0,
         });
         Ok(frame)
     }
@@ -418,7 +538,7 @@ impl FramedSender {
     /// header and the place of its payload in the frame (so a socket can send both parts
     /// without the payload being copied); `None` when there is none.
     pub fn poll_chunk(&mut self, now: Instant) -> Option<Chunk> {
-        while let Some((frame, index)) = self.queue.pop_front() {
+        while let Some((frame, slot)) = self.queue.pop_front() {
             let ts_us = self.ts(now);
             let Some(f) = self.in_flight.iter_mut().find(|f| f.frame == frame) else {
                 continue; // given up or acked meanwhile
@@ -426,11 +546,34 @@ impl FramedSender {
             f.queued = f.queued.saturating_sub(1);
             f.last_activity = now;
             let length = f.data.len() as u32;
+            // The last of a batch asks for an answer; every datagram asks for the hub's
+            // clock in it, and says the frame's parity count.
+            let flags = framed::CLOCK
+                | if f.queued == 0 { framed::POLL } else { 0 }
+                | u16::from(f.parity) << 8;
+            if slot >= u32::from(f.count) {
+                let j = (slot - u32::from(f.count)) as u16;
+                let block = framed::PARITY_CHECK_LEN + framed::shard_len(length, f.count);
+                let header = DataHeader {
+                    flags,
+                    stream: self.stream,
+                    frame,
+                    index: j,
+                    count: f.count,
+                    length,
+                    ts_us,
+                };
+                self.parity_sent += 1;
+                return Some(Chunk {
+                    header: framed::parity_header(&header),
+                    frame: Arc::clone(&f.parity_data),
+                    payload: j as usize * block..(j as usize + 1) * block,
+                });
+            }
+            let index = slot as u16;
+            f.sent_data += 1;
             let start = framed::chunk_len(length, f.count) * index as usize;
             let len = framed::payload_len(length, f.count, index);
-            // The last of a batch asks for an answer; every datagram asks for the hub's
-            // clock in it.
-            let flags = framed::CLOCK | if f.queued == 0 { framed::POLL } else { 0 };
             let captured = (index == 0 && f.meta.capture_us != 0).then(|| {
                 let (offset_us, offset_err_us) = match self.clock.estimate(now) {
                     Some(e) => (e.offset_us, e.err_us.min(u32::MAX as u64) as u32),
@@ -487,6 +630,12 @@ impl FramedSender {
                 if ts_us != 0 {
                     self.sample_rtt(now, ts_us);
                 }
+                let rebuilt = u32::from(framed::ack_rebuilt(data));
+                self.rebuilt += u64::from(rebuilt);
+                // after a nack, chunks rebuilt are resends not waited for: the nack
+                // counted the loss already
+                let lost = if f.lost == 0 { rebuilt } else { f.lost };
+                self.loss.record(f.sent_data, lost, now);
                 let event = match status {
                     AckStatus::Delivered => SenderEvent::Acked {
                         frame,
@@ -523,19 +672,20 @@ impl FramedSender {
                     return; // a resend is already on its way
                 }
                 if f.rounds >= max_rounds {
-                    return self.give_up(frame, GiveUp::Deadline);
+                    return self.give_up(frame, GiveUp::Deadline, now);
                 }
                 f.rounds += 1;
                 let count = f.count;
                 let mut n = 0;
                 for &(start, len) in &missing {
                     for i in start..start.saturating_add(len).min(count) {
-                        self.queue.push_back((frame, i));
+                        self.queue.push_back((frame, u32::from(i)));
                         n += 1;
                     }
                 }
                 f.queued += n;
                 f.resent += n;
+                f.lost += n;
             }
             _ => {} // another stream's, a foreign datagram, or garbage: ignore
         }
@@ -556,9 +706,10 @@ impl FramedSender {
         }
     }
 
-    fn give_up(&mut self, frame: u32, reason: GiveUp) {
+    fn give_up(&mut self, frame: u32, reason: GiveUp, now: Instant) {
         if let Some(at) = self.in_flight.iter().position(|f| f.frame == frame) {
             let f = self.in_flight.remove(at).expect("present");
+            self.loss.record(f.sent_data, f.lost, now);
             self.events.push_back(SenderEvent::GaveUp {
                 frame,
                 reason,
@@ -605,11 +756,11 @@ impl FramedSender {
                 f.silent += 1;
                 f.resent += 1;
                 f.queued += 1;
-                self.queue.push_back((f.frame, f.count - 1));
+                self.queue.push_back((f.frame, u32::from(f.count - 1)));
             }
         }
         for frame in give_up {
-            self.give_up(frame, GiveUp::Deadline);
+            self.give_up(frame, GiveUp::Deadline, now);
         }
     }
 

@@ -1146,3 +1146,537 @@ fn latency_needs_a_good_enough_offset() {
         Some(0)
     );
 }
+
+// ---- forward error correction (issue 13): parity shards rebuild lost chunks ----
+
+/// A sender with 1000-byte chunks and `fec`, one frame of `f` queued: its datagrams, each
+/// with what it is (`Ok(data index)` or `Err(parity shard number)`).
+fn fec_frame(fec: super::fec::FecMode, f: &[u8], t0: Instant) -> (FramedSender, Vec<Sent>) {
+    let config = SenderConfig {
+        chunk_size: 1000,
+        fec,
+        ..SenderConfig::default()
+    };
+    let mut sender = FramedSender::new(config, HUB, 1, t0);
+    sender
+        .send_frame(Arc::new(f.to_vec()), FrameMeta::default(), t0)
+        .unwrap();
+    let out = drain(&mut sender, t0);
+    (sender, out)
+}
+
+/// A datagram sent: `Ok(data index)` or `Err(parity shard number)`, and its bytes.
+type Sent = (Result<u16, u16>, Vec<u8>);
+
+fn drain(sender: &mut FramedSender, now: Instant) -> Vec<Sent> {
+    std::iter::from_fn(|| sender.poll_transmit(now))
+        .map(|t| {
+            let d = t.payload.into_owned();
+            let what = match framed::parse(&d) {
+                Ok(framed::Packet::Data { header, .. }) => Ok(header.index),
+                Ok(framed::Packet::Parity { header, .. }) => Err(header.index),
+                other => panic!("{other:?}"),
+            };
+            (what, d)
+        })
+        .collect()
+}
+
+fn the_frame(hub: &mut FramedReceiver) -> Option<Vec<u8>> {
+    let mut got = None;
+    while let Some(e) = hub.poll_event() {
+        match e {
+            FramedEvent::Frame { jpeg, .. } => {
+                assert!(got.is_none(), "delivered once");
+                got = Some(jpeg)
+            }
+            FramedEvent::Corrupt { .. } => panic!("corrupt"),
+            _ => {}
+        }
+    }
+    got
+}
+
+/// 20 data chunks with 20% parity: 4 shards, after the data, the last one polled; data
+/// chunks carry m too.
+#[test]
+fn parity_shards_follow_the_data_chunks_and_the_last_is_polled() {
+    let t0 = Instant::now();
+    let f = jpeg(20_000, 5);
+    let (sender, out) = fec_frame(super::fec::FecMode::Percent(20), &f, t0);
+    let what: Vec<_> = out.iter().map(|(w, _)| *w).collect();
+    let expected: Vec<Result<u16, u16>> = (0..20).map(Ok).chain((0..4).map(Err)).collect();
+    assert_eq!(what, expected);
+    for (i, (_, d)) in out.iter().enumerate() {
+        let flags = u16::from_le_bytes([d[6], d[7]]);
+        assert_eq!(flags >> 8, 4, "datagram {i} says m = 4");
+        assert_eq!(
+            flags & framed::POLL != 0,
+            i == 23,
+            "only the last is polled"
+        );
+    }
+    assert_eq!(sender.parity_in_use(), (4, 20));
+    assert_eq!(sender.parity_sent(), 4);
+}
+
+/// Any `m` of the data chunks lost (here 40 random choices of 4 of 20, the last data
+/// chunk and the first among them sometimes): the frame is delivered, intact, acked with
+/// `rebuilt = 4`, and nothing is nacked.
+#[test]
+fn any_m_lost_data_chunks_are_rebuilt_without_a_nack() {
+    let t0 = Instant::now();
+    let f = jpeg(19_999, 6); // odd chunk size: shards are padded
+    let mut rng = SplitMix(11);
+    for trial in 0..40 {
+        let (mut sender, out) = fec_frame(super::fec::FecMode::Percent(20), &f, t0);
+        let mut lost = std::collections::BTreeSet::new();
+        lost.insert(if trial % 2 == 0 { 19 } else { 0 });
+        while lost.len() < 4 {
+            lost.insert((rng.next() % 20) as u16);
+        }
+        let mut hub = FramedReceiver::new(FramedConfig::default());
+        for (what, d) in &out {
+            if matches!(what, Ok(i) if lost.contains(i)) {
+                continue;
+            }
+            hub.handle_datagram(CLIENT, d, t0);
+        }
+        let replies: Vec<Vec<u8>> = std::iter::from_fn(|| hub.poll_transmit())
+            .map(|t| t.payload.into_owned())
+            .collect();
+        assert_eq!(replies.len(), 1, "lost {lost:?}: one reply");
+        assert!(
+            matches!(
+                framed::parse(&replies[0]),
+                Ok(framed::Packet::Ack {
+                    status: AckStatus::Delivered,
+                    ..
+                })
+            ),
+            "lost {lost:?}: an ack, no nack"
+        );
+        assert_eq!(framed::ack_rebuilt(&replies[0]), 4);
+        assert_eq!(the_frame(&mut hub).as_ref(), Some(&f), "lost {lost:?}");
+        // the sender hears of the 4 lost chunks (of 20 sent)
+        sender.handle_datagram(&replies[0], t0);
+        assert!(matches!(
+            sender.poll_event(),
+            Some(SenderEvent::Acked { resent: 0, .. })
+        ));
+        assert!((sender.loss_estimate(t0) - 0.2).abs() < 1e-9);
+        assert_eq!(hub.partial_bytes(), 0);
+    }
+    assert_eq!(
+        FramedReceiver::new(FramedConfig::default()).rebuilt(),
+        Default::default()
+    );
+}
+
+/// The rebuild happens as soon as enough came: with the last shard lost too, the frame is
+/// delivered at the shard before (no probe needed), and shards after a delivered frame
+/// get no reply unless polled.
+#[test]
+fn a_frame_is_rebuilt_as_soon_as_enough_came_and_later_shards_are_not_answered() {
+    let t0 = Instant::now();
+    let f = jpeg(20_000, 7);
+    let (_, out) = fec_frame(super::fec::FecMode::Percent(20), &f, t0);
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    // chunks 3 and 4 lost: the second shard completes the 20
+    for (what, d) in &out {
+        if matches!(what, Ok(3 | 4)) {
+            continue;
+        }
+        hub.handle_datagram(CLIENT, d, t0);
+        let replies = acks(&mut hub);
+        match what {
+            Err(1) => assert!(matches!(
+                replies[..],
+                [framed::Packet::Ack {
+                    status: AckStatus::Delivered,
+                    ..
+                }]
+            )),
+            // the last shard is polled: answered with the ack again, as any chunk of a
+            // delivered frame
+            Err(3) => assert!(matches!(replies[..], [framed::Packet::Ack { .. }])),
+            _ => assert_eq!(replies, vec![], "{what:?}"),
+        }
+    }
+    assert_eq!(the_frame(&mut hub).as_ref(), Some(&f));
+    let r = hub.rebuilt();
+    assert_eq!((r.frames, r.chunks, r.failed), (1, 2, 0));
+}
+
+/// `m + 1` data chunks lost: the last shard is answered with a nack of exactly them; the
+/// sender resends those (data only, the last polled) and the frame is delivered.
+#[test]
+fn m_plus_one_lost_chunks_are_nacked_and_resent() {
+    let t0 = Instant::now();
+    let f = jpeg(20_000, 8);
+    let (mut sender, out) = fec_frame(super::fec::FecMode::Percent(20), &f, t0);
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    for (what, d) in &out {
+        if matches!(what, Ok(2 | 7 | 8 | 9 | 19)) {
+            continue;
+        }
+        hub.handle_datagram(CLIENT, d, t0);
+    }
+    let replies: Vec<Vec<u8>> = std::iter::from_fn(|| hub.poll_transmit())
+        .map(|t| t.payload.into_owned())
+        .collect();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        framed::parse(&replies[0]),
+        Ok(framed::Packet::Nack {
+            stream: 1,
+            frame: 0,
+            received: 15,
+            missing: vec![(2, 1), (7, 3), (19, 1)]
+        })
+    );
+    sender.handle_datagram(&replies[0], t0);
+    let resent = drain(&mut sender, t0);
+    assert_eq!(
+        resent.iter().map(|(w, _)| *w).collect::<Vec<_>>(),
+        vec![Ok(2), Ok(7), Ok(8), Ok(9), Ok(19)],
+        "data chunks only"
+    );
+    // the first resend makes 16 chunks, with the 4 shards enough: the other 4 are rebuilt
+    hub.handle_datagram(CLIENT, &resent[0].1, t0);
+    let ack = hub.poll_transmit().expect("the ack").payload.into_owned();
+    assert_eq!(framed::ack_rebuilt(&ack), 4);
+    for (_, d) in &resent[1..] {
+        hub.handle_datagram(CLIENT, d, t0);
+    }
+    assert_eq!(the_frame(&mut hub).as_ref(), Some(&f));
+    sender.handle_datagram(&ack, t0);
+    assert!(matches!(
+        sender.poll_event(),
+        Some(SenderEvent::Acked { resent: 5, .. })
+    ));
+    // the nack's 5 lost, of 25 sent (the rebuilt ones were counted in the nack)
+    assert!((sender.loss_estimate(t0) - 5.0 / 25.0).abs() < 1e-9);
+}
+
+/// A parity shard with a wrong byte (its check right), or all shards with a wrong check:
+/// the rebuild does not match, the frame is not delivered, the missing chunk is nacked,
+/// and after its resend the right frame is delivered.
+#[test]
+fn a_wrong_parity_shard_never_delivers_a_wrong_frame() {
+    let t0 = Instant::now();
+    let f = real_jpeg(20_000, 9);
+    for corrupt_check in [false, true] {
+        let (mut sender, out) = fec_frame(super::fec::FecMode::Percent(10), &f, t0);
+        let mut hub = FramedReceiver::new(FramedConfig::default());
+        for (what, d) in &out {
+            let mut d = d.clone();
+            match what {
+                Ok(5) => continue,
+                Err(_) if corrupt_check => d[framed::DATA_HEADER_LEN] ^= 1,
+                Err(0) => *d.last_mut().unwrap() ^= 0x40,
+                _ => {}
+            }
+            hub.handle_datagram(CLIENT, &d, t0);
+        }
+        assert_eq!(
+            the_frame(&mut hub),
+            None,
+            "not delivered from a wrong shard"
+        );
+        assert_eq!(hub.rebuilt().failed, 1);
+        let replies: Vec<Vec<u8>> = std::iter::from_fn(|| hub.poll_transmit())
+            .map(|t| t.payload.into_owned())
+            .collect();
+        assert_eq!(
+            replies
+                .iter()
+                .map(|r| framed::parse(r).unwrap())
+                .collect::<Vec<_>>(),
+            vec![framed::Packet::Nack {
+                stream: 1,
+                frame: 0,
+                received: 19,
+                missing: vec![(5, 1)]
+            }]
+        );
+        sender.handle_datagram(&replies[0], t0);
+        for (_, d) in drain(&mut sender, t0) {
+            hub.handle_datagram(CLIENT, &d, t0);
+        }
+        assert_eq!(the_frame(&mut hub).as_ref(), Some(&f));
+    }
+}
+
+/// Shards whose check disagrees with an earlier shard's are refused as a mismatch.
+#[test]
+fn shards_with_different_checks_are_a_mismatch() {
+    let t0 = Instant::now();
+    let f = jpeg(20_000, 10);
+    let (_, out) = fec_frame(super::fec::FecMode::Percent(10), &f, t0);
+    let mut hub = FramedReceiver::new(FramedConfig::default());
+    let shards: Vec<&Vec<u8>> = out
+        .iter()
+        .filter(|(w, _)| w.is_err())
+        .map(|(_, d)| d)
+        .collect();
+    hub.handle_datagram(CLIENT, shards[0], t0);
+    let mut other = shards[1].clone();
+    other[framed::DATA_HEADER_LEN] ^= 1;
+    hub.handle_datagram(CLIENT, &other, t0);
+    assert!(matches!(
+        hub.poll_event(),
+        Some(FramedEvent::Rejected {
+            reason: super::framed_receiver::FramedReject::Mismatch,
+            ..
+        })
+    ));
+    // and so is a data chunk saying another parity count than its frame's
+    let mut d = out[0].1.clone();
+    d[7] = 5;
+    hub.handle_datagram(CLIENT, &d, t0);
+    assert!(matches!(
+        hub.poll_event(),
+        Some(FramedEvent::Rejected {
+            reason: super::framed_receiver::FramedReject::Mismatch,
+            ..
+        })
+    ));
+}
+
+/// The budget holds with parity: 20 senders each send 25 of the 30 chunks of a 30 KB
+/// frame and its 4 shards (too few to rebuild), in 100 KB: the shards are charged with the
+/// chunks, the total never goes over, and every sender's frame is evicted or expires.
+#[test]
+fn parity_is_charged_to_the_partial_frame_budget() {
+    let config = FramedConfig {
+        max_partial_bytes: 100_000,
+        ..FramedConfig::default()
+    };
+    let mut hub = FramedReceiver::new(config);
+    let t0 = Instant::now();
+    let f = jpeg(30_000, 1);
+    let (_, out) = fec_frame(super::fec::FecMode::Percent(13), &f, t0);
+    assert_eq!(out.iter().filter(|(w, _)| w.is_err()).count(), 4);
+    let one = SocketAddr::from(([127, 0, 0, 1], 6000));
+    let mut held_one = 0;
+    for port in 0..20u16 {
+        let from = SocketAddr::from(([127, 0, 0, 1], 6000 + port));
+        for (what, d) in &out {
+            if matches!(what, Ok(i) if *i >= 25) {
+                continue;
+            }
+            hub.handle_datagram(from, d, t0);
+            assert!(hub.partial_bytes() <= 100_000);
+            if port == 0 {
+                held_one = held_one.max(hub.partial_bytes_of(one));
+            }
+        }
+    }
+    // 25 chunks of 1000 and 4 shards of 1000 (plus their check) are held for one sender
+    assert!(held_one >= 29_000, "parity charged: {held_one}");
+    assert!(
+        (1..=3).contains(&hub.partial_frames()),
+        "what fits in 100 KB"
+    );
+    hub.handle_timeout(t0 + Duration::from_millis(1000));
+    assert_eq!((hub.partial_frames(), hub.partial_bytes()), (0, 0));
+    assert_eq!(hub.rebuilt().frames, 0);
+}
+
+/// The lossy simulation with 20% parity: every frame intact, and far fewer resends than
+/// the same link and seed with nacks only.
+#[test]
+fn parity_on_a_lossy_link_delivers_every_frame_with_fewer_resends() {
+    let f = frames(200, 30_000);
+    let faults = Faults {
+        loss: 0.05,
+        dup: 0.02,
+        reorder: 0.02,
+    };
+    let nack = simulate(&f, SenderConfig::default(), faults, 7);
+    let fec = simulate(
+        &f,
+        SenderConfig {
+            fec: super::fec::FecMode::Percent(20),
+            ..SenderConfig::default()
+        },
+        faults,
+        7,
+    );
+    for o in [&nack, &fec] {
+        assert!(o.gave_up.is_empty(), "gave up: {:?}", o.gave_up);
+        assert_eq!(o.delivered.len(), 200);
+        for (id, bytes) in &o.delivered {
+            assert_eq!(bytes, &f[*id as usize], "frame {id} intact");
+        }
+    }
+    assert!(
+        fec.resent * 4 < nack.resent,
+        "resent {} with parity, {} without",
+        fec.resent,
+        nack.resent
+    );
+}
+
+/// `--fec auto`: no parity until the hub reports loss, then the rule's parity.
+#[test]
+fn auto_parity_starts_at_zero_and_follows_the_reported_loss() {
+    let t0 = Instant::now();
+    let config = SenderConfig {
+        chunk_size: 1000,
+        fec: super::fec::FecMode::Auto,
+        ..SenderConfig::default()
+    };
+    let mut sender = FramedSender::new(config, HUB, 1, t0);
+    let f = jpeg(22_000, 3);
+    sender
+        .send_frame(Arc::new(f.clone()), FrameMeta::default(), t0)
+        .unwrap();
+    assert_eq!(sender.parity_in_use(), (0, 22));
+    assert_eq!(drain(&mut sender, t0).len(), 22);
+    // the hub lost one of the 22 (4.5%): nacked, resent, acked
+    sender.handle_datagram(&framed::emit_nack(1, 0, 21, &[(4, 1)]), t0);
+    assert_eq!(drain(&mut sender, t0).len(), 1);
+    sender.handle_datagram(&framed::emit_ack(1, 0, AckStatus::Delivered, 0), t0);
+    let loss = sender.loss_estimate(t0);
+    assert!((loss - 1.0 / 23.0).abs() < 1e-9, "{loss}");
+    sender
+        .send_frame(Arc::new(f), FrameMeta::default(), t0)
+        .unwrap();
+    let m = super::fec::auto_parity(22, loss);
+    assert_eq!(m, 4);
+    assert_eq!(sender.parity_in_use(), (m, 22));
+    assert_eq!(drain(&mut sender, t0).len(), 22 + m as usize);
+}
+
+/// Parity shards are charged like data chunks: a flood of made-up shards (20 sources per
+/// camera chunk, each 10 shards of a claimed 256 KiB frame with 255 of them) presses the
+/// budget, and only the flood is evicted; the camera's frames, with parity of their own
+/// and a chunk of each lost, are all rebuilt and delivered.
+#[test]
+fn a_flood_of_parity_shards_evicts_only_itself() {
+    let config = FramedConfig {
+        max_partial_bytes: 1 << 20,
+        ..FramedConfig::default()
+    };
+    let mut hub = FramedReceiver::new(config);
+    let mut clock = Clock::new();
+    let t0 = Instant::now();
+    let mut n = 0;
+    let mut flood_evicted = 0;
+    let mut delivered = Vec::new();
+    for frame in 0..10u32 {
+        let f = real_jpeg(30_000, u64::from(frame));
+        let (_, out) = fec_frame(super::fec::FecMode::Percent(10), &f, t0);
+        for (what, d) in &out {
+            let mut d = d.clone();
+            d[12..16].copy_from_slice(&frame.to_le_bytes());
+            if *what == Ok(7) {
+                continue; // lost: parity rebuilds it
+            }
+            hub.handle_datagram(CLIENT, &d, clock.tick());
+            for _ in 0..20 {
+                for j in 0..10 {
+                    let h = DataHeader {
+                        flags: 255 << 8,
+                        stream: n as u32,
+                        frame: 0,
+                        index: j,
+                        count: 256,
+                        length: 256 << 10,
+                        ts_us: 1,
+                    };
+                    let mut p = Vec::new();
+                    framed::emit_parity(&mut p, &h, 0, &[0x5A; 1024]);
+                    hub.handle_datagram(attacker(n), &p, clock.tick());
+                }
+                n += 1;
+            }
+            assert!(hub.partial_bytes() <= 1 << 20);
+        }
+        while let Some(e) = hub.poll_event() {
+            match e {
+                FramedEvent::Frame {
+                    from, frame: got, ..
+                } => {
+                    assert_eq!(from, CLIENT);
+                    delivered.push(got);
+                }
+                FramedEvent::Dropped { from, .. } => {
+                    assert_ne!(from, CLIENT, "the camera's frame was evicted");
+                    flood_evicted += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(delivered, (0..10).collect::<Vec<_>>());
+    assert_eq!(hub.rebuilt().frames, 10);
+    assert!(
+        flood_evicted > 1000,
+        "the flood did press the budget: {flood_evicted}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any loss, duplication and reordering of a frame's data and parity datagrams, and a
+    /// byte of one shard (or its check) changed: the receiver delivers exactly the
+    /// original, or nothing, never twice; and it does deliver it when every data chunk
+    /// came, or (no shard changed) when data chunks and shards together are enough.
+    #[test]
+    fn parity_reassembly_delivers_the_original_or_nothing(
+        len in 2usize..20_000,
+        chunk in 200usize..3000,
+        pct in 1u16..=100,
+        picks in proptest::collection::vec(0usize..1000, 0..80),
+        corrupt in proptest::option::of((0usize..1000, 0usize..5000, 1u8..=255)),
+    ) {
+        let f = jpeg(len.max(4), len as u64);
+        let t0 = Instant::now();
+        let config = SenderConfig {
+            chunk_size: chunk,
+            fec: super::fec::FecMode::Percent(pct),
+            ..SenderConfig::default()
+        };
+        let mut sender = FramedSender::new(config, HUB, 1, t0);
+        sender.send_frame(Arc::new(f.clone()), FrameMeta::default(), t0).unwrap();
+        let out = drain(&mut sender, t0);
+        let (m, k) = sender.parity_in_use();
+        prop_assert_eq!(out.len(), k as usize + m as usize);
+        let shards: Vec<usize> = (0..out.len()).filter(|&i| out[i].0.is_err()).collect();
+        let corrupt = corrupt.map(|(which, at, x)| {
+            let i = shards[which % shards.len()];
+            let body = out[i].1.len() - framed::DATA_HEADER_LEN;
+            (i, framed::DATA_HEADER_LEN + at % body, x)
+        });
+        let mut hub = FramedReceiver::new(FramedConfig::default());
+        let (mut data, mut parity) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+        let mut frames = Vec::new();
+        for p in &picks {
+            let i = p % out.len();
+            let mut d = out[i].1.clone();
+            if let Some((ci, at, x)) = corrupt {
+                if ci == i {
+                    d[at] ^= x;
+                }
+            }
+            match out[i].0 {
+                Ok(index) => data.insert(index),
+                Err(j) => parity.insert(j),
+            };
+            hub.handle_datagram(CLIENT, &d, t0);
+            while let Some(e) = hub.poll_event() {
+                if let FramedEvent::Frame { jpeg, .. } = e { frames.push(jpeg); }
+            }
+        }
+        prop_assert!(frames.len() <= 1, "delivered twice");
+        prop_assert!(frames.iter().all(|j| j == &f), "a wrong frame delivered");
+        let enough = data.len() + parity.len() >= k as usize;
+        if data.len() == k as usize || (corrupt.is_none() && enough) {
+            prop_assert_eq!(frames.len(), 1);
+        }
+    }
+}

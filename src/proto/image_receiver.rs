@@ -221,6 +221,12 @@ impl ImageReceiver {
         }
     }
 
+    /// Framed frames rebuilt from parity (plain and, with keys, sealed).
+    pub fn rebuilt(&self) -> super::framed_receiver::Rebuilt {
+        let secure = self.secure.as_ref().map(SecureImage::rebuilt);
+        self.framed.rebuilt() + secure.unwrap_or_default()
+    }
+
     /// When [`ImageReceiver::handle_timeout`] should next be called: the earlier of the
     /// two formats' timers.
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -11,7 +11,8 @@
 //!
 //! - [`image_receiver`]: the image port, the seed UDP formats ([`seed_reassembly`]) and the
 //!   framed one ([`framed_receiver`]) on one socket;
-//! - [`framed_sender`]: the client's side of the framed format;
+//! - [`framed_sender`]: the client's side of the framed format, and [`fec`]: how many
+//!   parity shards it adds per frame (issue 13);
 //! - [`adapt`]: the camera client's choice of quality, size, frame rate and window from
 //!   the acks (issue 13);
 //! - [`seed_tcp`]: the seed TCP stream, one decoder per connection (nothing is sent back);
@@ -24,6 +25,7 @@
 pub mod adapt;
 pub mod budget;
 pub mod commands;
+pub mod fec;
 pub mod framed_receiver;
 pub mod framed_sender;
 pub mod image_receiver;

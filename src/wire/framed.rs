@@ -10,7 +10,9 @@
 //! kind    B   0 = data, 1 = ack, 2 = nack
 //! flags   H   data: bit 0 = POLL (answer now), bit 1 = NAMED (a name follows the header),
 //!             bit 2 = CAPTURED (capture time and clock offset follow the name),
-//!             bit 3 = CLOCK (put the hub's clock into the ack);
+//!             bit 3 = CLOCK (put the hub's clock into the ack),
+//!             bit 4 = PARITY (a parity shard, not a data chunk),
+//!             bits 8-15 = m, the frame's parity shard count (0 = none);
 //!             ack: bit 0 = HUB_TIME (the hub's clock follows); every other bit: 0
 //! stream  I   random per sender run: a restarted sender is a new stream
 //! frame   I   frame id, +1 per frame (wraps)
@@ -23,10 +25,28 @@
 //!   is followed by the sender's name (`name_len B`, then that many bytes of
 //!   [`crate::wire::name`]'s alphabet) before the payload: senders set it on chunk 0 of every
 //!   frame, so the hub knows a stream's name with its first frame (a frame is never
-//!   delivered without its chunk 0) and one lost datagram cannot leave it nameless. The hub answers (ack if the
-//!   frame is complete, else a nack) when it gets the last chunk (`index == count - 1`) or a
-//!   chunk flagged [`POLL`]; a sender flags the last datagram of each batch of resends, so
-//!   every recovery round costs one round trip, not a timeout. Other data is not answered.
+//!   delivered without its chunk 0) and one lost datagram cannot leave it nameless. The hub
+//!   answers (ack if the frame is complete, else a nack) when it gets the frame's last
+//!   datagram (the last parity shard, `index == m - 1`, when `m > 0`; else the last chunk,
+//!   `index == count - 1`) or a datagram flagged [`POLL`], and acks at once, whatever the
+//!   datagram, when a frame completes; a sender flags the last datagram of each batch
+//!   (the first sending and each batch of resends), so every recovery round costs one round
+//!   trip, not a timeout. Other data is not answered.
+//!
+//!   Forward error correction: a frame may carry `m` (1..=255) Reed-Solomon parity shards
+//!   after its `count` data chunks (`count` at most [`MAX_PARITY_DATA`]), any `count` of
+//!   the `count + m` rebuilding it (Leopard-RS over GF(2^16), the `reed-solomon-simd`
+//!   crate's code). Every datagram of such a frame, data or parity, has `m` in the high
+//!   byte of `flags`; a **parity** datagram is flagged [`PARITY`], its `index` is the shard
+//!   number `j` in `0..m` (`count`, `length` and `ts_us` as for data), it is never
+//!   [`NAMED`] or [`CAPTURED`], and its payload is [`PARITY_STRUCT`] (`check Q`: the first
+//!   8 bytes, little-endian, of the BLAKE2s-256 hash of the frame's bytes, so a rebuilt
+//!   frame is checked before it is delivered) followed by the shard: [`shard_len`] bytes,
+//!   the data chunk size rounded up to even (the codec's shards are of even size; the
+//!   data chunks are zero-padded to it for the encoding only, never on the wire). Resends
+//!   are data chunks only. A hub that predates parity ignores the high byte and rejects the
+//!   parity datagrams (their size does not fit a data chunk): the frame then needs its
+//!   data chunks, as before.
 //!
 //!   With [`CAPTURED`] set (senders set it on chunk 0 only, like [`NAMED`]), the header (and
 //!   the name) is followed by [`CAPTURED_STRUCT`] (24 bytes) before the payload:
@@ -36,8 +56,10 @@
 //!   uncertainty in µs, and the JPEG quality the sender chose (0 = unknown). A frame from a
 //!   sender that predates this flag has no capture time: the flag tells them apart (the
 //!   hub reports its latency as "none"). [`CLOCK`] asks the hub for its clock in the ack.
-//! - **ack** (hub → sender), [`ACK_STRUCT`] (28 bytes): `status B, 3 pad, ts_us Q` echoing the
-//!   data's timestamp. Status 0 = delivered, 1 = rejected (do not resend), 2 = stale (a newer
+//! - **ack** (hub → sender), [`ACK_STRUCT`] (28 bytes): `status B, rebuilt H, 1 pad, ts_us Q`
+//!   echoing the data's timestamp; `rebuilt` is how many of the frame's data chunks the hub
+//!   rebuilt from parity (0 without parity; senders that predate it read it as padding: it
+//!   tells a sender the loss that its parity hid, [`ack_rebuilt`]). Status 0 = delivered, 1 = rejected (do not resend), 2 = stale (a newer
 //!   frame of the stream was delivered first; do not resend). With [`HUB_TIME`] set (only in
 //!   answer to a datagram flagged [`CLOCK`] or [`CAPTURED`] and at least [`TIMED_ACK_LEN`]
 //!   bytes long, so an ack never outweighs what it answers), `hub_us Q` follows (36 bytes):
@@ -83,6 +105,15 @@ pub const NAMED: u16 = 2;
 pub const CAPTURED: u16 = 4;
 /// Data flag: the sender asks for the hub's clock in the ack that answers this datagram.
 pub const CLOCK: u16 = 8;
+/// Data flag: a parity shard of the frame (see the module documentation), not a data chunk.
+pub const PARITY: u16 = 16;
+/// Length of the check that starts a [`PARITY`] datagram's payload.
+pub const PARITY_CHECK_LEN: usize = 8;
+/// Python `struct` format of the check before a parity shard.
+pub const PARITY_STRUCT: &str = "<Q";
+/// A frame with parity has at most this many data chunks (what the codec supports with up
+/// to 255 parity shards).
+pub const MAX_PARITY_DATA: u16 = 32_768;
 /// Length of the [`CAPTURED`] extension.
 pub const CAPTURED_LEN: usize = 24;
 /// Python `struct` format of the [`CAPTURED`] extension.
@@ -100,7 +131,7 @@ pub const MAX_DATA_HEADER_LEN: usize = DATA_HEADER_LEN + 1 + name::MAX_LEN + CAP
 /// Python `struct` format of a data datagram's header.
 pub const DATA_STRUCT: &str = "<4sBBHIIHHIQ";
 /// Python `struct` format of an ack.
-pub const ACK_STRUCT: &str = "<4sBBHIIB3xQ";
+pub const ACK_STRUCT: &str = "<4sBBHIIBHxQ";
 /// Python `struct` format of a nack's fixed part (then `n` times `<HH`).
 pub const NACK_STRUCT: &str = "<4sBBHIIHH";
 
@@ -127,6 +158,21 @@ pub struct DataHeader {
     pub count: u16,
     pub length: u32,
     pub ts_us: u64,
+}
+
+impl DataHeader {
+    /// The frame's parity shard count `m` (the high byte of `flags`; 0 = no parity).
+    pub fn parity_count(&self) -> u8 {
+        (self.flags >> 8) as u8
+    }
+
+    /// `flags` with the parity count set to `m`.
+    pub fn with_parity_count(self, m: u8) -> DataHeader {
+        DataHeader {
+            flags: (self.flags & 0xFF) | (u16::from(m) << 8),
+            ..self
+        }
+    }
 }
 
 /// What a [`CAPTURED`] chunk says about its frame.
@@ -161,6 +207,14 @@ pub enum Packet<'a> {
         captured: Option<Captured>,
         payload: &'a [u8],
     },
+    /// A [`PARITY`] datagram: shard `header.index` of the frame's `header.parity_count()`.
+    Parity {
+        header: DataHeader,
+        /// The frame's check ([`frame_check`]).
+        check: u64,
+        /// The shard, [`shard_len`] bytes.
+        shard: &'a [u8],
+    },
     Ack {
         stream: u32,
         frame: u32,
@@ -192,6 +246,10 @@ pub enum ParseError {
     /// A [`CAPTURED`] datagram too short for the extension, or an ack flagged
     /// [`HUB_TIME`] without the time.
     BadExtension,
+    /// A [`PARITY`] datagram without a parity count, with a shard number not below it, also
+    /// flagged [`NAMED`] or [`CAPTURED`], or (parity or data) a parity count on a frame of
+    /// more than [`MAX_PARITY_DATA`] chunks.
+    BadParity,
 }
 
 impl fmt::Display for ParseError {
@@ -205,6 +263,7 @@ impl fmt::Display for ParseError {
             ParseError::Inconsistent => write!(f, "chunk index, count, length and size disagree"),
             ParseError::BadName => write!(f, "the sender's name is cut short or not a valid name"),
             ParseError::BadExtension => write!(f, "a flagged extension is cut short"),
+            ParseError::BadParity => write!(f, "a parity shard's count or number is not valid"),
         }
     }
 }
@@ -226,6 +285,27 @@ pub fn payload_len(length: u32, count: u16, index: u16) -> usize {
     let c = chunk_len(length, count);
     let start = c * index as usize;
     (length as usize).saturating_sub(start).min(c)
+}
+
+/// The size of a parity shard of a frame of `length` bytes in `count` chunks: the data
+/// chunk size rounded up to even.
+pub fn shard_len(length: u32, count: u16) -> usize {
+    chunk_len(length, count).next_multiple_of(2)
+}
+
+/// The check a parity datagram carries: the first 8 bytes (little-endian) of the BLAKE2s-256
+/// hash of the frame's bytes. A rebuilt frame whose check differs is not delivered.
+pub fn frame_check(frame: &[u8]) -> u64 {
+    use blake2::Digest;
+    let hash = blake2::Blake2s256::digest(frame);
+    u64::from_le_bytes(hash[..8].try_into().expect("32 bytes"))
+}
+
+/// The `rebuilt` field of an ack ([`parse`] says it is one): how many data chunks of the
+/// frame the hub rebuilt from parity.
+pub fn ack_rebuilt(ack: &[u8]) -> u16 {
+    ack.get(17..19)
+        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
 }
 
 /// Chunk count for a frame of `length` bytes with `chunk_size`-byte chunks (at least 1).
@@ -259,6 +339,28 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
                 length: u32_at(b, 20),
                 ts_us: u64_at(b, 24),
             };
+            let m = h.parity_count();
+            if m > 0 && h.count > MAX_PARITY_DATA {
+                return Err(ParseError::BadParity);
+            }
+            let frame_ok = h.count > 0
+                && h.length > 0
+                && chunk_len(h.length, h.count) <= MAX_CHUNK_SIZE
+                && chunk_len(h.length, h.count) * (h.count as usize - 1) < h.length as usize;
+            if h.flags & PARITY != 0 {
+                if m == 0 || h.index >= u16::from(m) || h.flags & (NAMED | CAPTURED) != 0 {
+                    return Err(ParseError::BadParity);
+                }
+                let rest = &b[DATA_HEADER_LEN..];
+                if !frame_ok || rest.len() != PARITY_CHECK_LEN + shard_len(h.length, h.count) {
+                    return Err(ParseError::Inconsistent);
+                }
+                return Ok(Packet::Parity {
+                    header: h,
+                    check: u64_at(rest, 0),
+                    shard: &rest[PARITY_CHECK_LEN..],
+                });
+            }
             let (name, rest) = if h.flags & NAMED == 0 {
                 (None, &b[DATA_HEADER_LEN..])
             } else {
@@ -283,11 +385,8 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
                 };
                 (Some(c), &rest[CAPTURED_LEN..])
             };
-            let consistent = h.count > 0
+            let consistent = frame_ok
                 && h.index < h.count
-                && h.length > 0
-                && chunk_len(h.length, h.count) <= MAX_CHUNK_SIZE
-                && chunk_len(h.length, h.count) * (h.count as usize - 1) < h.length as usize
                 && payload.len() == payload_len(h.length, h.count, h.index);
             if !consistent {
                 return Err(ParseError::Inconsistent);
@@ -409,16 +508,9 @@ pub fn data_header(
         Some(_) => flags | CAPTURED,
         None => flags & !CAPTURED,
     };
+    flags &= !PARITY;
+    write_fixed_header(&mut out.bytes, h, flags);
     let b = &mut out.bytes;
-    b[..4].copy_from_slice(&MAGIC);
-    b[4..6].copy_from_slice(&[VERSION, KIND_DATA]);
-    b[6..8].copy_from_slice(&flags.to_le_bytes());
-    b[8..12].copy_from_slice(&h.stream.to_le_bytes());
-    b[12..16].copy_from_slice(&h.frame.to_le_bytes());
-    b[16..18].copy_from_slice(&h.index.to_le_bytes());
-    b[18..20].copy_from_slice(&h.count.to_le_bytes());
-    b[20..24].copy_from_slice(&h.length.to_le_bytes());
-    b[24..32].copy_from_slice(&h.ts_us.to_le_bytes());
     if let Some(name) = name {
         let n = name.as_str().as_bytes();
         b[DATA_HEADER_LEN] = n.len() as u8;
@@ -436,6 +528,37 @@ pub fn data_header(
     out
 }
 
+fn write_fixed_header(b: &mut [u8], h: &DataHeader, flags: u16) {
+    b[..4].copy_from_slice(&MAGIC);
+    b[4..6].copy_from_slice(&[VERSION, KIND_DATA]);
+    b[6..8].copy_from_slice(&flags.to_le_bytes());
+    b[8..12].copy_from_slice(&h.stream.to_le_bytes());
+    b[12..16].copy_from_slice(&h.frame.to_le_bytes());
+    b[16..18].copy_from_slice(&h.index.to_le_bytes());
+    b[18..20].copy_from_slice(&h.count.to_le_bytes());
+    b[20..24].copy_from_slice(&h.length.to_le_bytes());
+    b[24..32].copy_from_slice(&h.ts_us.to_le_bytes());
+}
+
+/// A parity datagram's header (flagged [`PARITY`], never [`NAMED`] or [`CAPTURED`];
+/// `h.index` is the shard number, the parity count in `h.flags`' high byte): the datagram
+/// is this, the check ([`PARITY_STRUCT`]), then the shard.
+pub fn parity_header(h: &DataHeader) -> DataHeaderBytes {
+    let mut out = DataHeaderBytes {
+        bytes: [0u8; MAX_DATA_HEADER_LEN],
+        len: DATA_HEADER_LEN as u8,
+    };
+    write_fixed_header(&mut out.bytes, h, (h.flags | PARITY) & !(NAMED | CAPTURED));
+    out
+}
+
+/// Append a parity datagram (header, check, shard) to `out`.
+pub fn emit_parity(out: &mut Vec<u8>, h: &DataHeader, check: u64, shard: &[u8]) {
+    out.extend_from_slice(&parity_header(h));
+    out.extend_from_slice(&check.to_le_bytes());
+    out.extend_from_slice(shard);
+}
+
 /// An ack datagram.
 pub fn emit_ack(stream: u32, frame: u32, status: AckStatus, ts_us: u64) -> Vec<u8> {
     emit_timed_ack(stream, frame, status, ts_us, None)
@@ -449,10 +572,24 @@ pub fn emit_timed_ack(
     ts_us: u64,
     hub_us: Option<u64>,
 ) -> Vec<u8> {
+    emit_rebuilt_ack(stream, frame, status, ts_us, hub_us, 0)
+}
+
+/// [`emit_timed_ack`] saying that `rebuilt` data chunks were rebuilt from parity.
+pub fn emit_rebuilt_ack(
+    stream: u32,
+    frame: u32,
+    status: AckStatus,
+    ts_us: u64,
+    hub_us: Option<u64>,
+    rebuilt: u16,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(TIMED_ACK_LEN);
     let flags = if hub_us.is_some() { HUB_TIME } else { 0 };
     emit_prefix(&mut out, KIND_ACK, flags, stream, frame);
-    out.extend_from_slice(&[status as u8, 0, 0, 0]);
+    out.push(status as u8);
+    out.extend_from_slice(&rebuilt.to_le_bytes());
+    out.push(0);
     out.extend_from_slice(&ts_us.to_le_bytes());
     if let Some(hub_us) = hub_us {
         out.extend_from_slice(&hub_us.to_le_bytes());
@@ -766,5 +903,170 @@ mod tests {
         let mut bad_version = emit_ack(1, 1, AckStatus::Stale, 0);
         bad_version[4] = 9;
         assert_eq!(parse(&bad_version), Err(ParseError::UnknownVersion(9)));
+    }
+
+    #[test]
+    fn parity_literal_bytes() {
+        // struct.pack('<4sBBHIIHHIQ', b'UHFR', 1, 0, 16 | (3 << 8), 1, 7, 2, 3, 2999, 5)
+        //   + struct.pack('<Q', 0x1122334455667788) + shard (1000 bytes: 2999 / 3 = 999.67
+        //   rounds up to 1000, already even)
+        let h = DataHeader {
+            flags: 3 << 8,
+            stream: 1,
+            frame: 7,
+            index: 2,
+            count: 3,
+            length: 2999,
+            ts_us: 5,
+        };
+        assert_eq!(shard_len(2999, 3), 1000);
+        let mut b = Vec::new();
+        emit_parity(&mut b, &h, 0x1122_3344_5566_7788, &[0xCC; 1000]);
+        assert_eq!(
+            b[..DATA_HEADER_LEN + PARITY_CHECK_LEN],
+            [
+                b'U', b'H', b'F', b'R', 1, 0, 16, 3, 1, 0, 0, 0, 7, 0, 0, 0, 2, 0, 3, 0, 0xB7,
+                0x0B, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
+            ]
+        );
+        assert_eq!(b.len(), DATA_HEADER_LEN + PARITY_CHECK_LEN + 1000);
+        let flagged = DataHeader {
+            flags: PARITY | 3 << 8,
+            ..h
+        };
+        assert_eq!(flagged.parity_count(), 3);
+        assert_eq!(
+            parse(&b),
+            Ok(Packet::Parity {
+                header: flagged,
+                check: 0x1122_3344_5566_7788,
+                shard: &[0xCC; 1000][..]
+            })
+        );
+        // an odd chunk size rounds up: 2801 bytes in 3 chunks of 934, shards of 934; in 2
+        // chunks of 1401, shards of 1402
+        assert_eq!(shard_len(2801, 3), 934);
+        assert_eq!(shard_len(2801, 2), 1402);
+        // a data chunk of the same frame carries m in the high byte of flags, as before else
+        let data = DataHeader { index: 0, ..h };
+        let mut d = data_header(&data, None, None).to_vec();
+        d.extend_from_slice(&[0xAA; 1000]);
+        assert_eq!(d[6..8], [0, 3]);
+        match parse(&d) {
+            Ok(Packet::Data { header, .. }) => assert_eq!(header.parity_count(), 3),
+            other => panic!("{other:?}"),
+        }
+        // the PARITY flag never leaks onto a data chunk's header
+        assert_eq!(data_header(&flagged, None, None)[6..8], [0, 3]);
+        // the codec takes every shape the wire allows
+        assert!(reed_solomon_simd::ReedSolomonEncoder::supports(1, 255));
+        assert!(reed_solomon_simd::ReedSolomonEncoder::supports(
+            MAX_PARITY_DATA as usize,
+            255
+        ));
+    }
+
+    #[test]
+    fn parity_rejections() {
+        let h = DataHeader {
+            flags: 2 << 8,
+            stream: 1,
+            frame: 7,
+            index: 1,
+            count: 3,
+            length: 3000,
+            ts_us: 5,
+        };
+        let shard = [0u8; 1000];
+        let emit = |h: &DataHeader, shard: &[u8]| {
+            let mut b = Vec::new();
+            emit_parity(&mut b, h, 9, shard);
+            b
+        };
+        assert!(matches!(
+            parse(&emit(&h, &shard)),
+            Ok(Packet::Parity { .. })
+        ));
+        // shard number not below m
+        let b = emit(&DataHeader { index: 2, ..h }, &shard);
+        assert_eq!(parse(&b), Err(ParseError::BadParity));
+        // parity without a parity count
+        let b = emit(&h.with_parity_count(0), &shard);
+        assert_eq!(b[6..8], [PARITY as u8, 0]);
+        assert_eq!(parse(&b), Err(ParseError::BadParity));
+        // parity flagged NAMED or CAPTURED
+        for extra in [NAMED, CAPTURED] {
+            let mut b = emit(&h, &shard);
+            b[6] |= extra as u8;
+            assert_eq!(parse(&b), Err(ParseError::BadParity));
+        }
+        // a shard of the wrong size, or cut short before the check
+        assert_eq!(
+            parse(&emit(&h, &shard[..999])),
+            Err(ParseError::Inconsistent)
+        );
+        assert_eq!(
+            parse(&emit(&h, &[0u8; 1002])),
+            Err(ParseError::Inconsistent)
+        );
+        assert_eq!(
+            parse(&emit(&h, &[])[..DATA_HEADER_LEN + 4]),
+            Err(ParseError::Inconsistent)
+        );
+        // an impossible frame (count 0, or more chunks than bytes)
+        assert_eq!(
+            parse(&emit(&DataHeader { count: 0, ..h }, &[])),
+            Err(ParseError::Inconsistent)
+        );
+        assert_eq!(
+            parse(&emit(&DataHeader { length: 2, ..h }, &[0; 2])),
+            Err(ParseError::Inconsistent)
+        );
+        // a parity count on a frame of more data chunks than the codec takes (parity or data)
+        let big = DataHeader {
+            index: 0,
+            count: MAX_PARITY_DATA + 1,
+            length: u32::from(MAX_PARITY_DATA) + 1,
+            ..h
+        };
+        assert_eq!(parse(&emit(&big, &[0; 2])), Err(ParseError::BadParity));
+        let mut d = Vec::new();
+        emit_data(&mut d, &big, &[0; 1]);
+        assert_eq!(parse(&d), Err(ParseError::BadParity));
+        let mut d = Vec::new();
+        emit_data(&mut d, &big.with_parity_count(0), &[0; 1]);
+        assert!(
+            matches!(parse(&d), Ok(Packet::Data { .. })),
+            "no parity: as before"
+        );
+    }
+
+    #[test]
+    fn ack_rebuilt_literal_bytes() {
+        // struct.pack('<4sBBHIIBHxQ', b'UHFR', 1, 1, 0, 9, 8, 0, 0x0102, 0x1122)
+        let a = emit_rebuilt_ack(9, 8, AckStatus::Delivered, 0x1122, None, 0x0102);
+        assert_eq!(
+            a,
+            [
+                b'U', b'H', b'F', b'R', 1, 1, 0, 0, 9, 0, 0, 0, 8, 0, 0, 0, 0, 2, 1, 0, 0x22, 0x11,
+                0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(ack_rebuilt(&a), 0x0102);
+        assert_eq!(ack_rebuilt(&emit_ack(9, 8, AckStatus::Delivered, 1)), 0);
+        assert!(matches!(
+            parse(&a),
+            Ok(Packet::Ack {
+                status: AckStatus::Delivered,
+                ts_us: 0x1122,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn frame_check_is_blake2s_truncated() {
+        // BLAKE2s-256("abc") = 508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982
+        assert_eq!(frame_check(b"abc"), 0xe2147c328c5e8c50);
     }
 }

@@ -19,7 +19,9 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{CapturedFrame, FrameOutcome, ImgSender, LostReason, Protocol, ReplyCounts, SendError};
+use super::{
+    CapturedFrame, FecState, FrameOutcome, ImgSender, LostReason, Protocol, ReplyCounts, SendError,
+};
 use crate::client::udp_link::{Reply, UdpLink, SEND_BATCH};
 use crate::proto::framed_sender::{self, Chunk, SenderConfig, SenderEvent};
 use crate::secure::session::Initiator;
@@ -114,7 +116,8 @@ pub struct FramedUdpSender {
     stopped: bool,
     /// Chunks sent again, over every finished frame.
     resent: u64,
-    /// The bytes of each frame in flight, by frame id (for [`FrameOutcome::Acked`]).
+    /// The bytes of each frame in flight with its parity shards, by frame id (for
+    /// [`FrameOutcome::Acked`]: what the link carried for it).
     sizes: HashMap<u32, usize>,
 }
 
@@ -126,6 +129,7 @@ impl FramedUdpSender {
             window: options.window,
             frame_deadline: options.ack_timeout,
             name: options.name.clone(),
+            fec: options.fec,
             ..SenderConfig::default()
         };
         Ok(FramedUdpSender {
@@ -269,7 +273,9 @@ impl ImgSender for FramedUdpSender {
             .send_frame(Arc::clone(jpeg), frame.meta, Instant::now())
         {
             Ok(id) => {
-                self.sizes.insert(id, jpeg.len());
+                let (m, k) = self.proto.parity_in_use();
+                let shard = framed::shard_len(jpeg.len() as u32, k) + framed::PARITY_CHECK_LEN;
+                self.sizes.insert(id, jpeg.len() + usize::from(m) * shard);
             }
             Err(framed_sender::SendError::TooLarge) => {
                 return Err(SendError::FrameTooLarge {
@@ -334,6 +340,16 @@ impl ImgSender for FramedUdpSender {
             late_acks: 0,
             ignored: self.link.ignored(),
         }
+    }
+
+    fn fec(&self) -> Option<FecState> {
+        let (parity, data) = self.proto.parity_in_use();
+        (self.proto.fec() != crate::proto::fec::FecMode::Off).then(|| FecState {
+            parity,
+            data,
+            parity_sent: self.proto.parity_sent(),
+            rebuilt: self.proto.rebuilt(),
+        })
     }
 
     fn clock(&self) -> Option<framed_sender::ClockEstimate> {

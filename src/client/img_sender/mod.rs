@@ -102,6 +102,19 @@ pub struct SenderOptions {
     /// Framed: this device's key and the hub's public key (`--key`, `--hub-key`): every
     /// datagram encrypted and authenticated ([`crate::secure`]).
     pub keys: Option<DeviceKeys>,
+    /// Framed: parity shards per frame (`--fec`, [`crate::proto::fec`]).
+    pub fec: crate::proto::fec::FecMode,
+}
+
+/// Framed: the forward error correction in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FecState {
+    /// The newest frame's parity shards and data chunks.
+    pub parity: u8,
+    pub data: u16,
+    /// Parity shards sent, and data chunks the hub said it rebuilt from them, so far.
+    pub parity_sent: u64,
+    pub rebuilt: u64,
 }
 
 /// A device's keys for talking to a hub that requires them.
@@ -124,6 +137,7 @@ impl Default for SenderOptions {
             window: 1,
             name: None,
             keys: None,
+            fec: crate::proto::fec::FecMode::Off,
         }
     }
 }
@@ -346,6 +360,10 @@ pub trait ImgSender: Send {
     /// frame's interval); the outcomes of the frames that finished.
     fn idle(&mut self, _until: Instant, _stop: &Shutdown) -> Result<Vec<FrameOutcome>, SendError> {
         Ok(Vec::new())
+    }
+    /// Framed with `--fec` on: the parity in use; `None` for the others.
+    fn fec(&self) -> Option<FecState> {
+        None
     }
     /// Called once after the last frame (tcp: close the stream cleanly).
     fn finish(&mut self) {}
