@@ -65,7 +65,8 @@ struct Args {
     /// Only these cases (comma-separated names as in the table, e.g. `8M-2ms-0%,step`).
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
-    /// Only these senders (comma-separated: adaptive, fixed, py-chunked, py-tcp, img-tcp).
+    /// Only these senders (comma-separated: adaptive, adaptive-nofec, fixed, py-chunked,
+    /// py-tcp, img-tcp).
     #[arg(long, value_delimiter = ',')]
     senders: Vec<String>,
     /// One short case (8 Mbit/s, 2 ms) with the adaptive and the seed chunked sender: the
@@ -133,8 +134,10 @@ fn all_cases() -> Vec<Case> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sender {
-    /// img-client, framed, adaptation on (its default).
+    /// img-client, framed, adaptation on and `--fec auto` (its defaults).
     Adaptive,
+    /// The same with `--fec off`: what the parity buys (only in the cases with loss).
+    AdaptiveNoFec,
     /// img-client, framed, `--adapt off` at quality 90.
     Fixed,
     /// The Python seed chunked sender (stop-and-wait).
@@ -145,8 +148,9 @@ enum Sender {
     ImgTcp,
 }
 
-const SENDERS: [Sender; 5] = [
+const SENDERS: [Sender; 6] = [
     Sender::Adaptive,
+    Sender::AdaptiveNoFec,
     Sender::Fixed,
     Sender::PyChunked,
     Sender::PyTcp,
@@ -157,6 +161,7 @@ impl Sender {
     fn name(self) -> &'static str {
         match self {
             Sender::Adaptive => "adaptive",
+            Sender::AdaptiveNoFec => "adaptive-nofec",
             Sender::Fixed => "fixed",
             Sender::PyChunked => "py-chunked",
             Sender::PyTcp => "py-tcp",
@@ -421,6 +426,10 @@ fn run(args: Args) -> Result<(), String> {
             if sender.is_tcp() && (case.loss > 0.0 || matches!(link, Link::Relay)) {
                 continue;
             }
+            // parity is sent only on loss: without loss the row would repeat `adaptive`
+            if sender == Sender::AdaptiveNoFec && case.loss == 0.0 {
+                continue;
+            }
             eprintln!("link_bench: {} {} ...", case.name, sender.name());
             let mut v = json!({"case": case.name, "sender": sender.name(), "link": link.name()});
             match measure(&ctx, &link, case, sender) {
@@ -604,7 +613,7 @@ fn measure(ctx: &Ctx, link: &Link, case: &Case, sender: Sender) -> Result<Value,
     };
 
     let mut cmd = match sender {
-        Sender::Adaptive | Sender::Fixed | Sender::ImgTcp => {
+        Sender::Adaptive | Sender::AdaptiveNoFec | Sender::Fixed | Sender::ImgTcp => {
             let mut cmd = link.on_camera(&ctx.client);
             cmd.env("RUST_LOG", "warn")
                 .args(["--pattern", "--noise", &ctx.args.noise.to_string()])
@@ -613,6 +622,7 @@ fn measure(ctx: &Ctx, link: &Link, case: &Case, sender: Sender) -> Result<Value,
                 .arg("--json-summary");
             match sender {
                 Sender::Adaptive => cmd.args(["--protocol", "framed"]),
+                Sender::AdaptiveNoFec => cmd.args(["--protocol", "framed", "--fec", "off"]),
                 Sender::Fixed => cmd.args(["--protocol", "framed", "--adapt", "off"]),
                 _ => cmd.args(["--protocol", "tcp"]),
             };
@@ -650,7 +660,7 @@ fn measure(ctx: &Ctx, link: &Link, case: &Case, sender: Sender) -> Result<Value,
         }
     }
     sleep_until(t0 + Duration::from_secs_f64(seconds));
-    if matches!(sender, Sender::Adaptive | Sender::Fixed | Sender::ImgTcp) {
+    if !matches!(sender, Sender::PyChunked | Sender::PyTcp) {
         // SAFETY: kill(2) on a child this process started and has not reaped.
         unsafe { libc::kill(running.pid() as libc::pid_t, libc::SIGINT) };
     }

@@ -50,6 +50,8 @@ rm -f target/bench/bench.json && bash scripts/bench.sh --quick && python3 -c 'im
 rm -f target/bench/abuse.json && bash scripts/abuse_bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/abuse.json"))'
 # And the MQTT benchmark (under 20 s; it fails if the hub path lost or duplicated a message).
 rm -f target/bench/mqtt.json && bash scripts/mqtt_bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/mqtt.json"))'
+# And the narrow-link benchmark (one case, two senders, under 30 s; it fails on a corrupt frame).
+rm -f target/bench/link.json && bash scripts/link_bench.sh --quick && python3 -c 'import json; json.load(open("target/bench/link.json"))'
 
 if [[ -f target/browser/SCREENSHOT_PATH ]]; then
     echo "test.sh: the browser test's screenshot of the hub page: $(cat target/browser/SCREENSHOT_PATH)"
