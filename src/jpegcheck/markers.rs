@@ -175,26 +175,84 @@ pub(super) fn walk_segments_resumable(
     depth: Depth,
     mut resume: Option<&mut Resume>,
 ) -> Result<JpegInfo, JpegError> {
+    if let Some(r) = resume.as_deref_mut() {
+        if let Some(mut kept) = r.headers.take() {
+            // the same bytes as when they were kept: start at the first scan's header, and
+            // walk with the kept tables where they are (copying 40 KiB of them for every
+            // advance cost more than the walk of a datagram's share)
+            let Headers {
+                huff,
+                quant,
+                frame,
+                restart_interval,
+                coded,
+                sos,
+            } = &mut *kept;
+            let start = Start {
+                quant: *quant,
+                frame: frame.clone(),
+                restart_interval: *restart_interval,
+                coded: *coded,
+                sos: *sos,
+            };
+            let mut tables_changed = false;
+            let result = walk_from(
+                bytes,
+                depth,
+                Some(&mut *r),
+                huff,
+                Some(start),
+                &mut tables_changed,
+            );
+            // a later table definition (for a later scan) wrote into them: forget them,
+            // the next walk builds them again from the bytes
+            if !tables_changed {
+                r.headers = Some(kept);
+            }
+            return result;
+        }
+    }
+    let mut huff = [[Huffman::EMPTY; 4], [Huffman::EMPTY; 4]];
+    walk_from(bytes, depth, resume, &mut huff, None, &mut false)
+}
+
+/// What a walk resumed from kept [`Headers`] starts with (the tables aside).
+struct Start {
+    quant: [Option<[u16; 64]>; 4],
+    frame: Frame,
+    restart_interval: u16,
+    coded: [bool; 4],
+    sos: usize,
+}
+
+/// The walk of [`walk_segments_resumable`], with the Huffman tables in `huff` (empty, or
+/// kept ones with `start`); `tables_changed` is set when a DHT segment wrote into them.
+fn walk_from(
+    bytes: &[u8],
+    depth: Depth,
+    mut resume: Option<&mut Resume>,
+    huff: &mut [[Huffman; 4]; 2],
+    start: Option<Start>,
+    tables_changed: &mut bool,
+) -> Result<JpegInfo, JpegError> {
     let structure_only = depth == Depth::Structure;
     let mut scans = 0;
     if !bytes.starts_with(&super::SOI) {
         return Err(JpegError::NotJpeg);
     }
-    let mut huff = [[Huffman::EMPTY; 4], [Huffman::EMPTY; 4]];
+    let resumed = start.is_some();
     let mut quant: [Option<[u16; 64]>; 4] = [None; 4];
     let mut frame: Option<Frame> = None;
     let mut restart_interval: u16 = 0;
     let mut first_interval: Option<u16> = None;
     let mut coded = [false; 4];
     let mut pos = 2;
-    if let Some(h) = resume.as_deref().and_then(|r| r.headers.as_deref()) {
-        // the same bytes as when they were kept: start at the first scan's header
-        huff = h.huff.clone();
-        quant = h.quant;
-        frame = Some(h.frame.clone());
-        restart_interval = h.restart_interval;
-        coded = h.coded;
-        pos = h.sos;
+    if let Some(s) = start {
+        quant = s.quant;
+        frame = Some(s.frame);
+        restart_interval = s.restart_interval;
+        coded = s.coded;
+        pos = s.sos;
     }
     // Right after entropy-coded data, the marker must follow at once; between marker
     // segments, FF fill bytes may come first (the standard allows them, libjpeg skips them).
@@ -273,7 +331,10 @@ pub(super) fn walk_segments_resumable(
             reason,
         };
         match marker {
-            DHT => parse_dht(seg, &mut huff).map_err(bad)?,
+            DHT => {
+                *tables_changed = true;
+                parse_dht(seg, huff).map_err(bad)?
+            }
             DQT => parse_dqt(seg, &mut quant).map_err(bad)?,
             SOF0 | SOF1 | SOF2 => {
                 if frame.is_some() {
@@ -290,7 +351,10 @@ pub(super) fn walk_segments_resumable(
                     return Err(bad("scan before the frame header (SOF)"));
                 };
                 first_interval.get_or_insert(restart_interval);
-                if let Some(r) = resume.as_deref_mut().filter(|r| r.headers.is_none()) {
+                if let Some(r) = resume
+                    .as_deref_mut()
+                    .filter(|r| r.headers.is_none() && !resumed)
+                {
                     if scans == 0 {
                         r.headers = Some(Box::new(Headers {
                             huff: huff.clone(),
@@ -308,7 +372,7 @@ pub(super) fn walk_segments_resumable(
                         skip_entropy(bytes, end)?
                     }
                     Depth::Entropy { range_checks } => {
-                        let scan = Scan::parse(seg, frame, &mut coded, &huff, &quant, range_checks)
+                        let scan = Scan::parse(seg, frame, &mut coded, huff, &quant, range_checks)
                             .map_err(bad)?;
                         #[cfg(test)]
                         if super::reference_walk::ACTIVE.with(|a| a.get()) {

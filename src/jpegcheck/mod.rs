@@ -261,7 +261,7 @@ pub fn validate(bytes: &[u8]) -> Result<JpegInfo, JpegError> {
 }
 
 /// New bytes [`IncrementalCheck::advance`] waits for before it walks again.
-pub const ADVANCE_STEP: usize = 8 * 1024;
+pub const ADVANCE_STEP: usize = 2 * 1024;
 
 /// [`validate`] for a frame whose bytes arrive in order over a while (a seed chunked frame
 /// over a slow link): [`advance`](Self::advance) walks the entropy-coded data that has
