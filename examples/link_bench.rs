@@ -877,11 +877,12 @@ fn table(results: &[Value]) -> String {
             r["given_up"],
             r["corrupt"],
         );
+        let secs = |v: &Value| v.as_f64().map_or("never".into(), |x| format!("{x:.2} s"));
         if let Some(step) = r.get("step") {
             out += &format!(
-                "| ↳ step | p99 < 150 ms {} s after 50→3; full quality {} s after 3→50 | | | | | | | | | |\n",
-                step["p99_under_150ms_after_down_s"],
-                step["full_quality_after_up_s"]
+                "| ↳ step | p99 < 150 ms {} after 50→3; full quality {} after 3→50 | | | | | | | | | |\n",
+                secs(&step["p99_under_150ms_after_down_s"]),
+                secs(&step["full_quality_after_up_s"])
             );
         }
     }
