@@ -55,7 +55,7 @@ use crate::jpegcheck::is_complete_jpeg;
 #[cfg(feature = "opencv")]
 use crate::media::{self, jpeg, FrameSource};
 use crate::proto::adapt::{self, AdaptConfig, Controller, WindowMode};
-use crate::proto::framed_sender::{FrameMeta, GiveUp};
+use crate::proto::framed_sender::GiveUp;
 use crate::shutdown::{Shutdown, POLL_INTERVAL};
 
 /// Where frames come from.
@@ -693,7 +693,9 @@ fn capture_loop(
                     None => (job.width, job.height, job.quality),
                 };
                 // libjpeg takes quality 0 as 1; 0 here means "not encoded by us"
-                let meta = FrameMeta::captured_now(quality.clamp(1, 100) as u8);
+                let meta = crate::proto::framed_sender::FrameMeta::captured_now(
+                    quality.clamp(1, 100) as u8,
+                );
                 let frame = media::into_size(frame, width, height)?;
                 let t0 = Instant::now();
                 let jpeg = jpeg::encode(&frame, quality)?;
