@@ -629,7 +629,7 @@ fn adapt_lowers_quality_or_size_through_a_narrow_link_and_off_keeps_it() {
 /// No timing is asserted.
 #[test]
 fn parity_rebuilds_frames_lost_chunks_through_a_lossy_relay() {
-    let hub = HubProcess::start(&["--json-summary"]);
+    let hub = HubProcess::start(&["--json-summary", "--http", "127.0.0.1:0"]);
     let upstream = hub.img().to_string();
     let relay = common::LiveClient::start(
         env!("CARGO_BIN_EXE_udp-relay"),
@@ -681,6 +681,24 @@ fn parity_rebuilds_frames_lost_chunks_through_a_lossy_relay() {
     );
     assert!(parity > 0 && parity * 100 >= data * 20, "{summary}");
     assert!(fec["rebuilt"].as_u64().unwrap() > 0, "{summary}");
+    // while the hub runs: /state and /metrics count the frames rebuilt
+    let (code, body) = common::http_request(hub.http(), "GET", "/state", None);
+    assert_eq!(code, 200, "{body}");
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let live = state["rebuilt"]
+        .as_array()
+        .and_then(|r| r.iter().find(|s| s["service"] == "img"))
+        .unwrap_or_else(|| panic!("no img row in /state's rebuilt: {body}"));
+    let live_frames = live["frames"].as_u64().unwrap();
+    assert!(live_frames > 0, "{live}");
+    let (code, metrics) = common::http_request(hub.http(), "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(&format!(
+            "udphub_rebuilt_frames_total{{service=\"img\"}} {live_frames}"
+        )),
+        "{metrics}"
+    );
     let (status, hub_out) = hub.stop("INT");
     assert!(status.success(), "hub exit {status:?}\n{hub_out}");
     let hub_summary: serde_json::Value =
@@ -693,7 +711,10 @@ fn parity_rebuilds_frames_lost_chunks_through_a_lossy_relay() {
         .unwrap_or_else(|| panic!("no img service in {hub_summary}"));
     assert!(img["total"]["items"].as_u64().unwrap() > 0, "{img}");
     assert_eq!(img["total"]["corrupt"].as_u64(), Some(0), "{img}");
-    assert!(img["rebuilt"]["frames"].as_u64().unwrap() > 0, "{img}");
+    assert!(
+        img["rebuilt"]["frames"].as_u64().unwrap() >= live_frames,
+        "{img}"
+    );
     assert!(
         img["rebuilt"]["chunks"].as_u64().unwrap() >= img["rebuilt"]["frames"].as_u64().unwrap(),
         "{img}"

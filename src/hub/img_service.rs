@@ -47,6 +47,7 @@ pub fn run(
     let mut limiter = LogLimiter::new(10);
     let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
     let mut ack_delay = Samples::new();
+    let mut last_rebuilt = Default::default();
     // the hub's wall clock for seed frames' arrival (framed frames carry the receiver's)
     let wall = WallClock::system();
     while !shutdown.is_triggered() {
@@ -85,6 +86,14 @@ pub fn run(
                 &mut limiter,
                 (now, wall.at(now)),
             );
+        }
+        if delivered {
+            let rebuilt = reassembler.rebuilt();
+            if rebuilt != last_rebuilt {
+                // for /state and /metrics while the hub runs (before the ack, as the rest)
+                stats.set_rebuilt(Service::Img, rebuilt);
+                last_rebuilt = rebuilt;
+            }
         }
         while let Some(t) = reassembler.poll_transmit() {
             if let Err(e) = socket.send_to(&t.payload, t.to) {

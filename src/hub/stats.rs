@@ -128,8 +128,7 @@ pub struct Stats {
     /// Per service, from the arrival of the datagram that completed a frame to its ack
     /// being sent, as the service stored it when it stopped.
     ack_delays: Mutex<BTreeMap<Service, SamplesSummary>>,
-    /// Per service, framed frames rebuilt from parity, as the service stored it when it
-    /// stopped.
+    /// Per service, framed frames rebuilt from parity, as the service last counted them.
     rebuilt: Mutex<BTreeMap<Service, crate::proto::framed_receiver::Rebuilt>>,
 }
 
@@ -183,11 +182,20 @@ impl Stats {
         })
     }
 
-    /// `service`'s frames rebuilt from parity (see [`ServiceSummary::rebuilt`]), stored
-    /// when it stops.
+    /// `service`'s frames rebuilt from parity so far (see [`ServiceSummary::rebuilt`]):
+    /// stored by the service whenever the count changes, and when it stops.
     pub fn set_rebuilt(&self, service: Service, rebuilt: crate::proto::framed_receiver::Rebuilt) {
         let mut all = self.rebuilt.lock().unwrap_or_else(|e| e.into_inner());
         all.insert(service, rebuilt);
+    }
+
+    /// Frames rebuilt from parity so far, per service that rebuilt any.
+    pub fn rebuilt(&self) -> Vec<(Service, crate::proto::framed_receiver::Rebuilt)> {
+        let all = self.rebuilt.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter(|(_, r)| **r != Default::default())
+            .map(|(&s, &r)| (s, r))
+            .collect()
     }
 
     /// `service`'s ack delays (see [`ServiceSummary::ack_delay`]), stored when it stops.

@@ -52,6 +52,18 @@ pub struct State {
     pub commands: crate::hub::stats::CommandState,
     /// With keys: what was refused without a reply, per service and reason.
     pub refused: Vec<RefusedState>,
+    /// Framed frames rebuilt from parity chunks (`--fec`), per service that rebuilt any.
+    pub rebuilt: Vec<RebuiltState>,
+}
+
+/// One service's frames rebuilt from parity: frames, data chunks rebuilt, and rebuilds
+/// that did not match the frame's check (dropped, then nacked).
+#[derive(Debug, Serialize)]
+pub struct RebuiltState {
+    pub service: &'static str,
+    pub frames: u64,
+    pub chunks: u64,
+    pub failed: u64,
 }
 
 /// Datagrams (or TCP connections) of one service refused for one reason.
@@ -275,6 +287,16 @@ pub fn build(
                 count,
             })
             .collect(),
+        rebuilt: stats
+            .rebuilt()
+            .into_iter()
+            .map(|(service, r)| RebuiltState {
+                service: service.name(),
+                frames: r.frames,
+                chunks: r.chunks,
+                failed: r.failed,
+            })
+            .collect(),
     }
 }
 
@@ -468,6 +490,16 @@ pub fn metrics(state: &State) -> String {
                 let labels = format!("{{service=\"{}\",reason=\"{}\"}}", r.service, r.reason);
                 (labels, r.count as f64)
             })
+            .collect(),
+    );
+    family(
+        "udphub_rebuilt_frames_total",
+        "counter",
+        "Framed frames completed with chunks rebuilt from parity (--fec), per service.",
+        state
+            .rebuilt
+            .iter()
+            .map(|r| (format!("{{service=\"{}\"}}", r.service), r.frames as f64))
             .collect(),
     );
     let c = &state.commands;
