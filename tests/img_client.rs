@@ -550,27 +550,8 @@ fn adapt_lowers_quality_or_size_through_a_narrow_link_and_off_keeps_it() {
         let save_dir = tempfile::tempdir().unwrap();
         let hub = HubProcess::start(&["--save-dir", save_dir.path().to_str().unwrap()]);
         let upstream = hub.img().to_string();
-        let relay = common::LiveClient::start(
-            env!("CARGO_BIN_EXE_udp-relay"),
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--upstream",
-                &upstream,
-                "--rate-mbit",
-                "4",
-                "--queue-bytes",
-                "250000",
-            ],
-        );
-        let listening = relay
-            .line_where(Duration::from_secs(10), |l| l.contains("listening on udp"))
-            .expect("the relay says where it listens");
-        let at = listening
-            .strip_prefix("udp-relay: listening on udp ")
-            .and_then(|r| r.split_once(" -> "))
-            .map(|(addr, _)| addr.to_owned())
-            .unwrap_or_else(|| panic!("unexpected line {listening:?}"));
+        let (relay, at) =
+            common::start_relay(&upstream, &["--rate-mbit", "4", "--queue-bytes", "250000"]);
         let run = img_client(&[
             "--hub",
             &at,
@@ -631,27 +612,7 @@ fn adapt_lowers_quality_or_size_through_a_narrow_link_and_off_keeps_it() {
 fn parity_rebuilds_frames_lost_chunks_through_a_lossy_relay() {
     let hub = HubProcess::start(&["--json-summary", "--http", "127.0.0.1:0"]);
     let upstream = hub.img().to_string();
-    let relay = common::LiveClient::start(
-        env!("CARGO_BIN_EXE_udp-relay"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream,
-            "--loss",
-            "0.05",
-            "--seed",
-            "13",
-        ],
-    );
-    let listening = relay
-        .line_where(Duration::from_secs(10), |l| l.contains("listening on udp"))
-        .expect("the relay says where it listens");
-    let at = listening
-        .strip_prefix("udp-relay: listening on udp ")
-        .and_then(|r| r.split_once(" -> "))
-        .map(|(addr, _)| addr.to_owned())
-        .unwrap_or_else(|| panic!("unexpected line {listening:?}"));
+    let (relay, at) = common::start_relay(&upstream, &["--loss", "0.05", "--seed", "13"]);
     let run = img_client(&[
         "--hub",
         &at,

@@ -10,23 +10,10 @@ use crate::jpegcheck::filler_jpeg;
 use crate::proto::framed_receiver::{FramedConfig, FramedEvent, FramedReceiver};
 use crate::proto::framed_sender::{FrameMeta, FramedSender, GiveUp, SenderConfig, SenderEvent};
 use crate::relay::link::{Link, LinkConfig};
+use crate::relay::rng::SplitMix64;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// Bytes of the 640x480 noisy pattern (noise 18) per rung of `ladder(90)`, measured with
 /// OpenCV: q90..q30 at full size, then q30 at 3/4 and 1/2.
@@ -124,7 +111,7 @@ fn simulate(case: &Case) -> Run {
     let secs = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
     let hub: SocketAddr = "127.0.0.2:9999".parse().unwrap();
     let cam: SocketAddr = "127.0.0.3:40000".parse().unwrap();
-    let mut rng = Rng(case.seed);
+    let mut rng = SplitMix64::new(case.seed);
     let mut ctl = Controller::new(
         AdaptConfig {
             max_latency: Duration::from_millis(100),
@@ -181,10 +168,10 @@ fn simulate(case: &Case) -> Run {
         // capture, honouring the controller's frame rate (latest frame wins)
         if now >= next_capture {
             let t = ctl.target();
-            let jitter = 1.0 + (rng.unit() - 0.5) * 0.08;
+            let jitter = 1.0 + (rng.next_f64() - 0.5) * 0.08;
             let bytes = (SIZES[t.level] * jitter) as usize;
             ctl.on_encoded(t.level, bytes);
-            slot = Some((Arc::new(filler_jpeg(bytes, rng.next())), now, t.level));
+            slot = Some((Arc::new(filler_jpeg(bytes, rng.next_u64())), now, t.level));
             next_capture += Duration::from_secs_f64(1.0 / t.fps);
             if next_capture < now {
                 next_capture = now;
@@ -207,7 +194,7 @@ fn simulate(case: &Case) -> Run {
             let _ = link.push(d, len, now);
         }
         while let Some(d) = link.poll_departure(now) {
-            if rng.unit() >= case.loss {
+            if rng.next_f64() >= case.loss {
                 seq += 1;
                 to_hub.insert((now + case.one_way, seq), d);
             }
@@ -232,7 +219,7 @@ fn simulate(case: &Case) -> Run {
             }
         }
         while let Some(t) = receiver.poll_transmit() {
-            if rng.unit() >= case.loss {
+            if rng.next_f64() >= case.loss {
                 seq += 1;
                 to_cam.insert((now + case.one_way, seq), t.payload.into_owned());
             }
@@ -439,16 +426,7 @@ fn with_adapt_off_the_encoding_stays_and_a_fixed_window_is_kept() {
 #[test]
 fn expected_sizes_come_from_what_was_encoded() {
     let now = Instant::now();
-    let mut c = Controller::new(
-        AdaptConfig {
-            max_latency: Duration::from_millis(100),
-            max_fps: 30.0,
-            quality: 90,
-            adapt: true,
-            window: WindowMode::Auto,
-        },
-        now,
-    );
+    let mut c = live_controller(now);
     c.on_encoded(0, 70_000);
     assert_eq!(c.expected_bytes(0), 70_000.0);
     // unknown rungs: scaled from the known one, smaller further down
@@ -469,16 +447,7 @@ fn expected_sizes_come_from_what_was_encoded() {
 fn on_a_long_path_it_climbs_back_from_the_bottom_rung_without_a_line() {
     let t0 = Instant::now();
     let at = |s: f64| t0 + Duration::from_secs_f64(s);
-    let mut c = Controller::new(
-        AdaptConfig {
-            max_latency: Duration::from_millis(100),
-            max_fps: 30.0,
-            quality: 90,
-            adapt: true,
-            window: WindowMode::Auto,
-        },
-        t0,
-    );
+    let mut c = live_controller(t0);
     const RATE: f64 = 1_000_000.0;
     const RTT: f64 = 0.040;
     let (mut now, mut link_free, mut next_capture) = (0.0f64, 0.0f64, 0.0f64);
@@ -537,16 +506,7 @@ fn on_a_long_path_it_climbs_back_from_the_bottom_rung_without_a_line() {
 fn the_budget_counts_the_parity() {
     let t0 = Instant::now();
     let rung = |overhead: f64| {
-        let mut c = Controller::new(
-            AdaptConfig {
-                max_latency: Duration::from_millis(100),
-                max_fps: 30.0,
-                quality: 90,
-                adapt: true,
-                window: WindowMode::Auto,
-            },
-            t0,
-        );
+        let mut c = live_controller(t0);
         for (l, &bytes) in SIZES.iter().enumerate() {
             c.on_encoded(l, bytes as usize);
         }
@@ -567,4 +527,18 @@ fn the_budget_counts_the_parity() {
     };
     assert_eq!(rung(0.0), 1);
     assert_eq!(rung(0.5), 2);
+}
+
+/// The controller as img-client runs it for a live 30 fps source at q90 by default.
+fn live_controller(now: Instant) -> Controller {
+    Controller::new(
+        AdaptConfig {
+            max_latency: Duration::from_millis(100),
+            max_fps: 30.0,
+            quality: 90,
+            adapt: true,
+            window: WindowMode::Auto,
+        },
+        now,
+    )
 }

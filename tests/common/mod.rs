@@ -494,6 +494,24 @@ impl LiveClient {
     }
 }
 
+/// `udp-relay` in front of `upstream` with these fault and link flags, listening on a
+/// loopback port the OS chose: the relay (killed on drop) and the address to send to.
+#[allow(dead_code)]
+pub fn start_relay(upstream: &str, flags: &[&str]) -> (LiveClient, String) {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", upstream];
+    args.extend_from_slice(flags);
+    let relay = LiveClient::start(env!("CARGO_BIN_EXE_udp-relay"), &args);
+    let listening = relay
+        .line_where(Duration::from_secs(10), |l| l.contains("listening on udp"))
+        .expect("the relay says where it listens");
+    let at = listening
+        .strip_prefix("udp-relay: listening on udp ")
+        .and_then(|r| r.split_once(" -> "))
+        .map(|(addr, _)| addr.to_owned())
+        .unwrap_or_else(|| panic!("unexpected line {listening:?}"));
+    (relay, at)
+}
+
 impl Drop for LiveClient {
     fn drop(&mut self) {
         let _ = self.child.kill();
