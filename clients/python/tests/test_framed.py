@@ -127,3 +127,48 @@ def test_rto_follows_the_measured_rtt_within_bounds():
     for _ in range(50):
         r.sample(0.2)
     assert r.rto() == MAX_RTO
+
+
+def test_the_clock_filter_keeps_the_exchange_with_the_smallest_round_trip():
+    from udphub.framed import ClockFilter
+    c = ClockFilter()
+    assert c.estimate(0.0) is None
+    # hub clock = ours + 1000 µs; a symmetric 200 µs round trip, then a slow asymmetric one
+    c.add(10_000, 11_100, 10_200, now=0.0)
+    c.add(20_000, 21_900, 20_800, now=1.0)
+    # the first, grown by its age (50 ppm: 50 µs a second)
+    assert c.estimate(1.0) == (1000, 150)
+    # an answer from before the question is impossible: ignored
+    c.add(30_000, 0, 29_000, now=1.5)
+    assert c.estimate(1.5) == (1000, 175)
+    assert c.estimate(11.0) == (1000, 100 + 550)
+    # a minute after its bucket began it is forgotten
+    assert c.estimate(61.0) is None
+
+
+def test_chunk_0_carries_the_capture_time_and_the_estimate_every_datagram_asks_for_the_clock():
+    from udphub.framed import ClockFilter
+    clock = ClockFilter()
+    data = b"\xff\xd8" + bytes(2996) + b"\xff\xd9"
+
+    def frame(n, now):
+        return FrameTransfer(STREAM, n, data, 1000, deadline=now + 1.0, rtt=RttEstimator(),
+                             epoch=0.0, captured=(5_000_000 + n, 70), clock=clock,
+                             wall_epoch_us=1_000_000)
+
+    t = frame(FRAME, 0.0)
+    first = t.poll_transmit(0.0)
+    assert len(first) == 3
+    assert all(wire.DATA.unpack_from(d)[3] & wire.CLOCK for d in first)
+    assert [bool(wire.DATA.unpack_from(d)[3] & wire.CAPTURED) for d in first] == [True, False, False]
+    ext = wire.CAPTURED_EXT.unpack_from(first[0], wire.DATA.size)
+    assert ext == (5_000_000 + FRAME, wire.NO_OFFSET, 0, 70)
+    assert len(first[0]) == wire.DATA.size + wire.CAPTURED_EXT.size + 1000
+    # the ack at 0.0002 s with the hub's clock 1 ms ahead: sent at wall 1_000_000 µs,
+    # answered at 1_000_200, hub clock 1_001_100 -> offset 1000 within 100
+    t.handle_datagram(wire.ACK.pack(b"UHFR", 1, 1, wire.HUB_TIME, STREAM, FRAME, 0, 0)
+                      + (1_001_100).to_bytes(8, "little"), 0.0002)
+    assert t.status == "delivered"
+    second = frame(FRAME + 1, 0.001).poll_transmit(0.001)
+    offset, err = wire.CAPTURED_EXT.unpack_from(second[0], wire.DATA.size)[1:3]
+    assert (offset, err) == (1000, 100)

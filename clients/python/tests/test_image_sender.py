@@ -239,3 +239,38 @@ def test_framed_recovers_through_a_lossy_link(hub, relay):
     assert hub.wait_saved(len(frames)) == sorted(frames)
     toward_hub = next(l for l in link.stop().splitlines() if "to upstream:" in l)
     assert "dropped 0," not in toward_hub, toward_hub
+
+
+def test_framed_frames_carry_their_capture_time_and_the_hub_measures_latency(start_hub, tmp_path):
+    import json
+    import time
+    log = tmp_path / "frames.jsonl"
+    hub = start_hub("--frame-log", str(log))
+    captured = [time.time() - 0.5 + i * 0.01 for i in range(8)]
+    with udphub.ImageSender(hub.img, name="cam-t") as sender:
+        for i, at in enumerate(captured):
+            assert sender.send_jpg(sized_jpeg(3000 + i, seed=i), captured_at=at, quality=75).delivered
+        offset = sender.clock_offset()
+    # one machine: the estimate of the hub's clock is 0 within its error
+    assert offset is not None and abs(offset[0]) <= offset[1] + 1000, offset
+    hub.stop()  # the frame log is written out before the hub exits
+    lines = [json.loads(l) for l in log.read_text().splitlines()]
+    assert [l["capture_us"] for l in lines] == [int(at * 1e6) for at in captured]
+    assert {l["name"] for l in lines} == {"cam-t"} and {l["quality"] for l in lines} == {75}
+    # the first frame goes out before any estimate; every later one is synced, and its
+    # latency is the half second it was captured before it was sent, plus the path
+    assert lines[0]["clock"] == "unsynced" and lines[0]["latency_ms"] is None
+    for l in lines[1:]:
+        assert l["clock"] == "synced", l
+        assert 400 <= l["latency_ms"] <= 10_000, l
+
+
+def test_captured_at_and_quality_are_checked(silent_port):
+    with udphub.ImageSender(silent_port, timeout=0.05) as sender:
+        with pytest.raises(TypeError, match="captured_at"):
+            sender.send_jpg(sized_jpeg(3000), captured_at="now")
+        with pytest.raises(ValueError, match="captured_at"):
+            sender.send_jpg(sized_jpeg(3000), captured_at=-1.0)
+        with pytest.raises(ValueError, match="quality"):
+            sender.send_jpg(sized_jpeg(3000), quality=101)
+        assert sender.frames_sent == 0

@@ -12,7 +12,11 @@ The rules are the Rust sender's (``src/proto/framed_sender.rs``) with a window o
   sent again as a probe: the hub answers it with a nack or the ack that was lost. The wait
   doubles per silent probe (up to 16x, at most 1 s) and starts over when the hub is heard;
 - the frame is given up at its deadline or after 16 resend rounds (nacks plus probes);
-- answers for another stream or frame are ignored (late answers to earlier frames).
+- answers for another stream or frame are ignored (late answers to earlier frames);
+- chunk 0 carries the capture time and the sender's estimate of the hub's clock
+  (``CAPTURED``), so the hub can tell each frame's latency; the hub answers it with its own
+  clock (``HUB_TIME``), and ``ClockFilter`` turns those exchanges into the estimate as NTP
+  does (and as ``FramedSender``'s filter in Rust).
 """
 
 from . import wire
@@ -40,6 +44,46 @@ class RttEstimator:
         return min(max(2 * self.srtt + 4 * self.rttvar, MIN_RTO), MAX_RTO)
 
 
+class ClockFilter:
+    """The estimate of ``hub clock - this clock`` in µs from the acks' ``HUB_TIME``, as NTP
+    filters it: each exchange gives ``t2 - (t1 + t4) / 2`` within half its round trip; the
+    best (smallest round trip) of every ``BUCKET_S`` is kept for ``BUCKETS`` buckets, its
+    error grown by ``DRIFT_PPM`` for its age, and the estimate is the one with the smallest
+    error. Times passed in: ``now`` a ``time.monotonic()`` reading, the rest wall-clock µs."""
+
+    BUCKET_S, BUCKETS, DRIFT_PPM = 4.0, 15, 50
+
+    def __init__(self):
+        self.buckets = []  # [bucket start, offset_us, err_us, taken at], oldest first
+
+    def add(self, t1, t2, t4, now):
+        """One exchange: sent at wall ``t1``, the hub's clock ``t2``, answered at ``t4``."""
+        if t4 < t1:
+            return
+        rtt = t4 - t1
+        offset, err = t2 - (t1 + rtt // 2), -(-rtt // 2)
+        horizon = self.BUCKET_S * self.BUCKETS
+        self.buckets = [b for b in self.buckets if now - b[0] < horizon]
+        if self.buckets and now - self.buckets[-1][0] < self.BUCKET_S:
+            if err <= self.buckets[-1][2]:
+                self.buckets[-1][1:] = [offset, err, now]
+        else:
+            self.buckets.append([now, offset, err, now])
+
+    def estimate(self, now):
+        """``(offset_us, err_us)``, or ``None`` before the first exchange (or a minute after
+        the last)."""
+        horizon = self.BUCKET_S * self.BUCKETS
+        best = None
+        for start, offset, err, at in self.buckets:
+            if now - start >= horizon:
+                continue
+            grown = err + int(max(0.0, now - at) * self.DRIFT_PPM)
+            if best is None or grown < best[1]:
+                best = (offset, grown)
+        return best
+
+
 class FrameTransfer:
     """One frame from its first datagram to its ack (or giving up).
 
@@ -49,7 +93,11 @@ class FrameTransfer:
     with ``rtt``), or ``"lost"`` (with ``why``).
     """
 
-    def __init__(self, stream, frame, data, chunk_size, deadline, rtt, epoch, name=None):
+    def __init__(self, stream, frame, data, chunk_size, deadline, rtt, epoch, name=None,
+                 captured=None, clock=None, wall_epoch_us=None):
+        """``captured``: ``(capture_us, quality)`` for chunk 0's capture extension (with the
+        estimate ``clock``, a ``ClockFilter``, has then); ``wall_epoch_us``: the wall clock at
+        ``epoch`` (µs), so the echoed timestamps can be put on the wall clock for ``clock``."""
         # bytes, not a memoryview: slicing and joining 1.4 kB to its header is faster
         self.stream, self.frame, self.data = stream, frame, bytes(data)
         self.count, self.size = wire.chunk_plan(len(data), chunk_size)
@@ -62,6 +110,7 @@ class FrameTransfer:
         self.resends = self.rounds = self.silent = self.ignored = 0
         self.last_activity = None
         self.status = self.rtt = self.why = None
+        self.captured, self.clock, self.wall_epoch_us = captured, clock, wall_epoch_us
 
     def ts_us(self, now):
         """The timestamp put in data datagrams: µs since ``epoch``."""
@@ -76,13 +125,23 @@ class FrameTransfer:
         header, data, size, ts = wire.data_header, self.data, self.size, self.ts_us(now)
         stream, frame, count, length = self.stream, self.frame, self.count, len(self.data)
         last = self.pending[-1]
-        name = self.name
+        name, ext, clock = self.name, self._captured_ext(now), self.clock is not None
         out = [header(stream, frame, i, count, length, ts, poll=(i == last),
-                      name=name if i == 0 else None)
+                      name=name if i == 0 else None, captured=ext if i == 0 else None,
+                      clock=clock)
                + data[i * size:(i + 1) * size] for i in self.pending]
         self.pending = []
         self.last_activity = now
         return out
+
+    def _captured_ext(self, now):
+        """Chunk 0's capture extension, with the clock estimate as of ``now``."""
+        if self.captured is None:
+            return None
+        capture_us, quality = self.captured
+        estimate = self.clock.estimate(now) if self.clock is not None else None
+        offset, err = estimate if estimate is not None else (wire.NO_OFFSET, 0)
+        return (capture_us, offset, err, quality)
 
     def poll_timeout(self):
         """When ``handle_timeout`` is due: the next probe, or the deadline if sooner."""
@@ -111,6 +170,10 @@ class FrameTransfer:
         if isinstance(reply, wire.Ack):
             self.rtt = max(0, self.ts_us(now) - reply.ts_us) / 1e6
             self.rtt_estimator.sample(self.rtt)
+            if reply.hub_us is not None and self.clock is not None \
+                    and self.wall_epoch_us is not None:
+                base = self.wall_epoch_us
+                self.clock.add(base + reply.ts_us, reply.hub_us, base + self.ts_us(now), now)
             self.status = reply.status
             return
         if self.rounds >= MAX_RESEND_ROUNDS:

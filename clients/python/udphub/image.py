@@ -27,7 +27,7 @@ from ._common import (DEFAULT_PORTS, ClosesOnExit, check_int, check_name, check_
                       jpeg_bytes, parse_hub, resolve)
 from ._link import DatagramLink
 from .errors import FrameLost, FrameTooLarge, HubUnreachable
-from .framed import FrameTransfer, RttEstimator
+from .framed import ClockFilter, FrameTransfer, RttEstimator
 
 PROTOCOLS = ("framed", "chunked", "single", "tcp")
 
@@ -109,18 +109,26 @@ class ImageSender(ClosesOnExit):
         # frame ids from 0, the round-trip estimate carried across frames
         self._stream = int.from_bytes(os.urandom(4), "little")
         self._epoch = time.monotonic()
+        self._wall_epoch_us = time.time_ns() // 1000
         self._rtt = RttEstimator()
+        self._clock = ClockFilter()
         if protocol == "tcp":
             self._connect()
         else:
             self._sock = DatagramLink(self._family, self._addr, self.hub)
 
     # --- the public calls -----------------------------------------------------------------
-    def send_jpg(self, name_or_jpg, jpg=None):
+    def send_jpg(self, name_or_jpg, jpg=None, *, captured_at=None, quality=0):
         """Send one JPEG frame: ``send_jpg(jpg)`` or imagezmq's ``send_jpg(name, jpg)``.
 
         ``jpg``: bytes, bytearray, memoryview or a numpy uint8 array (``cv2.imencode``'s
         buffer), a complete JPEG. Returns a ``SendResult``; raises ``FrameLost`` on timeout.
+
+        ``captured_at``: when the frame was captured, seconds since the Unix epoch (as
+        ``time.time()``; default: now); framed carries it, with this sender's estimate of the
+        hub's clock, so the hub shows each frame's latency (``/state``, ``--frame-log``).
+        ``quality``: the JPEG quality it was encoded at, if known (0: unknown), for the
+        hub's page.
         """
         name, jpg = (self.name, name_or_jpg) if jpg is None else (check_name(name_or_jpg), jpg)
         data = jpeg_bytes(jpg)
@@ -129,8 +137,19 @@ class ImageSender(ClosesOnExit):
         self._check_fits(data)
         # a new number for every frame that goes out, answered or not: a framed frame id is
         # never used twice, so the hub cannot mix a lost frame's chunks into the next one
+        quality = check_int(quality, "quality", 0, 100)
+        if captured_at is None:
+            captured_at = time.time()
+        elif isinstance(captured_at, bool) or not isinstance(captured_at, (int, float)):
+            raise TypeError("captured_at must be seconds since the Unix epoch (a number, as "
+                            f"time.time() gives), not {type(captured_at).__name__}")
+        elif not 0 <= captured_at < 2 ** 63 / 1e6:
+            raise ValueError(f"captured_at must be seconds since the Unix epoch, not {captured_at}")
+        captured_us = int(captured_at * 1e6)
         frame = self.frames_sent
         self.frames_sent += 1
+        if self.protocol == "framed":
+            return self._send_framed(data, frame, name, (captured_us, quality))
         return getattr(self, "_send_" + self.protocol)(data, frame, name)
 
     def send_image(self, name_or_image, image=None, *, quality=90):
@@ -143,8 +162,11 @@ class ImageSender(ClosesOnExit):
         from ._encode import encode_jpeg
 
         name, image = (None, name_or_image) if image is None else (name_or_image, image)
+        captured_at = time.time()
         jpg = encode_jpeg(image, quality)
-        return self.send_jpg(jpg) if name is None else self.send_jpg(name, jpg)
+        if name is None:
+            return self.send_jpg(jpg, captured_at=captured_at, quality=quality)
+        return self.send_jpg(name, jpg, captured_at=captured_at, quality=quality)
 
     def close(self):
         """Close the socket; later sends raise ``ValueError``. Closing twice is fine."""
@@ -181,10 +203,17 @@ class ImageSender(ClosesOnExit):
             resends=resends, elapsed=elapsed)
 
     # --- framed ---------------------------------------------------------------------------
-    def _send_framed(self, data, frame, name):
+    def clock_offset(self):
+        """framed: ``(offset_us, err_us)``, the estimate of the hub's clock minus this
+        machine's from the acks, or ``None`` before the first (or for the seed formats)."""
+        return self._clock.estimate(time.monotonic())
+
+    def _send_framed(self, data, frame, name, captured):
         started = time.monotonic()
         transfer = FrameTransfer(self._stream, frame & 0xFFFF_FFFF, data, self.chunk_size,
-                                 started + self.timeout, self._rtt, self._epoch, name)
+                                 started + self.timeout, self._rtt, self._epoch, name,
+                                 captured=captured, clock=self._clock,
+                                 wall_epoch_us=self._wall_epoch_us)
         self.ignored_replies += self._sock.drain()
         now = started
         while transfer.status is None:

@@ -10,7 +10,11 @@ count H, length I, ts_us Q`` and the chunk's payload (every chunk but the last c
 ``ceil(length / count)`` bytes); the hub answers the last chunk and any chunk flagged
 ``POLL``. An ack adds ``status B, 3 pad, ts_us Q`` (0 delivered, 1 rejected, 2 stale; the
 timestamp of the datagram that drew it), a nack ``received H, n H`` then ``n`` missing
-ranges ``start H, len H``.
+ranges ``start H, len H``. Chunk 0 flagged ``CAPTURED`` carries, after the name,
+``capture_us Q, offset_us q, offset_err_us I, quality B, 3 pad`` (when the frame was
+captured, wall clock µs; the sender's estimate of hub clock - its clock and its error;
+the JPEG quality, 0 unknown); a datagram flagged ``CAPTURED`` or ``CLOCK`` of at least 36
+bytes gets an ack flagged ``HUB_TIME``, followed by ``hub_us Q``: the hub's wall clock.
 
 Seed UDP images: one datagram holding the whole JPEG ("single"), or a length header
 ``struct.pack('l', n)`` (8 bytes little-endian on 64-bit Linux; 4 bytes on Windows, also
@@ -32,6 +36,18 @@ KIND_DATA, KIND_ACK, KIND_NACK = 0, 1, 2
 POLL = 1
 #: Data flag: the sender's name follows the header (``name_len B`` + the name), on chunk 0.
 NAMED = 2
+#: Data flag: the capture extension (``CAPTURED_EXT``) follows the name, on chunk 0.
+CAPTURED = 4
+#: Data flag: put the hub's clock into the ack.
+CLOCK = 8
+#: Ack flag: the hub's wall clock (``hub_us Q``) follows the 28 bytes.
+HUB_TIME = 1
+#: capture_us, offset_us, offset_err_us, quality, 3 pad: 24 bytes.
+CAPTURED_EXT = struct.Struct("<QqIB3x")
+#: ``offset_us`` when the sender has no estimate of the hub's clock yet.
+NO_OFFSET = -(1 << 63)
+#: An ack with the hub's clock: the 28 bytes and ``hub_us Q``.
+TIMED_ACK_LEN = 36
 DATA = struct.Struct("<4sBBHIIHHIQ")  # 32 bytes, then the payload
 ACK = struct.Struct("<4sBBHIIB3xQ")  # 28 bytes
 NACK = struct.Struct("<4sBBHIIHH")  # 20 bytes, then n x RANGE
@@ -46,7 +62,7 @@ FRAMED_MAX_CHUNKS = 0xFFFF
 #: Ack status codes, by their names in the results.
 STATUSES = ("delivered", "rejected", "stale")
 
-Ack = namedtuple("Ack", "stream frame status ts_us")
+Ack = namedtuple("Ack", "stream frame status ts_us hub_us", defaults=(None,))
 Nack = namedtuple("Nack", "stream frame received missing")  # missing: [(start, length)]
 
 # --- seed -----------------------------------------------------------------------------
@@ -73,15 +89,23 @@ def chunk_plan(length, chunk_size):
     return count, -(-length // count)
 
 
-def data_header(stream, frame, index, count, length, ts_us, poll=False, name=None):
+def data_header(stream, frame, index, count, length, ts_us, poll=False, name=None,
+                captured=None, clock=False):
     """The 32-byte header of data chunk ``index`` of ``count``; with ``name`` (a checked
-    source name), flagged ``NAMED`` and followed by ``name_len B`` and the name."""
-    flags = (POLL if poll else 0) | (NAMED if name else 0)
+    source name), flagged ``NAMED`` and followed by ``name_len B`` and the name; with
+    ``captured`` (``(capture_us, offset_us, offset_err_us, quality)``; ``offset_us`` may be
+    ``NO_OFFSET``), flagged ``CAPTURED`` and followed by ``CAPTURED_EXT`` after the name;
+    with ``clock``, flagged ``CLOCK`` (the hub puts its clock into the ack)."""
+    flags = (POLL if poll else 0) | (NAMED if name else 0) | (CAPTURED if captured else 0) \
+        | (CLOCK if clock else 0)
     header = DATA.pack(MAGIC, VERSION, KIND_DATA, flags, stream, frame,
                        index, count, length, ts_us & 0xFFFF_FFFF_FFFF_FFFF)
     if name:
         raw = name.encode("ascii")
         header += bytes([len(raw)]) + raw
+    if captured:
+        capture_us, offset_us, err_us, quality = captured
+        header += CAPTURED_EXT.pack(capture_us, offset_us, min(err_us, 0xFFFF_FFFF), quality)
     return header
 
 
@@ -90,13 +114,16 @@ def parse_reply(datagram):
     a data datagram, a truncated or unknown reply: a sender ignores those)."""
     if len(datagram) < PREFIX.size:
         return None
-    magic, version, kind, _flags, stream, frame = PREFIX.unpack_from(datagram)
+    magic, version, kind, flags, stream, frame = PREFIX.unpack_from(datagram)
     if magic != MAGIC or version != VERSION:
         return None
     if kind == KIND_ACK and len(datagram) >= ACK.size:
         status, ts_us = ACK.unpack_from(datagram)[6:8]
+        hub_us = None
+        if flags & HUB_TIME and len(datagram) >= TIMED_ACK_LEN:
+            (hub_us,) = struct.unpack_from("<Q", datagram, ACK.size)
         if status < len(STATUSES):
-            return Ack(stream, frame, STATUSES[status], ts_us)
+            return Ack(stream, frame, STATUSES[status], ts_us, hub_us)
     elif kind == KIND_NACK and len(datagram) >= NACK.size:
         received, n = NACK.unpack_from(datagram)[6:8]
         end = NACK.size + RANGE.size * n
