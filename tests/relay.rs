@@ -373,6 +373,7 @@ fn a_rate_limit_on_one_direction_leaves_the_other_alone() {
         link: Some(LinkConfig {
             rate_mbit: 0.1,
             queue_bytes: 1500,
+            burst_bytes: 0,
         }),
         ..no_faults()
     };

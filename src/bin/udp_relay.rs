@@ -64,6 +64,11 @@ struct Args {
     /// drop, apart from --loss. Needs --rate-mbit.
     #[arg(long, requires = "rate_mbit", value_parser = queue_bytes)]
     queue_bytes: Option<usize>,
+    /// The rate-limited link as a token bucket of this many bytes, as `tc ... tbf burst`
+    /// (at least 1500): datagrams leave at once while the bucket covers them, then at the
+    /// rate; without it every datagram takes its serialization time. Needs --rate-mbit.
+    #[arg(long, requires = "rate_mbit", value_parser = queue_bytes)]
+    burst_bytes: Option<usize>,
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
         link: args.rate_mbit.map(|rate_mbit| LinkConfig {
             rate_mbit,
             queue_bytes: args.queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES),
+            burst_bytes: args.burst_bytes.unwrap_or(0),
         }),
     };
     let to_client = if args.upstream_only {

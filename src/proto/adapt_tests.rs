@@ -30,6 +30,8 @@ struct Case {
     queue_bytes: usize,
     /// The queue holds at least this long of the rate (the issue's `tbf ... latency 500ms`).
     queue_secs: f64,
+    /// The bottleneck as a token bucket of this depth (0: a plain rate), as `tbf burst`.
+    burst_bytes: usize,
     secs: f64,
     adapt: bool,
     window: WindowMode,
@@ -44,6 +46,7 @@ impl Case {
             loss: 0.0,
             queue_bytes: 64 * 1024,
             queue_secs: 0.5,
+            burst_bytes: 0,
             secs: 20.0,
             adapt: true,
             window: WindowMode::Auto,
@@ -131,6 +134,7 @@ fn simulate(case: &Case) -> Run {
             queue_bytes: case
                 .queue_bytes
                 .max((rate * 1e6 / 8.0 * case.queue_secs) as usize),
+            burst_bytes: case.burst_bytes,
         })
         .unwrap()
     };

@@ -3,13 +3,17 @@
 //! reaches the link; [`Link::poll_timeout`] says when the next one leaves and
 //! [`Link::poll_departure`] hands out the ones that have left.
 //!
-//! The model is "link busy until", with no token bucket: the link sends one datagram at a
-//! time, and a datagram of `len` bytes takes `(len + DATAGRAM_OVERHEAD) * 8 / rate` to go
-//! out. It leaves when that time has passed after it started, which is when it arrived (link
+//! The model is "link busy until": the link sends one datagram at a time, and a datagram
+//! of `len` bytes takes `(len + DATAGRAM_OVERHEAD) * 8 / rate` to go out. It leaves when that time has passed after it started, which is when it arrived (link
 //! idle) or when the one before it left (link busy), so back-to-back datagrams are spaced by
 //! exactly their serialization time. Sizes count a fixed [`DATAGRAM_OVERHEAD`] of 28 bytes per
 //! datagram (the IPv4 and UDP headers), so a flood of small datagrams is limited as on a real
 //! link, not only by its payload.
+//!
+//! With a burst ([`LinkConfig::burst_bytes`] above 0) it is a token bucket instead, as the
+//! kernel's `tbf` is: tokens (bytes) accrue at the rate up to the burst, and a datagram
+//! leaves as soon as the tokens cover it (at once while the bucket holds enough, so a frame
+//! smaller than the burst crosses an idle link with no serialization delay), taking them.
 //!
 //! The datagrams waiting for the link (not the one being sent) are the queue, counted in the
 //! same bytes; one that would take the queue above its limit is dropped at the tail and
@@ -36,6 +40,9 @@ pub struct LinkConfig {
     /// The most bytes (each datagram counted with [`DATAGRAM_OVERHEAD`]) waiting for the link;
     /// at least [`MIN_QUEUE_BYTES`].
     pub queue_bytes: usize,
+    /// A token bucket's depth in bytes (0: none, every datagram takes its serialization
+    /// time); at least [`MIN_QUEUE_BYTES`] when set, as `tbf` needs a burst of one MTU.
+    pub burst_bytes: usize,
 }
 
 impl LinkConfig {
@@ -44,6 +51,7 @@ impl LinkConfig {
         LinkConfig {
             rate_mbit,
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            burst_bytes: 0,
         }
     }
 
@@ -54,6 +62,9 @@ impl LinkConfig {
         }
         if self.queue_bytes < MIN_QUEUE_BYTES {
             return Err(LinkConfigError::Queue(self.queue_bytes));
+        }
+        if self.burst_bytes != 0 && self.burst_bytes < MIN_QUEUE_BYTES {
+            return Err(LinkConfigError::Burst(self.burst_bytes));
         }
         Ok(())
     }
@@ -72,7 +83,11 @@ impl fmt::Display for LinkConfig {
             f,
             "rate {} Mbit/s, queue {} bytes",
             self.rate_mbit, self.queue_bytes
-        )
+        )?;
+        if self.burst_bytes > 0 {
+            write!(f, ", burst {} bytes", self.burst_bytes)?;
+        }
+        Ok(())
     }
 }
 
@@ -83,6 +98,8 @@ pub enum LinkConfigError {
     Rate(f64),
     /// A queue smaller than [`MIN_QUEUE_BYTES`].
     Queue(usize),
+    /// A burst above 0 but smaller than [`MIN_QUEUE_BYTES`].
+    Burst(usize),
 }
 
 impl fmt::Display for LinkConfigError {
@@ -94,6 +111,10 @@ impl fmt::Display for LinkConfigError {
             LinkConfigError::Queue(q) => write!(
                 f,
                 "the queue must hold at least {MIN_QUEUE_BYTES} bytes, got {q}"
+            ),
+            LinkConfigError::Burst(b) => write!(
+                f,
+                "the burst must be 0 (none) or at least {MIN_QUEUE_BYTES} bytes, got {b}"
             ),
         }
     }
@@ -121,6 +142,9 @@ pub struct Link<T> {
     /// Datagrams that have left, with the time they left, not yet handed out.
     departed: VecDeque<(T, Instant)>,
     counts: LinkCounts,
+    /// With a burst: the bucket's bytes at `tokens_at` (`None`: full, nothing sent yet).
+    tokens: f64,
+    tokens_at: Option<Instant>,
 }
 
 impl<T> Link<T> {
@@ -133,6 +157,8 @@ impl<T> Link<T> {
             waiting_bytes: 0,
             departed: VecDeque::new(),
             counts: LinkCounts::default(),
+            tokens: 0.0,
+            tokens_at: None,
         })
     }
 
@@ -155,7 +181,7 @@ impl<T> Link<T> {
         self.advance(now);
         self.counts.received += 1;
         if self.sending.is_none() {
-            let leaves = now + self.config.serialization_time(len);
+            let leaves = self.departure(now, len);
             self.sending = Some((datagram, leaves));
             return Ok(());
         }
@@ -206,10 +232,35 @@ impl<T> Link<T> {
             }
             if let Some((datagram, size)) = self.waiting.pop_front() {
                 self.waiting_bytes -= size;
-                let took = self.config.serialization_time(size - DATAGRAM_OVERHEAD);
-                self.sending = Some((datagram, leaves + took));
+                let leaves = self.departure(leaves, size - DATAGRAM_OVERHEAD);
+                self.sending = Some((datagram, leaves));
             }
         }
+    }
+
+    /// When a datagram of `len` payload bytes that starts through the link at `start`
+    /// has left: its serialization time later, or with a burst when the bucket covers it.
+    fn departure(&mut self, start: Instant, len: usize) -> Instant {
+        let burst = self.config.burst_bytes as f64;
+        if burst == 0.0 {
+            return start + self.config.serialization_time(len);
+        }
+        let bytes_per_s = self.config.rate_mbit * 1e6 / 8.0;
+        let size = (len + DATAGRAM_OVERHEAD) as f64;
+        let tokens = match self.tokens_at {
+            None => burst,
+            Some(at) => {
+                let accrued = start.saturating_duration_since(at).as_secs_f64() * bytes_per_s;
+                (self.tokens + accrued).min(burst)
+            }
+        };
+        let wait = ((size.min(burst) - tokens).max(0.0)) / bytes_per_s;
+        let leaves = start + Duration::from_secs_f64(wait);
+        // what the bucket holds once it has paid for the datagram (a datagram larger than
+        // the burst leaves a debt, paid at the rate before the next one can go)
+        self.tokens = tokens + wait * bytes_per_s - size;
+        self.tokens_at = Some(leaves);
+        leaves
     }
 }
 
@@ -223,8 +274,52 @@ mod tests {
         Link::new(LinkConfig {
             rate_mbit,
             queue_bytes,
+            burst_bytes: 0,
         })
         .unwrap()
+    }
+
+    /// 8 Mbit/s (1 byte a microsecond) with a 32 KiB bucket, as `tbf rate 8mbit burst 32kb`:
+    /// a full bucket lets 30 datagrams of 1000 bytes (1028 with the headers: 30,840) leave
+    /// at once; the next waits for the tokens it lacks, and from then on the link's rate
+    /// spaces them; after a pause the bucket refills at the rate.
+    #[test]
+    fn a_burst_crosses_an_idle_link_at_once_then_the_rate_spaces_the_rest() {
+        let t0 = Instant::now();
+        let mut l = Link::new(LinkConfig {
+            rate_mbit: 8.0,
+            queue_bytes: 1 << 20,
+            burst_bytes: 32 * 1024,
+        })
+        .unwrap();
+        for i in 0..40 {
+            l.push(i, 1000, t0).unwrap();
+        }
+        // (departures() looks a nanosecond before each time: not for datagrams that leave
+        // together)
+        let mut out = Vec::new();
+        while let Some(t) = l.poll_timeout() {
+            let d = l.poll_departure(t).expect("due at its poll_timeout");
+            out.push((d, t));
+        }
+        assert_eq!(out.len(), 40);
+        assert!(out.iter().map(|d| d.0).eq(0..40), "in order");
+        assert!(out[..31].iter().all(|&(_, t)| t == t0), "{:?}", &out[..32]);
+        // 31 x 1028 = 31,868 <= 32,768; the 32nd lacks 1028 - 900 = 128 bytes: 128 us
+        assert_eq!(out[31].1, t0 + 128 * US);
+        for w in out[31..].windows(2) {
+            assert_eq!(w[1].1 - w[0].1, 1028 * US);
+        }
+        // a second later the bucket is full again: the next datagram leaves at once
+        let later = t0 + Duration::from_secs(2);
+        l.push(99, 1000, later).unwrap();
+        assert_eq!(l.poll_timeout(), Some(later));
+        // and a burst below 1500 bytes is refused, as tbf refuses one under an MTU
+        let bad = LinkConfig {
+            burst_bytes: 1000,
+            ..LinkConfig::new(8.0)
+        };
+        assert_eq!(bad.validate(), Err(LinkConfigError::Burst(1000)));
     }
 
     /// Every departure by `until`, stepping the clock to each `poll_timeout`, with the time
