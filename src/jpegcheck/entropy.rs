@@ -6,15 +6,20 @@
 //!
 //! Built for speed, since the hub runs it on every chunked seed frame before the ack: an
 //! AC coefficient's value is never needed (only its size, for the range check), so one
-//! lookup in an 11-bit fast table gives the bits to skip (code plus value), the zero run
-//! and the size, and one comparison with a per-component limit table covers both "past
-//! coefficient 63" and "too large for its quantizer" (see [`AcEntry`] and
-//! [`ScanComp::lim`]); codes of 12 to 16 bits take a second lookup (`Huffman::long`),
-//! and EOB and every fault go to a cold path that takes the symbol exactly as the
-//! original walk did. The bit reader keeps the original walk's
-//! refill schedule (so offsets and the "data ends early" verdicts are unchanged) and its
-//! fast path of 8 bytes without `FF`. The original walk is kept for the tests
-//! (`reference_walk`), which run both in lockstep on every frame they validate.
+//! lookup in an 11-bit fast table gives the bits to skip (code plus value), the step to
+//! the next coefficient and the size, and one comparison with a per-component limit
+//! table covers both "past coefficient 63" and "too large for its quantizer" (see
+//! [`AcEntry`] and [`ScanComp::lim`]). The entry is itself the shift that skips the bits
+//! (its low 6 bits), so nothing stands between the table load and the shift on the
+//! walk's critical path (one code after the other); on CPUs with BMI2 (detected at run
+//! time) the walk is compiled with it, whose shifts take the count from any register.
+//! EOB leaves the hot loop at once; codes of 12 to 16 bits (a second lookup,
+//! `Huffman::long`) and every fault go to a cold path that takes the symbol exactly as
+//! the original walk did. The bit reader keeps the original walk's refill schedule (so
+//! offsets and the "data ends early" verdicts are unchanged) and its fast path of 8
+//! bytes without `FF`. The original walk is kept for the tests (`reference_walk`), which
+//! run both in lockstep on every frame they validate (and, where the CPU has BMI2, both
+//! compiled forms of this walk).
 //!
 //! Stack: the eight Huffman tables of a validation (5 KiB each: 2048 + 256 two-byte
 //! entries, the canonical code, 256 symbols) live on the caller's stack in
@@ -57,32 +62,48 @@ const FAST_BITS: u32 = 11;
 /// Entries of the table of longer codes (the standard tables need 192).
 const LONG_LEN: usize = 256;
 
-/// The AC fast table's entries, one `u16`: bits 0..5 the bits to skip (code length plus
-/// coefficient size), bits 5..9 the zero run, bits 9..14 the size `s` (0 only for ZRL,
-/// 16 zeros), compared with the component's limit at the coefficient's position (see
-/// [`ScanComp::lim`]: exceeding it means a fault or coefficient 63 passed). EOB and
-/// everything the hot loop does not handle carry size [`AcEntry::COLD`], above every
-/// limit, so one comparison sends them to [`BitReader::ac_cold`]; EOB is told apart by
-/// [`AcEntry::GENERAL`] being clear.
+/// The AC fast table's entries, one `u16`: bits 0..6 the bits to skip (code length plus
+/// coefficient size, at most 31, so bit 5 is clear and the entry itself can be the shift
+/// count), bits 6..11 the zero run plus one (the step to the next coefficient), bits
+/// 11..16 the size `s` (0 only for ZRL, 16 zeros), compared with the component's limit at
+/// the position after the coefficient (see [`ScanComp::lim`]: reaching it means a fault or
+/// coefficient 63 passed). EOB and everything the hot loop does not handle carry size
+/// [`AcEntry::COLD`], above every limit, so one comparison sends them to
+/// [`BitReader::ac_cold`]; EOB is the cold entry with a step of 0.
 struct AcEntry;
 
 impl AcEntry {
     /// The size field of an entry the hot loop does not handle.
     const COLD: u16 = 31;
-    /// Set on a cold entry that is not a short EOB: a longer code, an undefined one, or
-    /// an end-of-band run (invalid in a sequential scan).
-    const GENERAL: u16 = 1 << 14;
     /// What an unfilled slot holds: a code longer than `FAST_BITS` or none.
-    const LONG: u16 = Self::GENERAL | Self::COLD << 9;
-    /// A short EOB: size [`Self::COLD`] without [`Self::GENERAL`] (under this mask).
-    const EOB_MASK: u16 = Self::GENERAL | Self::COLD << 9;
-    const EOB: u16 = Self::COLD << 9;
+    const LONG: u16 = Self::COLD << 11 | 1 << 6;
+    /// A short EOB: size [`Self::COLD`] and a step of 0 (under this mask).
+    const EOB_MASK: u16 = !63;
+    const EOB: u16 = Self::COLD << 11;
     /// A short end-of-band run: cold, decoded again from the first code length.
     const RUN: u16 = Self::LONG | 1;
 
     fn pack(skip: u32, run: u8, size: u16) -> u16 {
         debug_assert!(skip < 32 && run < 16 && size < 32);
-        skip as u16 | u16::from(run) << 5 | size << 9
+        skip as u16 | u16::from(run + 1) << 6 | size << 11
+    }
+
+    /// The size field (no mask needed: it is the top of the entry).
+    #[inline(always)]
+    fn size(e: u16) -> u16 {
+        e >> 11
+    }
+
+    /// The zero run plus one; 0 for EOB.
+    #[inline(always)]
+    fn step(e: u16) -> u32 {
+        u32::from(e >> 6) & 31
+    }
+
+    /// The bits to skip.
+    #[inline(always)]
+    fn skip(e: u16) -> u32 {
+        u32::from(e) & 63
     }
 }
 
@@ -136,9 +157,9 @@ impl Huffman {
                     } else {
                         let (run, size) = (sym >> 4, u16::from(sym & 15));
                         match (run, size) {
-                            (0, 0) => AcEntry::pack(len, 0, AcEntry::COLD), // EOB
-                            (15, 0) => AcEntry::pack(len, 15, 0),           // ZRL
-                            (_, 0) => AcEntry::RUN, // an end-of-band run: cold
+                            (0, 0) => AcEntry::EOB | len as u16,  // EOB
+                            (15, 0) => AcEntry::pack(len, 15, 0), // ZRL
+                            (_, 0) => AcEntry::RUN,               // an end-of-band run: cold
                             _ => AcEntry::pack(len + u32::from(size), run, size),
                         }
                     };
@@ -188,6 +209,7 @@ impl Huffman {
 }
 
 /// Why a block could not be walked (completed into a [`JpegError`] by the caller).
+#[cfg_attr(test, derive(Debug, PartialEq))]
 enum Fault {
     UndefinedCode,
     DcCategory(u8),
@@ -230,13 +252,16 @@ impl<'a> BitReader<'a> {
     /// slower: more instructions per code than the mispredictions it saves.)
     #[inline(always)]
     fn refill(&mut self) {
-        if self.marker {
-            return; // zeros from here on
-        }
         // Fast path: the next 8 bytes hold no FF (so no stuffing and no marker); take as
-        // many whole bytes as fit. Only called with 0 <= nbits < 32.
-        if let Some(chunk) = self.data.get(self.pos..self.pos + 8) {
-            let word = u64::from_be_bytes(chunk.try_into().unwrap_or([PREFIX; 8]));
+        // many whole bytes as fit. Only called with 0 <= nbits < 32 when it is taken:
+        // after a marker (or the end) `pos` stays there, so the test fails and the slow
+        // path, which tests `marker` first, reads nothing more.
+        if let Some(chunk) = self
+            .data
+            .get(self.pos..)
+            .and_then(|rest| rest.first_chunk())
+        {
+            let word = u64::from_be_bytes(*chunk);
             let inv = !word; // a zero byte in `inv` is an FF in `word`
             if inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080 == 0 {
                 let take = (64 - self.nbits as u32) / 8; // 4..=8
@@ -274,6 +299,16 @@ impl<'a> BitReader<'a> {
     fn consume(&mut self, n: u32) {
         self.buf <<= n;
         self.nbits -= n as i32;
+    }
+
+    /// Consumes the bits an [`AcEntry`] says to skip. The shift takes the entry as it is
+    /// (x86 shifts mask their count to 6 bits, so no instruction stands between the table
+    /// load and the shift, the walk's critical path); the count takes the skip masked
+    /// differently (it is below 32), so that the two masks are not merged into one.
+    #[inline(always)]
+    fn consume_ac(&mut self, e: u32) {
+        self.buf <<= e & 63;
+        self.nbits -= (e & 31) as i32;
     }
 
     /// The next DC Huffman code, not consumed: `(length, symbol)`.
@@ -324,27 +359,23 @@ impl<'a> BitReader<'a> {
             if self.nbits < 32 {
                 self.refill();
             }
-            let mut e = ac.fast[(self.buf >> (64 - FAST_BITS)) as usize];
-            if e == AcEntry::LONG {
-                e = ac.long_entry(self.buf);
-            }
-            let run = u32::from(e >> 5) & 15;
-            let size = (e >> 9) as u8 & 31;
-            let at = k + run; // <= 78
-            if size >= lim[(at & 127) as usize] {
-                if e & AcEntry::EOB_MASK == AcEntry::EOB {
-                    self.consume(u32::from(e) & 31);
+            // All in u32, so that the entry loaded is the shift count as it is.
+            let e = u32::from(ac.fast[(self.buf >> (64 - FAST_BITS)) as usize]);
+            let next = k + ((e >> 6) & 31); // <= 79
+            if e >> 11 >= u32::from(lim[(next & 127) as usize]) {
+                if e & u32::from(AcEntry::EOB_MASK) == u32::from(AcEntry::EOB) {
+                    self.consume_ac(e);
                     return Ok(());
                 }
-                let (used, next) = Self::ac_cold(self.buf, c, k, e);
+                let (used, next) = Self::ac_cold(self.buf, c, k, e as u16);
                 self.consume(used);
                 match next? {
                     Some(next) => k = next,
                     None => return Ok(()),
                 }
             } else {
-                self.consume(u32::from(e) & 31);
-                k = at + 1;
+                self.consume_ac(e);
+                k = next;
             }
             if k >= 64 {
                 return Ok(());
@@ -353,17 +384,34 @@ impl<'a> BitReader<'a> {
     }
 
     /// What the AC hot loop does not handle, at coefficient `k` with fast entry `e` and
-    /// the buffer `bits`: a code longer than `FAST_BITS`, an end-of-band run, and every
-    /// fault. The symbol is taken as the original walk took it, with the same checks in
-    /// the same order. Returns the bits to consume (before the fault, if any, is
-    /// reported, as the original walk did) and `Some(k)` to go on at `k`, `None` when the
-    /// block ended (EOB). Takes the buffer by value so that the reader stays in registers.
+    /// the buffer `bits`: a code longer than `FAST_BITS` (looked up in `long`, then taken
+    /// as the hot loop takes it when it is a plain coefficient in range), an end-of-band
+    /// run, and every fault. The symbol is taken as the original walk took it, with the
+    /// same checks in the same order. Returns the bits to consume (before the fault, if
+    /// any, is reported, as the original walk did) and `Some(k)` to go on at `k`, `None`
+    /// when the block ended (EOB). Takes the buffer by value so that the reader stays in
+    /// registers.
     #[cold]
     #[inline(never)]
-    fn ac_cold(bits: u64, c: &ScanComp, mut k: u32, e: u16) -> (u32, Result<Option<u32>, Fault>) {
-        let size = (e >> 9) & 31;
+    fn ac_cold(
+        bits: u64,
+        c: &ScanComp,
+        mut k: u32,
+        mut e: u16,
+    ) -> (u32, Result<Option<u32>, Fault>) {
+        if e == AcEntry::LONG {
+            e = c.ac.long_entry(bits);
+            let next = k + AcEntry::step(e);
+            if AcEntry::size(e) < u16::from(c.lim[(next & 127) as usize]) {
+                return (AcEntry::skip(e), Ok(Some(next))); // as the hot loop would
+            }
+        }
+        let size = AcEntry::size(e);
         let (skip, rs) = if size != AcEntry::COLD {
-            (u32::from(e & 31), ((e >> 5) as u8 & 15) << 4 | size as u8)
+            let run = (AcEntry::step(e) - 1) as u8;
+            (AcEntry::skip(e), run << 4 | size as u8)
+        } else if e & AcEntry::EOB_MASK == AcEntry::EOB {
+            (AcEntry::skip(e), 0) // a long EOB
         } else {
             let from = if e == AcEntry::RUN { 1 } else { FAST_BITS + 1 };
             match c.ac.decode_from(bits, from) {
@@ -483,6 +531,7 @@ impl ScanProgress {
 }
 
 /// How [`walk_scan_from`] ended.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub(super) enum Walked {
     /// The scan was walked to its end (the position of the marker after it) or a fault.
     Done(Result<usize, JpegError>),
@@ -516,6 +565,56 @@ pub(super) fn walk_scan(
 /// intervals never pauses (the walk goes on to its end; the caller ignores the verdict on
 /// part of a frame).
 pub(super) fn walk_scan_from(
+    data: &[u8],
+    start: usize,
+    frame: &Frame,
+    scan: Scan,
+    restart_interval: u16,
+    from: Option<ScanProgress>,
+    limit: Option<usize>,
+) -> Walked {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("bmi2") {
+        // The tests walk every scan in both compiled forms and compare.
+        #[cfg(test)]
+        let generic = walk_generic(
+            data,
+            start,
+            frame,
+            scan.clone(),
+            restart_interval,
+            from,
+            limit,
+        );
+        // SAFETY: the CPU has BMI2 (detected just above), all `walk_bmi2` asks for.
+        let walked = unsafe { walk_bmi2(data, start, frame, scan, restart_interval, from, limit) };
+        #[cfg(test)]
+        assert_eq!(walked, generic, "the BMI2 and the generic walk disagree");
+        return walked;
+    }
+    walk_generic(data, start, frame, scan, restart_interval, from, limit)
+}
+
+/// [`walk_generic`] compiled for CPUs with BMI2, whose shifts take their count from any
+/// register and set no flags: the shift by an entry's skip then follows the table load
+/// with nothing between (the walk's critical path, one code after the other).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2")]
+fn walk_bmi2(
+    data: &[u8],
+    start: usize,
+    frame: &Frame,
+    scan: Scan,
+    restart_interval: u16,
+    from: Option<ScanProgress>,
+    limit: Option<usize>,
+) -> Walked {
+    walk_generic(data, start, frame, scan, restart_interval, from, limit)
+}
+
+/// [`walk_scan_from`]'s body, inlined into each compiled form.
+#[inline(always)]
+fn walk_generic(
     data: &[u8],
     start: usize,
     frame: &Frame,
@@ -642,7 +741,7 @@ pub(super) fn walk_scan_from(
 mod tests {
     //! The fast and long tables against the canonical decoding they shortcut, for every
     //! 16-bit prefix.
-    use super::{AcEntry, Huffman, FAST_BITS};
+    use super::{AcEntry, BitReader, Fault, Huffman, ScanComp, FAST_BITS};
 
     /// What the tables say about the code at the top of `bits`, as `decode_from` says it.
     fn from_tables(t: &Huffman, bits: u64) -> Option<(u32, u8)> {
@@ -660,11 +759,12 @@ mod tests {
         if e == AcEntry::LONG {
             e = t.long_entry(bits);
         }
-        let size = (e >> 9) & 31;
+        let size = AcEntry::size(e);
         if size != AcEntry::COLD {
-            Some((u32::from(e & 31), ((e >> 5) as u8 & 15) << 4 | size as u8))
-        } else if e & AcEntry::GENERAL == 0 {
-            Some((u32::from(e & 31), 0)) // EOB
+            let run = (AcEntry::step(e) - 1) as u8;
+            Some((AcEntry::skip(e), run << 4 | size as u8))
+        } else if e & AcEntry::EOB_MASK == AcEntry::EOB {
+            Some((AcEntry::skip(e), 0)) // EOB
         } else if e == AcEntry::RUN {
             t.decode_from(bits, 1)
         } else {
@@ -700,5 +800,103 @@ mod tests {
             }
         }
         assert!(found[0] > 0 && found[1] > 0); // undefined codes met, and defined ones
+    }
+
+    /// One AC step as the original walk took it: the symbol decoded canonically, then its
+    /// checks. The bits consumed, and the next position (`None` at EOB) or the fault.
+    fn reference_step(c: &ScanComp, bits: u64, k: u32) -> (u32, Result<Option<u32>, Fault>) {
+        let Some((skip, rs)) = c.ac.decode_from(bits, 1) else {
+            return (0, Err(Fault::UndefinedCode));
+        };
+        let (r, s) = (u32::from(rs >> 4), rs & 15);
+        if s == 0 {
+            match r {
+                0 => (skip, Ok(None)),
+                15 if k + 16 > 64 => (skip, Err(Fault::Past63)),
+                15 => (skip, Ok(Some(k + 16))),
+                _ => (skip, Err(Fault::AcSymbol(rs))),
+            }
+        } else if k + r > 63 {
+            (0, Err(Fault::Past63))
+        } else if s > c.ac_max[(k + r) as usize] {
+            let fault = if s > c.ac_size_max {
+                Fault::AcSymbol(rs)
+            } else {
+                Fault::AcRange
+            };
+            (0, Err(fault))
+        } else {
+            (skip, Ok(Some(k + r + 1)))
+        }
+    }
+
+    /// One AC step as [`BitReader::block`] takes it: the hot test on the fast entry, EOB,
+    /// then [`BitReader::ac_cold`] (codes longer than `FAST_BITS`, faults).
+    fn walk_step(c: &ScanComp, bits: u64, k: u32) -> (u32, Result<Option<u32>, Fault>) {
+        let e = u32::from(c.ac.fast[(bits >> (64 - FAST_BITS)) as usize]);
+        // The shift takes the entry whole (6 bits), the count its skip (5 bits): the same.
+        assert_eq!(e & 63, e & 31);
+        let next = k + ((e >> 6) & 31);
+        if e >> 11 >= u32::from(c.lim[(next & 127) as usize]) {
+            if e & u32::from(AcEntry::EOB_MASK) == u32::from(AcEntry::EOB) {
+                return (e & 31, Ok(None));
+            }
+            BitReader::ac_cold(bits, c, k, e as u16)
+        } else {
+            (e & 31, Ok(Some(next)))
+        }
+    }
+
+    #[test]
+    fn ac_steps_agree_with_the_original_walk_at_every_prefix_and_boundary() {
+        // The standard luminance AC code lengths (codes of 12 to 16 bits in `long`) and a
+        // skewed code (16-bit codes past `long`); symbols: EOB, ZRL, an end-of-band run,
+        // then every run/size, sizes above the 8-bit limit (10) among them.
+        let standard = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 125];
+        let skewed = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250];
+        let symbols: Vec<u8> = [0x00, 0xF0, 0x10]
+            .into_iter()
+            .chain((0..=255u8).filter(|s| s & 15 != 0))
+            .cycle()
+            .take(256)
+            .collect();
+        // Limits that vary with the position, 0 (no coefficient allowed) among them.
+        let mut ac_max = [0u8; 64];
+        for (k, m) in ac_max.iter_mut().enumerate() {
+            *m = ((k * 7) % 12).min(10) as u8;
+        }
+        let mut outcomes = [0usize; 4]; // go on, EOB, fault with bits used, fault without
+        for counts in [standard, skewed] {
+            let n: usize = counts.iter().map(|&c| usize::from(c)).sum();
+            let mut t = Huffman::EMPTY;
+            t.build(&counts, &symbols[..n], true).unwrap();
+            let c = ScanComp {
+                id: 1,
+                index: 0,
+                dc: &t,
+                ac: &t,
+                pred: 0,
+                dc_max: 0,
+                dc_cat_max: 0,
+                ac_size_max: 10,
+                ac_max,
+                lim: super::super::segments::hot_limits(&ac_max),
+            };
+            // Both ends, and either side of where a ZRL reaches 64.
+            for k in [1, 2, 17, 47, 48, 49, 62, 63] {
+                for top in 0..1u64 << 16 {
+                    let bits = top << 48 | 0x5A5A_5A5A_5A5A;
+                    let expected = reference_step(&c, bits, k);
+                    assert_eq!(walk_step(&c, bits, k), expected, "k {k} prefix {top:#06x}");
+                    outcomes[match expected {
+                        (_, Ok(Some(_))) => 0,
+                        (_, Ok(None)) => 1,
+                        (0, Err(_)) => 3,
+                        (_, Err(_)) => 2,
+                    }] += 1;
+                }
+            }
+        }
+        assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
     }
 }
