@@ -264,11 +264,14 @@ impl<'a> BitReader<'a> {
             let word = u64::from_be_bytes(*chunk);
             let inv = !word; // a zero byte in `inv` is an FF in `word`
             if inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080 == 0 {
-                let take = (64 - self.nbits as u32) / 8; // 4..=8
-                let bits = 8 * take;
-                self.buf |= (word >> (64 - bits)) << (64 - self.nbits as u32 - bits);
-                self.pos += take as usize;
-                self.nbits += bits as i32;
+                // Whole bytes up to 57..=64 bits: `take` of them leave `partial` bits of
+                // the 64 free, which the word's bits placed below the valid ones are
+                // cleared of. (Written so, it needs no shift by 64 - bits.)
+                let n = self.nbits as u32; // 0..32
+                let partial = n.wrapping_neg() & 7;
+                self.buf |= (word >> n >> partial) << partial;
+                self.pos += ((64 - n) / 8) as usize; // 4..=8
+                self.nbits = (64 - partial) as i32;
                 return;
             }
         }
