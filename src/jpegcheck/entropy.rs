@@ -17,9 +17,14 @@
 //! `Huffman::long`) and every fault go to a cold path that takes the symbol exactly as
 //! the original walk did. The bit reader keeps the original walk's refill schedule (so
 //! offsets and the "data ends early" verdicts are unchanged) and its fast path of 8
-//! bytes without `FF`. The original walk is kept for the tests (`reference_walk`), which
-//! run both in lockstep on every frame they validate (and, where the CPU has BMI2, both
-//! compiled forms of this walk).
+//! bytes without `FF`. After a block that reached coefficient 56 (noise-like data), the
+//! next block's AC symbols go to [`BitReader::ac_run`] while the data ahead holds no FF:
+//! it tops the buffer up every second symbol without testing the bit count, follows the
+//! original schedule on the side (a bit count only) and puts the reader into the
+//! original walk's state where it stops. The original walk is kept for the tests
+//! (`reference_walk`), which run both in lockstep on every frame they validate (and
+//! every scan's walk also without `ac_run`, and, where the CPU has BMI2, in both
+//! compiled forms, comparing verdicts and pause states).
 //!
 //! Stack: the eight Huffman tables of a validation (5 KiB each: 2048 + 256 two-byte
 //! entries, the canonical code, 256 symbols) live on the caller's stack in
@@ -231,6 +236,54 @@ struct BitReader<'a> {
     nbits: i32,
     /// A marker (or the end of the data) is at `pos`: nothing more is loaded.
     marker: bool,
+    /// No FF lies in `clear_lo..clear` (where [`BitReader::ac_run`] last looked from,
+    /// and the first FF it found, or the end); both 0 until it looks.
+    clear_lo: usize,
+    clear: usize,
+    /// The last block walked reached coefficient 56: the next one goes to
+    /// [`Self::ac_run`] (which pays off on long blocks only).
+    long: bool,
+}
+
+/// The position of the first `FF` in `data` at or after `from`, or `data.len()`, looked
+/// for 8 bytes at a time.
+fn first_ff(data: &[u8], from: usize) -> usize {
+    let mut at = from.min(data.len());
+    while let Some(chunk) = data.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        let inv = !u64::from_le_bytes(*chunk);
+        // A zero byte of `inv` (an FF of the data) sets its top bit here; the lowest one
+        // set is exact (only bits above a zero byte can be set falsely).
+        let found = inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    data[at..]
+        .iter()
+        .position(|&b| b == PREFIX)
+        .map_or(data.len(), |i| at + i)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whether [`BitReader::ac_run`] is used (the tests walk with and without it).
+    static AC_RUN: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    /// How [`BitReader::ac_run`] ended, counted: EOB, coefficient 63, a cold symbol, an FF
+    /// or the end within reach (after a symbol or more).
+    pub(super) static AC_RUN_ENDS: std::cell::Cell<[usize; 4]> =
+        const { std::cell::Cell::new([0; 4]) };
+}
+
+/// Counts an end of [`BitReader::ac_run`] (in the tests).
+#[inline(always)]
+fn count_end(_kind: usize) {
+    #[cfg(test)]
+    AC_RUN_ENDS.with(|c| {
+        let mut n = c.get();
+        n[_kind] += 1;
+        c.set(n);
+    });
 }
 
 impl<'a> BitReader<'a> {
@@ -241,6 +294,9 @@ impl<'a> BitReader<'a> {
             buf: 0,
             nbits: 0,
             marker: false,
+            clear_lo: 0,
+            clear: 0,
+            long: false,
         }
     }
 
@@ -357,6 +413,14 @@ impl<'a> BitReader<'a> {
         let ac = c.ac;
         let lim = &c.lim;
         let mut k: u32 = 1;
+        #[cfg(test)]
+        let run = self.long && AC_RUN.with(|r| r.get());
+        #[cfg(not(test))]
+        let run = self.long;
+        if run && self.ac_run(c, &mut k) {
+            self.long = k >= 56;
+            return Ok(());
+        }
         loop {
             // Here k < 64.
             if self.nbits < 32 {
@@ -368,22 +432,130 @@ impl<'a> BitReader<'a> {
             if e >> 11 >= u32::from(lim[(next & 127) as usize]) {
                 if e & u32::from(AcEntry::EOB_MASK) == u32::from(AcEntry::EOB) {
                     self.consume_ac(e);
+                    self.long = k >= 56;
                     return Ok(());
                 }
                 let (used, next) = Self::ac_cold(self.buf, c, k, e as u16);
                 self.consume(used);
                 match next? {
                     Some(next) => k = next,
-                    None => return Ok(()),
+                    None => {
+                        self.long = k >= 56;
+                        return Ok(());
+                    }
                 }
             } else {
                 self.consume_ac(e);
                 k = next;
             }
             if k >= 64 {
+                self.long = true;
                 return Ok(());
             }
         }
+    }
+
+    /// The AC hot loop where the data ahead holds no FF for a while (noise-like data,
+    /// long blocks), from coefficient `k`: the same symbols and checks, with the buffer
+    /// topped up every second symbol without a test on the bit count (it keeps 56..=63
+    /// bits after a top-up, a hot symbol takes at most 11 + 14 bits, so two always fit),
+    /// which saves the refill branch the original schedule needs at each symbol, and its
+    /// mispredictions. The original schedule is followed on the side, in `nv` (its bit
+    /// count: it refills to 64 minus the partial byte when below 32, always by its fast
+    /// path here, since the 24 bytes from the read position hold no FF); where the run
+    /// stops, [`Self::sync`] puts the reader into the state the original walk has there,
+    /// so that the slow path, the offsets, and the ends-early verdicts are unchanged.
+    /// Returns true when the block ended (EOB or coefficient 63), false to go on in the
+    /// hot loop at `k` (a cold symbol, or an FF or the end within reach).
+    #[inline(always)]
+    fn ac_run(&mut self, c: &ScanComp, k: &mut u32) -> bool {
+        if self.marker || self.nbits < 0 {
+            return false;
+        }
+        // The bytes in the buffer hold no FF (so no stuffing: `pos * 8 - nbits` is the
+        // next bit's position), nor the 24 bytes from the next bit on.
+        let clean = |r: &Self| {
+            let byte = (r.pos * 8 - r.nbits as usize) / 8;
+            r.clear_lo + 10 <= r.pos && r.pos <= r.clear && byte + 24 <= r.clear
+        };
+        if !clean(self) {
+            if self.clear < self.pos {
+                self.clear_lo = self.pos.saturating_sub(10);
+                self.clear = first_ff(self.data, self.clear_lo);
+            }
+            if !clean(self) {
+                return false;
+            }
+        }
+        let (ac, lim) = (c.ac, &c.lim);
+        let mut nv = self.nbits as u32; // the original walk's bit count
+        if self.nbits == 64 {
+            // Keep at most 63 counted (the bits after the count are the data's own).
+            self.pos -= 1;
+            self.nbits = 56;
+        }
+        let mut turn = false;
+        loop {
+            // Here k < 64.
+            turn = !turn;
+            if turn {
+                let byte = (self.pos * 8 - self.nbits as usize) / 8; // of the next bit
+                if byte + 24 > self.clear {
+                    count_end(3);
+                    self.sync(nv);
+                    return false;
+                }
+                // No FF in these 8 bytes (byte + 24 <= clear): count 56..=63 bits.
+                let Some(chunk) = self.data.get(self.pos..).and_then(|r| r.first_chunk()) else {
+                    self.sync(nv);
+                    return false;
+                };
+                let n = self.nbits as u32; // 0..=63
+                self.buf |= u64::from_be_bytes(*chunk) >> n;
+                self.pos += ((63 - n) >> 3) as usize;
+                self.nbits = (n | 56) as i32;
+            }
+            if nv < 32 {
+                nv = 64 - (nv.wrapping_neg() & 7); // the original's refill
+            }
+            let e = u32::from(ac.fast[(self.buf >> (64 - FAST_BITS)) as usize]);
+            let next = *k + ((e >> 6) & 31);
+            if e >> 11 >= u32::from(lim[(next & 127) as usize]) {
+                if e & u32::from(AcEntry::EOB_MASK) == u32::from(AcEntry::EOB) {
+                    count_end(0);
+                    self.consume_ac(e);
+                    self.sync(nv - (e & 31));
+                    return true;
+                }
+                count_end(2);
+                self.sync(nv);
+                return false;
+            }
+            self.consume_ac(e);
+            nv -= e & 31;
+            *k = next;
+            if next >= 64 {
+                count_end(1);
+                self.sync(nv);
+                return true;
+            }
+        }
+    }
+
+    /// The reader as the original walk has it at this point, given its bit count `nv`:
+    /// the `nv` bits from the next one, zeros after them, and `pos` past them (no FF
+    /// among these bytes, [`Self::ac_run`] made sure).
+    #[inline(always)]
+    fn sync(&mut self, nv: u32) {
+        let at = self.pos * 8 - self.nbits as usize; // the next bit
+        let (byte, shift) = (at / 8, (at % 8) as u32);
+        let mut bytes = [0u8; 16];
+        let avail = self.data.len().saturating_sub(byte).min(16);
+        bytes[..avail].copy_from_slice(&self.data[byte..byte + avail]);
+        let bits = (u128::from_be_bytes(bytes) << shift >> 64) as u64;
+        self.buf = bits & u64::MAX.checked_shl(64 - nv).unwrap_or(0);
+        self.pos = (at + nv as usize) / 8;
+        self.nbits = nv as i32;
     }
 
     /// What the AC hot loop does not handle, at coefficient `k` with fast entry `e` and
@@ -568,6 +740,39 @@ pub(super) fn walk_scan(
 /// intervals never pauses (the walk goes on to its end; the caller ignores the verdict on
 /// part of a frame).
 pub(super) fn walk_scan_from(
+    data: &[u8],
+    start: usize,
+    frame: &Frame,
+    scan: Scan,
+    restart_interval: u16,
+    from: Option<ScanProgress>,
+    limit: Option<usize>,
+) -> Walked {
+    // The tests walk every scan without `ac_run` too, and compare (the verdict, and the
+    // reader's state at a pause).
+    #[cfg(test)]
+    {
+        let walked = walk_dispatch(
+            data,
+            start,
+            frame,
+            scan.clone(),
+            restart_interval,
+            from,
+            limit,
+        );
+        AC_RUN.with(|r| r.set(false));
+        let without = walk_generic(data, start, frame, scan, restart_interval, from, limit);
+        AC_RUN.with(|r| r.set(true));
+        assert_eq!(walked, without, "the walk with and without ac_run disagree");
+        walked
+    }
+    #[cfg(not(test))]
+    walk_dispatch(data, start, frame, scan, restart_interval, from, limit)
+}
+
+/// [`walk_scan_from`] in the form compiled for this CPU.
+fn walk_dispatch(
     data: &[u8],
     start: usize,
     frame: &Frame,
@@ -901,5 +1106,29 @@ mod tests {
             }
         }
         assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
+    }
+
+    #[test]
+    fn ac_run_ends_every_way_on_noise_and_agrees_with_the_plain_loop() {
+        // Noise (long blocks, FF bytes and stuffing everywhere), whole, cut at every
+        // length of its last 3 kB, and with bytes changed; every walk of a scan is also
+        // done without ac_run and compared (verdict, pause state), and every validation
+        // against the reference walk (see `walk_scan_from`, `validate`).
+        let jpeg = crate::media::testjpeg::noise_jpeg(20_000).unwrap().0;
+        super::AC_RUN_ENDS.with(|c| c.set([0; 4]));
+        assert!(crate::jpegcheck::validate(&jpeg).is_ok());
+        for len in jpeg.len() - 3000..jpeg.len() {
+            let _ = crate::jpegcheck::validate(&jpeg[..len]);
+        }
+        for i in (1000..jpeg.len() - 2).step_by(97) {
+            let mut v = jpeg.clone();
+            v[i] ^= 1 << (i % 8);
+            let _ = crate::jpegcheck::validate(&v);
+        }
+        let ends = super::AC_RUN_ENDS.with(|c| c.get());
+        assert!(
+            ends.iter().all(|&n| n > 0),
+            "EOB, 63, cold, FF or end: {ends:?}"
+        );
     }
 }
