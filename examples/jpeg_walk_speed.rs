@@ -12,7 +12,8 @@
 //! machine) of each are printed in µs per frame, with the ratio of the minimums
 //! (walk / libjpeg: below 1 the walk is the cheaper). `--save DIR` writes the frames, so that a profiler
 //! (`valgrind --tool=callgrind --toggle-collect='*validate*'`) can be run on the files
-//! with `--runs 1` without counting the encoding.
+//! with `--runs 1` without counting the encoding; `--walk-only` runs only the walk
+//! (`--runs` times, once by default) and `--only NAME` only the frames whose name has NAME.
 //!
 //! A second table times the walk as a seed chunked frame's datagrams come
 //! ([`IncrementalCheck`], fed the frame 1024 bytes at a time as the hub is): what it costs
@@ -36,6 +37,13 @@ struct Args {
     /// Write the built-in frames into this directory.
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Measure only the frames whose name contains this (e.g. `noise-q100-1m`).
+    #[arg(long)]
+    only: Option<String>,
+    /// Run only the walk (no libjpeg-turbo, no incremental table): for a profiler, e.g.
+    /// `valgrind --tool=callgrind --toggle-collect='*validate*'` with `--runs 1`.
+    #[arg(long)]
+    walk_only: bool,
 }
 
 fn main() -> Result<(), String> {
@@ -51,6 +59,14 @@ fn main() -> Result<(), String> {
             })
             .collect::<Result<_, String>>()?
     };
+    let frames: Vec<_> = frames
+        .into_iter()
+        .filter(|(name, _)| {
+            args.only
+                .as_ref()
+                .is_none_or(|only| name.contains(only.as_str()))
+        })
+        .collect();
     if let Some(dir) = &args.save {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for (name, bytes) in &frames {
@@ -65,6 +81,14 @@ fn main() -> Result<(), String> {
     let mut incremental_rows = Vec::new();
     for (name, bytes) in &frames {
         validate(bytes).map_err(|e| format!("{name}: {e}"))?;
+        if args.walk_only {
+            let runs = args.runs.unwrap_or(1);
+            for _ in 0..runs {
+                std::hint::black_box(validate(std::hint::black_box(bytes)).ok());
+            }
+            println!("{name:<28} {:>8}  walked {runs} times", bytes.len());
+            continue;
+        }
         udphub_testkit::libjpeg::read_coefficients(bytes).map_err(|e| format!("{name}: {e}"))?;
         let runs = args
             .runs

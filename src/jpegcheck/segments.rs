@@ -169,13 +169,15 @@ pub(super) struct ScanComp<'t> {
     pub(super) ac_size_max: u8,
     /// Largest AC size allowed at each zigzag position (at most `ac_size_max`).
     pub(super) ac_max: [u8; 64],
-    /// The walk's hot-loop limit: at position `k` (1..=63) `ac_max[k] + 1`, so that a size
-    /// at or above it is a fault; 0 from 64 on, so that a coefficient (or a ZRL's last
-    /// zero) past 63 is one too. 128 entries: any `k & 127` is in bounds.
+    /// The walk's hot-loop limit, indexed by the position after a coefficient: at `k + 1`
+    /// (`k` 1..=63) `ac_max[k] + 1`, so that a size at or above it is a fault; 0 from 65
+    /// on, so that a coefficient (or a ZRL's last zero) past 63 is one too. 128 entries:
+    /// any `k & 127` is in bounds.
     pub(super) lim: [u8; 128],
 }
 
 /// A scan header (SOS), with its components ready for the walk.
+#[derive(Clone)]
 pub(super) struct Scan<'t> {
     /// The first `count` are used; the others are placeholders.
     pub(super) comps: [ScanComp<'t>; 4],
@@ -259,10 +261,7 @@ impl<'t> Scan<'t> {
                     *m = (*m).min((32 - a.leading_zeros()) as u8);
                 }
             }
-            let mut lim = [0u8; 128];
-            for (l, &m) in lim.iter_mut().zip(&ac_max) {
-                *l = m + 1;
-            }
+            let lim = hot_limits(&ac_max);
             *slot = ScanComp {
                 id: fc.id,
                 index,
@@ -281,4 +280,13 @@ impl<'t> Scan<'t> {
         }
         Ok(Scan { comps, count })
     }
+}
+
+/// [`ScanComp::lim`] for the largest AC sizes `ac_max` (by zigzag position).
+pub(super) fn hot_limits(ac_max: &[u8; 64]) -> [u8; 128] {
+    let mut lim = [0u8; 128];
+    for (l, &m) in lim.iter_mut().skip(1).zip(ac_max) {
+        *l = m + 1;
+    }
+    lim
 }
