@@ -980,19 +980,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn fast_and_long_tables_agree_with_canonical_decoding() {
-        // The standard luminance AC code lengths (192 long slots), and a skewed code
-        // whose 16-bit codes need more long slots than the table has (the fallback).
-        let standard = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 125];
-        let skewed = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250];
-        // Symbols: EOB, ZRL, an end-of-band run, then every run/size in turn, and again.
-        let symbols: Vec<u8> = [0x00, 0xF0, 0x10]
+    /// The standard luminance AC table's code counts per length.
+    const STANDARD_AC: [u8; 16] = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 125];
+    /// A skewed code whose 16-bit codes need more long slots than the table has.
+    const SKEWED_AC: [u8; 16] = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250];
+
+    /// Symbols for those tables: EOB, ZRL, an end-of-band run, then every run/size in
+    /// turn, and again, 256 in all.
+    fn test_symbols() -> Vec<u8> {
+        [0x00, 0xF0, 0x10]
             .into_iter()
             .chain((0..=255u8).filter(|s| s & 15 != 0))
             .cycle()
             .take(256)
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn fast_and_long_tables_agree_with_canonical_decoding() {
+        // The standard luminance AC code lengths (192 long slots), and a skewed code
+        // whose 16-bit codes need more long slots than the table has (the fallback).
+        let (standard, skewed, symbols) = (STANDARD_AC, SKEWED_AC, test_symbols());
         let mut found = [0usize; 2];
         for counts in [standard, skewed] {
             let n: usize = counts.iter().map(|&c| usize::from(c)).sum();
@@ -1058,16 +1066,9 @@ mod tests {
     #[test]
     fn ac_steps_agree_with_the_original_walk_at_every_prefix_and_boundary() {
         // The standard luminance AC code lengths (codes of 12 to 16 bits in `long`) and a
-        // skewed code (16-bit codes past `long`); symbols: EOB, ZRL, an end-of-band run,
-        // then every run/size, sizes above the 8-bit limit (10) among them.
-        let standard = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 125];
-        let skewed = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250];
-        let symbols: Vec<u8> = [0x00, 0xF0, 0x10]
-            .into_iter()
-            .chain((0..=255u8).filter(|s| s & 15 != 0))
-            .cycle()
-            .take(256)
-            .collect();
+        // skewed code (16-bit codes past `long`); every run/size, sizes above the 8-bit
+        // limit (10) among them.
+        let (standard, skewed, symbols) = (STANDARD_AC, SKEWED_AC, test_symbols());
         // Limits that vary with the position, 0 (no coefficient allowed) among them.
         let mut ac_max = [0u8; 64];
         for (k, m) in ac_max.iter_mut().enumerate() {
