@@ -26,7 +26,7 @@
 //! data chunks without a round trip. Resends (after a nack, and probes) are data chunks
 //! only. `m` is chosen per frame by [`super::fec::FecMode`] from the loss the hub reported:
 //! the chunks its nacks listed and the chunks its acks say were rebuilt
-//! ([`framed::ack_rebuilt`]), over the data chunks sent ([`super::fec::LossEstimator`]).
+//! (the ack's `rebuilt`), over the data chunks sent ([`super::fec::LossEstimator`]).
 //!
 //! Clock: every data datagram is flagged [`framed::CLOCK`], and a hub that knows the flag
 //! puts its wall clock (`hub_us`) into the ack. With `t1` the sender's wall time when the
@@ -617,6 +617,7 @@ impl FramedSender {
                 status,
                 ts_us,
                 hub_us,
+                rebuilt,
             }) if stream == self.stream => {
                 if let (Some(t2), true) = (hub_us, ts_us != 0) {
                     // a clock sample, whether or not the frame is still in flight
@@ -630,7 +631,7 @@ impl FramedSender {
                 if ts_us != 0 {
                     self.sample_rtt(now, ts_us);
                 }
-                let rebuilt = u32::from(framed::ack_rebuilt(data));
+                let rebuilt = u32::from(rebuilt);
                 self.rebuilt += u64::from(rebuilt);
                 // after a nack, chunks rebuilt are resends not waited for: the nack
                 // counted the loss already

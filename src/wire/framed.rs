@@ -59,7 +59,7 @@
 //! - **ack** (hub → sender), [`ACK_STRUCT`] (28 bytes): `status B, rebuilt H, 1 pad, ts_us Q`
 //!   echoing the data's timestamp; `rebuilt` is how many of the frame's data chunks the hub
 //!   rebuilt from parity (0 without parity; senders that predate it read it as padding: it
-//!   tells a sender the loss that its parity hid, [`ack_rebuilt`]). Status 0 = delivered, 1 = rejected (do not resend), 2 = stale (a newer
+//!   tells a sender the loss that its parity hid). Status 0 = delivered, 1 = rejected (do not resend), 2 = stale (a newer
 //!   frame of the stream was delivered first; do not resend). With [`HUB_TIME`] set (only in
 //!   answer to a datagram flagged [`CLOCK`] or [`CAPTURED`] and at least [`TIMED_ACK_LEN`]
 //!   bytes long, so an ack never outweighs what it answers), `hub_us Q` follows (36 bytes):
@@ -222,6 +222,9 @@ pub enum Packet<'a> {
         ts_us: u64,
         /// The hub's wall clock (µs since the Unix epoch) when the ack is flagged [`HUB_TIME`].
         hub_us: Option<u64>,
+        /// Data chunks of the frame the hub rebuilt from parity (0 without, and from hubs
+        /// that predate parity: the field was padding).
+        rebuilt: u16,
     },
     Nack {
         stream: u32,
@@ -299,13 +302,6 @@ pub fn frame_check(frame: &[u8]) -> u64 {
     use blake2::Digest;
     let hash = blake2::Blake2s256::digest(frame);
     u64::from_le_bytes(hash[..8].try_into().expect("32 bytes"))
-}
-
-/// The `rebuilt` field of an ack ([`parse`] says it is one): how many data chunks of the
-/// frame the hub rebuilt from parity.
-pub fn ack_rebuilt(ack: &[u8]) -> u16 {
-    ack.get(17..19)
-        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
 }
 
 /// Chunk count for a frame of `length` bytes with `chunk_size`-byte chunks (at least 1).
@@ -421,6 +417,7 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, ParseError> {
                 status,
                 ts_us: u64_at(b, 20),
                 hub_us,
+                rebuilt: u16_at(b, 17),
             })
         }
         KIND_NACK => {
@@ -719,7 +716,8 @@ mod tests {
                 frame: 8,
                 status: AckStatus::Delivered,
                 ts_us: 0x1122,
-                hub_us: None
+                hub_us: None,
+                rebuilt: 0
             })
         );
         let n = emit_nack(9, 8, 40, &[(3, 2), (10, 1)]);
@@ -844,7 +842,8 @@ mod tests {
                 frame: 8,
                 status: AckStatus::Delivered,
                 ts_us: 0x1122,
-                hub_us: Some(0x0A0B_0C0D)
+                hub_us: Some(0x0A0B_0C0D),
+                rebuilt: 0
             })
         );
         // An old parser (Rust: len >= ACK_LEN, status at 16, ts_us at 20, flags ignored;
@@ -1042,7 +1041,7 @@ mod tests {
     }
 
     #[test]
-    fn ack_rebuilt_literal_bytes() {
+    fn rebuilt_ack_literal_bytes() {
         // struct.pack('<4sBBHIIBHxQ', b'UHFR', 1, 1, 0, 9, 8, 0, 0x0102, 0x1122)
         let a = emit_rebuilt_ack(9, 8, AckStatus::Delivered, 0x1122, None, 0x0102);
         assert_eq!(
@@ -1052,15 +1051,18 @@ mod tests {
                 0, 0, 0, 0, 0, 0
             ]
         );
-        assert_eq!(ack_rebuilt(&a), 0x0102);
-        assert_eq!(ack_rebuilt(&emit_ack(9, 8, AckStatus::Delivered, 1)), 0);
         assert!(matches!(
             parse(&a),
             Ok(Packet::Ack {
                 status: AckStatus::Delivered,
                 ts_us: 0x1122,
+                rebuilt: 0x0102,
                 ..
             })
+        ));
+        assert!(matches!(
+            parse(&emit_ack(9, 8, AckStatus::Delivered, 1)),
+            Ok(Packet::Ack { rebuilt: 0, .. })
         ));
     }
 
