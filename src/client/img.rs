@@ -184,10 +184,6 @@ pub const DEFAULT_ADAPT_FPS: f64 = 30.0;
 
 type SharedController = Arc<Mutex<Controller>>;
 
-fn lock_ctl(c: &SharedController) -> MutexGuard<'_, Controller> {
-    c.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// What a run did.
 #[derive(Debug)]
 pub struct ImgReport {
@@ -345,8 +341,9 @@ enum Producer {
     Mjpeg(Box<MjpegReader<MjpegInput>>),
 }
 
-fn lock(stats: &SharedImgStats) -> MutexGuard<'_, ImgStats> {
-    stats.lock().unwrap_or_else(|e| e.into_inner())
+/// The stats or the controller, also after a thread panicked holding it.
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Run the camera client until it is done or `shutdown` is triggered. Errors before the
@@ -655,7 +652,7 @@ fn capture_loop(
     while !stop.is_triggered() && !out.is_hung_up() {
         // the controller's frame rate, when it went below the planned one (latest wins:
         // captures are skipped, never queued)
-        let target = job.adapt.as_ref().map(|c| lock_ctl(c).target());
+        let target = job.adapt.as_ref().map(|c| lock(c).target());
         let adapted_fps = target
             .filter(|t| job.adapt_fps && t.fps < job.fps.unwrap_or(DEFAULT_ADAPT_FPS))
             .map(|t| t.fps);
@@ -700,7 +697,7 @@ fn capture_loop(
                 let t0 = Instant::now();
                 let jpeg = jpeg::encode(&frame, quality)?;
                 if let (Some(c), Some(t)) = (&job.adapt, target) {
-                    lock_ctl(c).on_encoded(t.level, jpeg.len());
+                    lock(c).on_encoded(t.level, jpeg.len());
                 }
                 {
                     let mut s = lock(stats);
@@ -833,7 +830,7 @@ fn send_loop(
         if let (Some(c), Some(f)) = (controller, fec) {
             // the budget is for the JPEG and its parity
             let overhead = f64::from(f.parity) / f64::from(f.data.max(1));
-            lock_ctl(c).set_parity_overhead(overhead);
+            lock(c).set_parity_overhead(overhead);
         }
         let mut s = lock(stats);
         if let Some(window) = window.filter(|_| s.encoding.window.is_some()) {
@@ -875,7 +872,7 @@ fn send_loop(
 
 /// Tell the controller what became of the frames that finished; the window it chooses.
 fn feed(controller: &SharedController, outcomes: &[FrameOutcome]) -> usize {
-    let mut c = lock_ctl(controller);
+    let mut c = lock(controller);
     let now = Instant::now();
     for outcome in outcomes {
         match outcome {

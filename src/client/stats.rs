@@ -548,16 +548,7 @@ pub struct EncodingSummary {
     /// Framed with `--fec` on: the newest frame's parity chunks and data chunks, parity
     /// chunks sent, data chunks the hub rebuilt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fec: Option<FecSummary>,
-}
-
-/// [`crate::client::img_sender::FecState`] in a JSON summary.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FecSummary {
-    pub parity: u8,
-    pub data: u16,
-    pub parity_sent: u64,
-    pub rebuilt: u64,
+    pub fec: Option<crate::client::img_sender::FecState>,
 }
 
 impl EncodingSummary {
@@ -576,12 +567,7 @@ impl EncodingSummary {
             fps_min: e.fps_min,
             fps_mean: e.fps_mean(),
             window: e.window,
-            fec: e.fec.map(|f| FecSummary {
-                parity: f.parity,
-                data: f.data,
-                parity_sent: f.parity_sent,
-                rebuilt: f.rebuilt,
-            }),
+            fec: e.fec,
         }
     }
 }

@@ -1136,7 +1136,7 @@ pub struct Rebuilt {
 
 impl std::ops::Add for Rebuilt {
     type Output = Rebuilt;
-    /// Both counts together.
+    /// The counts of both, added.
     fn add(self, other: Rebuilt) -> Rebuilt {
         Rebuilt {
             frames: self.frames + other.frames,

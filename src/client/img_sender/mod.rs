@@ -106,8 +106,8 @@ pub struct SenderOptions {
     pub fec: crate::proto::fec::FecMode,
 }
 
-/// Framed: the forward error correction in use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Framed: the forward error correction in use (also as it appears in the JSON summary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FecState {
     /// The newest frame's parity shards and data chunks.
     pub parity: u8,

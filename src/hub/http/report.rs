@@ -61,9 +61,8 @@ pub struct State {
 #[derive(Debug, Serialize)]
 pub struct RebuiltState {
     pub service: &'static str,
-    pub frames: u64,
-    pub chunks: u64,
-    pub failed: u64,
+    #[serde(flatten)]
+    pub rebuilt: crate::proto::framed_receiver::Rebuilt,
 }
 
 /// Datagrams (or TCP connections) of one service refused for one reason.
@@ -290,11 +289,9 @@ pub fn build(
         rebuilt: stats
             .rebuilt()
             .into_iter()
-            .map(|(service, r)| RebuiltState {
+            .map(|(service, rebuilt)| RebuiltState {
                 service: service.name(),
-                frames: r.frames,
-                chunks: r.chunks,
-                failed: r.failed,
+                rebuilt,
             })
             .collect(),
     }
@@ -499,7 +496,12 @@ pub fn metrics(state: &State) -> String {
         state
             .rebuilt
             .iter()
-            .map(|r| (format!("{{service=\"{}\"}}", r.service), r.frames as f64))
+            .map(|r| {
+                (
+                    format!("{{service=\"{}\"}}", r.service),
+                    r.rebuilt.frames as f64,
+                )
+            })
             .collect(),
     );
     let c = &state.commands;
