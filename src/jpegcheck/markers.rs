@@ -139,17 +139,14 @@ pub(super) struct Resume {
 #[derive(Clone)]
 pub(super) struct Headers {
     huff: [[Huffman; 4]; 2],
-    quant: [Option<[u16; 64]>; 4],
-    frame: Frame,
-    restart_interval: u16,
-    coded: [bool; 4],
-    sos: usize,
+    /// The rest, what a walk resumed from these headers starts with.
+    start: Start,
 }
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Headers")
-            .field("sos", &self.sos)
+            .field("sos", &self.start.sos)
             .finish_non_exhaustive()
     }
 }
@@ -180,21 +177,8 @@ pub(super) fn walk_segments_resumable(
             // the same bytes as when they were kept: start at the first scan's header, and
             // walk with the kept tables where they are (copying 40 KiB of them for every
             // advance cost more than the walk of a datagram's share)
-            let Headers {
-                huff,
-                quant,
-                frame,
-                restart_interval,
-                coded,
-                sos,
-            } = &mut *kept;
-            let start = Start {
-                quant: *quant,
-                frame: frame.clone(),
-                restart_interval: *restart_interval,
-                coded: *coded,
-                sos: *sos,
-            };
+            let Headers { huff, start } = &mut *kept;
+            let start = start.clone();
             let mut tables_changed = false;
             let result = walk_from(
                 bytes,
@@ -217,6 +201,7 @@ pub(super) fn walk_segments_resumable(
 }
 
 /// What a walk resumed from kept [`Headers`] starts with (the tables aside).
+#[derive(Clone)]
 struct Start {
     quant: [Option<[u16; 64]>; 4],
     frame: Frame,
@@ -358,11 +343,13 @@ fn walk_from(
                     if scans == 0 {
                         r.headers = Some(Box::new(Headers {
                             huff: huff.clone(),
-                            quant,
-                            frame: frame.clone(),
-                            restart_interval,
-                            coded,
-                            sos: pos,
+                            start: Start {
+                                quant,
+                                frame: frame.clone(),
+                                restart_interval,
+                                coded,
+                                sos: pos,
+                            },
                         }));
                     }
                 }
